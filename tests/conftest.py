@@ -1,0 +1,29 @@
+"""Shared test fixtures: where the repo, its samples and the shared evaluation data are."""
+
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+EVALDATA = SHARED / "evaldata"
+SAMPLES = REPO / "samples" / "images"
+
+
+@pytest.fixture(scope="session")
+def evaldata_dir() -> Path:
+    """``../shared/evaldata`` read in place; tests using it skip where it is absent."""
+    if not (EVALDATA / "grabcut").is_dir():
+        pytest.skip("../shared/evaldata is not present")
+    return EVALDATA
+
+
+@pytest.fixture(scope="session")
+def spec_manifest() -> list:
+    """The 219 weighted layers of the published DEXTR files: [name, [weight names], [shapes]]."""
+    import json
+
+    path = SHARED / "dextr" / "weights-manifest.json"
+    if not path.is_file():
+        pytest.skip("../shared/dextr/weights-manifest.json is not present")
+    return json.loads(path.read_text())
