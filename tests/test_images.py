@@ -1,0 +1,103 @@
+"""Reading images: EXIF orientation, grayscale, RGBA, 16-bit, corrupt files."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from dextr_core.images import ImageReadError, image_size, is_image_file, load_image, to_rgb_uint8
+
+
+def _save_with_orientation(path, array, orientation):
+    img = Image.fromarray(array)
+    exif = img.getexif()
+    exif[0x0112] = orientation
+    img.save(path, exif=exif.tobytes())
+
+
+def test_exif_rotation_is_applied(tmp_path):
+    # 20 wide x 10 tall, a red marker in the top-left corner as stored.
+    stored = np.zeros((10, 20, 3), np.uint8)
+    stored[:2, :2] = (255, 0, 0)
+    path = tmp_path / "rotated.png"
+    _save_with_orientation(path, stored, 6)  # 6: a viewer rotates 90 degrees clockwise
+
+    upright = load_image(path)
+    assert upright.shape == (20, 10, 3)
+    assert image_size(path) == (10, 20)
+    # Rotating clockwise moves the stored top-left corner to the top-right.
+    assert tuple(upright[0, -1]) == (255, 0, 0)
+    assert tuple(upright[0, 0]) == (0, 0, 0)
+
+
+def test_grayscale_file_becomes_rgb(tmp_path):
+    gray = np.arange(12, dtype=np.uint8).reshape(3, 4) * 20
+    path = tmp_path / "gray.png"
+    Image.fromarray(gray, mode="L").save(path)
+    rgb = load_image(path)
+    assert rgb.shape == (3, 4, 3) and rgb.dtype == np.uint8
+    assert np.array_equal(rgb[:, :, 0], gray) and np.array_equal(rgb[:, :, 2], gray)
+
+
+def test_16bit_file_is_scaled_to_8bit(tmp_path):
+    deep = np.array([[0, 257 * 100, 65535]], dtype=np.uint16)
+    path = tmp_path / "deep.png"
+    Image.fromarray(deep).save(path)
+    rgb = load_image(path)
+    assert rgb[0, :, 0].tolist() == [0, 100, 255]
+
+
+def test_rgba_transparent_pixels_become_white(tmp_path):
+    rgba = np.zeros((2, 2, 4), np.uint8)
+    rgba[0, 0] = (10, 20, 30, 255)  # opaque
+    path = tmp_path / "alpha.png"
+    Image.fromarray(rgba, mode="RGBA").save(path)
+    rgb = load_image(path)
+    assert tuple(rgb[0, 0]) == (10, 20, 30)
+    assert tuple(rgb[1, 1]) == (255, 255, 255)
+
+
+def test_corrupt_and_missing_files_name_the_file(tmp_path):
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    with pytest.raises(ImageReadError, match="broken.jpg"):
+        load_image(bad)
+    with pytest.raises(ImageReadError, match="broken.jpg"):
+        image_size(bad)
+    with pytest.raises(ImageReadError, match="missing.png"):
+        load_image(tmp_path / "missing.png")
+
+
+def test_truncated_jpeg_is_reported(tmp_path):
+    path = tmp_path / "cut.jpg"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), np.uint8)).save(path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ImageReadError, match="cut.jpg"):
+        load_image(path)
+
+
+@pytest.mark.parametrize(
+    "array, expected",
+    [
+        (np.array([[0, 255]], np.uint8), [0, 255]),
+        (np.array([[0.0, 1.0]], np.float32), [0, 255]),
+        (np.array([[0.0, 128.0]], np.float64), [0, 128]),
+        (np.array([[False, True]]), [0, 255]),
+        (np.array([[0, 65535]], np.uint16), [0, 255]),
+        (np.array([[3, 200]], np.int64), [3, 200]),
+    ],
+)
+def test_to_rgb_uint8_dtypes(array, expected):
+    out = to_rgb_uint8(array)
+    assert out.shape == (1, 2, 3) and out.dtype == np.uint8
+    assert out[0, :, 1].tolist() == expected
+
+
+def test_to_rgb_uint8_rejects_other_shapes():
+    with pytest.raises(ValueError, match="shape"):
+        to_rgb_uint8(np.zeros((2, 2, 2), np.uint8))
+
+
+def test_image_extensions_any_case():
+    assert is_image_file("a/B.JPG") and is_image_file("x.WebP") and is_image_file("t.tif")
+    assert not is_image_file("notes.txt") and not is_image_file("mask.npy")
