@@ -1,0 +1,144 @@
+"""Benchmark the progress store at 100,000 images; prints a table.
+
+    python bench/bench_store.py [--images 100000] [--ops 300] [--done-fraction 0.3]
+
+Builds a store in a temporary folder through the bulk API (fake ids, no image files), with a share
+of the images already done (two objects each, with their activity events) so that the file has a
+realistic size, then measures: opening it in a new ProgressStore (snapshot + journal replay +
+indexes), claim_next / add_object / complete / skip / heartbeat / get (median and p95 over
+``--ops`` calls each, every write fsync'd), summary(), events(limit=50), and the file sizes.
+Finally it opens the store again after the timed writes (snapshot + a journal to replay).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tinydb.table import Document  # noqa: E402
+
+from dextr_core.store import ObjectRecord, ProgressStore  # noqa: E402
+
+POINTS = [[10.0, 50.0], [90.0, 50.0], [50.0, 10.0], [50.0, 90.0]]
+
+
+def fake_id(i: int) -> str:
+    return f"batch{i // 1000:03d}/img_{i:06d}.jpg"
+
+
+def build(path: Path, n_images: int, done_fraction: float) -> float:
+    """Create the store; returns seconds taken (not part of the measured figures)."""
+    t0 = time.perf_counter()
+    store = ProgressStore(path, path.parent / "no-source")
+    store.add_images((fake_id(i), 640, 480) for i in range(n_images))
+    n_done = int(n_images * done_fraction)
+    annotators = ["ann", "bob", "cem", "dia"]
+    now = time.time() - 86400.0
+    # Internal bulk path: write finished images and their events in one transaction (a snapshot),
+    # as if the team had worked through them; the timed operations below use the public API.
+    with store._storage.transaction():
+        raw = store._storage.read()["images"]
+        events = []
+        for i in range(n_done):
+            who = annotators[i % len(annotators)]
+            image_id = fake_id(i)
+            t = now + i
+            objects = [
+                {"index": k, "label": "object", "points": POINTS, "engine": "DEXTR",
+                 "annotator": who, "created_at": t, "seconds": 5.0}
+                for k in (1, 2)
+            ]
+            key = str(store._doc_of[image_id])
+            old = dict(raw[key])
+            raw[key].update(status="done", annotator=who, completed_at=t, updated_at=t,
+                            n_objects=2, seconds=12.0, objects=objects)
+            store._storage.record("images", key, old, raw[key])
+            for action in ("claimed", "object_added", "object_added", "completed"):
+                events.append({"time": t, "action": action, "image_id": image_id,
+                               "annotator": who, "detail": {}})
+        base = store._max_event_id
+        store._events.insert_multiple(
+            Document(e, doc_id=base + k) for k, e in enumerate(events, start=1)
+        )
+    store.close()
+    return time.perf_counter() - t0
+
+
+def timed(fn, *args) -> tuple[float, object]:
+    t0 = time.perf_counter()
+    out = fn(*args)
+    return (time.perf_counter() - t0) * 1000.0, out
+
+
+def stats(ms: list[float]) -> tuple[float, float]:
+    ordered = sorted(ms)
+    p95 = ordered[min(len(ordered) - 1, int(round(0.95 * (len(ordered) - 1))))]
+    return statistics.median(ordered), p95
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=100_000)
+    parser.add_argument("--ops", type=int, default=300)
+    parser.add_argument("--done-fraction", type=float, default=0.3)
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / ".dextr_progress.json"
+        build_s = build(path, args.images, args.done_fraction)
+        snapshot_mb = path.stat().st_size / 1e6
+
+        open_ms, store = timed(ProgressStore, path, Path(tmp) / "no-source")
+        rows: list[tuple[str, str, str]] = [("open (snapshot only)", f"{open_ms:.0f}", "")]
+
+        timings: dict[str, list[float]] = {k: [] for k in (
+            "claim_next", "add_object", "heartbeat", "complete", "skip", "get")}
+        for k in range(args.ops):
+            who = f"worker{k % 8}"
+            ms, rec = timed(store.claim_next, who)
+            timings["claim_next"].append(ms)
+            obj = ObjectRecord(label="object", points=POINTS, engine="DEXTR", seconds=4.0)
+            timings["add_object"].append(timed(store.add_object, rec.id, who, obj)[0])
+            timings["heartbeat"].append(timed(store.heartbeat, rec.id, who)[0])
+            timings["get"].append(timed(store.get, rec.id)[0])
+            if k % 2:
+                timings["skip"].append(timed(store.skip, rec.id, who, "blurred")[0])
+            else:
+                timings["complete"].append(timed(store.complete, rec.id, who, 9.0)[0])
+        for name, ms in timings.items():
+            med, p95 = stats(ms)
+            rows.append((f"{name} (n={len(ms)})", f"{med:.2f}", f"{p95:.2f}"))
+
+        summary_ms = [timed(store.summary)[0] for _ in range(5)]
+        med, p95 = stats(summary_ms)
+        rows.append(("summary (n=5)", f"{med:.0f}", f"{max(summary_ms):.0f} (max)"))
+        events_ms = [timed(store.events, None, 50)[0] for _ in range(5)]
+        rows.append(("events(limit=50) (n=5)", f"{statistics.median(events_ms):.2f}", ""))
+        journal_kb = store._storage.journal_size / 1e3
+        store.close()
+
+        reopen_ms, store = timed(ProgressStore, path, Path(tmp) / "no-source")
+        rows.append(("open (snapshot + journal replay)", f"{reopen_ms:.0f}", ""))
+        n_events = len(store._event_ids)
+        summary = store.summary()
+        store.close()
+
+    print(f"Progress store benchmark: {args.images} images, {summary['by_status']['done']} done, "
+          f"{n_events} events; build (not timed) {build_s:.1f} s")
+    print(f"snapshot file {snapshot_mb:.1f} MB; journal after the timed writes {journal_kb:.0f} kB")
+    print()
+    width = max(len(r[0]) for r in rows)
+    print(f"| {'operation':<{width}} | median ms | p95 ms |")
+    print(f"|{'-' * (width + 2)}|-----------|--------|")
+    for name, med, p95 in rows:
+        print(f"| {name:<{width}} | {med:>9} | {p95:>6} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,371 @@
+"""The annotation config (``anno_cfg.yml``): read once, validated once, every problem reported.
+
+Layout (DEXTR-AnnoTool's keys plus a few new optional ones)::
+
+    required:
+      source: images            # folder of photos (sub-folders included)
+      destination: masks        # where the per-image label maps go (sub-folders mirrored)
+    optional:
+      update: true              # look for new / vanished images at start
+      mask_suffix: _mask        # img.jpg -> img_mask.png ("" = same stem as the image)
+      save_format: png          # png | npy
+      labels: [object]          # class names offered for each object
+      weights: models/dextr_pascal-sbd.h5
+      threshold: 0.8            # 0 < t < 1, DEXTR probability -> mask
+      claim_timeout_min: 30     # an image left open this long goes back to the queue
+    admin:
+      progress_file: images/.dextr_progress.json   # default: <source>/.dextr_progress.json
+      reset_progress: false
+
+Every relative path (source, destination, weights, progress_file) is resolved against the folder
+that holds the YAML file, not against the folder the app was started from, so a config keeps
+meaning the same thing wherever it is run from; ``~`` is expanded. A key written with no value
+takes its default, except ``mask_suffix``, where an empty value means "no suffix".
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import DextrError
+
+DEFAULT_MASK_SUFFIX = "_mask"
+DEFAULT_SAVE_FORMAT = "png"
+DEFAULT_LABELS = ("object",)
+DEFAULT_WEIGHTS = "models/dextr_pascal-sbd.h5"
+DEFAULT_THRESHOLD = 0.8
+DEFAULT_CLAIM_TIMEOUT_MIN = 30.0
+DEFAULT_PROGRESS_NAME = ".dextr_progress.json"
+
+#: Every key the config knows, by section.
+KNOWN_KEYS: dict[str, tuple[str, ...]] = {
+    "required": ("source", "destination"),
+    "optional": (
+        "update",
+        "mask_suffix",
+        "save_format",
+        "labels",
+        "weights",
+        "threshold",
+        "claim_timeout_min",
+    ),
+    "admin": ("progress_file", "reset_progress"),
+}
+
+
+class ConfigError(DextrError):
+    """A config that cannot be used. ``problems`` lists each one: the key, what is wrong, the fix."""
+
+    def __init__(self, path: str | os.PathLike, problems: list[str]):
+        self.path = Path(path)
+        self.problems = list(problems)
+        lines = "\n".join(f"  - {p}" for p in self.problems)
+        super().__init__(
+            f"The config file {self.path} has {len(self.problems)} problem(s):\n{lines}"
+        )
+
+
+@dataclass(frozen=True)
+class AnnoConfig:
+    """A validated annotation config; every path is absolute.
+
+    Attributes: ``path`` (the YAML file), ``source`` (image folder), ``destination`` (mask folder),
+    ``update`` (sync the image list at start), ``mask_suffix``, ``save_format`` ("png" | "npy"),
+    ``labels`` (class names, at least one), ``weights`` (DEXTR .h5 file; it may be missing, then the
+    fallback segmenter is used), ``threshold`` (0 < t < 1), ``claim_timeout_min`` (minutes),
+    ``progress_file`` (the store's JSON file), ``reset_progress`` (back the store up and start over).
+    """
+
+    path: Path
+    source: Path
+    destination: Path
+    update: bool = True
+    mask_suffix: str = DEFAULT_MASK_SUFFIX
+    save_format: str = DEFAULT_SAVE_FORMAT
+    labels: tuple[str, ...] = DEFAULT_LABELS
+    weights: Path = Path(DEFAULT_WEIGHTS)
+    threshold: float = DEFAULT_THRESHOLD
+    claim_timeout_min: float = DEFAULT_CLAIM_TIMEOUT_MIN
+    progress_file: Path = Path(DEFAULT_PROGRESS_NAME)
+    reset_progress: bool = False
+
+
+def _suggest(word: str, choices: tuple[str, ...], noun: str = "keys") -> str:
+    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
+    if close:
+        return f"did you mean {close[0]}?"
+    return f"remove it; the known {noun} are {', '.join(choices)}"
+
+
+def _type_name(value: Any) -> str:
+    if value is None:
+        return "nothing"
+    return {bool: "true/false", int: "a number", float: "a number", str: "text",
+            list: "a list", dict: "a mapping"}.get(type(value), type(value).__name__)
+
+
+class _Checker:
+    """Collects problems while reading one section's values."""
+
+    def __init__(self, base: Path):
+        self.base = base
+        self.problems: list[str] = []
+
+    def problem(self, key: str, text: str) -> None:
+        self.problems.append(f"{key}: {text}")
+
+    def path(self, key: str, value: Any, default: str | None) -> Path | None:
+        if value is None:
+            if default is None:
+                self.problem(key, "is missing; add it (a folder path, relative to the config file)")
+                return None
+            value = default
+        if not isinstance(value, str) or not value.strip():
+            self.problem(key, f"must be a path written as text, got {_type_name(value)} ({value!r})")
+            return None
+        p = Path(os.path.expanduser(value.strip()))
+        if not p.is_absolute():
+            p = self.base / p
+        return Path(os.path.normpath(p))
+
+    def boolean(self, key: str, value: Any, default: bool) -> bool:
+        if value is None:
+            return default
+        if isinstance(value, bool):
+            return value
+        self.problem(key, f"must be true or false, got {_type_name(value)} ({value!r})")
+        return default
+
+    def number(self, key: str, value: Any, default: float, rule: str) -> float:
+        if value is None:
+            return default
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            self.problem(key, f"must be a number {rule}, got {_type_name(value)} ({value!r})")
+            return default
+        return float(value)
+
+
+def _read_yaml(path: Path) -> Any:
+    if not path.exists():
+        raise ConfigError(path, [
+            f"config file: {path} does not exist; create it (see anno_cfg.yml in the repository "
+            "for an example) or pass the right path (--config FILE or ANNO_CFG)"
+        ])
+    if not path.is_file():
+        raise ConfigError(path, [f"config file: {path} is a folder, not a YAML file; "
+                                 "pass the path of the .yml file itself"])
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(path, [f"config file: cannot read {path} ({exc}); "
+                                 "check its permissions and that it is UTF-8 text"]) from exc
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        what = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(path, [
+            f"config file: not valid YAML{where} ({what}); fix the indentation or quoting there "
+            "(keys are 'name: value', nested keys indented by two spaces)"
+        ]) from exc
+
+
+def _section(data: dict, name: str, checker: _Checker) -> dict:
+    value = data.get(name)
+    if value is None:
+        if name == "required":
+            checker.problem(
+                "required", "section is missing; add 'required:' with 'source:' (image folder) "
+                "and 'destination:' (mask folder) under it"
+            )
+        return {}
+    if not isinstance(value, dict):
+        checker.problem(name, f"must be a section of 'key: value' lines, got {_type_name(value)}")
+        return {}
+    known = KNOWN_KEYS[name]
+    for key in value:
+        if key not in known:
+            checker.problem(f"{name}.{key}", f"unknown key; {_suggest(str(key), known)}")
+    return value
+
+
+def load_config(path: str | os.PathLike) -> AnnoConfig:
+    """Read and validate an annotation config (YAML) and return it with absolute paths.
+
+    Raises :class:`ConfigError` listing every problem found (each names the key, e.g.
+    ``optional.save_format``, and the fix). Nothing is created or written on disk.
+    """
+    cfg_path = Path(os.path.expanduser(str(path))).absolute()
+    data = _read_yaml(cfg_path)
+    if data is None:
+        raise ConfigError(cfg_path, [
+            "config file: is empty; it needs a 'required:' section with 'source:' and "
+            "'destination:'"
+        ])
+    if not isinstance(data, dict):
+        raise ConfigError(cfg_path, [
+            f"config file: must be a mapping of sections (required, optional, admin), got "
+            f"{_type_name(data)}; write 'required:' on its own line with indented keys under it"
+        ])
+
+    check = _Checker(cfg_path.parent)
+    for key in data:
+        if key not in KNOWN_KEYS:
+            check.problem(str(key), f"unknown section; {_suggest(str(key), tuple(KNOWN_KEYS), 'sections')}")
+    required = _section(data, "required", check)
+    optional = _section(data, "optional", check)
+    admin = _section(data, "admin", check)
+
+    source = check.path("required.source", required.get("source"), None)
+    destination = check.path("required.destination", required.get("destination"), None)
+    update = check.boolean("optional.update", optional.get("update"), True)
+    mask_suffix = _mask_suffix(check, optional)
+    save_format = _save_format(check, optional)
+    labels = _labels(check, optional)
+    weights = check.path("optional.weights", optional.get("weights"), DEFAULT_WEIGHTS)
+    threshold = check.number(
+        "optional.threshold", optional.get("threshold"), DEFAULT_THRESHOLD, "between 0 and 1"
+    )
+    if not 0.0 < threshold < 1.0:
+        check.problem("optional.threshold",
+                      f"must lie strictly between 0 and 1, got {threshold}; 0.8 is DEXTR's default")
+    timeout = check.number("optional.claim_timeout_min", optional.get("claim_timeout_min"),
+                           DEFAULT_CLAIM_TIMEOUT_MIN, "of minutes above 0")
+    if not timeout > 0:
+        check.problem("optional.claim_timeout_min",
+                      f"must be above 0 minutes, got {timeout}; e.g. 30")
+    progress_default = str(source / DEFAULT_PROGRESS_NAME) if source else DEFAULT_PROGRESS_NAME
+    progress_file = check.path("admin.progress_file", admin.get("progress_file"), progress_default)
+    reset_progress = check.boolean("admin.reset_progress", admin.get("reset_progress"), False)
+
+    _check_folders(check, source, destination, mask_suffix, save_format, progress_file)
+    if check.problems:
+        raise ConfigError(cfg_path, check.problems)
+    assert source and destination and weights and progress_file  # guaranteed by the checks above
+    return AnnoConfig(
+        path=cfg_path,
+        source=source,
+        destination=destination,
+        update=update,
+        mask_suffix=mask_suffix,
+        save_format=save_format,
+        labels=labels,
+        weights=weights,
+        threshold=threshold,
+        claim_timeout_min=timeout,
+        progress_file=progress_file,
+        reset_progress=reset_progress,
+    )
+
+
+def _mask_suffix(check: _Checker, optional: dict) -> str:
+    if "mask_suffix" not in optional:
+        return DEFAULT_MASK_SUFFIX
+    value = optional["mask_suffix"]
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        check.problem("optional.mask_suffix",
+                      f"must be text such as _mask, got {_type_name(value)} ({value!r}); "
+                      "put it in quotes")
+        return DEFAULT_MASK_SUFFIX
+    if any(sep in value for sep in ("/", "\\", os.sep)) or value in (".", ".."):
+        check.problem("optional.mask_suffix",
+                      f"{value!r} contains a path separator; use a plain suffix such as _mask "
+                      "(sub-folders are set by required.destination)")
+    if "\0" in value:
+        check.problem("optional.mask_suffix", "contains a NUL character; use a plain suffix")
+    return value
+
+
+def _save_format(check: _Checker, optional: dict) -> str:
+    value = optional.get("save_format")
+    if value is None:
+        return DEFAULT_SAVE_FORMAT
+    text = str(value).strip().lower().lstrip(".") if isinstance(value, str) else None
+    if text not in ("png", "npy"):
+        check.problem("optional.save_format", f"is {value!r}; use png or npy")
+        return DEFAULT_SAVE_FORMAT
+    return text
+
+
+def _labels(check: _Checker, optional: dict) -> tuple[str, ...]:
+    value = optional.get("labels")
+    if value is None:
+        return DEFAULT_LABELS
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not value:
+        check.problem("optional.labels",
+                      f"must be a non-empty list of class names such as [car, person], got "
+                      f"{_type_name(value)} ({value!r})")
+        return DEFAULT_LABELS
+    labels: list[str] = []
+    for i, item in enumerate(value):
+        if not isinstance(item, str | int | float) or isinstance(item, bool):
+            check.problem(f"optional.labels[{i}]",
+                          f"must be a class name written as text, got {_type_name(item)}")
+            continue
+        name = str(item).strip()
+        if not name:
+            check.problem(f"optional.labels[{i}]", "is empty; give every class a name")
+        elif name in labels:
+            check.problem(f"optional.labels[{i}]",
+                          f"{name!r} is listed twice; remove the duplicate")
+        else:
+            labels.append(name)
+    return tuple(labels) if labels else DEFAULT_LABELS
+
+
+def _nearest_existing(p: Path) -> Path:
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    return p
+
+
+def _check_folders(check: _Checker, source: Path | None, destination: Path | None,
+                   mask_suffix: str, save_format: str, progress_file: Path | None) -> None:
+    if source is not None:
+        if not source.exists():
+            check.problem("required.source",
+                          f"folder {source} does not exist; create it and put the images in it, "
+                          "or fix the path (relative paths start at the config file's folder)")
+        elif not source.is_dir():
+            check.problem("required.source", f"{source} is a file, not a folder; give the folder "
+                          "that holds the images")
+    if destination is not None:
+        existing = _nearest_existing(destination)
+        if existing == destination and not destination.is_dir():
+            check.problem("required.destination", f"{destination} is a file, not a folder; "
+                          "give a folder for the masks")
+        elif not existing.is_dir():
+            check.problem("required.destination",
+                          f"cannot create folder {destination}: {existing} is a file; "
+                          "choose another destination")
+        elif not os.access(existing, os.W_OK | os.X_OK):
+            check.problem("required.destination",
+                          f"cannot write in {existing}; choose a folder you can write to or fix "
+                          "its permissions")
+    if (source is not None and destination is not None and source == destination
+            and mask_suffix == "" and save_format == "png"):
+        check.problem("optional.mask_suffix",
+                      "is empty while required.destination is the source folder and save_format "
+                      "is png: masks would overwrite PNG images of the same name; set a suffix "
+                      "such as _mask or use another destination")
+    if progress_file is not None:
+        if progress_file.is_dir():
+            check.problem("admin.progress_file", f"{progress_file} is a folder; give a file name "
+                          "such as .dextr_progress.json")
+        else:
+            parent = _nearest_existing(progress_file.parent)
+            if not parent.is_dir():
+                check.problem("admin.progress_file",
+                              f"cannot create {progress_file}: {parent} is a file; choose another "
+                              "path")

@@ -1,0 +1,370 @@
+"""Mask quality from simulated extreme clicks: ``python -m dextr_core.evaluate DATASET_DIR``.
+
+A dataset folder holds ``images/`` and ``masks/``; an image and its ground-truth mask share a file
+stem (image extensions may differ). Each mask holds one object: pixels > 127 are the object, an
+optional ``ignore`` value (e.g. 128, the uncertain boundary band of the GrabCut set) is left out of
+both the object and the IoU. For every pair the four extreme points of the mask are taken
+(:func:`dextr_core.points.extreme_points`), the segmenter turns them into a mask, and the IoU with
+the ground truth is recorded together with the seconds the segmenter took.
+
+Usage::
+
+    python -m dextr_core.evaluate ../shared/evaldata/grabcut --ignore 128
+    python -m dextr_core.evaluate ../shared/evaldata/coco_mval --segmenter fallback --limit 20 \\
+        --csv results.csv
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import DextrError
+from .images import image_size, is_image_file, load_image
+from .points import extreme_points
+
+#: Where ``--weights`` points by default (the file ``python -m dextr_core.download`` writes).
+DEFAULT_WEIGHTS = Path(__file__).resolve().parents[1] / "models" / "dextr_pascal-sbd.h5"
+
+
+class DatasetError(DextrError):
+    """A dataset folder that cannot be evaluated; the message says which files and what to do."""
+
+
+@dataclass(frozen=True)
+class ObjectResult:
+    """One evaluated object: its id (the file stem), IoU in [0, 1], seconds the segmenter took,
+    and the image size in pixels."""
+
+    id: str
+    iou: float
+    seconds: float
+    width: int
+    height: int
+
+
+@dataclass
+class EvalResult:
+    """All objects of one evaluation run plus what was left out and why."""
+
+    objects: list[ObjectResult] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # "id: reason", e.g. an empty mask
+
+    @property
+    def miou(self) -> float:
+        """Mean IoU over the evaluated objects (NaN when there are none)."""
+        return float(np.mean([o.iou for o in self.objects])) if self.objects else float("nan")
+
+    @property
+    def seconds(self) -> np.ndarray:
+        """Seconds per object, as a float64 array in evaluation order."""
+        return np.array([o.seconds for o in self.objects], dtype=np.float64)
+
+    @property
+    def mean_seconds(self) -> float:
+        """Mean segmenter seconds per object (NaN when there are none)."""
+        return float(self.seconds.mean()) if self.objects else float("nan")
+
+
+@dataclass(frozen=True)
+class Pair:
+    """An image file and the ground-truth mask file with the same stem."""
+
+    id: str
+    image: Path
+    mask: Path
+
+
+def find_pairs(dataset_dir: str | os.PathLike) -> tuple[list[Pair], list[str]]:
+    """Pair ``images/*`` with ``masks/*`` by file stem, sorted by id.
+
+    Returns (pairs, warnings); warnings name files that have no partner. Raises
+    :class:`DatasetError` when the folders are missing or no pair is found.
+    """
+    root = Path(dataset_dir)
+    images_dir, masks_dir = root / "images", root / "masks"
+    missing = [str(d) for d in (images_dir, masks_dir) if not d.is_dir()]
+    if missing:
+        raise DatasetError(
+            f"{root} is not a dataset folder: missing {', '.join(missing)}. A dataset folder needs "
+            "images/ and masks/ whose files share stems (images/a.jpg + masks/a.png)."
+        )
+    images = {p.stem: p for p in sorted(images_dir.iterdir()) if is_image_file(p)}
+    masks = {p.stem: p for p in sorted(masks_dir.iterdir()) if is_image_file(p) or p.suffix == ".npy"}
+    warnings = [f"{images[s].name}: no mask with this stem in masks/, left out"
+                for s in sorted(set(images) - set(masks))]
+    warnings += [f"{masks[s].name}: no image with this stem in images/, left out"
+                 for s in sorted(set(masks) - set(images))]
+    pairs = [Pair(s, images[s], masks[s]) for s in sorted(set(images) & set(masks))]
+    if not pairs:
+        raise DatasetError(
+            f"No image/mask pairs in {root}: images/ has {len(images)} image(s), masks/ has "
+            f"{len(masks)} mask(s), and none share a file stem. Name each mask like its image."
+        )
+    return pairs, warnings
+
+
+def load_mask(path: str | os.PathLike) -> np.ndarray:
+    """Read a ground-truth mask file as a (H, W) uint8 array (colour masks converted to gray).
+
+    ``.npy`` files are read with NumPy (bool or integer arrays, values kept). EXIF orientation is
+    applied like for images. Raises :class:`DatasetError` naming the file when it cannot be read.
+    """
+    p = Path(path)
+    try:
+        if p.suffix == ".npy":
+            a = np.load(p, allow_pickle=False)
+            if a.dtype == bool:
+                a = a.astype(np.uint8) * 255
+            if a.ndim != 2:
+                raise ValueError(f"expected a 2-D array, got shape {a.shape}")
+            return np.clip(a, 0, 255).astype(np.uint8)
+        with Image.open(p) as img:
+            img.load()
+            img = ImageOps.exif_transpose(img)
+            return np.asarray(img.convert("L"), dtype=np.uint8)
+    except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as exc:
+        raise DatasetError(f"Cannot read mask {p}: {exc}. Replace or remove that file.") from exc
+
+
+def _mask_size(path: Path) -> tuple[int, int]:
+    if path.suffix == ".npy":
+        shape = np.load(path, mmap_mode="r", allow_pickle=False).shape
+        return int(shape[1]), int(shape[0])
+    return image_size(path)
+
+
+def check_sizes(pairs: Sequence[Pair]) -> None:
+    """Raise :class:`DatasetError` listing every pair whose image and mask differ in size.
+
+    Sizes are read from the file headers (upright, EXIF applied), so this is cheap.
+    """
+    problems = []
+    for pair in pairs:
+        try:
+            img_wh, mask_wh = image_size(pair.image), _mask_size(pair.mask)
+        except (DextrError, OSError, ValueError) as exc:
+            problems.append(f"{pair.id}: {exc}")
+            continue
+        if img_wh != mask_wh:
+            problems.append(
+                f"{pair.id}: image {pair.image.name} is {img_wh[0]} x {img_wh[1]} but mask "
+                f"{pair.mask.name} is {mask_wh[0]} x {mask_wh[1]} (width x height, upright)"
+            )
+    if problems:
+        shown = "\n  ".join(problems[:20]) + ("\n  ..." if len(problems) > 20 else "")
+        raise DatasetError(
+            f"{len(problems)} image/mask pair(s) do not match in size:\n  {shown}\n"
+            "Each mask must have its image's size (after EXIF rotation); fix or remove these pairs."
+        )
+
+
+def iou(prediction: np.ndarray, truth: np.ndarray, valid: np.ndarray | None = None) -> float:
+    """Intersection over union of two bool (H, W) masks, counting only pixels where ``valid``.
+
+    Returns 1.0 when both masks are empty on the valid pixels.
+    """
+    p, t = np.asarray(prediction, bool), np.asarray(truth, bool)
+    if valid is not None:
+        p, t = p & valid, t & valid
+    union = np.count_nonzero(p | t)
+    return 1.0 if union == 0 else float(np.count_nonzero(p & t) / union)
+
+
+def evaluate(
+    dataset_dir: str | os.PathLike,
+    segmenter,
+    ignore: int | None = None,
+    limit: int | None = None,
+    progress: bool = False,
+    on_object: Callable[[ObjectResult], None] | None = None,
+) -> EvalResult:
+    """Segment every object of a dataset from its ground truth's four extreme points.
+
+    ``segmenter`` follows the Segmenter protocol (``segment(image, points) -> bool (H, W)``).
+    ``ignore``: a mask value left out of the object and of the IoU (128 for the GrabCut set).
+    ``limit``: evaluate only the first N pairs (sorted by id). ``progress`` shows a tqdm bar on
+    stderr; ``on_object`` is called with each :class:`ObjectResult` as it is made.
+    Seconds are wall-clock seconds of the ``segment`` call alone (image reading excluded).
+    Raises :class:`DatasetError` for a folder without pairs or pairs that differ in size.
+    """
+    pairs, _ = find_pairs(dataset_dir)
+    if limit is not None:
+        pairs = pairs[: max(0, int(limit))]
+    check_sizes(pairs)
+    result = EvalResult()
+    iterator = pairs
+    if progress:
+        from tqdm import tqdm
+
+        iterator = tqdm(pairs, desc=Path(dataset_dir).name, unit="obj", file=sys.stderr)
+    for pair in iterator:
+        gt = load_mask(pair.mask)
+        valid = None if ignore is None else gt != ignore
+        truth = gt > 127 if valid is None else (gt > 127) & valid
+        if not truth.any():
+            result.skipped.append(f"{pair.id}: the mask has no object pixel (> 127)")
+            continue
+        image = load_image(pair.image)
+        points = extreme_points(truth)
+        start = time.perf_counter()
+        prediction = segmenter.segment(image, points)
+        seconds = time.perf_counter() - start
+        obj = ObjectResult(pair.id, iou(prediction, truth, valid), seconds,
+                           int(image.shape[1]), int(image.shape[0]))
+        result.objects.append(obj)
+        if on_object is not None:
+            on_object(obj)
+    return result
+
+
+def mask_values_warning(pairs: Sequence[Pair], ignore: int | None, sample: int = 10) -> str | None:
+    """A hint when masks hold a middle value (e.g. 128) that ``ignore`` does not leave out.
+
+    Looks at the first ``sample`` masks; returns the message or None.
+    """
+    if ignore is not None:
+        return None
+    for pair in pairs[:sample]:
+        values = np.unique(load_mask(pair.mask))
+        middle = values[(values > 0) & (values < 255)]
+        if middle.size:
+            return (
+                f"note: mask {pair.mask.name} holds value(s) {', '.join(map(str, middle[:5]))} "
+                "besides 0/255; values > 127 count as object. If that is an uncertain band "
+                "(the GrabCut set's 128), pass --ignore 128 to leave it out of the IoU."
+            )
+    return None
+
+
+def write_csv(path: str | os.PathLike, objects: Sequence[ObjectResult]) -> None:
+    """Write one row per object (id, iou, seconds, width, height) to ``path``, atomically."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["id", "iou", "seconds", "width", "height"])
+    for o in objects:
+        writer.writerow([o.id, f"{o.iou:.6f}", f"{o.seconds:.6f}", o.width, o.height])
+    data = buffer.getvalue().encode()
+    try:
+        from .masks import atomic_write
+    except ImportError:  # pragma: no cover - masks.py is written by another module owner
+        atomic_write = None
+    if atomic_write is not None:
+        atomic_write(Path(path), data)
+    else:  # pragma: no cover
+        tmp = Path(f"{path}.tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+
+
+def make_segmenter(kind: str | None, weights: Path, threshold: float | None):
+    """The segmenter the CLI evaluates: ``"fallback"``, ``"dextr"`` or None (DEXTR when the weights
+    file exists, else the GrabCut fallback). ``threshold`` None keeps each segmenter's default."""
+    if kind is None:
+        kind = "dextr" if Path(weights).is_file() else "fallback"
+    if kind == "fallback":
+        from .fallback import GrabCutSegmenter
+
+        return GrabCutSegmenter() if threshold is None else GrabCutSegmenter(threshold=threshold)
+    from .segmenters import DextrSegmenter
+
+    if not Path(weights).is_file():
+        from .segmenters import DOWNLOAD_COMMAND
+
+        raise DatasetError(
+            f"DEXTR weights not found at {weights}. Get them with `{DOWNLOAD_COMMAND}`, pass "
+            "--weights PATH, or evaluate the classical fallback with --segmenter fallback."
+        )
+    return DextrSegmenter(weights) if threshold is None else DextrSegmenter(weights, threshold)
+
+
+def _parse_ignore(text: str) -> int | None:
+    if text.lower() == "none":
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--ignore takes a mask value 0..255 or 'none', got {text!r}") from None
+    if not 0 <= value <= 255:
+        raise argparse.ArgumentTypeError(f"--ignore takes a mask value 0..255, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line parser of ``python -m dextr_core.evaluate``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m dextr_core.evaluate",
+        description="Segment each ground-truth object from its four extreme points and report "
+        "the mean IoU and seconds per object.",
+    )
+    parser.add_argument("dataset_dir", type=Path, help="folder with images/ and masks/ (paired by stem)")
+    parser.add_argument("--segmenter", choices=["fallback", "dextr"], default=None,
+                        help="default: dextr if the --weights file exists, else fallback")
+    parser.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS,
+                        help=f"DEXTR weights file (default {DEFAULT_WEIGHTS})")
+    parser.add_argument("--ignore", type=_parse_ignore, default=None, metavar="VALUE",
+                        help="mask value left out of object and IoU, e.g. 128 for the GrabCut set "
+                        "(default: none; a note is printed when masks hold such a middle value)")
+    parser.add_argument("--limit", type=int, default=None, metavar="N",
+                        help="evaluate only the first N pairs (sorted by id)")
+    parser.add_argument("--csv", type=Path, default=None, metavar="PATH",
+                        help="write one row per object: id, iou, seconds, width, height")
+    parser.add_argument("--threshold", type=float, default=None,
+                        help="probability threshold of the segmenter (default: its own, "
+                        "0.8 for DEXTR, 0.5 for the fallback)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the evaluation command; returns the process exit code (0 ok, 2 bad input)."""
+    args = build_parser().parse_args(argv)
+    if args.threshold is not None and not 0.0 < args.threshold < 1.0:
+        print(f"error: --threshold must lie strictly between 0 and 1, got {args.threshold}",
+              file=sys.stderr)
+        return 2
+    if args.limit is not None and args.limit < 1:
+        print(f"error: --limit must be at least 1, got {args.limit}", file=sys.stderr)
+        return 2
+    try:
+        pairs, warnings = find_pairs(args.dataset_dir)
+        for w in warnings:
+            print(f"warning: {w}", file=sys.stderr)
+        hint = mask_values_warning(pairs, args.ignore)
+        if hint:
+            print(hint, file=sys.stderr)
+        segmenter = make_segmenter(args.segmenter, args.weights, args.threshold)
+        result = evaluate(args.dataset_dir, segmenter, ignore=args.ignore, limit=args.limit,
+                          progress=not args.no_progress)
+    except DextrError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for s in result.skipped:
+        print(f"skipped {s}", file=sys.stderr)
+    if args.csv is not None:
+        write_csv(args.csv, result.objects)
+    sec = result.seconds
+    print(f"segmenter: {segmenter.name}")
+    print(f"dataset:   {args.dataset_dir} (ignore={args.ignore})")
+    print(f"objects:   {len(result.objects)}" + (f" ({len(result.skipped)} skipped)" if result.skipped else ""))
+    print(f"mIoU:      {result.miou:.4f}")
+    if sec.size:
+        print(f"seconds per object: mean {sec.mean():.3f}, median {np.median(sec):.3f}, "
+              f"p90 {np.percentile(sec, 90):.3f}")
+    if args.csv is not None:
+        print(f"per-object results written to {args.csv}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

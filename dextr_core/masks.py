@@ -1,0 +1,242 @@
+"""Mask files: where they go, how they are written (atomically) and read, and label maps.
+
+A label map is a ``uint8 (H, W)`` array (``uint16`` when an image has more than 255 objects):
+0 is background and value ``i`` is the i-th accepted object (1-based). It is stored per image as a
+PNG (mode ``L`` for uint8, 16-bit grayscale for uint16) or as a ``.npy`` file, the same layout as
+DEXTR-AnnoTool's masks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from .errors import DextrError
+
+#: The formats a label map can be saved in (``optional.save_format``).
+SAVE_FORMATS = ("png", "npy")
+
+#: Folder (inside the destination) holding the unfinished objects of images in progress.
+DRAFTS_DIR = ".drafts"
+
+#: Most objects one label map can hold (uint16).
+MAX_OBJECTS = 65535
+
+
+class MaskFileError(DextrError):
+    """A mask file that cannot be read as a label map; the message names the file and the fix."""
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Flush a folder's entry table so that a rename in it survives a power cut (POSIX only)."""
+    if os.name != "posix":
+        return
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        with contextlib.suppress(OSError):
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers see either the old file or the whole new one.
+
+    The bytes go to a temporary file in the same folder, which is flushed, fsynced and then renamed
+    over ``path`` (``os.replace``); the folder is fsynced afterwards. Missing parent folders are
+    created. On any error the temporary file is removed and the old file (if any) is untouched.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        # mkstemp creates the file 0600; give it the permissions a normal open() would.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp_name, 0o666 & ~umask)
+        os.replace(tmp_name, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp_name)
+        raise
+    _fsync_dir(target.parent)
+
+
+def _checked_image_id(image_id: str) -> PurePosixPath:
+    """The image id as a relative POSIX path; refuses absolute ids and ids that climb out (``..``)."""
+    rel = PurePosixPath(str(image_id).replace("\\", "/"))
+    if rel.is_absolute() or ".." in rel.parts or not rel.name or rel.name in (".", ".."):
+        raise ValueError(
+            f"image id {image_id!r} must be a path relative to the source folder, "
+            "without '..' (e.g. 'sub/dir/img.jpg')"
+        )
+    return rel
+
+
+def mask_path(
+    destination: str | os.PathLike, image_id: str, suffix: str, save_format: str
+) -> Path:
+    """Where the label map of one image is saved.
+
+    ``image_id`` is the image's POSIX path relative to the source folder; its sub-folders are
+    mirrored under ``destination`` and its extension replaced: ``a/b/img.jpg`` with suffix
+    ``"_mask"`` and format ``"png"`` -> ``<destination>/a/b/img_mask.png``.
+    Raises ``ValueError`` for an unknown format or an id that is absolute or contains ``..``.
+    """
+    if save_format not in SAVE_FORMATS:
+        raise ValueError(f"save_format must be one of {SAVE_FORMATS}, got {save_format!r}")
+    rel = _checked_image_id(image_id)
+    name = f"{PurePosixPath(rel.name).stem}{suffix}.{save_format}"
+    return Path(destination).joinpath(*rel.parent.parts, name)
+
+
+def draft_path(destination: str | os.PathLike, image_id: str) -> Path:
+    """Where the label map of an unfinished image is kept: ``<destination>/.drafts/<id>.png``.
+
+    ``a/b/img.jpg`` -> ``<destination>/.drafts/a/b/img.jpg.png`` (the full id is kept, so two images
+    differing only by extension do not share a draft).
+    """
+    rel = _checked_image_id(image_id)
+    return Path(destination, DRAFTS_DIR).joinpath(*rel.parent.parts, f"{rel.name}.png")
+
+
+def label_map(masks: Sequence[np.ndarray], shape: tuple[int, ...]) -> np.ndarray:
+    """Combine per-object boolean masks into one label map.
+
+    ``masks``: bool (H, W) arrays in acceptance order; ``shape``: (H, W) (extra trailing dims such
+    as a channel count are ignored). Returns uint8 (H, W), or uint16 with more than 255 masks;
+    0 = background, i = ``masks[i - 1]``. Where masks overlap the later one wins.
+    Raises ``ValueError`` if a mask's shape differs from ``shape`` or there are more than 65535.
+    """
+    height, width = int(shape[0]), int(shape[1])
+    if len(masks) > MAX_OBJECTS:
+        raise ValueError(f"at most {MAX_OBJECTS} objects fit in a label map, got {len(masks)}")
+    dtype = np.uint8 if len(masks) <= 255 else np.uint16
+    out = np.zeros((height, width), dtype=dtype)
+    for index, mask in enumerate(masks, start=1):
+        m = np.asarray(mask)
+        if m.shape != (height, width):
+            raise ValueError(
+                f"mask {index} has shape {m.shape}, expected {(height, width)} (the image's H, W)"
+            )
+        out[m.astype(bool, copy=False)] = index
+    return out
+
+
+def _encode_png(labels: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    # Pillow picks mode L for uint8 and I;16 (16-bit grayscale PNG) for uint16 arrays.
+    Image.fromarray(np.ascontiguousarray(labels)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _encode_npy(labels: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, labels, allow_pickle=False)
+    return buffer.getvalue()
+
+
+def encode_label_map(labels: np.ndarray, save_format: str) -> bytes:
+    """The bytes of a label map file in ``save_format`` ("png" or "npy"); see :func:`save_label_map`."""
+    labels = _checked_label_map(labels)
+    if save_format == "png":
+        return _encode_png(labels)
+    if save_format == "npy":
+        return _encode_npy(labels)
+    raise ValueError(f"save_format must be one of {SAVE_FORMATS}, got {save_format!r}")
+
+
+def _checked_label_map(labels: np.ndarray) -> np.ndarray:
+    a = np.asarray(labels)
+    if a.ndim != 2:
+        raise ValueError(f"a label map is 2-D (H, W), got shape {a.shape}")
+    if a.dtype == bool:
+        return a.astype(np.uint8)
+    if a.dtype in (np.uint8, np.uint16):
+        return a
+    if not np.issubdtype(a.dtype, np.integer):
+        raise ValueError(f"a label map holds integers, got dtype {a.dtype}")
+    if a.size and (a.min() < 0 or a.max() > MAX_OBJECTS):
+        raise ValueError(f"label map values must lie in 0..{MAX_OBJECTS}")
+    return a.astype(np.uint8 if not a.size or a.max() <= 255 else np.uint16)
+
+
+def save_label_map(path: str | os.PathLike, labels: np.ndarray) -> None:
+    """Save a label map atomically; the format follows the file's suffix.
+
+    ``.png``: 8-bit grayscale (mode ``L``) for uint8, 16-bit grayscale for uint16 (values are the
+    object ids, so the file looks almost black in a viewer). ``.npy``: the array itself.
+    ``labels``: (H, W) uint8/uint16 (other integer dtypes are narrowed when their values fit).
+    """
+    p = Path(path)
+    fmt = p.suffix.lower().lstrip(".")
+    if fmt not in SAVE_FORMATS:
+        raise ValueError(f"a mask file must end in .png or .npy, got {p.name}")
+    atomic_write(p, encode_label_map(labels, fmt))
+
+
+def load_label_map(path: str | os.PathLike) -> np.ndarray:
+    """Read a label map saved by :func:`save_label_map` (or by DEXTR-AnnoTool).
+
+    Returns uint8 (H, W), or uint16 where the file holds values above 255. Palette PNGs are read as
+    their indices. Raises :class:`MaskFileError` naming the file when it is missing, corrupt or not
+    a single-channel integer image.
+    """
+    p = Path(path)
+    fix = "delete the file and annotate the image again, or restore it from a backup"
+    if not p.is_file():
+        raise MaskFileError(f"Mask file not found: {p}. Annotate the image again to recreate it.")
+    if p.suffix.lower() == ".npy":
+        try:
+            a = np.load(p, allow_pickle=False)
+        except (OSError, ValueError, EOFError) as exc:
+            raise MaskFileError(f"Cannot read mask file {p}: {exc}; {fix}.") from exc
+    else:
+        try:
+            with Image.open(p) as img:
+                img.load()
+                if img.mode not in ("L", "P", "1", "I", "I;16", "I;16B", "I;16L", "I;16N"):
+                    raise MaskFileError(
+                        f"Mask file {p} is a {img.mode} image, not a single-channel label map "
+                        f"(0 = background, 1..N = objects); {fix}."
+                    )
+                a = np.asarray(img)
+        except MaskFileError:
+            raise
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+            raise MaskFileError(f"Cannot read mask file {p}: {exc}; {fix}.") from exc
+    if a.ndim != 2 or not (np.issubdtype(a.dtype, np.integer) or a.dtype == bool):
+        raise MaskFileError(
+            f"Mask file {p} holds a {a.dtype} array of shape {a.shape}, not an (H, W) integer "
+            f"label map; {fix}."
+        )
+    if a.size and (a.min() < 0 or a.max() > MAX_OBJECTS):
+        raise MaskFileError(f"Mask file {p} has values outside 0..{MAX_OBJECTS}; {fix}.")
+    if a.dtype in (np.uint8, np.uint16):
+        return np.ascontiguousarray(a)
+    return a.astype(np.uint8 if not a.size or a.max() <= 255 else np.uint16)
+
+
+def split_label_map(labels: np.ndarray) -> list[np.ndarray]:
+    """Split a label map into bool (H, W) masks, one per object id 1..N (N = the largest value).
+
+    Mask ``k`` (0-based) holds the pixels with value ``k + 1``; an object fully covered by later
+    ones gives an empty mask, so list positions always match object indices.
+    """
+    a = np.asarray(labels)
+    count = int(a.max()) if a.size else 0
+    return [a == i for i in range(1, count + 1)]

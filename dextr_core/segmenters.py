@@ -1,0 +1,171 @@
+"""Segmenters: image + extreme points -> mask. DEXTR when its weights are there, else GrabCut.
+
+Both follow the :class:`Segmenter` protocol. A segmenter is shared by every Streamlit session of a
+server process (one cached instance, called from several threads): :class:`DextrSegmenter` runs
+one forward at a time behind a lock, pre- and post-processing run outside it.
+
+Keras (and its backend) is imported only when a :class:`DextrSegmenter` is created, so
+``load_segmenter`` without a weights file stays light.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from .processing import DEFAULT_THRESHOLD, make_input, paste_mask, paste_probability
+from .weights import DEFAULT_WEIGHTS_NAME, DOWNLOAD_COMMAND, apply_weights, read_weight_file
+
+__all__ = [
+    "DEFAULT_WEIGHTS_PATH",
+    "DOWNLOAD_COMMAND",
+    "DextrSegmenter",
+    "Segmenter",
+    "load_segmenter",
+]
+
+#: Where the weights are looked for when no path is given: models/ of this repository.
+DEFAULT_WEIGHTS_PATH = Path(__file__).resolve().parents[1] / "models" / DEFAULT_WEIGHTS_NAME
+
+#: Runtimes :class:`DextrSegmenter` can run the network with (see ``runtime=``).
+RUNTIMES = ("auto", "xla", "graph", "eager", "predict")
+
+
+@runtime_checkable
+class Segmenter(Protocol):
+    """What the app needs from a segmenter. Points are ``(N, 2)`` ``(x, y)`` full-image pixels."""
+
+    name: str  # shown to users, e.g. "DEXTR (dextr_pascal-sbd.h5)" / "GrabCut fallback"
+    is_fallback: bool
+
+    def predict(self, image, points) -> np.ndarray:
+        """Foreground probability, float32 ``(H, W)`` in [0, 1]."""
+        ...
+
+    def segment(self, image, points) -> np.ndarray:
+        """Object mask, bool ``(H, W)``."""
+        ...
+
+
+def _check_threshold(threshold: float) -> float:
+    t = float(threshold)
+    if not 0.0 < t < 1.0:
+        raise ValueError(f"threshold must be between 0 and 1 (exclusive), got {threshold!r}")
+    return t
+
+
+def make_forward(model, runtime: str = "auto") -> tuple[Callable[[np.ndarray], np.ndarray], str]:
+    """A function running ``model`` on a float32 ``(1, 512, 512, 4)`` batch -> numpy output.
+
+    ``runtime``: ``"xla"`` (TensorFlow backend: ``tf.function(jit_compile=True)``), ``"graph"``
+    (``tf.function`` without XLA), ``"eager"`` (``model(x, training=False)``), ``"predict"``
+    (``model.predict_on_batch``; jit-compiled by Keras on JAX), or ``"auto"``: ``"xla"`` on
+    TensorFlow, ``"predict"`` on the other backends. Returns the function and the runtime used.
+    """
+    if runtime not in RUNTIMES:
+        raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
+    import keras
+
+    backend = keras.backend.backend()
+    if runtime == "auto":
+        runtime = "xla" if backend == "tensorflow" else "predict"
+    if runtime in ("xla", "graph"):
+        if backend != "tensorflow":
+            raise ValueError(f"runtime {runtime!r} needs the TensorFlow Keras backend, not {backend}")
+        import tensorflow as tf
+
+        compiled = tf.function(
+            lambda batch: model(batch, training=False),
+            jit_compile=runtime == "xla",
+            reduce_retracing=True,
+        )
+        return (lambda batch: compiled(batch).numpy()), runtime
+    if runtime == "eager":
+        return (lambda batch: keras.ops.convert_to_numpy(model(batch, training=False))), runtime
+    return (lambda batch: np.asarray(model.predict_on_batch(batch))), runtime
+
+
+class DextrSegmenter:
+    """DEXTR with the published weights: builds the network and loads the file once.
+
+    ``weights_path``: a published DEXTR HDF5 file (``dextr_pascal-sbd.h5``, ``dextr_pascal.h5`` or
+    ``dextr_coco.h5``); a broken or wrong file raises :class:`dextr_core.weights.WeightsError`
+    before the network is built. ``threshold``: mask = probability > threshold (0 < t < 1).
+    ``runtime``: see :func:`make_forward`. ``warm_up``: run one forward now (XLA compiles on the
+    first call), so the first click is not slow. Safe to call from several threads.
+    """
+
+    is_fallback = False
+
+    def __init__(
+        self,
+        weights_path: str | os.PathLike,
+        threshold: float = DEFAULT_THRESHOLD,
+        *,
+        runtime: str = "auto",
+        warm_up: bool = True,
+    ):
+        self.weights_path = Path(weights_path)
+        self.threshold = _check_threshold(threshold)
+        weights = read_weight_file(self.weights_path)  # fails fast, before the slow build
+
+        from .network import build_dextr
+
+        self.model = build_dextr()
+        apply_weights(self.model, weights, self.weights_path)
+        del weights
+        self.name = f"DEXTR ({self.weights_path.name})"
+        self._forward, self.runtime = make_forward(self.model, runtime)
+        self._lock = threading.Lock()
+        if warm_up:
+            self.predict_network(np.zeros((512, 512, 4), dtype=np.float32))
+
+    def __repr__(self) -> str:
+        return f"DextrSegmenter({str(self.weights_path)!r}, threshold={self.threshold})"
+
+    def predict_network(self, x: np.ndarray) -> np.ndarray:
+        """Run the network on one input ``float32 (512, 512, 4)``; returns ``float32 (512, 512)``
+        probabilities in [0, 1]. One forward at a time (thread-safe)."""
+        batch = np.ascontiguousarray(x, dtype=np.float32)[None]
+        with self._lock:
+            out = self._forward(batch)
+        return np.asarray(out, dtype=np.float32)[0, :, :, 0]
+
+    def predict(self, image, points) -> np.ndarray:
+        """Foreground probability ``float32 (H, W)`` in [0, 1] for the object with extreme
+        ``points`` (``(N, 2)`` ``(x, y)`` full-image pixels, N >= 4) in ``image`` (``(H, W[, C])``,
+        any type :func:`dextr_core.images.to_rgb_uint8` accepts). Zero outside the points' box.
+        Raises ``ValueError`` for invalid points (see :func:`dextr_core.processing.validate_points`).
+        """
+        x, box = make_input(image, points)
+        return paste_probability(self.predict_network(x), box, np.shape(image))
+
+    def segment(self, image, points) -> np.ndarray:
+        """Object mask ``bool (H, W)``: probability > ``self.threshold``; arguments as
+        :meth:`predict`."""
+        x, box = make_input(image, points)
+        return paste_mask(self.predict_network(x), box, np.shape(image), self.threshold)
+
+
+def load_segmenter(
+    weights_path: str | os.PathLike | None = None, threshold: float = DEFAULT_THRESHOLD
+) -> Segmenter:
+    """The segmenter the app uses: DEXTR if the weights file exists, else the GrabCut fallback.
+
+    ``weights_path`` defaults to :data:`DEFAULT_WEIGHTS_PATH` (``models/dextr_pascal-sbd.h5``).
+    A file that exists but is broken or not DEXTR's raises
+    :class:`dextr_core.weights.WeightsError` (the app shows it) instead of silently falling back.
+    Get the weights with :data:`DOWNLOAD_COMMAND`.
+    """
+    threshold = _check_threshold(threshold)
+    path = Path(weights_path) if weights_path is not None else DEFAULT_WEIGHTS_PATH
+    if path.exists():
+        return DextrSegmenter(path, threshold)
+    from .fallback import GrabCutSegmenter
+
+    return GrabCutSegmenter()

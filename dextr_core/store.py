@@ -1,0 +1,1106 @@
+"""The progress store: which image is todo, claimed, done or skipped, who did what, and when.
+
+One store is shared by a team: one Streamlit server serves many browser sessions as threads, and
+two server processes may share one data folder. Every public method is one transaction under a
+thread lock and a file lock (``<store>.lock``); see :mod:`dextr_core.store_storage` for the files
+on disk (a JSON snapshot plus an fsync'd journal, TinyDB as the document API over them). A method
+that returned has its change on disk: a ``kill -9`` afterwards loses nothing.
+
+Conventions
+-----------
+* Image ids are POSIX paths relative to the source folder (``sub/dir/img.jpg``).
+* Times are epoch seconds (``float``, UTC, as :func:`time.time` gives); durations are seconds.
+* Statuses: ``todo``, ``in_progress`` (claimed by ``annotator`` at ``claimed_at``), ``done``,
+  ``skipped``, ``unreadable``. An image that vanished from the source folder keeps its status and
+  gets ``missing=True``; it is not handed out and not counted in :meth:`ProgressStore.summary`
+  except as ``missing``.
+* A claim lapses ``claim_timeout_s`` after the holder's last activity (claim, heartbeat, object
+  added or removed); a lapsed image goes to the next annotator who asks.
+
+TinyDB tables: ``images`` (one document per image, its objects embedded as a list), ``events``
+(the append-only activity log) and ``meta`` (store creation, reset and legacy import facts).
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import os
+import statistics
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import yaml
+from filelock import FileLock
+from tinydb.table import Document
+
+from .errors import DextrError
+from .images import ImageReadError, image_size, is_image_file
+from .store_storage import (
+    JournaledStorage,
+    StoreCorruptError,
+    StoreWriteError,
+    open_journaled_db,
+)
+
+__all__ = [
+    "STATUSES",
+    "ClaimError",
+    "Event",
+    "ImageRecord",
+    "ObjectRecord",
+    "ProgressStore",
+    "StoreCorruptError",
+    "StoreInputError",
+    "StoreWriteError",
+    "SyncReport",
+]
+
+STATUSES = ("todo", "in_progress", "done", "skipped", "unreadable")
+#: DEXTR-AnnoTool's progress file, read once from the source folder.
+LEGACY_PROGRESS_NAME = ".anno_prog"
+#: Annotator name given to images imported from DEXTR-AnnoTool's progress file.
+LEGACY_ANNOTATOR = "DEXTR-AnnoTool"
+_IMAGES, _EVENTS, _META = "images", "events", "meta"
+_META_ID = 1
+
+
+class ClaimError(DextrError):
+    """The image is held by someone else (or not by you); the message names who and since when."""
+
+
+class StoreInputError(DextrError, ValueError):
+    """A call with bad input: unknown image id, bad points, empty annotator name, ..."""
+
+
+@dataclass
+class ObjectRecord:
+    """One accepted object of an image.
+
+    ``points`` are the clicks ``[[x, y], ...]`` in full-image pixels (at least 4); ``index`` is the
+    1-based position in acceptance order (= its value in the label map); ``engine`` names the
+    segmenter that made the mask; ``created_at`` epoch seconds; ``seconds`` time spent on it.
+    """
+
+    image_id: str = ""
+    index: int = 0
+    label: str = "object"
+    points: list = field(default_factory=list)
+    engine: str = ""
+    annotator: str = ""
+    created_at: float | None = None
+    seconds: float = 0.0
+
+
+@dataclass
+class ImageRecord:
+    """The progress of one image (a copy: changing it changes nothing in the store).
+
+    ``width``/``height`` in pixels as shown upright (None when unreadable); times in epoch seconds
+    (None when not yet); ``seconds`` total time spent, summed over completions; ``error`` why it is
+    unreadable; ``missing`` True when the file vanished from the source folder; ``note`` the skip
+    reason or what the store changed on its own (reconcile, reopen).
+    """
+
+    id: str
+    width: int | None
+    height: int | None
+    status: str
+    annotator: str | None = None
+    claimed_at: float | None = None
+    updated_at: float | None = None
+    completed_at: float | None = None
+    n_objects: int = 0
+    seconds: float = 0.0
+    error: str | None = None
+    missing: bool = False
+    note: str | None = None
+
+
+@dataclass
+class Event:
+    """One line of the activity log.
+
+    ``action`` is one of claimed, object_added, object_removed, completed, skipped, released,
+    reopened, unreadable, synced, legacy_import, reconciled, reset; ``annotator`` is who did it
+    (None for the store itself); ``detail`` holds action-specific facts (e.g. ``{"index": 2}``).
+    """
+
+    time: float
+    action: str
+    image_id: str | None
+    annotator: str | None
+    detail: dict = field(default_factory=dict)
+
+
+@dataclass
+class SyncReport:
+    """What :meth:`ProgressStore.sync` found; ``lines()`` says it in words."""
+
+    added: list[str] = field(default_factory=list)
+    vanished: list[str] = field(default_factory=list)
+    reappeared: list[str] = field(default_factory=list)
+    unreadable: list[str] = field(default_factory=list)
+    total: int = 0
+    #: counts by status of what was imported from DEXTR-AnnoTool's ``.anno_prog``, if it was
+    legacy_imported: dict[str, int] | None = None
+    legacy_file: Path | None = None
+    messages: list[str] = field(default_factory=list)
+
+    def lines(self) -> list[str]:
+        """Human-readable lines, one per fact (empty list when nothing changed)."""
+        out = []
+        if self.added:
+            out.append(f"{len(self.added)} new image(s) added")
+        if self.vanished:
+            out.append(
+                f"{len(self.vanished)} image(s) vanished from the source folder (kept in the "
+                f"store, not handed out): {_first(self.vanished)}"
+            )
+        if self.reappeared:
+            out.append(f"{len(self.reappeared)} image(s) are back: {_first(self.reappeared)}")
+        if self.unreadable:
+            out.append(f"{len(self.unreadable)} image(s) cannot be read: {_first(self.unreadable)}")
+        if self.legacy_imported is not None:
+            counts = ", ".join(f"{n} {s}" for s, n in sorted(self.legacy_imported.items()))
+            out.append(f"Imported DEXTR-AnnoTool progress from {self.legacy_file}: {counts}")
+        out.extend(self.messages)
+        return out
+
+
+def _first(ids: list[str], n: int = 5) -> str:
+    shown = ", ".join(ids[:n])
+    return shown + (f" and {len(ids) - n} more" if len(ids) > n else "")
+
+
+def _iso(t: float | None) -> str:
+    if t is None:
+        return "?"
+    return datetime.fromtimestamp(t, tz=UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _stamp(t: float) -> str:
+    return datetime.fromtimestamp(t, tz=UTC).strftime("%Y%m%d-%H%M%S")
+
+
+_IMAGE_FIELDS = tuple(f for f in ImageRecord.__dataclass_fields__)
+
+
+def _record(doc: dict) -> ImageRecord:
+    return ImageRecord(**{f: doc.get(f) for f in _IMAGE_FIELDS if f in doc})
+
+
+def _new_image_doc(image_id: str, width, height, status="todo", error=None) -> dict:
+    return {
+        "id": image_id, "width": width, "height": height, "status": status,
+        "annotator": None, "claimed_at": None, "updated_at": None, "completed_at": None,
+        "n_objects": 0, "seconds": 0.0, "error": error, "missing": False, "note": None,
+        "resume": None, "objects": [],
+    }
+
+
+class ProgressStore:
+    """Progress of every image of one source folder, safe for many threads and two processes.
+
+    ``path`` is the store's snapshot file (``admin.progress_file``; ``<path>.journal`` and
+    ``<path>.lock`` live next to it). ``source_dir`` is scanned by :meth:`sync`; folders listed in
+    ``exclude_dirs`` (e.g. a destination inside the source) and hidden files/folders are ignored.
+    ``clock`` returns epoch seconds (tests inject one). With ``recover_corrupt=True`` a store that
+    cannot be read is renamed to ``<name>.corrupt-<time>`` (journal too) and a new one started;
+    :attr:`recovered_from` then holds the renamed path. Otherwise a damaged store raises
+    :class:`StoreCorruptError` naming the file, which is left untouched.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        source_dir: str | os.PathLike,
+        *,
+        claim_timeout_s: float = 1800.0,
+        clock: Callable[[], float] = time.time,
+        exclude_dirs: Iterable[str | os.PathLike] = (),
+        recover_corrupt: bool = False,
+        compact_bytes: int | None = None,
+    ):
+        self.path = Path(path)
+        self.source_dir = Path(source_dir)
+        self.claim_timeout_s = float(claim_timeout_s)
+        self.clock = clock
+        self.exclude_dirs = tuple(Path(d).resolve() for d in exclude_dirs)
+        self.recovered_from: Path | None = None
+        self._reset_indexes()
+        kwargs = {} if compact_bytes is None else {"compact_bytes": compact_bytes}
+        try:
+            self._storage = JournaledStorage(
+                self.path, listener=self._on_change, on_reload=self._rebuild_indexes, **kwargs
+            )
+        except StoreCorruptError:
+            if not recover_corrupt:
+                raise
+            self._storage = self._recover_corrupt(kwargs)
+        self._db = open_journaled_db(self._storage)
+        self._images = self._db.table(_IMAGES, cache_size=0)
+        self._events = self._db.table(_EVENTS, cache_size=0)
+        self._meta = self._db.table(_META, cache_size=0)
+        with self._storage.transaction():
+            if self._meta.get(doc_id=_META_ID) is None:
+                self._meta.insert(Document({"created_at": self.clock()}, doc_id=_META_ID))
+
+    def _recover_corrupt(self, kwargs) -> JournaledStorage:
+        stamp = _stamp(time.time())
+        journal = self.path.with_name(self.path.name + ".journal")
+        with FileLock(str(self.path.with_name(self.path.name + ".lock"))):
+            backup = _free_name(self.path.with_name(f"{self.path.name}.corrupt-{stamp}"))
+            if self.path.exists():
+                os.replace(self.path, backup)
+            if journal.exists():
+                os.replace(journal, _free_name(journal.with_name(f"{journal.name}.corrupt-{stamp}")))
+        self.recovered_from = backup
+        return JournaledStorage(
+            self.path, listener=self._on_change, on_reload=self._rebuild_indexes, **kwargs
+        )
+
+    def close(self) -> None:
+        """Release the journal's file handle (the store cannot be used afterwards)."""
+        self._storage.close()
+
+    def __len__(self) -> int:
+        """Number of images known to the store (missing ones included)."""
+        with self._storage.transaction():
+            return len(self._doc_of)
+
+    # ---- in-memory indexes (rebuilt on load, kept up to date on every change) ---------------
+
+    def _reset_indexes(self) -> None:
+        self._doc_of: dict[str, int] = {}
+        self._max_image_doc = 0
+        self._todo_heap: list[str] = []
+        self._in_progress: set[str] = set()
+        self._missing: set[str] = set()
+        self._counts: Counter = Counter()
+        self._total_objects = 0
+        self._total_seconds = 0.0
+        self._ann_done: Counter = Counter()
+        self._ann_skipped: Counter = Counter()
+        self._ann_objects: Counter = Counter()
+        self._ann_seconds: Counter = Counter()
+        self._ann_spo: dict[str, dict[str, float]] = defaultdict(dict)
+        self._ann_last: dict[str, float] = {}
+        self._event_times: list[float] = []
+        self._event_ids: list[int] = []
+        self._max_event_id = 0
+        self._heap_bulk = False
+
+    def _rebuild_indexes(self, tables: dict | None = None) -> None:
+        if tables is None:
+            tables = self._storage.read()
+        self._reset_indexes()
+        # The todo heap is filled by appends and heapified once at the end.
+        self._heap_bulk = True
+        for key, doc in tables.get(_IMAGES, {}).items():
+            self._index_image(key, doc, +1)
+        for key, doc in sorted(tables.get(_EVENTS, {}).items(), key=lambda kv: int(kv[0])):
+            self._index_event(key, doc)
+        heapq.heapify(self._todo_heap)
+        self._heap_bulk = False
+
+    def _on_change(self, table: str, key: str, old: dict | None, new: dict | None) -> None:
+        if table == _IMAGES:
+            if old is not None:
+                self._index_image(key, old, -1)
+            if new is not None:
+                self._index_image(key, new, +1)
+        elif table == _EVENTS:
+            if new is not None and old is None and int(key) > self._max_event_id:
+                self._index_event(key, new)
+            else:  # an event rewritten or removed: not done by this module, rebuild to be safe
+                self._rebuild_indexes()
+
+    def _index_event(self, key: str, doc: dict) -> None:
+        self._event_ids.append(int(key))
+        self._event_times.append(doc["time"])
+        self._max_event_id = max(self._max_event_id, int(key))
+        who = doc.get("annotator")
+        if who:
+            self._ann_last[who] = max(self._ann_last.get(who, 0.0), doc["time"])
+
+    def _index_image(self, key: str, doc: dict, sign: int) -> None:
+        image_id = doc["id"]
+        if sign > 0:
+            self._doc_of[image_id] = int(key)
+            self._max_image_doc = max(self._max_image_doc, int(key))
+        else:
+            self._doc_of.pop(image_id, None)
+        if doc.get("missing"):
+            (self._missing.add if sign > 0 else self._missing.discard)(image_id)
+            return
+        status = doc["status"]
+        self._counts[status] += sign
+        if status == "todo" and sign > 0:
+            # Lazy heap: stale entries are dropped when they reach the top.
+            if self._heap_bulk:
+                self._todo_heap.append(image_id)
+            else:
+                heapq.heappush(self._todo_heap, image_id)
+        elif status == "in_progress":
+            (self._in_progress.add if sign > 0 else self._in_progress.discard)(image_id)
+        objects = doc.get("objects") or ()
+        self._total_objects += sign * len(objects)
+        for obj in objects:
+            self._ann_objects[obj.get("annotator") or ""] += sign
+        seconds = doc.get("seconds") or 0.0
+        self._total_seconds += sign * seconds
+        who = doc.get("annotator") or ""
+        if status == "done":
+            self._ann_done[who] += sign
+            self._ann_seconds[who] += sign * seconds
+            n = doc.get("n_objects") or 0
+            if sign > 0 and n > 0:
+                self._ann_spo[who][image_id] = seconds / n
+            else:
+                self._ann_spo[who].pop(image_id, None)
+        elif status == "skipped":
+            self._ann_skipped[who] += sign
+
+    # ---- helpers ------------------------------------------------------------------------------
+
+    def _raw(self, image_id: str) -> dict | None:
+        doc_id = self._doc_of.get(image_id)
+        if doc_id is None:
+            return None
+        return self._storage.read()[_IMAGES].get(str(doc_id))
+
+    def _require(self, image_id: str) -> dict:
+        doc = self._raw(image_id)
+        if doc is None:
+            raise StoreInputError(
+                f"No image {image_id!r} in the progress store {self.path}. Ids are paths relative "
+                f"to the source folder {self.source_dir}; run a sync if the file is new."
+            )
+        return doc
+
+    def _update(self, image_id: str, fields: dict) -> None:
+        self._images.update(fields, doc_ids=[self._doc_of[image_id]])
+
+    def _log(self, action: str, image_id: str | None, annotator: str | None, **detail) -> None:
+        doc = {"time": self.clock(), "action": action, "image_id": image_id,
+               "annotator": annotator, "detail": detail}
+        self._events.insert(Document(doc, doc_id=self._max_event_id + 1))
+
+    def _lapsed(self, doc: dict, now: float) -> bool:
+        claimed = doc.get("claimed_at")
+        return claimed is None or now - claimed > self.claim_timeout_s
+
+    @staticmethod
+    def _check_name(annotator: str, what: str = "annotator") -> str:
+        if not isinstance(annotator, str) or not annotator.strip():
+            raise StoreInputError(f"The {what} name is empty; enter your name before annotating.")
+        return annotator.strip()
+
+    def _held_by_other_error(self, doc: dict, now: float) -> ClaimError:
+        minutes = max(0, int((now - (doc.get("claimed_at") or now)) // 60))
+        return ClaimError(
+            f"{doc['id']} is being annotated by {doc['annotator']} since "
+            f"{_iso(doc.get('claimed_at'))} ({minutes} min ago). Pick another image; it comes "
+            f"back if they leave it idle for {self.claim_timeout_s / 60:g} min."
+        )
+
+    def _require_holder(self, doc: dict, annotator: str, action: str) -> None:
+        now = self.clock()
+        if doc["status"] == "in_progress" and doc.get("annotator") == annotator:
+            return
+        if doc["status"] == "in_progress" and not self._lapsed(doc, now):
+            raise self._held_by_other_error(doc, now)
+        if doc["status"] == "in_progress":
+            raise ClaimError(
+                f"You ({annotator}) no longer hold {doc['id']}: {doc['annotator']} has it now. "
+                f"Claim it again to {action}."
+            )
+        raise ClaimError(
+            f"{doc['id']} is {doc['status']}, not claimed by {annotator}; claim it first to "
+            f"{action}."
+        )
+
+    def _take(self, doc: dict, annotator: str, now: float) -> None:
+        """Give ``doc`` (todo, lapsed or finished) to ``annotator``."""
+        fields: dict[str, Any] = {"status": "in_progress", "annotator": annotator,
+                                  "claimed_at": now, "updated_at": now}
+        detail: dict[str, Any] = {}
+        if doc["status"] in ("done", "skipped"):
+            fields["resume"] = {"status": doc["status"], "annotator": doc.get("annotator"),
+                                "completed_at": doc.get("completed_at")}
+            detail["was"] = doc["status"]
+        elif doc["status"] == "in_progress" and doc.get("annotator") != annotator:
+            detail["from"] = doc.get("annotator")
+        self._update(doc["id"], fields)
+        self._log("claimed", doc["id"], annotator, **detail)
+
+    def _unclaimed_fields(self, doc: dict, now: float) -> dict:
+        resume = doc.get("resume")
+        if resume:
+            return {"status": resume["status"], "annotator": resume.get("annotator"),
+                    "completed_at": resume.get("completed_at"), "claimed_at": None,
+                    "updated_at": now, "resume": None}
+        return {"status": "todo", "annotator": None, "claimed_at": None, "updated_at": now}
+
+    # ---- claiming -----------------------------------------------------------------------------
+
+    def claim_next(self, annotator: str) -> ImageRecord | None:
+        """The next image for ``annotator``, now claimed by them; None when nothing is left.
+
+        Their own in-progress image first (smallest id if several); else the smallest id among
+        the todo images and the images whose claim lapsed. A lapsed claim on an image that was
+        done or skipped before (re-opened via :meth:`claim`) returns it to that status instead.
+        """
+        annotator = self._check_name(annotator)
+        with self._storage.transaction():
+            now = self.clock()
+            images = self._storage.read()[_IMAGES]
+            held = [self._raw(i) for i in self._in_progress]
+            own = sorted(d["id"] for d in held if d["annotator"] == annotator)
+            if own:
+                self._update(own[0], {"claimed_at": now})
+                return _record(self._raw(own[0]))
+            lapsed = sorted(d["id"] for d in held if self._lapsed(d, now))
+            candidates = []
+            for image_id in lapsed:
+                doc = self._raw(image_id)
+                if doc.get("resume"):
+                    self._update(image_id, self._unclaimed_fields(doc, now))
+                    self._log("released", image_id, doc["annotator"], lapsed=True)
+                else:
+                    candidates.append(image_id)
+            heap = self._todo_heap
+            while heap:
+                doc = images.get(str(self._doc_of.get(heap[0], -1)))
+                if doc is not None and doc["status"] == "todo" and not doc.get("missing"):
+                    candidates.append(heap[0])
+                    break
+                heapq.heappop(heap)
+            if not candidates:
+                return None
+            chosen = min(candidates)
+            self._take(self._raw(chosen), annotator, now)
+            return _record(self._raw(chosen))
+
+    def claim(self, image_id: str, annotator: str) -> ImageRecord:
+        """Claim one given image (prev/next navigation) and return it.
+
+        Raises :class:`ClaimError` naming the holder and since when if someone else holds it and
+        their claim has not lapsed. A done or skipped image can be claimed to correct it; it returns
+        to its previous status (and completer) if released or left to lapse without completing.
+        """
+        annotator = self._check_name(annotator)
+        with self._storage.transaction():
+            doc = self._require(image_id)
+            now = self.clock()
+            if doc.get("missing"):
+                raise StoreInputError(
+                    f"{image_id} is no longer in the source folder {self.source_dir}; put the file "
+                    "back (then sync) to annotate it."
+                )
+            status = doc["status"]
+            if status == "unreadable":
+                raise StoreInputError(
+                    f"{image_id} cannot be read ({doc.get('error')}). Replace the file; a lead can "
+                    "then reopen it."
+                )
+            if status == "in_progress":
+                if doc.get("annotator") == annotator:
+                    self._update(image_id, {"claimed_at": now})
+                    return _record(self._raw(image_id))
+                if not self._lapsed(doc, now):
+                    raise self._held_by_other_error(doc, now)
+            self._take(doc, annotator, now)
+            return _record(self._raw(image_id))
+
+    def heartbeat(self, image_id: str, annotator: str) -> None:
+        """Keep ``annotator``'s claim on ``image_id`` alive; ClaimError if they lost it."""
+        annotator = self._check_name(annotator)
+        with self._storage.transaction():
+            doc = self._require(image_id)
+            self._require_holder(doc, annotator, "keep working on it")
+            self._update(image_id, {"claimed_at": self.clock()})
+
+    def release(self, image_id: str, annotator: str) -> None:
+        """Give the image back unfinished (objects kept); no-op if ``annotator`` does not hold it.
+
+        A todo image goes back to todo; a done/skipped image claimed for correction goes back to
+        its previous status. ClaimError if someone else holds it.
+        """
+        annotator = self._check_name(annotator)
+        with self._storage.transaction():
+            doc = self._require(image_id)
+            if doc["status"] != "in_progress":
+                return
+            if doc.get("annotator") != annotator:
+                if not self._lapsed(doc, self.clock()):
+                    raise self._held_by_other_error(doc, self.clock())
+                return
+            self._update(image_id, self._unclaimed_fields(doc, self.clock()))
+            self._log("released", image_id, annotator)
+
+    # ---- objects ------------------------------------------------------------------------------
+
+    def _check_points(self, doc: dict, points) -> list[list[float]]:
+        try:
+            pts = [[float(p[0]), float(p[1])] for p in points]
+            if any(len(p) != 2 for p in points):
+                raise ValueError
+        except (TypeError, ValueError, IndexError):
+            raise StoreInputError(
+                f"Object points for {doc['id']} must be a list of [x, y] pairs, got {points!r}."
+            ) from None
+        if len(pts) < 4:
+            raise StoreInputError(
+                f"An object needs at least 4 points (the extreme points), got {len(pts)}."
+            )
+        w, h = doc.get("width"), doc.get("height")
+        for x, y in pts:
+            if not (math.isfinite(x) and math.isfinite(y)):
+                raise StoreInputError(f"Point ({x}, {y}) is not a finite number.")
+            if w is not None and h is not None and not (0 <= x <= w and 0 <= y <= h):
+                raise StoreInputError(
+                    f"Point ({x:g}, {y:g}) is outside {doc['id']} ({w} x {h} px); click inside "
+                    "the image."
+                )
+        return pts
+
+    def add_object(self, image_id: str, annotator: str, obj: ObjectRecord) -> None:
+        """Append an accepted object to an image ``annotator`` holds (index = count + 1).
+
+        ``obj.index`` and ``obj.image_id`` are set by the store; ``obj.annotator`` defaults to
+        ``annotator``, ``obj.created_at`` to now. Points are ``[[x, y], ...]`` in full-image pixels,
+        at least 4, inside the image. Raises ClaimError if ``annotator`` does not hold the image,
+        StoreInputError for bad points.
+        """
+        annotator = self._check_name(annotator)
+        with self._storage.transaction():
+            doc = self._require(image_id)
+            self._require_holder(doc, annotator, "add objects")
+            points = self._check_points(doc, obj.points)
+            now = self.clock()
+            objects = list(doc.get("objects") or [])
+            new = {
+                "index": len(objects) + 1, "label": str(obj.label), "points": points,
+                "engine": str(obj.engine or ""), "annotator": obj.annotator or annotator,
+                "created_at": float(obj.created_at) if obj.created_at is not None else now,
+                "seconds": float(obj.seconds or 0.0),
+            }
+            objects.append(new)
+            self._update(image_id, {"objects": objects, "claimed_at": now, "updated_at": now})
+            self._log("object_added", image_id, annotator, index=new["index"], label=new["label"])
+
+    def remove_object(self, image_id: str, annotator: str, index: int) -> None:
+        """Remove object ``index`` (1-based) of an image ``annotator`` holds; later ones move up."""
+        annotator = self._check_name(annotator)
+        with self._storage.transaction():
+            doc = self._require(image_id)
+            self._require_holder(doc, annotator, "remove objects")
+            objects = list(doc.get("objects") or [])
+            if not isinstance(index, int) or not 1 <= index <= len(objects):
+                raise StoreInputError(
+                    f"{image_id} has {len(objects)} object(s); there is no object {index!r}."
+                )
+            removed = objects.pop(index - 1)
+            objects = [dict(o, index=i) for i, o in enumerate(objects, start=1)]
+            now = self.clock()
+            self._update(image_id, {"objects": objects, "claimed_at": now, "updated_at": now})
+            self._log("object_removed", image_id, annotator, index=index,
+                      label=removed.get("label"))
+
+    def objects(self, image_id: str | None = None) -> list[ObjectRecord]:
+        """The objects of one image in index order, or of every image (by image id, then index)."""
+        with self._storage.transaction():
+            if image_id is not None:
+                docs = [self._require(image_id)]
+            else:
+                docs = sorted(self._storage.read().get(_IMAGES, {}).values(),
+                              key=lambda d: d["id"])
+            return [
+                ObjectRecord(image_id=d["id"], index=o["index"], label=o["label"],
+                             points=[list(p) for p in o["points"]], engine=o["engine"],
+                             annotator=o["annotator"], created_at=o["created_at"],
+                             seconds=o["seconds"])
+                for d in docs for o in d.get("objects") or []
+            ]
+
+    # ---- finishing ----------------------------------------------------------------------------
+
+    def complete(self, image_id: str, annotator: str, seconds: float = 0.0) -> ImageRecord:
+        """Mark an image ``annotator`` holds as done; ``n_objects`` = its stored objects.
+
+        ``seconds`` (>= 0) is added to the image's time. Completing an image already done by the
+        same annotator returns it unchanged (a double click). ClaimError otherwise if they do not
+        hold it.
+        """
+        annotator = self._check_name(annotator)
+        try:
+            seconds = float(seconds)
+        except (TypeError, ValueError):
+            seconds = float("nan")
+        if not math.isfinite(seconds) or seconds < 0:
+            raise StoreInputError(f"seconds must be a number >= 0, got {seconds!r}.")
+        with self._storage.transaction():
+            doc = self._require(image_id)
+            if doc["status"] == "done" and doc.get("annotator") == annotator:
+                return _record(doc)
+            self._require_holder(doc, annotator, "complete it")
+            now = self.clock()
+            n = len(doc.get("objects") or [])
+            self._update(image_id, {
+                "status": "done", "completed_at": now, "updated_at": now, "claimed_at": None,
+                "n_objects": n, "seconds": (doc.get("seconds") or 0.0) + seconds, "resume": None,
+                "note": None, "legacy": None,
+            })
+            self._log("completed", image_id, annotator, n_objects=n, seconds=seconds)
+            return _record(self._raw(image_id))
+
+    def skip(self, image_id: str, annotator: str, reason: str = "") -> None:
+        """Mark an image skipped (``reason`` kept as its note); it must be todo or held by them."""
+        annotator = self._check_name(annotator)
+        with self._storage.transaction():
+            doc = self._require(image_id)
+            if doc["status"] == "skipped":
+                return
+            if doc["status"] != "todo":
+                self._require_holder(doc, annotator, "skip it")
+            now = self.clock()
+            self._update(image_id, {
+                "status": "skipped", "annotator": annotator, "claimed_at": None,
+                "updated_at": now, "completed_at": None, "resume": None,
+                "note": str(reason) if reason else None,
+            })
+            self._log("skipped", image_id, annotator, reason=str(reason or ""))
+
+    def reopen(self, image_id: str, by: str) -> None:
+        """Lead: move a done, skipped or unreadable image back to todo, keeping its objects.
+
+        A todo image is left as it is; an image being corrected (claimed after it was done) stays
+        with its annotator but no longer falls back to done.
+        """
+        by = self._check_name(by, "lead")
+        with self._storage.transaction():
+            doc = self._require(image_id)
+            now = self.clock()
+            if doc["status"] == "in_progress":
+                if doc.get("resume"):
+                    self._update(image_id, {"resume": None, "updated_at": now})
+                    self._log("reopened", image_id, by, was=doc["resume"]["status"])
+                return
+            if doc["status"] == "todo":
+                return
+            self._update(image_id, {
+                "status": "todo", "annotator": None, "claimed_at": None, "completed_at": None,
+                "updated_at": now, "error": None, "note": f"reopened by {by}",
+                "n_objects": len(doc.get("objects") or []),
+            })
+            self._log("reopened", image_id, by, was=doc["status"])
+
+    def mark_unreadable(self, image_id: str, error: str) -> None:
+        """Record that the image file cannot be read (``error`` says why); it is not handed out."""
+        with self._storage.transaction():
+            doc = self._require(image_id)
+            now = self.clock()
+            self._update(image_id, {
+                "status": "unreadable", "error": str(error), "annotator": None,
+                "claimed_at": None, "updated_at": now, "resume": None,
+            })
+            self._log("unreadable", image_id, doc.get("annotator"), error=str(error))
+
+    # ---- reading ------------------------------------------------------------------------------
+
+    def get(self, image_id: str) -> ImageRecord | None:
+        """The record of one image, or None if the store does not know it."""
+        with self._storage.transaction():
+            doc_id = self._doc_of.get(image_id)
+            if doc_id is None:
+                return None
+            doc = self._images.get(doc_id=doc_id)
+            return None if doc is None else _record(doc)
+
+    def images(self, status: str | None = None) -> list[ImageRecord]:
+        """All image records sorted by id (missing ones included), or those with ``status``."""
+        if status is not None and status not in STATUSES:
+            raise StoreInputError(f"Unknown status {status!r}; use one of {', '.join(STATUSES)}.")
+        with self._storage.transaction():
+            docs = self._storage.read().get(_IMAGES, {}).values()
+            return sorted(
+                (_record(d) for d in docs if status is None or d["status"] == status),
+                key=lambda r: r.id,
+            )
+
+    def events(self, since: float | None = None, limit: int | None = None) -> list[Event]:
+        """The activity log, oldest first: events after ``since`` (epoch s); the last ``limit``."""
+        with self._storage.transaction():
+            ids = self._event_ids
+            start = 0
+            if since is not None:
+                # Events are appended under the store lock, so their times only go forward.
+                lo, hi = 0, len(ids)
+                times = self._event_times
+                while lo < hi:
+                    mid = (lo + hi) // 2
+                    if times[mid] <= since:
+                        lo = mid + 1
+                    else:
+                        hi = mid
+                start = lo
+            if limit is not None:
+                start = max(start, len(ids) - int(limit))
+            table = self._storage.read().get(_EVENTS, {})
+            out = []
+            for doc_id in ids[start:]:
+                d = table[str(doc_id)]
+                out.append(Event(d["time"], d["action"], d.get("image_id"), d.get("annotator"),
+                                 dict(d.get("detail") or {})))
+            return out
+
+    def summary(self) -> dict:
+        """Figures for the leads' page (missing images only count under ``missing``).
+
+        ``{"total": images present, "by_status": {status: count}, "missing": count,
+        "objects": total objects, "seconds": total seconds, "annotators": {name: {"done",
+        "skipped", "objects", "seconds", "median_seconds_per_object" (over their done images
+        with objects: seconds / n_objects; None if none), "last_activity" (epoch s or None)}},
+        "claims": [{"image_id", "annotator", "claimed_at", "lapsed"}], "last_event": epoch s}``
+        """
+        with self._storage.transaction():
+            now = self.clock()
+            by_status = {s: int(self._counts.get(s, 0)) for s in STATUSES}
+            names = (set(self._ann_done) | set(self._ann_skipped) | set(self._ann_objects)
+                     | set(self._ann_last))
+            annotators = {}
+            for name in sorted(n for n in names if n):
+                spo = list(self._ann_spo.get(name, {}).values())
+                stats = {
+                    "done": int(self._ann_done.get(name, 0)),
+                    "skipped": int(self._ann_skipped.get(name, 0)),
+                    "objects": int(self._ann_objects.get(name, 0)),
+                    "seconds": round(float(self._ann_seconds.get(name, 0.0)), 3),
+                    "median_seconds_per_object": statistics.median(spo) if spo else None,
+                    "last_activity": self._ann_last.get(name),
+                }
+                if any(v for k, v in stats.items() if k != "median_seconds_per_object"):
+                    annotators[name] = stats
+            claims = []
+            for image_id in sorted(self._in_progress):
+                doc = self._raw(image_id)
+                claims.append({"image_id": image_id, "annotator": doc.get("annotator"),
+                               "claimed_at": doc.get("claimed_at"),
+                               "lapsed": self._lapsed(doc, now)})
+            return {
+                "total": sum(by_status.values()),
+                "by_status": by_status,
+                "missing": len(self._missing),
+                "objects": int(self._total_objects),
+                "seconds": round(float(self._total_seconds), 3),
+                "annotators": annotators,
+                "claims": claims,
+                "last_event": self._event_times[-1] if self._event_times else None,
+            }
+
+    # ---- folder scan --------------------------------------------------------------------------
+
+    def _scan(self) -> list[str]:
+        root = self.source_dir
+        if not root.is_dir():
+            raise StoreInputError(
+                f"The source folder {root} does not exist or is not a folder; check "
+                "required.source in anno_cfg.yml."
+            )
+        found = []
+        for folder, dirs, files in os.walk(root):
+            here = Path(folder)
+            dirs[:] = sorted(
+                d for d in dirs
+                if not d.startswith(".") and (here / d).resolve() not in self.exclude_dirs
+            )
+            rel = here.relative_to(root)
+            for name in files:
+                if name.startswith(".") or not is_image_file(name):
+                    continue
+                found.append((PurePosixPath(*rel.parts) / name).as_posix())
+        found.sort()
+        return found
+
+    def sync(self) -> SyncReport:
+        """Scan the source folder: add new images, flag vanished ones ``missing``, import legacy.
+
+        Image sizes are read from the headers of new files only (an unreadable header makes the
+        image ``unreadable`` with the reason). The first sync also imports DEXTR-AnnoTool's
+        ``.anno_prog`` from the source folder, once (not after a :meth:`reset`).
+        """
+        found = self._scan()
+        with self._storage.transaction():
+            known = set(self._doc_of)
+        new_ids = [i for i in found if i not in known]
+        sizes: dict[str, tuple] = {}
+        for image_id in new_ids:
+            try:
+                sizes[image_id] = (*image_size(self.source_dir / image_id), None)
+            except ImageReadError as exc:
+                sizes[image_id] = (None, None, str(exc))
+        report = SyncReport()
+        found_set = set(found)
+        with self._storage.transaction():
+            report.added = self.add_images((i, *sizes[i]) for i in new_ids)
+            report.unreadable = [i for i in report.added if sizes[i][2]]
+            now = self.clock()
+            for image_id in sorted(set(self._doc_of) - found_set - self._missing):
+                self._update(image_id, {"missing": True, "updated_at": now})
+                report.vanished.append(image_id)
+            for image_id in sorted(self._missing & found_set):
+                self._update(image_id, {"missing": False, "updated_at": now})
+                report.reappeared.append(image_id)
+            self._import_legacy(report)
+            report.total = len(self._doc_of) - len(self._missing)
+            if report.added or report.vanished or report.reappeared:
+                self._log("synced", None, None, added=len(report.added),
+                          vanished=len(report.vanished), reappeared=len(report.reappeared))
+        return report
+
+    def add_images(self, entries: Iterable[tuple]) -> list[str]:
+        """Add images without scanning: ``(image_id, width, height[, error])`` each; bulk API.
+
+        For tools and benchmarks that already know the images. Ids the store knows are left
+        alone; an ``error`` makes the image ``unreadable``. Returns the ids added. A later
+        :meth:`sync` flags ids that are not files of the source folder as missing.
+        """
+        added: list[str] = []
+        seen: set[str] = set()
+        with self._storage.transaction():
+            docs = []
+            next_id = self._max_image_doc + 1
+            for entry in entries:
+                image_id, width, height = entry[0], entry[1], entry[2]
+                error = entry[3] if len(entry) > 3 else None
+                if image_id in self._doc_of or image_id in seen:
+                    continue
+                seen.add(image_id)
+                doc = _new_image_doc(image_id, width, height,
+                                     "unreadable" if error else "todo", error)
+                docs.append(Document(doc, doc_id=next_id))
+                next_id += 1
+                added.append(image_id)
+            if docs:
+                self._images.insert_multiple(docs)
+        return added
+
+    def _import_legacy(self, report: SyncReport) -> None:
+        meta = self._meta.get(doc_id=_META_ID) or {}
+        if meta.get("legacy_import") is not None or meta.get("reset_at") is not None:
+            return
+        legacy = self.source_dir / LEGACY_PROGRESS_NAME
+        if not legacy.is_file():
+            return
+        try:
+            data = yaml.safe_load(legacy.read_text(encoding="utf-8", errors="replace"))
+        except (OSError, yaml.YAMLError) as exc:
+            report.messages.append(
+                f"DEXTR-AnnoTool progress file {legacy} could not be read ({exc}); it was not "
+                "imported. Fix or remove it; the next sync tries again."
+            )
+            return
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            report.messages.append(
+                f"DEXTR-AnnoTool progress file {legacy} is not a mapping of image name -> "
+                "yes/no/skip; it was not imported. Fix or remove it; the next sync tries again."
+            )
+            return
+        by_name: dict[str, list[str]] = defaultdict(list)
+        for image_id in self._doc_of:
+            by_name[PurePosixPath(image_id).name].append(image_id)
+        counts: Counter = Counter()
+        unknown, bad = [], []
+        stamp = legacy.stat().st_mtime
+        for key, value in data.items():
+            name = str(key).replace("\\", "/").removeprefix("./")
+            image_id = name if name in self._doc_of else None
+            if image_id is None and len(by_name.get(PurePosixPath(name).name, [])) == 1:
+                image_id = by_name[PurePosixPath(name).name][0]
+            if image_id is None:
+                unknown.append(str(key))
+                continue
+            status = _legacy_status(value)
+            if status is None:
+                bad.append(f"{key}: {value!r}")
+                continue
+            doc = self._raw(image_id)
+            if doc["status"] != "todo" or status == "todo":
+                counts["todo" if status == "todo" else "unchanged"] += 1
+                continue
+            self._update(image_id, {
+                "status": status, "annotator": LEGACY_ANNOTATOR, "completed_at": stamp,
+                "updated_at": stamp, "note": "imported from DEXTR-AnnoTool's .anno_prog",
+                "legacy": True,
+            })
+            counts[status] += 1
+        if unknown:
+            report.messages.append(
+                f"{len(unknown)} entr(y/ies) of {legacy} name no image in the source folder "
+                f"(ignored): {_first(unknown)}"
+            )
+        if bad:
+            report.messages.append(
+                f"{len(bad)} entr(y/ies) of {legacy} are not yes/no/skip (ignored): {_first(bad)}"
+            )
+        report.legacy_imported = dict(counts)
+        report.legacy_file = legacy
+        self._meta.update({"legacy_import": {"file": str(legacy), "at": self.clock(),
+                                             "counts": dict(counts)}}, doc_ids=[_META_ID])
+        self._log("legacy_import", None, None, file=str(legacy), **dict(counts))
+
+    # ---- start over / crash repair ------------------------------------------------------------
+
+    def reset(self) -> Path:
+        """Start over: move the store to ``<name>.backup-<UTC time>`` next to it, return that path.
+
+        The new store is empty (call :meth:`sync` to scan the source again); DEXTR-AnnoTool's
+        progress file is not imported again, and :meth:`reconcile` does not adopt mask files
+        older than the reset. Other processes sharing the store notice on their next call.
+        """
+        with self._storage.transaction():
+            self._storage.compact()
+            now = self.clock()
+            backup = _free_name(self.path.with_name(f"{self.path.name}.backup-{_stamp(now)}"))
+            os.replace(self.path, backup)
+            self._storage.start_new_store({
+                _META: {str(_META_ID): {"created_at": now, "reset_at": now,
+                                        "reset_backup": str(backup)}},
+            })
+            self._log("reset", None, None, backup=str(backup))
+        return backup
+
+    def reconcile(self, destination: str | os.PathLike, mask_suffix: str,
+                  save_format: str) -> list[str]:
+        """Make records and mask files agree after a crash; return one line per fix.
+
+        * done with objects, mask file missing -> todo (objects' points kept, note says why).
+        * in_progress with objects, mask file newer than its last object -> done by its holder
+          (the app saved the mask, then stopped before recording it).
+        * todo without objects, mask file present (not older than a :meth:`reset`) -> done, with
+          ``n_objects`` = the largest label in the file, annotator unknown (work from before this
+          store, e.g. a store restarted after damage).
+        * done imported from DEXTR-AnnoTool -> ``n_objects`` read from its mask file.
+        Done images without objects need no mask file. Missing images are left alone.
+        """
+        from .masks import mask_path
+
+        dest = Path(destination)
+        existing = _files_under(dest)
+        lines: list[str] = []
+        with self._storage.transaction():
+            meta = self._meta.get(doc_id=_META_ID) or {}
+            reset_at = meta.get("reset_at")
+            now = self.clock()
+            for doc in sorted(self._storage.read().get(_IMAGES, {}).values(),
+                              key=lambda d: d["id"]):
+                if doc.get("missing"):
+                    continue
+                status, n_objects = doc["status"], len(doc.get("objects") or [])
+                if status not in ("done", "todo", "in_progress"):
+                    continue
+                if status == "todo" and n_objects == 0 and not existing:
+                    continue
+                try:
+                    mpath = mask_path(dest, doc["id"], mask_suffix, save_format)
+                except ValueError:
+                    continue
+                mtime = existing.get(str(mpath))
+                image_id = doc["id"]
+                if status == "done" and mtime is None and n_objects > 0:
+                    note = f"mask file {mpath} was missing; annotate again (clicks kept)"
+                    self._update(image_id, {"status": "todo", "annotator": None,
+                                            "completed_at": None, "claimed_at": None,
+                                            "updated_at": now, "note": note})
+                    lines.append(f"{image_id}: recorded done but {note}; set back to todo.")
+                elif status == "done" and mtime is not None and doc.get("legacy"):
+                    n = _count_labels(mpath)
+                    if n is not None:
+                        self._update(image_id, {"n_objects": n, "legacy": None})
+                        lines.append(f"{image_id}: {n} object(s) counted in {mpath} "
+                                     "(imported from DEXTR-AnnoTool).")
+                elif status == "in_progress" and mtime is not None and n_objects > 0:
+                    last = max(o.get("created_at") or 0.0 for o in doc["objects"])
+                    if mtime >= last:
+                        self._update(image_id, {"status": "done", "completed_at": mtime,
+                                                "claimed_at": None, "updated_at": now,
+                                                "n_objects": n_objects, "resume": None,
+                                                "note": "completed by reconcile: mask saved"})
+                        lines.append(f"{image_id}: mask {mpath} was saved but the image not "
+                                     f"marked done; marked done by {doc['annotator']}.")
+                elif (status == "todo" and n_objects == 0 and mtime is not None
+                      and (reset_at is None or mtime >= reset_at)):
+                    n = _count_labels(mpath)
+                    if n is None:
+                        lines.append(f"{image_id}: mask file {mpath} exists but cannot be read; "
+                                     "left as todo (annotating will overwrite it).")
+                        continue
+                    self._update(image_id, {"status": "done", "n_objects": n, "annotator": None,
+                                            "completed_at": mtime, "updated_at": now,
+                                            "note": f"mask file {mpath} found on disk"})
+                    lines.append(f"{image_id}: mask file {mpath} found for a todo image; marked "
+                                 f"done ({n} object(s)).")
+            if lines:
+                self._log("reconciled", None, None, fixes=len(lines))
+        return lines
+
+
+def _free_name(path: Path) -> Path:
+    if not path.exists():
+        return path
+    for i in range(1, 10_000):
+        candidate = path.with_name(f"{path.name}-{i}")
+        if not candidate.exists():
+            return candidate
+    raise StoreInputError(f"Too many backups named {path.name}-*; remove old ones.")
+
+
+def _legacy_status(value: Any) -> str | None:
+    if value is True:
+        return "done"
+    if value is False or value is None:
+        return "todo"
+    text = str(value).strip().lower()
+    if text in ("yes", "y", "true", "done", "1"):
+        return "done"
+    if text in ("no", "n", "false", "todo", "0", ""):
+        return "todo"
+    if text in ("skip", "skipped"):
+        return "skipped"
+    return None
+
+
+def _files_under(folder: Path) -> dict[str, float]:
+    """``{str(path): mtime}`` of every file under ``folder`` (hidden folders skipped)."""
+    out: dict[str, float] = {}
+    if not folder.is_dir():
+        return out
+    for here, dirs, files in os.walk(folder):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        for name in files:
+            path = os.path.join(here, name)
+            try:
+                out[path] = os.stat(path).st_mtime
+            except OSError:
+                continue
+    return out
+
+
+def _count_labels(path: Path) -> int | None:
+    """The largest label in a saved label map (= its number of objects), None if unreadable."""
+    from .masks import load_label_map
+
+    try:
+        labels = load_label_map(path)
+    except Exception:  # any unreadable mask is reported by the caller, never fatal
+        return None
+    return int(labels.max()) if labels.size else 0

@@ -1,0 +1,548 @@
+"""The leads' page: how far the team is, who did what, the finished masks, exports and resets.
+
+Run through app.py's ``st.navigation``. Everyone may look; reopening or sending back images,
+exports and resets need the lead role (ui/roles.py, docs/roles.md).
+
+Speed: the figures are computed from one read of the store (``images()`` + ``objects()``), kept
+for a few seconds per process (:func:`snapshot`), and redrawn in a fragment that refreshes by
+itself every :data:`REFRESH_S` seconds while people work. The gallery shows downscaled thumbnails
+cached per file version (path + mtime), a page at a time.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import altair as alt
+import cv2
+import numpy as np
+import pandas as pd
+import streamlit as st
+from PIL import Image, ImageOps
+
+from dextr_core.export import ExportError, run_export
+from dextr_core.images import ImageReadError, load_image, to_rgb_uint8
+from dextr_core.masks import MaskFileError, load_label_map, mask_path
+from ui import roles, state
+from ui.overlay import draw_overlay
+
+#: Seconds between automatic refreshes of the figures.
+REFRESH_S = 15
+#: Seconds one snapshot of the store is reused before it is read again.
+SNAPSHOT_TTL_S = 5.0
+#: Thumbnails per gallery page, columns of the gallery grid, longest thumbnail side (pixels).
+GALLERY_PAGE = 12
+GALLERY_COLUMNS = 4
+THUMB_PX = 240
+#: Statuses in the order they are shown.
+STATUSES = ("done", "in_progress", "todo", "skipped", "unreadable")
+STATUS_NAMES = {"done": "Done", "in_progress": "In progress", "todo": "To do",
+                "skipped": "Skipped", "unreadable": "Unreadable"}
+IMAGE_COLUMNS = ("id", "status", "annotator", "updated_at", "completed_at", "n_objects")
+#: Events shown under "Recent activity".
+RECENT_EVENTS = 15
+
+
+# --------------------------------------------------------------------------------------------
+# One read of the store, turned into tables
+
+
+@dataclass
+class Snapshot:
+    """What the page shows, read from the store at ``taken_at`` (epoch s).
+
+    ``summary``: ``store.summary()``; ``finished``: the done and skipped images (columns
+    :data:`IMAGE_COLUMNS`, times as UTC datetimes); ``labels``: accepted objects per label and
+    ``labelled``: (image id, label) pairs, both over every image; ``events``: the latest events.
+    """
+
+    summary: dict
+    finished: pd.DataFrame
+    labels: dict[str, int]
+    labelled: pd.DataFrame
+    events: list
+    taken_at: float
+    version: tuple = ()
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """Images per status (missing images not counted)."""
+        by_status = self.summary.get("by_status", {})
+        return {status: int(by_status.get(status, 0)) for status in STATUSES}
+
+    @property
+    def total(self) -> int:
+        """Images in the store (missing ones not counted)."""
+        return int(self.summary.get("total", sum(self.counts.values())))
+
+
+def _times(values: pd.Series) -> pd.Series:
+    """Epoch seconds (None for absent) -> tz-aware UTC datetimes (NaT for absent)."""
+    return pd.to_datetime(pd.to_numeric(values, errors="coerce"), unit="s", utc=True)
+
+
+def _frame(records: list, columns: tuple[str, ...]) -> pd.DataFrame:
+    return pd.DataFrame({name: [getattr(r, name, None) for r in records] for name in columns},
+                        columns=list(columns))
+
+
+def _version(summary: dict) -> tuple:
+    return (summary.get("last_event"), summary.get("total"), summary.get("objects"),
+            tuple(sorted(summary.get("by_status", {}).items())))
+
+
+def read_snapshot(store, summary: dict | None = None) -> Snapshot:
+    """Read what the page needs from the store (no Streamlit calls)."""
+    summary = store.summary() if summary is None else summary
+    records = [r for status in ("done", "skipped") for r in store.images(status=status)
+               if not getattr(r, "missing", False)]
+    finished = _frame(records, IMAGE_COLUMNS)
+    for name in ("updated_at", "completed_at"):
+        finished[name] = _times(finished[name])
+    finished["n_objects"] = pd.to_numeric(finished["n_objects"], errors="coerce").fillna(0)
+    objects = store.objects()
+    labelled = pd.DataFrame({"image_id": [o.image_id for o in objects],
+                             "label": [o.label for o in objects]}).drop_duplicates()
+    counts = pd.Series([o.label for o in objects], dtype=object).value_counts()
+    return Snapshot(summary=summary, finished=finished,
+                    labels={str(k): int(v) for k, v in counts.items()}, labelled=labelled,
+                    events=store.events(limit=RECENT_EVENTS), taken_at=time.time(),
+                    version=_version(summary))
+
+
+class _SnapshotCache:
+    """The last snapshot of one store, shared by every session of this process."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.value: Snapshot | None = None
+        self.store_id: int | None = None
+
+
+@st.cache_resource(show_spinner=False)
+def _snapshot_cache() -> _SnapshotCache:
+    return _SnapshotCache()
+
+
+def snapshot(store) -> Snapshot:
+    """The store's snapshot, read again only when the store changed (its summary's last event,
+    totals and status counts differ) or the cached one was dropped (:func:`forget_snapshot`)."""
+    cache = _snapshot_cache()
+    with cache.lock:
+        summary = store.summary()
+        value = cache.value
+        if value is None or cache.store_id != id(store) or value.version != _version(summary):
+            value = read_snapshot(store, summary)
+            cache.value, cache.store_id = value, id(store)
+        return value
+
+
+def forget_snapshot() -> None:
+    """Drop the cached snapshot (after a change made from this page)."""
+    _snapshot_cache().value = None
+
+
+# --------------------------------------------------------------------------------------------
+# Figures
+
+
+def _local(values: pd.Series) -> pd.Series:
+    """UTC datetimes -> naive datetimes in the server's local time (for display)."""
+    values = pd.to_datetime(values, utc=True)
+    tz = dt.datetime.now().astimezone().tzinfo
+    return values.dt.tz_convert(tz).dt.tz_localize(None)
+
+
+def annotator_table(snap: Snapshot) -> pd.DataFrame:
+    """One row per annotator: images done and skipped, objects, median seconds per object (over
+    their done images: image time / objects), last activity (local time)."""
+    rows = snap.summary.get("annotators", {})
+    table = pd.DataFrame(
+        {
+            "Images done": [int(s.get("done", 0)) for s in rows.values()],
+            "Skipped": [int(s.get("skipped", 0)) for s in rows.values()],
+            "Objects": [int(s.get("objects", 0)) for s in rows.values()],
+            "Median s / object": [s.get("median_seconds_per_object") for s in rows.values()],
+            "Last activity": _local(_times(pd.Series(
+                [s.get("last_activity") for s in rows.values()], dtype=object))).to_numpy(),
+        },
+        index=pd.Index(list(rows), name="Annotator"),
+    )
+    table["Median s / object"] = pd.to_numeric(table["Median s / object"], errors="coerce")
+    return table.sort_values(["Images done", "Objects"], ascending=False)
+
+
+def throughput(snap: Snapshot) -> tuple[pd.DataFrame, str]:
+    """Finished (done) images per hour (when they span up to two days) or per day, by annotator."""
+    done = snap.finished[(snap.finished["status"] == "done")
+                         & snap.finished["completed_at"].notna()]
+    if done.empty:
+        return pd.DataFrame(columns=["time", "annotator", "images"]), "hour"
+    when = _local(done["completed_at"])
+    unit = "hour" if when.max() - when.min() <= pd.Timedelta(days=2) else "day"
+    bucket = when.dt.floor("h" if unit == "hour" else "D")
+    table = (pd.DataFrame({"time": bucket, "annotator": done["annotator"].fillna("?")})
+             .groupby(["time", "annotator"]).size().rename("images").reset_index())
+    return table, unit
+
+
+def objects_per_class(snap: Snapshot, labels: tuple[str, ...]) -> pd.DataFrame:
+    """Accepted objects per label: the config's labels first (zero counts kept), then others."""
+    order = list(labels) + sorted(name for name in snap.labels if name not in labels)
+    return pd.DataFrame({"label": order, "objects": [snap.labels.get(n, 0) for n in order]})
+
+
+ACTION_NAMES = {
+    "claimed": "opened", "object_added": "added an object", "object_removed": "removed an object",
+    "completed": "finished", "skipped": "skipped", "released": "released",
+    "reopened": "reopened", "unreadable": "could not read", "synced": "synced the folder",
+    "legacy_import": "imported DEXTR-AnnoTool progress", "reconciled": "repaired",
+    "reset": "reset the progress",
+}
+
+
+def recent_activity(snap: Snapshot) -> pd.DataFrame:
+    """The latest events, newest first: when (local time), who, what, which image."""
+    events = list(reversed(snap.events))
+    return pd.DataFrame({
+        "When": _local(_times(pd.Series([e.time for e in events], dtype=object))).to_numpy(),
+        "Who": [e.annotator or "" for e in events],
+        "What": [ACTION_NAMES.get(e.action, e.action) for e in events],
+        "Image": [e.image_id or "" for e in events],
+    })
+
+
+@st.fragment(run_every=REFRESH_S)
+def show_figures(labels: tuple[str, ...]) -> None:
+    """Totals, progress bar, annotators, throughput, classes and recent activity (a fragment
+    that reruns by itself every :data:`REFRESH_S` seconds)."""
+    snap = snapshot(state.store())
+    total, counts = snap.total, snap.counts
+    finished = counts["done"] + counts["skipped"] + counts["unreadable"]
+    st.progress(finished / total if total else 0.0,
+                text=f"{finished:,} of {total:,} images finished ({_pct(finished, total)}); "
+                     f"{counts['done']:,} done with masks")
+    columns = st.columns(len(STATUSES))
+    for column, status in zip(columns, STATUSES, strict=True):
+        column.metric(STATUS_NAMES[status], f"{counts[status]:,}", _pct(counts[status], total),
+                      delta_color="off", delta_arrow="off")
+    stamp = dt.datetime.fromtimestamp(snap.taken_at).strftime("%H:%M:%S")
+    missing = int(snap.summary.get("missing", 0))
+    st.caption(f"{int(snap.summary.get('objects', 0)):,} objects accepted"
+               + (f"; {missing:,} images vanished from the source folder" if missing else "")
+               + f". Read {stamp}; refreshes every {REFRESH_S} s.")
+
+    st.subheader("Annotators")
+    table = annotator_table(snap)
+    if table.empty:
+        st.info("Nobody has annotated anything yet.")
+    else:
+        st.dataframe(table, width="stretch", column_config={
+            "Median s / object": st.column_config.NumberColumn(format="%.1f"),
+            "Last activity": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm"),
+        })
+
+    left, right = st.columns(2)
+    with left:
+        rate, unit = throughput(snap)
+        st.subheader(f"Images finished per {unit}")
+        if rate.empty:
+            st.caption("No finished images yet.")
+        else:
+            chart = alt.Chart(rate).mark_bar().encode(
+                x=alt.X("time:T", title=None),
+                y=alt.Y("sum(images):Q", title="images"),
+                color=alt.Color("annotator:N", title="annotator"),
+                tooltip=["time:T", "annotator:N", "images:Q"],
+            )
+            st.altair_chart(chart, width="stretch")
+    with right:
+        st.subheader("Objects per class")
+        classes = objects_per_class(snap, labels)
+        chart = alt.Chart(classes).mark_bar().encode(
+            x=alt.X("objects:Q"), y=alt.Y("label:N", sort=list(classes["label"]), title=None),
+            tooltip=["label:N", "objects:Q"],
+        )
+        st.altair_chart(chart, width="stretch")
+
+    st.subheader("Recent activity")
+    recent = recent_activity(snap)
+    if recent.empty:
+        st.caption("No activity yet.")
+    else:
+        st.dataframe(recent, width="stretch", hide_index=True, column_config={
+            "When": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm:ss")})
+
+
+def _pct(part: int, total: int) -> str:
+    return f"{100.0 * part / total:.1f} %" if total else "0 %"
+
+
+# --------------------------------------------------------------------------------------------
+# Gallery
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return -1.0
+
+
+def _small_image(path: str) -> np.ndarray:
+    """The photo downscaled to fit THUMB_PX (JPEG files decoded at reduced size), upright RGB."""
+    try:
+        with Image.open(path) as img:
+            if img.mode in ("RGB", "L", "RGBA", "P", "CMYK", "YCbCr", "LA"):
+                img.draft("RGB", (THUMB_PX * 2, THUMB_PX * 2))
+                img = ImageOps.exif_transpose(img)
+                img.thumbnail((THUMB_PX, THUMB_PX))
+                if img.mode in ("RGBA", "LA", "P"):
+                    img = img.convert("RGBA")
+                return to_rgb_uint8(np.asarray(img.convert("RGB") if img.mode != "RGBA" else img))
+    except Exception as exc:  # fall back to the full loader for its clear message
+        raise ImageReadError(f"Cannot read image {path}: {exc}") from exc
+    full = load_image(path)
+    scale = THUMB_PX / max(full.shape[:2])
+    if scale >= 1:
+        return full
+    size = (max(1, round(full.shape[1] * scale)), max(1, round(full.shape[0] * scale)))
+    return cv2.resize(full, size, interpolation=cv2.INTER_AREA)
+
+
+@st.cache_data(show_spinner=False, max_entries=512)
+def thumbnail(image_path: str, image_mtime: float, mask_file: str, mask_mtime: float) -> bytes:
+    """JPEG bytes of a thumbnail (longest side THUMB_PX) with the masks drawn over it.
+
+    Cached per (path, mtime) of the photo and of its mask file, so a re-annotated image gets a new
+    thumbnail. Raises ImageReadError / MaskFileError for unreadable files.
+    """
+    del image_mtime, mask_mtime
+    small = _small_image(image_path)
+    masks: list[np.ndarray] = []
+    if mask_file:
+        labels = load_label_map(mask_file)
+        size = (small.shape[1], small.shape[0])
+        if labels.shape != small.shape[:2]:
+            labels = cv2.resize(labels, size, interpolation=cv2.INTER_NEAREST)
+        masks = [labels == i for i in range(1, int(labels.max()) + 1)]
+    drawn = draw_overlay(small, masks)
+    ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(drawn[:, :, ::-1]),
+                           [cv2.IMWRITE_JPEG_QUALITY, 85])
+    if not ok:
+        raise ValueError("JPEG encoding failed")
+    return buf.tobytes()
+
+
+def gallery_selection(snap: Snapshot, statuses: list[str], annotator: str, label: str
+                      ) -> pd.DataFrame:
+    """Finished images with one of ``statuses`` (done, skipped), by ``annotator`` ("" = anyone),
+    holding an object with ``label`` ("" = any); most recently changed first."""
+    images = snap.finished[snap.finished["status"].isin(statuses)]
+    if annotator:
+        images = images[images["annotator"] == annotator]
+    if label:
+        with_label = snap.labelled.loc[snap.labelled["label"] == label, "image_id"]
+        images = images[images["id"].isin(with_label)]
+    return images.sort_values(["updated_at", "id"], ascending=[False, True], na_position="last")
+
+
+def show_gallery(store, cfg, lead: bool) -> None:
+    """Filtered, paginated thumbnails of finished images with their masks; lead actions."""
+    st.header("Gallery")
+    snap = snapshot(store)
+    names = sorted(str(n) for n in snap.finished["annotator"].dropna().unique())
+    f1, f2, f3 = st.columns(3)
+    statuses = f1.multiselect("Status", ["done", "skipped"], default=["done"],
+                              key="gallery_status", format_func=STATUS_NAMES.get)
+    who = f2.selectbox("Annotator", ["", *names], key="gallery_annotator",
+                       format_func=lambda n: n or "everyone")
+    label = f3.selectbox("Label", ["", *cfg.labels], key="gallery_label",
+                         format_func=lambda n: n or "any label")
+    chosen = gallery_selection(snap, statuses, who, label)
+    pages = max(1, -(-len(chosen) // GALLERY_PAGE))
+    page = st.number_input(f"Page (of {pages})", min_value=1, max_value=pages, value=1, step=1,
+                           key="gallery_page")
+    page = min(int(page), pages)
+    st.caption(f"{len(chosen):,} images match.")
+    rows = chosen.iloc[(page - 1) * GALLERY_PAGE: page * GALLERY_PAGE]
+    columns = st.columns(GALLERY_COLUMNS)
+    for n, record in enumerate(rows.itertuples(index=False)):
+        with columns[n % GALLERY_COLUMNS]:
+            _gallery_tile(cfg, record, lead)
+
+
+def _gallery_tile(cfg, record, lead: bool) -> None:
+    image_id = str(record.id)
+    image_file = Path(cfg.source, image_id)
+    mask_file = mask_path(cfg.destination, image_id, cfg.mask_suffix, cfg.save_format)
+    mask_arg = str(mask_file) if mask_file.is_file() else ""
+    try:
+        st.image(thumbnail(str(image_file), _mtime(image_file), mask_arg, _mtime(mask_file)),
+                 width="stretch")
+    except (ImageReadError, MaskFileError, OSError, ValueError) as exc:
+        st.warning(f"{image_id}: {exc}")
+    who = record.annotator or "nobody"
+    st.caption(f"**{image_id}**: {STATUS_NAMES.get(record.status, record.status)}, "
+               f"{int(record.n_objects)} objects, {who}")
+    if record.status in ("done", "skipped"):
+        a, b = st.columns(2)
+        a.button("Reopen", key=f"reopen::{image_id}", disabled=not lead, on_click=_reopen,
+                 args=(image_id, None), help="Back to the queue for anyone (lead only)")
+        if record.annotator:
+            b.button("Send back", key=f"sendback::{image_id}", disabled=not lead,
+                     on_click=_reopen, args=(image_id, str(record.annotator)),
+                     help=f"Reopen it and hand it to {who}: it is the first image they get "
+                          "(lead only)")
+
+
+def _say(kind: str, text: str) -> None:
+    """Queue a message for the top of the page (button callbacks run before the page draws)."""
+    st.session_state.setdefault("progress_messages", []).append((kind, text))
+
+
+def _reopen(image_id: str, to: str | None) -> None:
+    """Button callback: reopen ``image_id`` (lead only); with ``to``, claim it for them."""
+    if not roles.is_lead():
+        _say("error", "Only a lead can reopen images: sign in with the lead role in the sidebar.")
+        return
+    store = state.store()
+    try:
+        store.reopen(image_id, by=roles.lead_name())
+        if to:
+            store.claim(image_id, to)
+    except Exception as exc:  # ClaimError, StoreWriteError, ...: say what happened, keep the page
+        _say("error", f"Could not reopen {image_id}: {exc}")
+        return
+    forget_snapshot()
+    _say("success", f"{image_id} reopened" + (f" and sent back to {to}." if to else "."))
+
+
+# --------------------------------------------------------------------------------------------
+# Exports and reset (lead only)
+
+
+def export_folder(cfg) -> Path:
+    """Where exports are written: ``exports/`` next to the config file, unless that lies in the
+    source or destination folder (then the system temp folder)."""
+    folder = Path(cfg.path).parent / "exports"
+    for managed in (Path(cfg.source), Path(cfg.destination)):
+        if folder == managed or managed in folder.parents:
+            return Path(tempfile.gettempdir()) / "dextr-exports"
+    return folder
+
+
+def show_exports(store, cfg, lead: bool) -> None:
+    """Format + status choice, an Export button (lead only) with a progress bar, a download."""
+    st.header("Export")
+    formats = {"coco": "COCO instances JSON", "masks": "Label maps (DEXTR-AnnoTool layout)",
+               "palette": "Colour previews (palette PNG)"}
+    c1, c2 = st.columns(2)
+    fmt = c1.selectbox("Format", list(formats), format_func=formats.get, key="export_format")
+    status = c2.selectbox("Images", ["done", "all"], key="export_status",
+                          format_func={"done": "finished (done)",
+                                       "all": "every image with a mask file"}.get)
+    target = export_folder(cfg) / f"{Path(cfg.path).stem}-{fmt}-{status}.zip"
+    if not lead:
+        st.info("Exports are written by leads: sign in with the lead role in the sidebar.")
+    if st.button("Export", key="export_run", disabled=not lead, type="primary"):
+        if not roles.is_lead():
+            st.error("Only a lead can write exports.")
+        else:
+            bar = st.progress(0.0, text="Exporting...")
+
+            def progress(done: int, total: int) -> None:
+                if done == total or done % 50 == 0:
+                    bar.progress(done / total if total else 1.0,
+                                 text=f"Exporting: {done:,} of {total:,} images")
+
+            try:
+                result = run_export(cfg, store, fmt, target, status=status, as_zip=True,
+                                    overwrite=True, progress=progress)
+            except (ExportError, OSError) as exc:
+                st.error(f"Export failed: {exc}")
+            else:
+                bar.progress(1.0, text="Export written")
+                st.session_state["export_result"] = result
+    result = st.session_state.get("export_result")
+    if result is not None and Path(result.path).is_file():
+        st.success(f"Wrote {result.path}: {result.images:,} images, {result.objects:,} objects.")
+        for warning in result.warnings[:20]:
+            st.warning(warning)
+        if len(result.warnings) > 20:
+            st.caption(f"... and {len(result.warnings) - 20} more warnings.")
+        path = Path(result.path)
+        st.download_button(f"Download {path.name}", data=path.read_bytes if lead else b"",
+                           file_name=path.name, mime="application/zip", disabled=not lead,
+                           key="export_download", on_click="ignore")
+
+
+def _reset_store(cfg) -> Path:
+    """Back the store up and start it afresh (sync + reconcile again); returns the backup path."""
+    if state.reset_pending():
+        return state.confirm_reset()
+    handle = state.store_handle()
+    with handle.lock:
+        backup = handle.store.reset()
+        handle.sync_report = handle.store.sync()
+        handle.reconciled = list(
+            handle.store.reconcile(cfg.destination, cfg.mask_suffix, cfg.save_format) or [])
+    return Path(backup)
+
+
+def show_reset(cfg, lead: bool) -> None:
+    """Reset progress: lead only, typed confirmation, the old progress file kept as a backup."""
+    pending = state.reset_pending()
+    with st.expander("Reset progress", expanded=pending):
+        if pending:
+            st.warning("The config sets `admin.reset_progress: true`. A lead must confirm the "
+                       "reset (or keep the progress); then set it back to false in "
+                       f"{cfg.path}.")
+        st.write("Resetting forgets who did what and puts every image back in the queue. The "
+                 "mask files stay; the progress file is backed up first.")
+        if not lead:
+            st.info("Only a lead can reset progress.")
+            return
+        typed = st.text_input("Type RESET to confirm", key="reset_confirm_text")
+        c1, c2 = st.columns(2)
+        if c1.button("Reset progress", key="reset_run", disabled=typed.strip() != "RESET",
+                     type="primary"):
+            if not roles.is_lead() or typed.strip() != "RESET":
+                st.error("A reset needs the lead role and RESET typed above.")
+            else:
+                try:
+                    backup = _reset_store(cfg)
+                except Exception as exc:  # StoreWriteError and the like: nothing was lost
+                    st.error(f"Reset failed, progress unchanged: {exc}")
+                else:
+                    forget_snapshot()
+                    st.success(f"Progress reset. The old progress is backed up in {backup}.")
+        if pending and c2.button("Keep the progress", key="reset_decline"):
+            state.decline_reset()
+            st.success("Progress kept. Set admin.reset_progress back to false in the config.")
+
+
+# --------------------------------------------------------------------------------------------
+# The page
+
+
+def main() -> None:
+    """Render the progress page."""
+    cfg = state.config()
+    store = state.store()
+    st.title("Progress")
+    lead = roles.lead_gate()
+    for kind, text in st.session_state.pop("progress_messages", []):
+        getattr(st, kind)(text)
+    show_figures(tuple(cfg.labels))
+    show_gallery(store, cfg, lead)
+    show_exports(store, cfg, lead)
+    show_reset(cfg, lead)
+
+
+main()

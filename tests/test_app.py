@@ -1,0 +1,319 @@
+"""The Streamlit app driven headless with streamlit.testing.v1.AppTest.
+
+Each test builds a config in tmp_path over a few small synthetic photos (a dark disc and a dark
+square on a light, textured background) plus corrupt files, sets ANNO_CFG, and drives
+``app.py``. Clicks are injected the way the canvas callback delivers them: full-image (x, y)
+points in ``st.session_state["anno_clicks"]``. No DEXTR weights: the GrabCut fallback runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from dextr_core.masks import draft_path, load_label_map, mask_path
+from dextr_core.store import ProgressStore
+
+REPO = Path(__file__).resolve().parents[1]
+APP = str(REPO / "app.py")
+TIMEOUT = 120
+
+# The disc of every synthetic photo (centre x, centre y, radius) and its extreme points.
+DISC = (60, 50, 28)
+DISC_CLICKS = [[32, 50], [88, 50], [60, 22], [60, 78]]
+SQUARE = (110, 20, 150, 60)  # x0, y0, x1, y1 (exclusive)
+SQUARE_CLICKS = [[110, 40], [149, 40], [130, 20], [130, 59]]
+
+
+def _photo(seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    h, w = 100, 160
+    img = rng.integers(190, 240, size=(h, w, 3)).astype(np.uint8)
+    yy, xx = np.mgrid[:h, :w]
+    cx, cy, r = DISC
+    img[(xx - cx) ** 2 + (yy - cy) ** 2 <= r * r] = (40, 30, 120)
+    x0, y0, x1, y1 = SQUARE
+    img[y0:y1, x0:x1] = (20, 90, 30)
+    return img
+
+
+def _disc_mask() -> np.ndarray:
+    yy, xx = np.mgrid[:100, :160]
+    cx, cy, r = DISC
+    return (xx - cx) ** 2 + (yy - cy) ** 2 <= r * r
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch):
+    """A config over src/ (a.png, b.png, c.jpg, one non-image .jpg, one truncated .jpg)."""
+    src = tmp_path / "src"
+    src.mkdir()
+    Image.fromarray(_photo(1)).save(src / "a.png")
+    Image.fromarray(_photo(2)).save(src / "b.png")
+    Image.fromarray(_photo(3)).save(src / "c.jpg", quality=95)
+    (src / "broken.jpg").write_bytes(b"this is not a JPEG file")
+    whole = (src / "c.jpg").read_bytes()
+    (src / "truncated.jpg").write_bytes(whole[: len(whole) // 3])
+    cfg = tmp_path / "anno_cfg.yml"
+    cfg.write_text(
+        "required:\n  source: src\n  destination: out\n"
+        "optional:\n  labels: [disc, square]\n  save_format: png\n"
+    )
+    monkeypatch.setenv("ANNO_CFG", str(cfg))
+    return tmp_path
+
+
+def _app(name: str | None = "ana"):
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    if name:
+        at.query_params["annotator"] = name
+    return at.run()
+
+
+def _button(at, label: str):
+    found = [b for b in at.button if b.label == label]
+    assert found, f"no button {label!r}; buttons: {[b.label for b in at.button]}"
+    return found[0]
+
+
+def _current_image(at) -> str:
+    for md in at.markdown:
+        if md.value.startswith("**") and " px" in md.value:
+            return md.value.split("**")[1]
+    raise AssertionError("no image shown")
+
+
+def _store(project: Path) -> ProgressStore:
+    return ProgressStore(project / "src" / ".dextr_progress.json", project / "src")
+
+
+def _accept(at, clicks, label=None):
+    at.session_state["anno_clicks"] = clicks
+    at.run()
+    assert not at.exception
+    if label is not None:
+        at.selectbox(key="anno_label").select(label)
+    _button(at, "Accept object").click().run()
+    assert not at.exception
+
+
+def test_broken_config_is_reported_not_raised(tmp_path, monkeypatch):
+    cfg = tmp_path / "anno_cfg.yml"
+    cfg.write_text("required:\n  source: nowhere\noptional:\n  save_format: tiff\n")
+    monkeypatch.setenv("ANNO_CFG", str(cfg))
+    at = _app(None)
+    assert not at.exception
+    errors = " ".join(e.value for e in at.error)
+    assert "required.source" in errors
+    assert "required.destination" in errors
+    assert "optional.save_format" in errors
+    assert len(at.error) >= 4  # the headline plus one per problem
+    assert not at.button  # the page did not run
+
+
+def test_name_first_then_first_image(project):
+    at = _app(None)
+    assert not at.exception
+    assert at.text_input(key="anno_name_input")
+    assert not [b for b in at.button if b.label == "Image done"]
+    at.text_input(key="anno_name_input").input("ana")
+    at.button[0].click().run()
+    assert not at.exception
+    assert at.query_params["annotator"] == ["ana"] or at.query_params["annotator"] == "ana"
+    assert _current_image(at) == "a.png"
+    record = _store(project).get("a.png")
+    assert record.status == "in_progress" and record.annotator == "ana"
+
+
+def test_accept_delete_done_writes_mask_and_record(project):
+    at = _app()
+    assert _current_image(at) == "a.png"
+    _accept(at, DISC_CLICKS, "disc")
+    _accept(at, SQUARE_CLICKS, "square")
+    assert [m.value for m in at.markdown if m.value.startswith("**Objects")] == ["**Objects (2)**"]
+    draft = draft_path(project / "out", "a.png")
+    assert draft.is_file()
+    assert set(np.unique(load_label_map(draft))) == {0, 1, 2}
+
+    # A third object, then delete it again.
+    _accept(at, [[5, 90], [30, 90], [15, 80], [15, 99]], "disc")
+    assert len(_store(project).objects("a.png")) == 3
+    deletes = [b for b in at.button if b.label == "Delete"]
+    assert len(deletes) == 3
+    deletes[2].click().run()
+    assert not at.exception
+    assert [o.label for o in _store(project).objects("a.png")] == ["disc", "square"]
+
+    _button(at, "Image done").click().run()
+    assert not at.exception
+    target = mask_path(project / "out", "a.png", "_mask", "png")
+    labels = np.asarray(Image.open(target))
+    assert Image.open(target).mode == "L"
+    assert labels.shape == (100, 160)
+    assert set(np.unique(labels)) == {0, 1, 2}
+    disc = labels == 1
+    iou = (disc & _disc_mask()).sum() / (disc | _disc_mask()).sum()
+    assert iou > 0.8, iou
+    x0, y0, x1, y1 = SQUARE
+    assert (labels[y0 + 3:y1 - 3, x0 + 3:x1 - 3] == 2).mean() > 0.9
+    record = _store(project).get("a.png")
+    assert record.status == "done" and record.n_objects == 2 and record.annotator == "ana"
+    objects = _store(project).objects("a.png")
+    assert objects[0].points == DISC_CLICKS and objects[0].engine
+    assert not draft.exists()
+    assert _current_image(at) == "b.png"  # moved on
+
+
+def test_objects_survive_a_new_session(project):
+    at = _app()
+    _accept(at, DISC_CLICKS, "disc")
+    # A browser refresh / server restart: a new session with the same name in the URL.
+    again = _app()
+    assert not again.exception
+    assert _current_image(again) == "a.png"
+    assert "**Objects (1)**" in [m.value for m in again.markdown]
+    _button(again, "Image done").click().run()
+    labels = load_label_map(mask_path(project / "out", "a.png", "_mask", "png"))
+    assert set(np.unique(labels)) == {0, 1}
+
+
+def test_skip_moves_on(project):
+    at = _app()
+    _button(at, "Skip").click().run()
+    assert not at.exception
+    assert _store(project).get("a.png").status == "skipped"
+    assert _current_image(at) == "b.png"
+
+
+def test_next_and_previous(project):
+    at = _app()
+    _button(at, "Next").click().run()
+    assert _current_image(at) == "b.png"
+    store = _store(project)
+    assert store.get("a.png").status == "todo"
+    assert store.get("b.png").status == "in_progress"
+    _button(at, "Previous").click().run()
+    assert _current_image(at) == "a.png"
+
+
+def test_corrupt_images_are_passed_over_with_a_warning(project):
+    # broken.jpg fails at the folder scan (header): named in a warning at the first page load.
+    at = _app()
+    assert any("broken.jpg" in w.value for w in at.warning)
+    # truncated.jpg has a good header and fails when opened: after a.png, b.png and c.jpg.
+    for _ in range(3):
+        _button(at, "Image done").click().run()
+        if [b for b in at.button if b.label == "Yes, save empty"]:
+            _button(at, "Yes, save empty").click().run()
+    assert not at.exception
+    warnings = " ".join(w.value for w in at.warning)
+    assert "truncated.jpg" in warnings
+    store = _store(project)
+    assert store.get("broken.jpg").status == "unreadable"
+    assert store.get("truncated.jpg").status == "unreadable"
+    assert "truncated.jpg" in (store.get("truncated.jpg").error or "")
+    assert any("All done" in s.value for s in at.success)
+
+
+def test_empty_image_needs_confirmation(project):
+    at = _app()
+    _button(at, "Image done").click().run()
+    assert _store(project).get("a.png").status == "in_progress"
+    assert any("no object" in w.value for w in at.warning)
+    _button(at, "Yes, save empty").click().run()
+    assert not at.exception
+    labels = load_label_map(mask_path(project / "out", "a.png", "_mask", "png"))
+    assert labels.shape == (100, 160) and labels.max() == 0
+    assert _store(project).get("a.png").status == "done"
+
+
+def test_points_on_one_spot_warn_and_stay(project):
+    at = _app()
+    at.session_state["anno_clicks"] = [[50, 50]] * 4
+    at.run()
+    assert not at.exception
+    assert any("one spot" in w.value for w in at.warning)
+    assert _button(at, "Accept object").disabled
+    _button(at, "Undo click").click().run()
+    assert any("3 of 4" in i.value for i in at.info)
+
+
+def test_click_outside_the_image_is_refused(project):
+    at = _app()
+    at.session_state["anno_clicks"] = [[500, 20]]
+    at.run()
+    assert not at.exception
+    assert any("outside the image" in w.value for w in at.warning)
+    assert any("0 of 4" in i.value for i in at.info)
+
+
+def test_broken_weights_shown_and_fallback_used(project):
+    weights = project / "bad.h5"
+    weights.write_bytes(b"\x89HDF\r\n\x1a\n but not really")
+    cfg = project / "anno_cfg.yml"
+    cfg.write_text(cfg.read_text() + "  weights: bad.h5\n")
+    at = _app()
+    assert not at.exception
+    assert any("bad.h5" in e.value for e in at.error)
+    assert any("Fallback segmenter" in w.value for w in at.warning)
+    assert _current_image(at) == "a.png"
+
+
+def test_reset_progress_asks_first(project):
+    at = _app()
+    _button(at, "Image done").click().run()
+    _button(at, "Yes, save empty").click().run()
+    assert _store(project).get("a.png").status == "done"
+    cfg = project / "anno_cfg.yml"
+    cfg.write_text(cfg.read_text() + "admin:\n  reset_progress: true\n")
+    at = _app()
+    assert not at.exception
+    assert _store(project).get("a.png").status == "done"  # nothing reset yet
+    _button(at, "Reset the progress (keep a backup)").click().run()
+    assert not at.exception
+    backups = list((project / "src").glob(".dextr_progress.json.backup-*"))
+    assert len(backups) == 1
+    assert _store(project).get("a.png").status in ("todo", "in_progress")
+
+
+def test_npy_format(project):
+    cfg = project / "anno_cfg.yml"
+    cfg.write_text(cfg.read_text().replace("save_format: png", "save_format: npy"))
+    at = _app()
+    _accept(at, DISC_CLICKS)
+    _button(at, "Image done").click().run()
+    labels = np.load(project / "out" / "a_mask.npy")
+    assert labels.dtype == np.uint8 and labels.shape == (100, 160)
+    assert set(np.unique(labels)) == {0, 1}
+
+
+def test_config_path_order(monkeypatch, tmp_path):
+    from ui import state
+
+    monkeypatch.setattr("sys.argv", ["app.py", "--config", str(tmp_path / "x.yml")])
+    monkeypatch.setenv("ANNO_CFG", str(tmp_path / "env.yml"))
+    assert state.config_path() == tmp_path / "x.yml"
+    monkeypatch.setattr("sys.argv", ["app.py", "--config-file", "y", "--co"])
+    assert state.config_path() == tmp_path / "env.yml"
+    monkeypatch.delenv("ANNO_CFG")
+    assert state.config_path() == REPO / "anno_cfg.yml"
+
+
+def test_repo_config_points_at_the_samples():
+    from dextr_core.config import load_config
+
+    cfg = load_config(REPO / "anno_cfg.yml")
+    assert cfg.source == REPO / "samples" / "images"
+    assert cfg.destination == REPO / "samples" / "masks"
+    images = sorted(p.name for p in cfg.source.glob("*.jpg"))
+    assert len(images) >= 5
+    assert sum(p.stat().st_size for p in cfg.source.glob("*.jpg")) < 2_000_000
+    assert json.dumps(list(cfg.labels))
+    assert os.path.isfile(REPO / ".streamlit" / "config.toml")

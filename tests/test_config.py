@@ -1,0 +1,242 @@
+"""anno_cfg.yml: defaults, relative paths, and one clear problem per mistake (key + fix)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from dextr_core.config import AnnoConfig, ConfigError, load_config
+
+
+def write_cfg(folder: Path, text: str, name: str = "anno_cfg.yml") -> Path:
+    path = folder / name
+    path.write_text(text)
+    return path
+
+
+@pytest.fixture()
+def project(tmp_path: Path) -> Path:
+    (tmp_path / "images").mkdir()
+    return tmp_path
+
+
+MINIMAL = "required:\n  source: images\n  destination: masks\n"
+
+
+def problems_of(path: Path) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert info.value.problems, "a ConfigError must list its problems"
+    for p in info.value.problems:
+        assert str(p) in str(info.value)
+    return info.value.problems
+
+
+def one_problem(path: Path, key: str) -> str:
+    problems = problems_of(path)
+    matching = [p for p in problems if p.startswith(f"{key}:")]
+    assert len(matching) == 1, problems
+    return matching[0]
+
+
+def test_defaults_and_relative_paths(project: Path, monkeypatch):
+    cfg_path = write_cfg(project, MINIMAL)
+    monkeypatch.chdir("/")  # relative paths must not depend on the working folder
+    cfg = load_config(cfg_path)
+    assert isinstance(cfg, AnnoConfig)
+    assert cfg.path == cfg_path
+    assert cfg.source == project / "images"
+    assert cfg.destination == project / "masks"
+    assert cfg.update is True
+    assert cfg.mask_suffix == "_mask"
+    assert cfg.save_format == "png"
+    assert cfg.labels == ("object",)
+    assert cfg.weights == project / "models" / "dextr_pascal-sbd.h5"
+    assert cfg.threshold == pytest.approx(0.8)
+    assert cfg.claim_timeout_min == pytest.approx(30.0)
+    assert cfg.progress_file == project / "images" / ".dextr_progress.json"
+    assert cfg.reset_progress is False
+    assert not (project / "masks").exists(), "loading a config must not create folders"
+
+
+def test_all_keys_given(project: Path, tmp_path_factory):
+    elsewhere = tmp_path_factory.mktemp("abs")
+    cfg_path = write_cfg(project, f"""
+required:
+  source: ./images/
+  destination: {elsewhere}/out
+optional:
+  update: false
+  mask_suffix: ""
+  save_format: NPY
+  labels: [car, person, 7]
+  weights: ../w/dextr_coco.h5
+  threshold: 0.5
+  claim_timeout_min: 2
+admin:
+  progress_file: state/progress.json
+  reset_progress: true
+""")
+    cfg = load_config(cfg_path)
+    assert cfg.source == project / "images"
+    assert cfg.destination == elsewhere / "out"
+    assert cfg.update is False
+    assert cfg.mask_suffix == ""
+    assert cfg.save_format == "npy"
+    assert cfg.labels == ("car", "person", "7")
+    assert cfg.weights == project.parent / "w" / "dextr_coco.h5"
+    assert cfg.threshold == 0.5
+    assert cfg.claim_timeout_min == 2.0
+    assert cfg.progress_file == project / "state" / "progress.json"
+    assert cfg.reset_progress is True
+
+
+def test_empty_values_take_defaults_but_empty_suffix_means_none(project: Path):
+    cfg = load_config(write_cfg(project, MINIMAL + "optional:\n  mask_suffix:\n  threshold:\n"
+                                "admin:\n"))
+    assert cfg.mask_suffix == ""
+    assert cfg.threshold == pytest.approx(0.8)
+
+
+def test_missing_file(tmp_path: Path):
+    problems = problems_of(tmp_path / "nope.yml")
+    assert "does not exist" in problems[0] and "nope.yml" in problems[0]
+
+
+def test_not_yaml_names_the_line(project: Path):
+    path = write_cfg(project, "required:\n  source: images\n destination: masks\n")
+    (problem,) = problems_of(path)
+    assert "not valid YAML" in problem and "line 3" in problem
+
+
+def test_not_a_mapping(project: Path):
+    (problem,) = problems_of(write_cfg(project, "- source\n- destination\n"))
+    assert "mapping" in problem and "required" in problem
+    (problem,) = problems_of(write_cfg(project, ""))
+    assert "empty" in problem
+
+
+def test_missing_required_keys(project: Path):
+    problem = one_problem(write_cfg(project, "optional:\n  update: true\n"), "required")
+    assert "source" in problem and "destination" in problem
+    problem = one_problem(write_cfg(project, "required:\n  source: images\n"),
+                          "required.destination")
+    assert "missing" in problem
+
+
+def test_wrong_types_all_reported_at_once(project: Path):
+    path = write_cfg(project, MINIMAL + """optional:
+  update: "yes please"
+  save_format: 3
+  threshold: high
+  claim_timeout_min: 0
+  labels: {a: 1}
+  mask_suffix: 12
+admin:
+  reset_progress: 1
+""")
+    problems = problems_of(path)
+    keys = {p.split(":")[0] for p in problems}
+    assert keys == {
+        "optional.update", "optional.save_format", "optional.threshold",
+        "optional.claim_timeout_min", "optional.labels", "optional.mask_suffix",
+        "admin.reset_progress",
+    }
+    assert "true or false" in one_problem(path, "optional.update")
+    assert "use png or npy" in one_problem(path, "optional.save_format")
+    assert "number" in one_problem(path, "optional.threshold")
+    assert "above 0" in one_problem(path, "optional.claim_timeout_min")
+
+
+def test_threshold_range(project: Path):
+    for bad in ("0", "1", "1.5", "-0.2"):
+        path = write_cfg(project, MINIMAL + f"optional:\n  threshold: {bad}\n")
+        assert "between 0 and 1" in one_problem(path, "optional.threshold")
+
+
+def test_unknown_key_suggests_the_right_one(project: Path):
+    path = write_cfg(project, MINIMAL + "optional:\n  mask_sufix: _m\nadmn:\n  reset_progress: 1\n")
+    assert "did you mean mask_suffix?" in one_problem(path, "optional.mask_sufix")
+    assert "did you mean admin?" in one_problem(path, "admn")
+
+
+def test_unknown_key_without_close_match_lists_known_keys(project: Path):
+    path = write_cfg(project, MINIMAL + "optional:\n  zzz: 1\n")
+    problem = one_problem(path, "optional.zzz")
+    assert "save_format" in problem
+
+
+def test_labels_rules(project: Path):
+    path = write_cfg(project, MINIMAL + "optional:\n  labels: [car, '', car]\n")
+    problems = problems_of(path)
+    assert any(p.startswith("optional.labels[1]:") and "empty" in p for p in problems)
+    assert any(p.startswith("optional.labels[2]:") and "twice" in p for p in problems)
+    path = write_cfg(project, MINIMAL + "optional:\n  labels: []\n")
+    assert "non-empty" in one_problem(path, "optional.labels")
+
+
+def test_source_folder_missing(tmp_path: Path):
+    path = write_cfg(tmp_path, MINIMAL)
+    problem = one_problem(path, "required.source")
+    assert "does not exist" in problem and str(tmp_path / "images") in problem
+
+
+def test_source_is_a_file(project: Path):
+    (project / "file.jpg").write_bytes(b"x")
+    path = write_cfg(project, "required:\n  source: file.jpg\n  destination: masks\n")
+    assert "not a folder" in one_problem(path, "required.source")
+
+
+def test_destination_not_creatable(project: Path):
+    (project / "blocker").write_text("a file where a folder should be")
+    path = write_cfg(project, "required:\n  source: images\n  destination: blocker/masks\n")
+    problem = one_problem(path, "required.destination")
+    assert "cannot create" in problem and "blocker" in problem
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root may write anywhere")
+def test_destination_not_writable(project: Path):
+    locked = project / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        path = write_cfg(project, "required:\n  source: images\n  destination: locked/masks\n")
+        assert "cannot write" in one_problem(path, "required.destination")
+    finally:
+        locked.chmod(0o700)
+
+
+@pytest.mark.parametrize("suffix", ["a/b", "..\\\\x", "/"])
+def test_mask_suffix_with_path_separator(project: Path, suffix: str):
+    path = write_cfg(project, MINIMAL + f'optional:\n  mask_suffix: "{suffix}"\n')
+    assert "path separator" in one_problem(path, "optional.mask_suffix")
+
+
+def test_destination_equal_source_png_without_suffix(project: Path):
+    text = "required:\n  source: images\n  destination: ./images\noptional:\n  mask_suffix: ''\n"
+    problem = one_problem(write_cfg(project, text), "optional.mask_suffix")
+    assert "overwrite" in problem
+    # npy masks or a suffix cannot overwrite images: both are fine
+    load_config(write_cfg(project, text + "  save_format: npy\n"))
+    load_config(write_cfg(project, text.replace("''", "_m")))
+
+
+def test_problems_are_all_collected(project: Path):
+    path = write_cfg(project, """required:
+  source: missing_folder
+optional:
+  save_format: tif
+  mask_sufix: x
+""")
+    keys = {p.split(":")[0] for p in problems_of(path)}
+    assert {"required.source", "required.destination", "optional.save_format",
+            "optional.mask_sufix"} <= keys
+
+
+def test_config_error_is_a_dextr_error(tmp_path: Path):
+    from dextr_core.errors import DextrError
+
+    with pytest.raises(DextrError):
+        load_config(tmp_path / "missing.yml")

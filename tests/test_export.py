@@ -1,0 +1,247 @@
+"""Exports: COCO JSON read back with pycocotools, label maps, palette previews, zip, CLI."""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from pycocotools import mask as mask_utils
+from pycocotools.coco import COCO
+
+from dextr_core.config import load_config
+from dextr_core.export import ExportError, main, palette_colors, run_export
+from dextr_core.masks import label_map, load_label_map, mask_path, save_label_map
+
+try:  # the real store when it is there; the export only needs images() and objects()
+    from dextr_core.store import ObjectRecord, ProgressStore
+except ImportError:  # pragma: no cover - only while store.py is being written
+    ProgressStore = None
+
+LABELS = ("car", "person")
+# image id -> (width, height, [(label, (x0, y0, x1, y1) box of the object), ...])
+IMAGES = {
+    "a.png": (64, 48, [("car", (5, 5, 30, 20)), ("person", (20, 10, 50, 40))]),
+    "sub/b.jpg": (40, 30, [("person", (0, 0, 10, 29))]),
+    "sub/deeper/c.png": (50, 50, []),
+}
+
+
+def _masks_for(width, height, objects):
+    masks = []
+    for _, (x0, y0, x1, y1) in objects:
+        m = np.zeros((height, width), bool)
+        m[y0:y1 + 1, x0:x1 + 1] = True
+        masks.append(m)
+    return masks
+
+
+def _points(box):
+    x0, y0, x1, y1 = box
+    return [[x0, (y0 + y1) // 2], [x1, (y0 + y1) // 2], [(x0 + x1) // 2, y0],
+            [(x0 + x1) // 2, y1]]
+
+
+class FakeStore:
+    """images()/objects() with the contract's record fields (used only without store.py)."""
+
+    def __init__(self):
+        self._images, self._objects = {}, []
+
+    def add(self, image_id, width, height, status, annotator, objects):
+        from types import SimpleNamespace
+
+        self._images[image_id] = SimpleNamespace(
+            id=image_id, width=width, height=height, status=status, annotator=annotator,
+            n_objects=len(objects))
+        for i, (label, box) in enumerate(objects, start=1):
+            self._objects.append(SimpleNamespace(
+                image_id=image_id, index=i, label=label, points=_points(box),
+                engine="GrabCut fallback", annotator=annotator, created_at=0.0, seconds=3.0))
+
+    def images(self, status=None):
+        return [r for r in self._images.values() if status is None or r.status == status]
+
+    def objects(self, image_id=None):
+        return [o for o in self._objects if image_id is None or o.image_id == image_id]
+
+
+def _real_store(cfg, done_ids):
+    store = ProgressStore(cfg.progress_file, cfg.source, claim_timeout_s=600.0)
+    store.sync()
+    for image_id in done_ids:
+        width, height, objects = IMAGES[image_id]
+        store.claim(image_id, "ana")
+        for i, (label, box) in enumerate(objects, start=1):
+            store.add_object(image_id, "ana", ObjectRecord(
+                image_id=image_id, index=i, label=label, points=_points(box),
+                engine="GrabCut fallback", annotator="ana", created_at=0.0, seconds=3.0))
+        store.complete(image_id, "ana", seconds=10.0)
+    return store
+
+
+@pytest.fixture()
+def project(tmp_path: Path):
+    """A config over three small images; a.png and sub/b.jpg are done with saved masks."""
+    source = tmp_path / "images"
+    for image_id, (width, height, _) in IMAGES.items():
+        path = source / image_id
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.full((height, width, 3), 120, np.uint8)).save(path)
+    cfg_path = tmp_path / "anno_cfg.yml"
+    cfg_path.write_text("required:\n  source: images\n  destination: masks\n"
+                        f"optional:\n  labels: [{', '.join(LABELS)}]\n")
+    cfg = load_config(cfg_path)
+    done = ["a.png", "sub/b.jpg"]
+    for image_id in done:
+        width, height, objects = IMAGES[image_id]
+        save_label_map(mask_path(cfg.destination, image_id, cfg.mask_suffix, cfg.save_format),
+                       label_map(_masks_for(width, height, objects), (height, width)))
+    if ProgressStore is not None:
+        store = _real_store(cfg, done)
+    else:
+        store = FakeStore()
+        for image_id, (width, height, objects) in IMAGES.items():
+            store.add(image_id, width, height, "done" if image_id in done else "todo",
+                      "ana" if image_id in done else None, objects if image_id in done else [])
+    return cfg, store
+
+
+def test_coco_round_trip(project, tmp_path: Path):
+    cfg, store = project
+    calls = []
+    out = tmp_path / "export" / "instances.json"
+    result = run_export(cfg, store, "coco", out, progress=lambda d, t: calls.append((d, t)))
+    assert result.images == 2 and result.objects == 3
+    assert calls[-1] == (2, 2)
+    coco = COCO(str(out))
+    cats = {c["id"]: c["name"] for c in coco.loadCats(coco.getCatIds())}
+    assert cats == {1: "car", 2: "person"}
+    by_name = {img["file_name"]: img for img in coco.loadImgs(coco.getImgIds())}
+    assert set(by_name) == {"a.png", "sub/b.jpg"}
+    for file_name, img in by_name.items():
+        width, height, objects = IMAGES[file_name]
+        assert (img["width"], img["height"]) == (width, height)
+        stored = load_label_map(mask_path(cfg.destination, file_name, "_mask", "png"))
+        anns = sorted(coco.loadAnns(coco.getAnnIds(imgIds=[img["id"]])), key=lambda a: a["id"])
+        assert len(anns) == len(objects)
+        for index, (ann, (label, box)) in enumerate(zip(anns, objects, strict=True), start=1):
+            decoded = coco.annToMask(ann).astype(bool)
+            np.testing.assert_array_equal(decoded, stored == index)
+            assert cats[ann["category_id"]] == label
+            assert ann["area"] == decoded.sum()
+            ys, xs = np.nonzero(decoded)
+            assert ann["bbox"] == [xs.min(), ys.min(), xs.max() - xs.min() + 1,
+                                   ys.max() - ys.min() + 1]
+            assert ann["iscrowd"] == 0
+            assert ann["annotator"] == "ana" and ann["engine"] == "GrabCut fallback"
+            assert ann["points"] == _points(box)
+            assert isinstance(ann["segmentation"]["counts"], str)
+    # the overlap of a.png's two objects belongs to the later one
+    a_anns = coco.loadAnns(coco.getAnnIds(imgIds=[by_name["a.png"]["id"]]))
+    car = next(a for a in a_anns if a["category_id"] == 1)
+    assert mask_utils.area(car["segmentation"]) < 26 * 16
+
+
+def test_coco_zip(project, tmp_path: Path):
+    cfg, store = project
+    out = tmp_path / "coco.zip"
+    run_export(cfg, store, "coco", out, as_zip=True)
+    with zipfile.ZipFile(out) as zf:
+        assert zf.namelist() == ["annotations.json"]
+        data = json.loads(zf.read("annotations.json"))
+    assert len(data["annotations"]) == 3
+
+
+@pytest.mark.parametrize("fmt", ["png", "npy"])
+def test_masks_export(project, tmp_path: Path, fmt: str):
+    cfg, store = project
+    out = tmp_path / "labelmaps"
+    result = run_export(cfg, store, "masks", out, save_format=fmt)
+    assert result.images == 2
+    files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    assert files == [f"a_mask.{fmt}", f"sub/b_mask.{fmt}"]
+    for image_id in ("a.png", "sub/b.jpg"):
+        original = load_label_map(mask_path(cfg.destination, image_id, "_mask", "png"))
+        copied = load_label_map(mask_path(out, image_id, "_mask", fmt))
+        np.testing.assert_array_equal(copied, original)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".labelmaps")]
+
+
+def test_palette_export_zip(project, tmp_path: Path):
+    cfg, store = project
+    out = tmp_path / "palette.zip"
+    run_export(cfg, store, "palette", out, as_zip=True)
+    with zipfile.ZipFile(out) as zf:
+        assert sorted(zf.namelist()) == ["a.png", "sub/b.png"]
+        img = Image.open(io.BytesIO(zf.read("a.png")))
+        assert img.mode == "P"
+        indices = np.asarray(img)
+    original = load_label_map(mask_path(cfg.destination, "a.png", "_mask", "png"))
+    np.testing.assert_array_equal(indices, original)
+    palette = np.array(img.getpalette()[: 3 * 3]).reshape(3, 3)
+    assert palette[0].tolist() == [0, 0, 0]
+    assert len({tuple(c) for c in palette}) == 3
+
+
+def test_palette_colours_are_distinct():
+    colors = palette_colors(256)
+    assert colors[0].tolist() == [0, 0, 0]
+    assert len({tuple(c) for c in colors[1:]}) == 255
+    assert (colors[1:].sum(axis=1) > 0).all()
+
+
+def test_refuses_to_overwrite_without_flag(project, tmp_path: Path):
+    cfg, store = project
+    out = tmp_path / "x.json"
+    out.write_text("keep me")
+    with pytest.raises(ExportError, match="already exists"):
+        run_export(cfg, store, "coco", out)
+    assert out.read_text() == "keep me"
+    run_export(cfg, store, "coco", out, overwrite=True)
+    assert json.loads(out.read_text())["categories"]
+
+
+def test_overwriting_a_folder_export_replaces_it_whole(project, tmp_path: Path):
+    cfg, store = project
+    out = tmp_path / "pal"
+    out.mkdir()
+    (out / "stale.png").write_bytes(b"old")
+    run_export(cfg, store, "palette", out, overwrite=True)
+    assert sorted(p.name for p in out.rglob("*.png")) == ["a.png", "b.png"]
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".pal")] == []
+
+
+def test_refuses_export_inside_managed_folders(project):
+    cfg, store = project
+    with pytest.raises(ExportError, match="required.destination"):
+        run_export(cfg, store, "coco", cfg.destination / "coco.json")
+    with pytest.raises(ExportError, match="required.source"):
+        run_export(cfg, store, "palette", cfg.source / "pal")
+
+
+def test_missing_mask_file_is_a_warning(project, tmp_path: Path):
+    cfg, store = project
+    mask_path(cfg.destination, "sub/b.jpg", "_mask", "png").unlink()
+    result = run_export(cfg, store, "coco", tmp_path / "c.json")
+    assert result.images == 1
+    assert any("sub/b.jpg" in w and "no mask file" in w for w in result.warnings)
+
+
+def test_cli(project, tmp_path: Path, capsys):
+    cfg, store = project
+    if ProgressStore is None:
+        pytest.skip("the CLI opens the real progress store (dextr_core/store.py)")
+    del store
+    out = tmp_path / "cli.json"
+    assert main(["--config", str(cfg.path), "--format", "coco", "--out", str(out)]) == 0
+    assert "2 images, 3 objects" in capsys.readouterr().out
+    assert len(COCO(str(out)).getAnnIds()) == 3
+    assert main(["--config", str(cfg.path), "--format", "coco", "--out", str(out)]) == 1
+    assert "--overwrite" in capsys.readouterr().err
+    assert main(["--config", str(tmp_path / "nope.yml"), "--format", "coco",
+                 "--out", str(out)]) == 2

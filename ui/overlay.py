@@ -1,0 +1,114 @@
+"""Drawing accepted masks over a photo: a translucent fill, an outline and a halo per object.
+
+Everything here works on the *display-size* image (the page shows photos scaled to fit), so the
+cost per rerun does not grow with the photo's resolution. Masks at full resolution are reduced to
+the display size first (:func:`fit_mask`). No Streamlit import: these are pure NumPy/OpenCV
+functions, also used by the leads' page.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import cv2
+import numpy as np
+
+#: Saturated, mutually distinct colours (RGB), one per object in acceptance order (cycled).
+PALETTE: tuple[tuple[int, int, int], ...] = (
+    (230, 25, 75),    # red
+    (60, 180, 75),    # green
+    (0, 130, 200),    # blue
+    (255, 140, 0),    # orange
+    (145, 30, 180),   # purple
+    (0, 200, 200),    # cyan
+    (240, 50, 230),   # magenta
+    (210, 245, 60),   # lime
+    (255, 215, 0),    # yellow
+    (0, 128, 128),    # teal
+    (170, 110, 40),   # brown
+    (0, 0, 128),      # navy
+)
+
+#: Colour of the markers drawn at clicked points (RGB) and of their dark rim.
+POINT_COLOUR = (255, 255, 0)
+POINT_RIM = (0, 0, 0)
+
+
+def colour_for(index: int) -> tuple[int, int, int]:
+    """The RGB palette colour of the object at 0-based position ``index`` (cycles after 12)."""
+    return PALETTE[int(index) % len(PALETTE)]
+
+
+def colour_hex(index: int) -> str:
+    """The palette colour of object ``index`` (0-based) as ``#rrggbb`` for HTML/markdown."""
+    r, g, b = colour_for(index)
+    return f"#{r:02x}{g:02x}{b:02x}"
+
+
+def fit_mask(mask: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Resize a bool (h, w) mask to ``shape`` (H, W[, ...]) and return bool (H, W).
+
+    Shrinking uses area averaging (a display pixel is "in" when at least half of the pixels it
+    covers are), enlarging uses nearest neighbour; a mask already at the size is returned as bool.
+    """
+    target_h, target_w = int(shape[0]), int(shape[1])
+    m = np.asarray(mask)
+    if m.ndim != 2:
+        raise ValueError(f"a mask is 2-D (H, W), got shape {m.shape}")
+    if m.shape == (target_h, target_w):
+        return m.astype(bool, copy=False)
+    src = m.astype(np.uint8) * 255
+    shrinking = target_h * target_w < m.shape[0] * m.shape[1]
+    interp = cv2.INTER_AREA if shrinking else cv2.INTER_NEAREST
+    return cv2.resize(src, (target_w, target_h), interpolation=interp) >= 128
+
+
+def draw_overlay(
+    image: np.ndarray,
+    masks: Sequence[np.ndarray],
+    points: np.ndarray | Sequence[Sequence[float]] | None = None,
+    alpha: float = 0.45,
+) -> np.ndarray:
+    """Draw object masks (and optionally clicked points) over an image.
+
+    ``image``: H x W x 3 uint8 RGB (normally the display-size copy of the photo).
+    ``masks``: bool arrays, one per object in acceptance order; any that is not (H, W) is resized
+    to it (area / nearest), so full-resolution masks may be passed. Object ``i`` (0-based) gets
+    :func:`colour_for` ``(i)``: a fill blended with weight ``alpha`` (0..1), a 2 px outline in the
+    same colour and a 1 px halo (dark on light pixels, white on dark ones) just outside the
+    outline so it reads on grayscale photos.
+    ``points``: optional (N, 2) ``(x, y)`` in *this image's* pixels, drawn as small yellow dots
+    with a dark rim.
+    Returns a new H x W x 3 uint8 RGB array; the input is not modified.
+    """
+    base = np.asarray(image)
+    if base.ndim != 3 or base.shape[2] != 3 or base.dtype != np.uint8:
+        raise ValueError(f"image must be H x W x 3 uint8 RGB, got {base.shape} {base.dtype}")
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must lie in 0..1, got {alpha}")
+    height, width = base.shape[:2]
+    out = base.copy()
+    kernel = np.ones((3, 3), np.uint8)
+    for index, mask in enumerate(masks):
+        m = fit_mask(mask, (height, width))
+        if not m.any():
+            continue
+        colour = np.array(colour_for(index), dtype=np.float32)
+        region = out[m].astype(np.float32)
+        out[m] = (region * (1.0 - alpha) + colour * alpha + 0.5).astype(np.uint8)
+        m8 = m.astype(np.uint8)
+        inner = cv2.erode(m8, kernel, iterations=2)
+        outline = (m8 - inner).astype(bool)            # 2 px band along the inside edge
+        halo = (cv2.dilate(m8, kernel, iterations=1) - m8).astype(bool)  # 1 px outside
+        if halo.any():
+            luminance = base[halo].astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+            out[halo] = np.where((luminance < 96)[:, None], 255, 20).astype(np.uint8)
+        out[outline] = colour.astype(np.uint8)
+    if points is not None:
+        pts = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+        radius = max(3, int(round(min(height, width) / 150)))
+        for x, y in pts:
+            centre = (int(round(x)), int(round(y)))
+            cv2.circle(out, centre, radius + 1, POINT_RIM, -1, lineType=cv2.LINE_AA)
+            cv2.circle(out, centre, radius, POINT_COLOUR, -1, lineType=cv2.LINE_AA)
+    return out
