@@ -165,6 +165,9 @@ def coco_dataset(
         images.append({"id": coco_image_id, "file_name": image_id, "width": int(width),
                        "height": int(height)})
         objects = {int(_field(o, "index")): o for o in store.objects(image_id)}
+        if len(objects) > int(lm.max()):
+            warnings.append(f"{image_id}: the store lists {len(objects)} objects but the mask "
+                            f"file holds {int(lm.max())}; reopen the image to check it")
         for index in range(1, int(lm.max()) + 1):
             obj = objects.get(index)
             binary = np.asfortranarray((lm == index).astype(np.uint8))
@@ -375,9 +378,9 @@ def main(argv: list[str] | None = None) -> int:
 
         with tqdm(total=0, unit="image", desc=f"export {args.fmt}") as bar:
             def progress(done: int, total: int) -> None:
-                bar.total = total
-                bar.n = done
-                bar.refresh()
+                if bar.total != total:
+                    bar.reset(total=total)
+                bar.update(done - bar.n)
 
             result = run_export(config, store, args.fmt, args.out, status=args.status,
                                 as_zip=args.zip, overwrite=args.overwrite,

@@ -81,7 +81,9 @@ class AlignCornersResize(layers.Layer):
         return {**super().get_config(), "height": self.height, "width": self.width}
 
 
-def _bottleneck(x, stage: int, block: str, filters, stride: int, dilation: int, shortcut_conv: bool):
+def _bottleneck(
+    x, stage: int, block: str, filters, stride: int, dilation: int, shortcut_conv: bool
+):
     """One ResNet v1 (Caffe) bottleneck block; the stride sits on the first 1x1 conv."""
     f2a, f2b, f2c = filters
     conv = f"res{stage}{block}_branch"
@@ -118,9 +120,9 @@ def _psp_branch(features, level: int):
     """One pyramid level: average-pool, 1x1 conv 512, BN, ReLU, resize back (align corners)."""
     pool, stride = PSP_POOLS[level]
     size = int(features.shape[1])
-    y = layers.AveragePooling2D(pool, strides=stride, padding="valid", name=f"class_psp_{level}_pool")(
-        features
-    )
+    y = layers.AveragePooling2D(
+        pool, strides=stride, padding="valid", name=f"class_psp_{level}_pool"
+    )(features)
     y = layers.Conv2D(512, 1, use_bias=False, name=f"class_psp_{level}_conv")(y)
     y = layers.BatchNormalization(epsilon=BN_EPSILON, name=f"class_psp_{level}_bn")(y)
     y = layers.Activation("relu", name=f"class_psp_{level}_relu")(y)

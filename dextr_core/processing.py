@@ -122,7 +122,9 @@ def points_in_crop(pixel_points: np.ndarray, box: Box, size: int = NET_SIZE) -> 
     return scaled.astype(np.int64)
 
 
-def point_heatmap(points: np.ndarray, size: int = NET_SIZE, fwhm: float = HEATMAP_FWHM) -> np.ndarray:
+def point_heatmap(
+    points: np.ndarray, size: int = NET_SIZE, fwhm: float = HEATMAP_FWHM
+) -> np.ndarray:
     """Extreme-point heatmap ``float32 (size, size)`` in 0..255.
 
     For each ``(x, y)`` point in grid pixels a Gaussian ``exp(-4 ln2 ((u - x)^2 + (v - y)^2) /

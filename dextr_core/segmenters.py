@@ -64,8 +64,9 @@ def make_forward(model, runtime: str = "auto") -> tuple[Callable[[np.ndarray], n
 
     ``runtime``: ``"xla"`` (TensorFlow backend: ``tf.function(jit_compile=True)``), ``"graph"``
     (``tf.function`` without XLA), ``"eager"`` (``model(x, training=False)``), ``"predict"``
-    (``model.predict_on_batch``; jit-compiled by Keras on JAX), or ``"auto"``: ``"xla"`` on
-    TensorFlow, ``"predict"`` on the other backends. Returns the function and the runtime used.
+    (``model.predict_on_batch``; jit-compiled by Keras on JAX), or ``"auto"``: ``"graph"`` on
+    TensorFlow (on the 2-core development CPU it beat XLA, see docs/benchmarks-dextr.md),
+    ``"predict"`` on the other backends. Returns the function and the runtime used.
     """
     if runtime not in RUNTIMES:
         raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
@@ -73,10 +74,12 @@ def make_forward(model, runtime: str = "auto") -> tuple[Callable[[np.ndarray], n
 
     backend = keras.backend.backend()
     if runtime == "auto":
-        runtime = "xla" if backend == "tensorflow" else "predict"
+        runtime = "graph" if backend == "tensorflow" else "predict"
     if runtime in ("xla", "graph"):
         if backend != "tensorflow":
-            raise ValueError(f"runtime {runtime!r} needs the TensorFlow Keras backend, not {backend}")
+            raise ValueError(
+                f"runtime {runtime!r} needs the TensorFlow Keras backend, not {backend}"
+            )
         import tensorflow as tf
 
         compiled = tf.function(
@@ -96,8 +99,8 @@ class DextrSegmenter:
     ``weights_path``: a published DEXTR HDF5 file (``dextr_pascal-sbd.h5``, ``dextr_pascal.h5`` or
     ``dextr_coco.h5``); a broken or wrong file raises :class:`dextr_core.weights.WeightsError`
     before the network is built. ``threshold``: mask = probability > threshold (0 < t < 1).
-    ``runtime``: see :func:`make_forward`. ``warm_up``: run one forward now (XLA compiles on the
-    first call), so the first click is not slow. Safe to call from several threads.
+    ``runtime``: see :func:`make_forward`. ``warm_up``: run one forward now (the graph is traced
+    and compiled on the first call), so the first click is not slow. Safe to call from several threads.
     """
 
     is_fallback = False

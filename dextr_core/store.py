@@ -43,6 +43,7 @@ from .errors import DextrError
 from .images import ImageReadError, image_size, is_image_file
 from .store_storage import (
     JournaledStorage,
+    StoreBusyError,
     StoreCorruptError,
     StoreWriteError,
     open_journaled_db,
@@ -55,6 +56,7 @@ __all__ = [
     "ImageRecord",
     "ObjectRecord",
     "ProgressStore",
+    "StoreBusyError",
     "StoreCorruptError",
     "StoreInputError",
     "StoreWriteError",
@@ -108,9 +110,9 @@ class ImageRecord:
     """
 
     id: str
-    width: int | None
-    height: int | None
-    status: str
+    width: int | None = None
+    height: int | None = None
+    status: str = "todo"
     annotator: str | None = None
     claimed_at: float | None = None
     updated_at: float | None = None
@@ -192,16 +194,18 @@ _IMAGE_FIELDS = tuple(f for f in ImageRecord.__dataclass_fields__)
 
 
 def _record(doc: dict) -> ImageRecord:
-    return ImageRecord(**{f: doc.get(f) for f in _IMAGE_FIELDS if f in doc})
+    return ImageRecord(**{f: doc[f] for f in _IMAGE_FIELDS if f in doc})
+
+
+def _is_default(value: Any) -> bool:
+    # Documents are kept sparse (a key at its default is left out) so that the snapshot of
+    # 100,000 images stays small and quick to parse; readers use .get() with these defaults.
+    return value is None or value is False or (isinstance(value, list | dict) and not value)
 
 
 def _new_image_doc(image_id: str, width, height, status="todo", error=None) -> dict:
-    return {
-        "id": image_id, "width": width, "height": height, "status": status,
-        "annotator": None, "claimed_at": None, "updated_at": None, "completed_at": None,
-        "n_objects": 0, "seconds": 0.0, "error": error, "missing": False, "note": None,
-        "resume": None, "objects": [],
-    }
+    doc = {"id": image_id, "width": width, "height": height, "status": status, "error": error}
+    return {k: v for k, v in doc.items() if not _is_default(v)}
 
 
 class ProgressStore:
@@ -259,7 +263,8 @@ class ProgressStore:
             if self.path.exists():
                 os.replace(self.path, backup)
             if journal.exists():
-                os.replace(journal, _free_name(journal.with_name(f"{journal.name}.corrupt-{stamp}")))
+                journal_backup = journal.with_name(f"{journal.name}.corrupt-{stamp}")
+                os.replace(journal, _free_name(journal_backup))
         self.recovered_from = backup
         return JournaledStorage(
             self.path, listener=self._on_change, on_reload=self._rebuild_indexes, **kwargs
@@ -302,12 +307,21 @@ class ProgressStore:
         self._reset_indexes()
         # The todo heap is filled by appends and heapified once at the end.
         self._heap_bulk = True
+        index_image = self._index_image
         for key, doc in tables.get(_IMAGES, {}).items():
-            self._index_image(key, doc, +1)
-        for key, doc in sorted(tables.get(_EVENTS, {}).items(), key=lambda kv: int(kv[0])):
-            self._index_event(key, doc)
+            index_image(key, doc, +1)
         heapq.heapify(self._todo_heap)
         self._heap_bulk = False
+        events = tables.get(_EVENTS, {})
+        ids = sorted(int(k) for k in events)
+        self._event_ids = ids
+        self._event_times = [events[str(i)]["time"] for i in ids]
+        self._max_event_id = ids[-1] if ids else 0
+        last = self._ann_last
+        for doc in events.values():
+            who = doc.get("annotator")
+            if who and doc["time"] > last.get(who, 0.0):
+                last[who] = doc["time"]
 
     def _on_change(self, table: str, key: str, old: dict | None, new: dict | None) -> None:
         if table == _IMAGES:
@@ -385,11 +399,19 @@ class ProgressStore:
         return doc
 
     def _update(self, image_id: str, fields: dict) -> None:
-        self._images.update(fields, doc_ids=[self._doc_of[image_id]])
+        def apply(doc: dict) -> None:
+            for key, value in fields.items():
+                if _is_default(value):
+                    doc.pop(key, None)
+                else:
+                    doc[key] = value
+
+        self._images.update(apply, doc_ids=[self._doc_of[image_id]])
 
     def _log(self, action: str, image_id: str | None, annotator: str | None, **detail) -> None:
         doc = {"time": self.clock(), "action": action, "image_id": image_id,
                "annotator": annotator, "detail": detail}
+        doc = {k: v for k, v in doc.items() if not _is_default(v)}
         self._events.insert(Document(doc, doc_id=self._max_event_id + 1))
 
     def _lapsed(self, doc: dict, now: float) -> bool:
@@ -411,15 +433,15 @@ class ProgressStore:
         )
 
     def _require_holder(self, doc: dict, annotator: str, action: str) -> None:
-        now = self.clock()
         if doc["status"] == "in_progress" and doc.get("annotator") == annotator:
             return
-        if doc["status"] == "in_progress" and not self._lapsed(doc, now):
-            raise self._held_by_other_error(doc, now)
         if doc["status"] == "in_progress":
+            now = self.clock()
+            minutes = max(0, int((now - (doc.get("claimed_at") or now)) // 60))
             raise ClaimError(
-                f"You ({annotator}) no longer hold {doc['id']}: {doc['annotator']} has it now. "
-                f"Claim it again to {action}."
+                f"You ({annotator}) do not hold {doc['id']} (any more): {doc.get('annotator')} "
+                f"has claimed it since {_iso(doc.get('claimed_at'))} ({minutes} min ago). Claim "
+                f"another image, or claim this one again when it is free, to {action}."
             )
         raise ClaimError(
             f"{doc['id']} is {doc['status']}, not claimed by {annotator}; claim it first to "
@@ -462,7 +484,7 @@ class ProgressStore:
             now = self.clock()
             images = self._storage.read()[_IMAGES]
             held = [self._raw(i) for i in self._in_progress]
-            own = sorted(d["id"] for d in held if d["annotator"] == annotator)
+            own = sorted(d["id"] for d in held if d.get("annotator") == annotator)
             if own:
                 self._update(own[0], {"claimed_at": now})
                 return _record(self._raw(own[0]))
@@ -472,7 +494,7 @@ class ProgressStore:
                 doc = self._raw(image_id)
                 if doc.get("resume"):
                     self._update(image_id, self._unclaimed_fields(doc, now))
-                    self._log("released", image_id, doc["annotator"], lapsed=True)
+                    self._log("released", image_id, doc.get("annotator"), lapsed=True)
                 else:
                     candidates.append(image_id)
             heap = self._todo_heap
@@ -996,6 +1018,7 @@ class ProgressStore:
 
         dest = Path(destination)
         existing = _files_under(dest)
+        stems = {os.path.splitext(p)[0] for p in existing}
         lines: list[str] = []
         with self._storage.transaction():
             meta = self._meta.get(doc_id=_META_ID) or {}
@@ -1008,7 +1031,14 @@ class ProgressStore:
                 status, n_objects = doc["status"], len(doc.get("objects") or [])
                 if status not in ("done", "todo", "in_progress"):
                     continue
-                if status == "todo" and n_objects == 0 and not existing:
+                if status == "done":
+                    wanted = n_objects > 0 or doc.get("legacy")
+                elif status == "in_progress":
+                    wanted = n_objects > 0
+                else:  # todo: only when a file of that name exists (cheap string test first)
+                    stem = os.path.splitext(doc["id"])[0] + mask_suffix
+                    wanted = n_objects == 0 and os.path.join(str(dest), stem) in stems
+                if not wanted:
                     continue
                 try:
                     mpath = mask_path(dest, doc["id"], mask_suffix, save_format)

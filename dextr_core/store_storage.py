@@ -41,7 +41,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
-from filelock import FileLock
+from filelock import FileLock, Timeout
 from tinydb import TinyDB
 from tinydb.storages import Storage
 from tinydb.table import Table
@@ -70,6 +70,10 @@ class StoreCorruptError(DextrError):
     def __init__(self, message: str, path: Path):
         super().__init__(message)
         self.path = Path(path)
+
+
+class StoreBusyError(DextrError):
+    """Another process held the store's lock for too long; nothing was changed."""
 
 
 class StoreWriteError(DextrError):
@@ -117,7 +121,8 @@ class JournaledStorage(Storage):
     ``path`` is the snapshot file (created, with its folder, when missing). ``listener`` is called
     for every document change, local or read back from another process's journal lines, with the
     old and new document (``None`` for absent); ``on_reload(tables)`` is called after the whole
-    content was (re)loaded from disk. Raises :class:`StoreCorruptError` when the files cannot be understood.
+    content was (re)loaded from disk. Raises :class:`StoreCorruptError` when the files cannot be
+    understood.
     """
 
     def __init__(
@@ -185,7 +190,7 @@ class JournaledStorage(Storage):
         with self._thread_lock:
             outermost = self._depth == 0
             if outermost:
-                self._file_lock.acquire()
+                self._acquire_file_lock()
             self._depth += 1
             try:
                 if outermost:
@@ -202,8 +207,18 @@ class JournaledStorage(Storage):
                     finally:
                         self._file_lock.release()
 
+    def _acquire_file_lock(self) -> None:
+        try:
+            self._file_lock.acquire()
+        except Timeout:
+            raise StoreBusyError(
+                f"The progress store {self.path} stayed locked by another process for more "
+                f"than {self._file_lock.timeout:g} s. Try again; if it keeps happening, check for "
+                "a hung server process using the same progress file."
+            ) from None
+
     def record(self, table: str, doc_id: str, old: dict | None, new: dict | None) -> None:
-        """Note that ``table[doc_id]`` changed from ``old`` to ``new`` (must be in a transaction)."""
+        """Note that ``table[doc_id]`` went from ``old`` to ``new`` (inside a transaction only)."""
         if self._depth == 0:
             raise RuntimeError("JournaledStorage.record() outside a transaction")
         self._pending[(table, doc_id)] = new
@@ -236,7 +251,7 @@ class JournaledStorage(Storage):
         with self._thread_lock:
             outermost = self._depth == 0
             if outermost:
-                self._file_lock.acquire()
+                self._acquire_file_lock()
             self._depth += 1
             try:
                 yield
@@ -422,7 +437,10 @@ class JournaledStorage(Storage):
             elif st.st_size < self._offset:
                 self._load()
             return
-        # The journal was replaced: a compaction (same store, next generation) or a reset.
+        # The journal was replaced: a compaction (same store, next generation) or a reset. The
+        # old journal is still readable through our open handle: finish reading it first, so that
+        # after a compaction by the other process we only adopt the new generation (no reload).
+        self._read_journal_tail(notify=True)
         with open(self.journal_path, "rb") as f:
             first = f.readline()
         header = self._parse_header(first) if first.endswith(b"\n") else None

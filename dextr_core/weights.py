@@ -31,6 +31,25 @@ REMEDY = (
 )
 
 
+#: Blocks per ResNet-101 stage and the PSP pyramid levels, as named in the published files
+#: (``dextr_core.network`` builds the same graph; tests/test_network.py pins that they agree).
+RESNET101_BLOCKS = {2: 3, 3: 4, 4: 23, 5: 3}
+PSP_LEVELS = (1, 2, 3, 6)
+
+
+def expected_layer_names() -> list[str]:
+    """The 219 weighted layer names of a published DEXTR file, in build order, without Keras."""
+    names = ["conv1", "bn_conv1"]
+    for stage, blocks in RESNET101_BLOCKS.items():
+        for i in range(blocks):
+            block = chr(ord("a") + i)
+            for branch in ("2a", "2b", "2c") + (("1",) if i == 0 else ()):
+                names += [f"res{stage}{block}_branch{branch}", f"bn{stage}{block}_branch{branch}"]
+    for level in PSP_LEVELS:
+        names += [f"class_psp_{level}_conv", f"class_psp_{level}_bn"]
+    return names + ["class_psp_reduce_conv", "class_psp_reduce_bn", "class_psp_final_conv"]
+
+
 class WeightsError(DextrError):
     """A weights file that is missing, unreadable or does not fit the DEXTR network.
 
@@ -62,7 +81,9 @@ def read_weight_file(path: str | os.PathLike) -> dict[str, list[np.ndarray]]:
         )
     try:
         with h5py.File(p, "r") as f:
-            root = f["model_weights"] if "layer_names" not in f.attrs and "model_weights" in f else f
+            root = (
+                f["model_weights"] if "layer_names" not in f.attrs and "model_weights" in f else f
+            )
             if "layer_names" not in root.attrs:
                 raise WeightsError(
                     f"Weights file {p} is HDF5 but not a Keras weights file (no 'layer_names' "
@@ -96,7 +117,9 @@ def save_dextr_weights(model, path: str | os.PathLike) -> None:
     p = Path(path)
     part = p.with_name(p.name + ".part")
     with h5py.File(part, "w") as f:
-        f.attrs["layer_names"] = np.array([layer.name.encode() for layer in model.layers], dtype="S")
+        f.attrs["layer_names"] = np.array(
+            [layer.name.encode() for layer in model.layers], dtype="S"
+        )
         f.attrs["backend"] = b"tensorflow"
         f.attrs["keras_version"] = b"2.1.5"
         for layer in model.layers:

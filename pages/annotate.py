@@ -124,8 +124,15 @@ def _flash(kind: str, text: str) -> None:
     st.session_state.setdefault(_FLASH, []).append((kind, text))
 
 
+def _clear_flash() -> None:
+    """Forget the messages of the previous action (called when the user does something new)."""
+    st.session_state.pop(_FLASH, None)
+
+
 def _show_flash() -> None:
-    for kind, text in st.session_state.pop(_FLASH, []):
+    """Show the queued messages. They stay over reruns the canvas triggers by itself and go at
+    the next action."""
+    for kind, text in st.session_state.get(_FLASH, []):
         getattr(st, kind)(text)
 
 
@@ -256,7 +263,10 @@ def _on_canvas(key: str) -> None:
     raw = drawing.get("raw") if hasattr(drawing, "get") else None
     if raw is None or work.image_id is None:
         return
-    _set_canvas_points(work, cv.canvas_points(raw))
+    shown = cv.canvas_points(raw)
+    if len(shown) != len(work.points):
+        _clear_flash()
+    _set_canvas_points(work, shown)
 
 
 def _set_canvas_points(work: Work, canvas_xy: np.ndarray) -> None:
@@ -270,6 +280,7 @@ def _take_injected_clicks(work: Work) -> None:
     clicks = st.session_state.pop(CLICKS_KEY, None)
     if not clicks or work.image_id is None:
         return
+    _clear_flash()
     pts = np.asarray(clicks, dtype=np.float64).reshape(-1, 2)
     width, height = work.full_size
     outside = [(x, y) for x, y in pts if not (0 <= x <= width - 1 and 0 <= y <= height - 1)]
@@ -341,6 +352,7 @@ def _write_draft(work: Work, cfg) -> None:
 def _guard(action):
     """Run a button action; user-facing errors (claims lost, disk full...) become messages."""
     def run(*args):
+        _clear_flash()
         try:
             action(*args)
         except DextrError as exc:
@@ -372,6 +384,7 @@ def _accept(name: str) -> None:
 
 
 def _undo() -> None:
+    _clear_flash()
     work = _work()
     if work.points:
         work.points = work.points[:-1]
@@ -381,6 +394,7 @@ def _undo() -> None:
 
 
 def _clear() -> None:
+    _clear_flash()
     _reset_points(_work())
 
 
@@ -413,6 +427,7 @@ def _done(name: str, confirmed: bool = False) -> None:
 
 
 def _cancel_empty() -> None:
+    _clear_flash()
     _work().confirm_empty = False
 
 
@@ -422,6 +437,16 @@ def _skip(name: str) -> None:
     store.skip(work.image_id, name, reason="skipped on the annotate page")
     _flash("info", f"**{work.image_id}** skipped.")
     work.image_id = None
+
+
+@_guard
+def _switch_annotator(name: str) -> None:
+    """Give the open image back (its objects are kept) and ask for a name again."""
+    work = _work()
+    if work.image_id is not None:
+        state.store().release(work.image_id, name)
+    work.image_id = None
+    state.set_annotator(None)
 
 
 @_guard
@@ -458,6 +483,8 @@ def _go(name: str, step: int) -> None:
 def _ask_name() -> str | None:
     name = state.annotator()
     if name:
+        if st.query_params.get(state.ANNOTATOR_KEY) != name:
+            state.set_annotator(name)  # back in the URL after a page switch, so a refresh keeps it
         return name
     st.subheader("Who is annotating?")
     with st.form("annotator-form", border=False):
@@ -575,7 +602,8 @@ def _controls(work: Work, cfg, name: str) -> None:
     st.button("Image done", type="primary", on_click=_done, args=(name,),
               shortcut=SHORTCUTS["done"], width="stretch")
     a, b, c = st.columns(3)
-    a.button("Previous", on_click=_go, args=(name, -1), shortcut=SHORTCUTS["previous"],
+    a.button("Prev", help="Previous image", on_click=_go, args=(name, -1),
+             shortcut=SHORTCUTS["previous"],
              width="stretch")
     b.button("Skip", on_click=_skip, args=(name,), shortcut=SHORTCUTS["skip"], width="stretch")
     c.button("Next", on_click=_go, args=(name, 1), shortcut=SHORTCUTS["next"], width="stretch")
@@ -610,18 +638,34 @@ def _canvas(work: Work) -> None:
         st.rerun()
 
 
+#: Session key: server time (ms) of this page's last runs, newest last (at most 50 kept).
+RUN_MS_KEY = "anno_run_ms"
+
+
 def main() -> None:
-    """Render the annotate page."""
+    """Render the annotate page; its server time per run is kept in ``st.session_state``."""
+    started = time.perf_counter()
+    try:
+        _page()
+    finally:
+        log = st.session_state.setdefault(RUN_MS_KEY, [])
+        log.append((time.perf_counter() - started) * 1000.0)
+        del log[:-50]
+
+
+def _page() -> None:
     cfg = state.config()
     store = state.store()
     st.title("Annotate")
-    _show_flash()
     if _reset_prompt():
         return
     name = _ask_name()
     if not name:
         return
-    st.caption(f"Annotating as **{name}**")
+    who, switch = st.columns([6, 1], vertical_alignment="center")
+    who.caption(f"Annotating as **{name}**")
+    switch.button("Not you?", type="tertiary", on_click=_switch_annotator, args=(name,),
+                  help="Give this image back (its objects are kept) and enter another name")
     work = _work()
     try:
         has_image = _ensure_image(work, cfg, store, name)
@@ -635,7 +679,7 @@ def main() -> None:
         return
     _take_injected_clicks(work)
     _update_candidate(work)
-    left, right = st.columns([3, 1], gap="medium")
+    left, right = st.columns([7, 2], gap="small")
     with left:
         _canvas(work)
     with right:

@@ -15,6 +15,7 @@ import datetime as dt
 import tempfile
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,6 +45,8 @@ STATUSES = ("done", "in_progress", "todo", "skipped", "unreadable")
 STATUS_NAMES = {"done": "Done", "in_progress": "In progress", "todo": "To do",
                 "skipped": "Skipped", "unreadable": "Unreadable"}
 IMAGE_COLUMNS = ("id", "status", "annotator", "updated_at", "completed_at", "n_objects")
+#: Seconds between full re-reads of the objects (see object_index); events update them between.
+OBJECTS_FULL_READ_S = 900.0
 #: Events shown under "Recent activity".
 RECENT_EVENTS = 15
 
@@ -57,14 +60,11 @@ class Snapshot:
     """What the page shows, read from the store at ``taken_at`` (epoch s).
 
     ``summary``: ``store.summary()``; ``finished``: the done and skipped images (columns
-    :data:`IMAGE_COLUMNS`, times as UTC datetimes); ``labels``: accepted objects per label and
-    ``labelled``: (image id, label) pairs, both over every image; ``events``: the latest events.
+    :data:`IMAGE_COLUMNS`, times as UTC datetimes); ``events``: the latest events.
     """
 
     summary: dict
     finished: pd.DataFrame
-    labels: dict[str, int]
-    labelled: pd.DataFrame
     events: list
     taken_at: float
     version: tuple = ()
@@ -79,6 +79,27 @@ class Snapshot:
     def total(self) -> int:
         """Images in the store (missing ones not counted)."""
         return int(self.summary.get("total", sum(self.counts.values())))
+
+
+@dataclass
+class ObjectIndex:
+    """Accepted objects per label and per (image id, label), kept up to date from the store's
+    events (``object_added`` / ``object_removed``) after one full read of ``store.objects()``.
+
+    ``summary_objects`` is what ``summary()["objects"]`` should say when the index is right;
+    ``last_event`` the time (epoch s) of the last event applied; ``read_at`` the full read.
+    """
+
+    counts: Counter
+    pair_counts: Counter
+    summary_objects: int
+    last_event: float | None
+    read_at: float
+
+    def pairs(self) -> pd.DataFrame:
+        """(image_id, label) rows, one per image and label it has at least one object of."""
+        keys = [k for k, n in self.pair_counts.items() if n > 0]
+        return pd.DataFrame(keys, columns=["image_id", "label"])
 
 
 def _times(values: pd.Series) -> pd.Series:
@@ -97,7 +118,7 @@ def _version(summary: dict) -> tuple:
 
 
 def read_snapshot(store, summary: dict | None = None) -> Snapshot:
-    """Read what the page needs from the store (no Streamlit calls)."""
+    """Read the summary, the finished images and the latest events (no Streamlit calls)."""
     summary = store.summary() if summary is None else summary
     records = [r for status in ("done", "skipped") for r in store.images(status=status)
                if not getattr(r, "missing", False)]
@@ -105,22 +126,53 @@ def read_snapshot(store, summary: dict | None = None) -> Snapshot:
     for name in ("updated_at", "completed_at"):
         finished[name] = _times(finished[name])
     finished["n_objects"] = pd.to_numeric(finished["n_objects"], errors="coerce").fillna(0)
-    objects = store.objects()
-    labelled = pd.DataFrame({"image_id": [o.image_id for o in objects],
-                             "label": [o.label for o in objects]}).drop_duplicates()
-    counts = pd.Series([o.label for o in objects], dtype=object).value_counts()
     return Snapshot(summary=summary, finished=finished,
-                    labels={str(k): int(v) for k, v in counts.items()}, labelled=labelled,
                     events=store.events(limit=RECENT_EVENTS), taken_at=time.time(),
                     version=_version(summary))
 
 
+def read_object_index(store) -> ObjectIndex:
+    """Read every accepted object's label once (``store.objects()``; no Streamlit calls)."""
+    summary = store.summary()
+    objects = store.objects()
+    pair_counts = Counter((o.image_id, str(o.label)) for o in objects)
+    counts: Counter = Counter()
+    for (_, label), n in pair_counts.items():
+        counts[label] += n
+    return ObjectIndex(counts, pair_counts, int(summary.get("objects", 0)),
+                       summary.get("last_event"), time.time())
+
+
+def update_object_index(store, index: ObjectIndex) -> ObjectIndex:
+    """Apply the events since ``index.last_event``; read everything again after a reset, or when
+    the result disagrees with the store's own object count."""
+    events = store.events(since=index.last_event)
+    for event in events:
+        if event.action == "reset":
+            return read_object_index(store)
+        sign = {"object_added": 1, "object_removed": -1}.get(event.action)
+        if sign is None:
+            continue
+        label = str(event.detail.get("label"))
+        index.counts[label] += sign
+        index.pair_counts[(event.image_id, label)] += sign
+        index.summary_objects += sign
+    if events:
+        index.last_event = events[-1].time
+    summary = store.summary()
+    if (summary.get("last_event") == index.last_event
+            and int(summary.get("objects", 0)) != index.summary_objects):
+        return read_object_index(store)  # something changed objects without an event
+    return index
+
+
 class _SnapshotCache:
-    """The last snapshot of one store, shared by every session of this process."""
+    """The last snapshot and object index of one store, shared by every session of a process."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.value: Snapshot | None = None
+        self.objects: ObjectIndex | None = None
         self.store_id: int | None = None
 
 
@@ -136,15 +188,35 @@ def snapshot(store) -> Snapshot:
     with cache.lock:
         summary = store.summary()
         value = cache.value
+        if cache.store_id != id(store):
+            cache.objects = None
         if value is None or cache.store_id != id(store) or value.version != _version(summary):
             value = read_snapshot(store, summary)
             cache.value, cache.store_id = value, id(store)
         return value
 
 
+def object_index(store) -> ObjectIndex:
+    """The store's :class:`ObjectIndex`: read in full once per process (``store.objects()`` copies
+    every object: about 0.8 s for 25,000 objects), then updated from the events, and read in full
+    again every :data:`OBJECTS_FULL_READ_S` seconds as a safety net."""
+    cache = _snapshot_cache()
+    with cache.lock:
+        index = cache.objects if cache.store_id == id(store) else None
+        if index is None or time.time() - index.read_at > OBJECTS_FULL_READ_S:
+            index = read_object_index(store)
+        else:
+            index = update_object_index(store, index)
+        cache.objects, cache.store_id = index, id(store)
+        return index
+
+
 def forget_snapshot() -> None:
-    """Drop the cached snapshot (after a change made from this page)."""
-    _snapshot_cache().value = None
+    """Drop the cached snapshot (after a change made from this page; the object index follows
+    the store's events by itself)."""
+    cache = _snapshot_cache()
+    with cache.lock:
+        cache.value = None
 
 
 # --------------------------------------------------------------------------------------------
@@ -191,10 +263,10 @@ def throughput(snap: Snapshot) -> tuple[pd.DataFrame, str]:
     return table, unit
 
 
-def objects_per_class(snap: Snapshot, labels: tuple[str, ...]) -> pd.DataFrame:
-    """Accepted objects per label: the config's labels first (zero counts kept), then others."""
-    order = list(labels) + sorted(name for name in snap.labels if name not in labels)
-    return pd.DataFrame({"label": order, "objects": [snap.labels.get(n, 0) for n in order]})
+def objects_per_class(counts: dict[str, int], labels: tuple[str, ...]) -> pd.DataFrame:
+    """Objects per label: the config's labels first (zero counts kept), then any others."""
+    order = list(labels) + sorted(n for n, c in counts.items() if c > 0 and n not in labels)
+    return pd.DataFrame({"label": order, "objects": [counts.get(n, 0) for n in order]})
 
 
 ACTION_NAMES = {
@@ -221,7 +293,8 @@ def recent_activity(snap: Snapshot) -> pd.DataFrame:
 def show_figures(labels: tuple[str, ...]) -> None:
     """Totals, progress bar, annotators, throughput, classes and recent activity (a fragment
     that reruns by itself every :data:`REFRESH_S` seconds)."""
-    snap = snapshot(state.store())
+    store = state.store()
+    snap = snapshot(store)
     total, counts = snap.total, snap.counts
     finished = counts["done"] + counts["skipped"] + counts["unreadable"]
     st.progress(finished / total if total else 0.0,
@@ -263,7 +336,7 @@ def show_figures(labels: tuple[str, ...]) -> None:
             st.altair_chart(chart, width="stretch")
     with right:
         st.subheader("Objects per class")
-        classes = objects_per_class(snap, labels)
+        classes = objects_per_class(object_index(store).counts, labels)
         chart = alt.Chart(classes).mark_bar().encode(
             x=alt.X("objects:Q"), y=alt.Y("label:N", sort=list(classes["label"]), title=None),
             tooltip=["label:N", "objects:Q"],
@@ -339,15 +412,16 @@ def thumbnail(image_path: str, image_mtime: float, mask_file: str, mask_mtime: f
     return buf.tobytes()
 
 
-def gallery_selection(snap: Snapshot, statuses: list[str], annotator: str, label: str
-                      ) -> pd.DataFrame:
+def gallery_selection(snap: Snapshot, statuses: list[str], annotator: str, label: str,
+                      pairs: pd.DataFrame | None = None) -> pd.DataFrame:
     """Finished images with one of ``statuses`` (done, skipped), by ``annotator`` ("" = anyone),
-    holding an object with ``label`` ("" = any); most recently changed first."""
+    holding an object with ``label`` ("" = any; ``pairs`` then gives (image_id, label) rows);
+    most recently changed first."""
     images = snap.finished[snap.finished["status"].isin(statuses)]
     if annotator:
         images = images[images["annotator"] == annotator]
     if label:
-        with_label = snap.labelled.loc[snap.labelled["label"] == label, "image_id"]
+        with_label = pairs.loc[pairs["label"] == label, "image_id"]
         images = images[images["id"].isin(with_label)]
     return images.sort_values(["updated_at", "id"], ascending=[False, True], na_position="last")
 
@@ -364,7 +438,8 @@ def show_gallery(store, cfg, lead: bool) -> None:
                        format_func=lambda n: n or "everyone")
     label = f3.selectbox("Label", ["", *cfg.labels], key="gallery_label",
                          format_func=lambda n: n or "any label")
-    chosen = gallery_selection(snap, statuses, who, label)
+    pairs = object_index(store).pairs() if label else None
+    chosen = gallery_selection(snap, statuses, who, label, pairs)
     pages = max(1, -(-len(chosen) // GALLERY_PAGE))
     page = st.number_input(f"Page (of {pages})", min_value=1, max_value=pages, value=1, step=1,
                            key="gallery_page")
@@ -545,4 +620,5 @@ def main() -> None:
     show_reset(cfg, lead)
 
 
-main()
+if __name__ == "__main__":  # Streamlit runs pages as __main__; tests import the helpers
+    main()

@@ -199,7 +199,7 @@ def test_next_and_previous(project):
     store = _store(project)
     assert store.get("a.png").status == "todo"
     assert store.get("b.png").status == "in_progress"
-    _button(at, "Previous").click().run()
+    _button(at, "Prev").click().run()
     assert _current_image(at) == "a.png"
 
 
@@ -317,3 +317,53 @@ def test_repo_config_points_at_the_samples():
     assert sum(p.stat().st_size for p in cfg.source.glob("*.jpg")) < 2_000_000
     assert json.dumps(list(cfg.labels))
     assert os.path.isfile(REPO / ".streamlit" / "config.toml")
+
+
+def _only(project: Path, keep: str) -> None:
+    for path in (project / "src").iterdir():
+        if path.name != keep:
+            path.unlink()
+
+
+def test_exif_rotated_photo_is_upright_and_so_is_its_mask(project):
+    # Stored 100 wide x 160 high with EXIF orientation 6 (rotate 90 degrees clockwise to view):
+    # shown upright it is 160 x 100 with the disc where the synthetic photos have it.
+    upright = _photo(4)
+    stored = np.ascontiguousarray(np.rot90(upright, k=1))  # undo a 90 degree clockwise turn
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(stored).save(project / "src" / "a.jpg", exif=exif.tobytes(), quality=95)
+    _only(project, "a.jpg")
+    at = _app()
+    assert _current_image(at) == "a.jpg"
+    assert any("160 x 100 px" in m.value for m in at.markdown)
+    _accept(at, DISC_CLICKS)
+    _button(at, "Image done").click().run()
+    labels = load_label_map(mask_path(project / "out", "a.jpg", "_mask", "png"))
+    assert labels.shape == (100, 160)
+    disc = labels == 1
+    assert (disc & _disc_mask()).sum() / (disc | _disc_mask()).sum() > 0.8
+
+
+@pytest.mark.slow
+def test_huge_photo_is_shown_small_and_saved_full_size(project):
+    width, height = 12000, 9000
+    yy, xx = np.ogrid[:height, :width]
+    big = np.full((height, width, 3), 215, np.uint8)
+    big[(xx - 6000) ** 2 + (yy - 4500) ** 2 <= 2000 ** 2] = (30, 30, 60)
+    Image.fromarray(big).save(project / "src" / "huge.png", compress_level=1)
+    del big
+    _only(project, "huge.png")
+    at = _app()
+    assert _current_image(at) == "huge.png"
+    assert any("12000 x 9000 px" in m.value for m in at.markdown)
+    work = at.session_state["anno_work"]
+    assert work.display_size == (900, 675)
+    _accept(at, [[4000, 4500], [7999, 4500], [6000, 2500], [6000, 6499]])
+    _button(at, "Image done").click().run()
+    assert not at.exception
+    labels = load_label_map(mask_path(project / "out", "huge.png", "_mask", "png"))
+    assert labels.shape == (height, width)
+    inside = labels[4500 - 1400:4500 + 1400, 6000 - 1400:6000 + 1400]
+    assert (inside == 1).mean() > 0.95
+    assert labels[100, 100] == 0 and labels[8900, 11900] == 0

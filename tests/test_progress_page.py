@@ -223,3 +223,63 @@ def test_broken_config_shows_problems(project, monkeypatch, tmp_path: Path):
     errors = " ".join(e.value for e in at.error)
     assert "optional.save_format" in errors and "required.destination" in errors
     assert not at.exception
+
+
+def test_object_index_follows_events(project):
+    from pages import progress
+
+    store = ProgressStore(project.progress_file, project.source, claim_timeout_s=600.0)
+    try:
+        index = progress.read_object_index(store)
+        assert dict(index.counts) == {"car": 1, "person": 2}
+        assert sorted(map(tuple, index.pairs().to_numpy())) == [
+            ("a.png", "car"), ("a.png", "person"), ("sub/b.png", "person")]
+        store.claim("d.png", "cem")
+        for i, label in enumerate(["dog", "dog", "car"], start=1):
+            store.add_object("d.png", "cem", ObjectRecord(
+                image_id="d.png", index=i, label=label, points=_points((1, 1, 9, 9)),
+                engine="GrabCut fallback", annotator="cem"))
+        store.remove_object("d.png", "cem", 1)
+        index = progress.update_object_index(store, index)
+        assert dict(+index.counts) == {"car": 2, "person": 2, "dog": 1}
+        assert ("d.png", "dog") in set(map(tuple, index.pairs().to_numpy()))
+        # a count that disagrees with the store's own total is read again in full
+        index.counts["car"] += 5
+        index.summary_objects += 5
+        index = progress.update_object_index(store, index)
+        assert dict(+index.counts) == {"car": 2, "person": 2, "dog": 1}
+        table = progress.objects_per_class(index.counts, ("car", "person", "cat"))
+        assert list(table["label"]) == ["car", "person", "cat", "dog"]
+        assert list(table["objects"]) == [2, 2, 0, 1]
+    finally:
+        store.close()
+
+
+AUTH = {"redirect_uri": "http://localhost:8501/oauth2callback", "cookie_secret": "c00kie",
+        "client_id": "id", "client_secret": "secret",
+        "server_metadata_url": "https://idp.example.org/.well-known/openid-configuration"}
+
+
+@pytest.mark.parametrize(("email", "is_lead"), [("Ana.Lead@Example.org", True),
+                                                 ("someone@example.org", False)])
+def test_oidc_login_with_allow_list(project, email: str, is_lead: bool):
+    at = AppTest.from_file(PAGE, default_timeout=60)
+    at.secrets["auth"] = AUTH
+    at.secrets["lead_emails"] = ["ana.lead@example.org"]
+    at.user = {"is_logged_in": True, "email": email}
+    at.run()
+    assert not at.exception
+    assert button(at, "reopen::a.png").disabled is (not is_lead)
+    assert button(at, "export_run").disabled is (not is_lead)
+    if not is_lead:
+        assert any("not in `lead_emails`" in w.value for w in at.sidebar.warning)
+
+
+def test_oidc_login_button_when_signed_out(project):
+    at = AppTest.from_file(PAGE, default_timeout=60)
+    at.secrets["auth"] = AUTH
+    at.secrets["lead_emails"] = ["ana.lead@example.org"]
+    at.user = {"is_logged_in": False}
+    at.run()
+    assert any(b.label == "Lead login" for b in at.sidebar.button)
+    assert button(at, "reopen::a.png").disabled

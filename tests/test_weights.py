@@ -33,7 +33,7 @@ def write_published_layout(path, manifest, *, suffix="", mutate=None) -> dict:
     expected = {}
     layer_names = []
     weight_index = 0
-    for i, (name, weight_names, shapes) in enumerate(manifest):
+    for i, (name, _, shapes) in enumerate(manifest):
         if i < len(WEIGHTLESS):
             layer_names.append(WEIGHTLESS[i])
         arrays = []

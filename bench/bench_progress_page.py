@@ -1,0 +1,238 @@
+"""Benchmark the leads' progress page at 100,000 images of which 10,000 are done; prints a table.
+
+    python bench/bench_progress_page.py [--images 100000] [--done 10000] [--repeats 5]
+
+Builds, in a temporary folder, a config (``optional.update: false``: no folder scan) and a progress
+store through the store's bulk API (``add_images``, fake ids) plus its internal bulk path for the
+finished work (done images with two or three objects each, labels from the config, completion times
+spread over three days by four annotators, their activity events), a label-map PNG per done image
+(so that the store's start-up reconcile keeps them done) and real photos for the newest done images
+(the gallery's first pages). Then it renders pages/progress.py with streamlit.testing.v1.AppTest and
+times whole script runs:
+
+* first render: a new process's first view; opens the store (snapshot, indexes, reconcile);
+* new session / rerun, store unchanged: the store and the page's snapshot are cached;
+* rerun after a change: another annotator (a second store object, as a second process would)
+  finished an image, so the page reads the summary, finished images and events again; every
+  60 s it also re-reads ``store.objects()`` for the per-class counts (clock shifted to force it);
+* gallery, next page: a new page of thumbnails (decoded, overlaid, cached per file version).
+
+Timings include Streamlit's own work in AppTest (building and serialising the elements), not the
+browser. They are noisy on a shared machine: run it on a quiet one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
+from tinydb.table import Document  # noqa: E402
+
+from dextr_core.masks import label_map, mask_path, save_label_map  # noqa: E402
+from dextr_core.store import ObjectRecord, ProgressStore  # noqa: E402
+
+LABELS = ("car", "person", "bicycle", "dog")
+ANNOTATORS = ("ana", "bob", "cem", "dia")
+SIZE = (320, 240)  # width, height of every (fake) image
+PHOTOS = 48  # newest done images that get a real photo file (4 gallery pages)
+
+
+def fake_id(i: int) -> str:
+    return f"batch{i // 1000:03d}/img_{i:06d}.jpg"
+
+
+def boxes(i: int) -> list[tuple[int, int, int, int]]:
+    """Two or three object boxes (x0, y0, x1, y1) for image ``i``."""
+    out = [(10 + i % 40, 20, 150, 200), (120, 30 + i % 30, 300, 180)]
+    if i % 3 == 0:
+        out.append((60, 60, 220, 120))
+    return out
+
+
+def build(folder: Path, n_images: int, n_done: int) -> tuple[Path, float]:
+    """Write config, store, masks and photos under ``folder``; returns (config path, seconds)."""
+    t0 = time.perf_counter()
+    source, destination = folder / "images", folder / "masks"
+    source.mkdir()
+    cfg_path = folder / "anno_cfg.yml"
+    cfg_path.write_text(
+        "required:\n  source: images\n  destination: masks\n"
+        f"optional:\n  update: false\n  labels: [{', '.join(LABELS)}]\n"
+        "  weights: no-weights.h5\n"
+    )
+    store = ProgressStore(source / ".dextr_progress.json", source)
+    store.add_images((fake_id(i), SIZE[0], SIZE[1]) for i in range(n_images))
+    start = time.time() - 3 * 86400.0
+    step = 3 * 86400.0 / max(1, n_done)
+    # Bulk path for the finished work, as bench/bench_store.py does: one transaction.
+    with store._storage.transaction():
+        raw = store._storage.read()["images"]
+        events = []
+        for i in range(n_done):
+            who = ANNOTATORS[i % len(ANNOTATORS)]
+            image_id = fake_id(i)
+            t = start + i * step
+            objects = [
+                {"index": k, "label": LABELS[(i + k) % len(LABELS)],
+                 "points": [[x0, (y0 + y1) / 2], [x1, (y0 + y1) / 2], [(x0 + x1) / 2, y0],
+                            [(x0 + x1) / 2, y1]],
+                 "engine": "DEXTR", "annotator": who, "created_at": t - 10 + k,
+                 "seconds": 4.0 + (i + k) % 7}
+                for k, (x0, y0, x1, y1) in enumerate(boxes(i), start=1)
+            ]
+            key = str(store._doc_of[image_id])
+            old = dict(raw[key])
+            raw[key].update(status="done", annotator=who, completed_at=t, updated_at=t,
+                            claimed_at=None, n_objects=len(objects),
+                            seconds=float(sum(o["seconds"] for o in objects) + 3),
+                            objects=objects)
+            store._storage.record("images", key, old, raw[key])
+            for action in ["claimed"] + ["object_added"] * len(objects) + ["completed"]:
+                events.append({"time": t, "action": action, "image_id": image_id,
+                               "annotator": who, "detail": {}})
+        base = store._max_event_id
+        store._events.insert_multiple(
+            Document(e, doc_id=base + k) for k, e in enumerate(events, start=1))
+    store.close()
+
+    width, height = SIZE
+    rng = np.random.default_rng(0)
+    for i in range(n_done):
+        masks = []
+        for x0, y0, x1, y1 in boxes(i):
+            m = np.zeros((height, width), bool)
+            m[y0:y1 + 1, x0:x1 + 1] = True
+            masks.append(m)
+        save_label_map(mask_path(destination, fake_id(i), "_mask", "png"),
+                       label_map(masks, (height, width)))
+    for i in range(max(0, n_done - PHOTOS), n_done):
+        photo = source / fake_id(i)
+        photo.parent.mkdir(parents=True, exist_ok=True)
+        pixels = rng.integers(0, 255, (height, width, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(photo, quality=85)
+    return cfg_path, time.perf_counter() - t0
+
+
+def finish_one(cfg_path: Path, i: int) -> None:
+    """Another annotator finishes image ``i`` (through the public API, as a second process)."""
+    from dextr_core.config import load_config
+
+    cfg = load_config(cfg_path)
+    store = ProgressStore(cfg.progress_file, cfg.source, claim_timeout_s=1800.0)
+    image_id = fake_id(i)
+    store.claim(image_id, "eve")
+    x0, y0, x1, y1 = boxes(i)[0]
+    store.add_object(image_id, "eve", ObjectRecord(
+        image_id=image_id, index=1, label=LABELS[0], engine="DEXTR", annotator="eve",
+        points=[[x0, y0 + 5], [x1, y1 - 5], [x0 + 5, y0], [x1 - 5, y1]], seconds=6.0))
+    m = np.zeros((SIZE[1], SIZE[0]), bool)
+    m[y0:y1 + 1, x0:x1 + 1] = True
+    save_label_map(mask_path(cfg.destination, image_id, "_mask", "png"),
+                   label_map([m], m.shape))
+    store.complete(image_id, "eve", seconds=8.0)
+    store.close()
+
+
+def timed_run(at) -> float:
+    t0 = time.perf_counter()
+    at.run()
+    elapsed = time.perf_counter() - t0
+    if at.exception:
+        raise RuntimeError(f"the page raised: {at.exception}")
+    return elapsed
+
+
+class Clock:
+    """Shifts ``time.time`` forward (the page's per-class counts expire after 60 s)."""
+
+    def __init__(self) -> None:
+        self.real = time.time
+        self.offset = 0.0
+
+    def __call__(self) -> float:
+        return self.real() + self.offset
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=100_000)
+    parser.add_argument("--done", type=int, default=10_000)
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+
+    import streamlit as st
+    from streamlit.testing.v1 import AppTest
+
+    page = str(REPO / "pages" / "progress.py")
+    # AppTest scans installed packages for components once per AppTest object (about 1 s); a
+    # server does that once at start. Scan once here and share it, so a "new session" below
+    # costs what it costs on a running server.
+    components = getattr(AppTest.from_string("pass").run(), "_bidi_component_manager", None)
+
+    def session() -> AppTest:
+        at = AppTest.from_file(page, default_timeout=120)
+        if components is not None:
+            at._bidi_component_manager = components
+        return at
+
+    clock = Clock()
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg_path, build_s = build(Path(tmp), args.images, args.done)
+        os.environ["ANNO_CFG"] = str(cfg_path)
+        store_mb = (Path(tmp) / "images" / ".dextr_progress.json").stat().st_size / 1e6
+        rows: list[tuple[str, list[float]]] = []
+
+        at = session()
+        rows.append(("first render (opens the store: load + reconcile)", [timed_run(at)]))
+        metrics = {m.label: m.value for m in at.metric}
+
+        rows.append(("new session, store unchanged",
+                     [timed_run(session()) for _ in range(args.repeats)]))
+        rows.append(("rerun, store unchanged", [timed_run(at) for _ in range(args.repeats)]))
+
+        changed, recount = [], []
+        time.time = clock
+        try:
+            for r in range(args.repeats):
+                finish_one(cfg_path, args.done + 2 * r)
+                changed.append(timed_run(at))
+                finish_one(cfg_path, args.done + 2 * r + 1)
+                clock.offset += 61.0  # the per-class counts are now stale: objects() again
+                recount.append(timed_run(at))
+        finally:
+            time.time = clock.real
+        rows.append(("rerun after an image was finished elsewhere", changed))
+        rows.append(("  same, per-class counts re-read (every 60 s)", recount))
+
+        pages = []
+        for p in range(2, 2 + min(args.repeats, 3)):
+            t0 = time.perf_counter()
+            at.number_input(key="gallery_page").set_value(p).run()
+            pages.append(time.perf_counter() - t0)
+        rows.append(("gallery, next page (12 new thumbnails)", pages))
+        st.cache_resource.clear()
+
+    print(f"progress page: {args.images:,} images, {args.done:,} done "
+          f"(store snapshot {store_mb:.1f} MB; built in {build_s:.1f} s, not timed)")
+    print(f"figures shown at first render: {metrics}")
+    print()
+    print(f"| {'scenario (whole script run, AppTest)':<50} | {'runs':>4} | {'median s':>8} | "
+          f"{'max s':>6} |")
+    print(f"|{'-' * 52}|{'-' * 6}|{'-' * 10}|{'-' * 8}|")
+    for name, values in rows:
+        print(f"| {name:<50} | {len(values):>4} | {statistics.median(values):>8.3f} | "
+              f"{max(values):>6.3f} |")
+
+
+if __name__ == "__main__":
+    main()

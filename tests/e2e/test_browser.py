@@ -1,0 +1,157 @@
+"""The whole app in a real browser: Debian's chromium driven by Playwright.
+
+A temporary source folder holds a synthetic 1600 x 1200 photo with one clear object (a dark disc on
+a light, noisy background) and a sample photo. The test starts ``streamlit run app.py -- --config
+<tmp>/anno_cfg.yml`` on a free port, types an annotator name, clicks the disc's four extreme points
+on the canvas (the photo is shown at 900 x 675, so the clicks go through the fit scale), accepts,
+finishes the image, and checks the saved mask file and the progress record. Screenshots go to
+test-artifacts/ (git-ignored).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+REPO = Path(__file__).resolve().parents[2]
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = REPO / "test-artifacts"
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--no-first-run",
+]
+
+WIDTH, HEIGHT = 1600, 1200
+CX, CY, R = 820, 560, 300
+# The disc's extreme pixels (left-most, right-most, top, bottom), full-image (x, y).
+EXTREMES = [(CX - R, CY), (CX + R, CY), (CX, CY - R), (CX, CY + R)]
+NAME = "e2e-annotator"
+
+
+def _disc() -> np.ndarray:
+    yy, xx = np.mgrid[:HEIGHT, :WIDTH]
+    return (xx - CX) ** 2 + (yy - CY) ** 2 <= R * R
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def server(tmp_path):
+    """A streamlit server on 127.0.0.1:<free port> over a temporary config; stopped afterwards."""
+    if not CHROMIUM.exists():
+        pytest.skip("Debian's chromium is not installed at /usr/bin/chromium "
+                    "(bash scripts/setup_tests.sh installs it)")
+    pytest.importorskip("playwright.sync_api")
+    src = tmp_path / "src"
+    src.mkdir()
+    rng = np.random.default_rng(7)
+    photo = rng.integers(190, 245, size=(HEIGHT, WIDTH, 3)).astype(np.uint8)
+    photo[_disc()] = (30, 28, 40)
+    Image.fromarray(photo).save(src / "a_disc.png")
+    sample = REPO / "samples" / "images" / "chelsea.jpg"
+    if sample.exists():
+        shutil.copy(sample, src / "b_chelsea.jpg")
+    cfg = tmp_path / "anno_cfg.yml"
+    cfg.write_text("required:\n  source: src\n  destination: out\n"
+                   "optional:\n  labels: [disc, cat]\n  weights: no-weights-here.h5\n")
+    port = _free_port()
+    log = (tmp_path / "server.log").open("w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
+         "--server.address", "127.0.0.1", "--server.headless", "true",
+         "--browser.gatherUsageStats", "false", "--", "--config", str(cfg)],
+        cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 90
+        while True:
+            with contextlib.suppress(OSError), urllib.request.urlopen(
+                    f"{url}/_stcore/health", timeout=2) as resp:
+                if resp.status == 200:
+                    break
+            if proc.poll() is not None or time.time() > deadline:
+                log.flush()
+                pytest.fail("streamlit did not start:\n" + (tmp_path / "server.log").read_text())
+            time.sleep(0.5)
+        yield url, tmp_path
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+        log.close()
+
+
+def test_annotate_one_object_in_chromium(server):
+    from playwright.sync_api import expect, sync_playwright
+
+    url, root = server
+    ARTIFACTS.mkdir(exist_ok=True)
+    # Shown at most 900 x 700, aspect kept: 1600 x 1200 -> 900 x 675.
+    scale = min(900 / WIDTH, 700 / HEIGHT, 1.0)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True,
+                                     args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1700, "height": 1100})
+            page.set_default_timeout(90_000)
+            page.goto(url)
+            page.get_by_role("textbox", name="Your name").fill(NAME)
+            page.get_by_role("button", name="Start annotating").click()
+            page.get_by_text("a_disc.png").first.wait_for()
+            canvas = page.locator("canvas.upper-canvas")
+            canvas.wait_for()
+            box = canvas.bounding_box()
+            assert abs(box["width"] - round(WIDTH * scale)) <= 1, box
+            assert abs(box["height"] - round(HEIGHT * scale)) <= 1, box
+            for k, (x, y) in enumerate(EXTREMES, start=1):
+                canvas.click(position={"x": (x + 0.5) * scale, "y": (y + 0.5) * scale})
+                if k < 4:
+                    expect(page.get_by_text(f"Click the extreme points: {k} of 4.")).to_be_visible()
+            expect(page.get_by_text("4 clicks. Check the mask")).to_be_visible()
+            page.screenshot(path=str(ARTIFACTS / "e2e_mask_shown.png"))
+            page.get_by_role("button", name="Accept object").click()
+            expect(page.get_by_text("Objects (1)")).to_be_visible()
+            page.get_by_role("button", name="Image done").click()
+            expect(page.get_by_text("done: 1 object(s) saved")).to_be_visible()
+            page.get_by_text("b_chelsea.jpg").first.wait_for()
+            page.screenshot(path=str(ARTIFACTS / "e2e_after_done.png"))
+        finally:
+            browser.close()
+
+    labels = np.asarray(Image.open(root / "out" / "a_disc_mask.png"))
+    assert labels.shape == (HEIGHT, WIDTH)
+    assert set(np.unique(labels)) == {0, 1}
+    obj, disc = labels == 1, _disc()
+    iou = (obj & disc).sum() / (obj | disc).sum()
+    assert iou > 0.8, f"IoU {iou:.3f}"
+
+    from dextr_core.store import ProgressStore
+
+    store = ProgressStore(root / "src" / ".dextr_progress.json", root / "src")
+    record = store.get("a_disc.png")
+    assert record.status == "done"
+    assert record.n_objects == 1
+    assert record.annotator == NAME
+    (obj_record,) = store.objects("a_disc.png")
+    clicks = np.asarray(obj_record.points)
+    assert np.abs(clicks - np.asarray(EXTREMES)).max() <= 2.0, clicks  # mapped back to full px

@@ -1,0 +1,175 @@
+"""``python -m dextr_core.download`` against a local HTTP server on 127.0.0.1 (no real network)."""
+
+from __future__ import annotations
+
+import http.server
+import socket
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from dextr_core.download import WEIGHT_FILES, main
+from dextr_core.weights import expected_layer_names
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def write_small_weights_file(path: Path, layer_names) -> bytes:
+    """An HDF5 file in the published layout with tiny datasets (the downloader checks names)."""
+    with h5py.File(path, "w") as f:
+        f.attrs["layer_names"] = np.array([n.encode() for n in layer_names], dtype="S")
+        for name in layer_names:
+            group = f.create_group(name)
+            group.attrs["weight_names"] = np.array([f"{name}/kernel:0".encode()], dtype="S")
+            group.create_dataset(f"{name}/kernel:0", data=np.zeros(2, np.float32))
+    return path.read_bytes()
+
+
+class Server:
+    """Serves ``files`` {url path: bytes}; ``cut`` {url path: n} sends a full Content-Length but
+    closes the connection after n bytes."""
+
+    def __init__(self, files: dict[str, bytes], cut: dict[str, int] | None = None):
+        files, cut = dict(files), dict(cut or {})
+        self.requests: list[str] = []
+        requests = self.requests
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                requests.append(self.path)
+                body = files.get(self.path)
+                if body is None:
+                    self.send_error(404, "Not Found")
+                    return
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body[: cut.get(self.path, len(body))])
+                self.wfile.flush()
+                self.close_connection = True
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/share/DEXTR/"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture(scope="module")
+def good_file(tmp_path_factory) -> bytes:
+    return write_small_weights_file(
+        tmp_path_factory.mktemp("served") / "w.h5", ["input_1", *expected_layer_names()]
+    )
+
+
+def test_success_file_appears_under_its_name(tmp_path, good_file, capsys):
+    dest = tmp_path / "models"
+    with Server({"/share/DEXTR/dextr_pascal-sbd.h5": good_file}) as server:
+        code = main(["--dest", str(dest), "--url-base", server.url])
+    assert code == 0
+    assert server.requests == ["/share/DEXTR/dextr_pascal-sbd.h5"]
+    assert (dest / "dextr_pascal-sbd.h5").read_bytes() == good_file
+    assert sorted(p.name for p in dest.iterdir()) == ["dextr_pascal-sbd.h5"]  # no .part left
+    assert "Saved" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("model", ["pascal", "coco"])
+def test_other_models_use_their_file_names(tmp_path, good_file, model):
+    path = "/share/DEXTR/" + WEIGHT_FILES[model]
+    with Server({path: good_file}) as server:
+        assert main([model, "--dest", str(tmp_path), "--url-base", server.url]) == 0
+    assert (tmp_path / WEIGHT_FILES[model]).is_file()
+
+
+def test_existing_valid_file_is_kept(tmp_path, good_file, capsys):
+    (tmp_path / "dextr_pascal-sbd.h5").write_bytes(good_file)
+    with Server({}) as server:
+        assert main(["--dest", str(tmp_path), "--url-base", server.url]) == 0
+    assert server.requests == []
+    assert "already there" in capsys.readouterr().out
+
+
+def test_server_closes_mid_download(tmp_path, good_file, capsys):
+    path = "/share/DEXTR/dextr_pascal-sbd.h5"
+    with Server({path: good_file}, cut={path: len(good_file) // 2}) as server:
+        code = main(["--dest", str(tmp_path), "--url-base", server.url])
+    assert code == 1
+    assert list(tmp_path.iterdir()) == []  # neither the real name nor the .part
+    err = capsys.readouterr().err
+    assert "Could not download" in err and "dextr_pascal-sbd.h5" in err
+    assert "models/README.md" in err
+
+
+def test_interrupted_download_keeps_the_file_already_there(tmp_path, good_file):
+    """An old (invalid) file is replaced only by a complete, valid download."""
+    old = tmp_path / "dextr_pascal-sbd.h5"
+    old.write_bytes(b"old partial content")
+    path = "/share/DEXTR/dextr_pascal-sbd.h5"
+    with Server({path: good_file}, cut={path: 1000}) as server:
+        assert main(["--dest", str(tmp_path), "--url-base", server.url]) == 1
+    assert old.read_bytes() == b"old partial content"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dextr_pascal-sbd.h5"]
+
+
+def test_http_error(tmp_path, capsys):
+    with Server({}) as server:
+        assert main(["coco", "--dest", str(tmp_path), "--url-base", server.url]) == 1
+    err = capsys.readouterr().err
+    assert "HTTP 404" in err and "dextr_coco.h5" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_not_a_dextr_file(tmp_path, tmp_path_factory, capsys):
+    wrong = write_small_weights_file(tmp_path_factory.mktemp("wrong") / "x.h5", ["dense_1"])
+    with Server({"/share/DEXTR/dextr_pascal-sbd.h5": wrong}) as server:
+        assert main(["--dest", str(tmp_path), "--url-base", server.url]) == 1
+    assert "not a DEXTR weights file" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_html_page_instead_of_weights(tmp_path, capsys):
+    page = b"<html><body>Please log in</body></html>"
+    with Server({"/share/DEXTR/dextr_pascal-sbd.h5": page}) as server:
+        assert main(["--dest", str(tmp_path), "--url-base", server.url]) == 1
+    assert "does not open as HDF5" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_connection_refused_as_a_command(tmp_path):
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "dextr_core.download",
+            "pascal-sbd",
+            "--dest",
+            str(tmp_path),
+            "--url-base",
+            f"http://127.0.0.1:{port}/",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1
+    assert "Could not download" in result.stderr and "refused" in result.stderr.lower()
+    assert "put it in" in result.stderr and "models/README.md" in result.stderr
+    assert list(tmp_path.iterdir()) == []

@@ -1,0 +1,85 @@
+"""Mask overlays drawn on display-size images (ui/overlay.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ui.overlay import PALETTE, colour_for, colour_hex, draw_overlay, fit_mask
+
+
+def _square(shape, y0, y1, x0, x1):
+    m = np.zeros(shape, dtype=bool)
+    m[y0:y1, x0:x1] = True
+    return m
+
+
+def test_fill_outline_and_halo():
+    image = np.full((60, 80, 3), 128, np.uint8)
+    mask = _square((60, 80), 20, 40, 20, 50)
+    out = draw_overlay(image, [mask], alpha=0.5)
+    assert out.dtype == np.uint8 and out.shape == image.shape
+    red = np.array(PALETTE[0])
+    np.testing.assert_allclose(out[30, 35], (128 * 0.5 + red * 0.5), atol=1)  # filled inside
+    assert tuple(out[20, 35]) == PALETTE[0] and tuple(out[21, 35]) == PALETTE[0]  # 2 px outline
+    assert tuple(out[22, 35]) != PALETTE[0]
+    assert tuple(out[19, 35]) == (20, 20, 20)  # dark halo on a mid-grey photo
+    assert tuple(out[5, 5]) == (128, 128, 128)  # elsewhere untouched
+    assert (image == 128).all()  # the input is not modified
+
+
+def test_halo_is_white_on_dark_pixels():
+    image = np.full((40, 40, 3), 10, np.uint8)
+    out = draw_overlay(image, [_square((40, 40), 10, 30, 10, 30)])
+    assert tuple(out[9, 20]) == (255, 255, 255)
+
+
+def test_each_object_gets_its_own_colour():
+    image = np.full((50, 100, 3), 200, np.uint8)
+    masks = [_square((50, 100), 10, 40, 5 + 30 * i, 30 + 30 * i) for i in range(3)]
+    out = draw_overlay(image, masks)
+    centres = [tuple(out[25, 17 + 30 * i]) for i in range(3)]
+    assert len(set(centres)) == 3
+    assert [tuple(out[10, 17 + 30 * i]) for i in range(3)] == [PALETTE[i] for i in range(3)]
+
+
+def test_palette_is_distinct_and_saturated():
+    colours = np.array(PALETTE, dtype=float)
+    distances = np.linalg.norm(colours[:, None] - colours[None], axis=-1)
+    assert distances[~np.eye(len(PALETTE), dtype=bool)].min() > 60
+    assert all(max(c) - min(c) >= 100 for c in PALETTE)  # saturated: readable on gray photos
+    assert colour_for(len(PALETTE)) == PALETTE[0]
+    assert colour_hex(0) == "#e6194b"
+
+
+def test_full_resolution_masks_are_fitted_to_the_display():
+    big = _square((3000, 4000), 1000, 2000, 1000, 3000)
+    small = fit_mask(big, (675, 900))
+    assert small.shape == (675, 900) and small.dtype == bool
+    frac = small.mean()
+    assert frac == pytest.approx(big.mean(), abs=0.005)
+    image = np.zeros((675, 900, 3), np.uint8)
+    out = draw_overlay(image, [big])
+    assert out[337, 450].any() and not out[10, 10].any()
+
+
+def test_fit_mask_enlarges_with_nearest():
+    m = np.array([[1, 0], [0, 1]], dtype=bool)
+    np.testing.assert_array_equal(fit_mask(m, (4, 4)), np.kron(m, np.ones((2, 2), bool)))
+
+
+def test_points_are_marked():
+    image = np.zeros((100, 100, 3), np.uint8)
+    out = draw_overlay(image, [], points=[[30, 40], [70, 80]])
+    assert tuple(out[40, 30]) == (255, 255, 0)
+    assert tuple(out[80, 70]) == (255, 255, 0)
+    assert not out[10, 10].any()
+
+
+def test_empty_masks_and_bad_input():
+    image = np.full((10, 10, 3), 7, np.uint8)
+    np.testing.assert_array_equal(draw_overlay(image, [np.zeros((10, 10), bool)]), image)
+    with pytest.raises(ValueError, match="uint8"):
+        draw_overlay(image.astype(np.float32), [])
+    with pytest.raises(ValueError, match="alpha"):
+        draw_overlay(image, [], alpha=1.5)

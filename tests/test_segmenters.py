@@ -1,0 +1,187 @@
+"""DextrSegmenter on a real-layout weights file with known (seeded) values, thread safety, and
+load_segmenter's choice between DEXTR, the GrabCut fallback and a clear error."""
+
+from __future__ import annotations
+
+import importlib.util
+import threading
+
+import numpy as np
+import pytest
+
+from dextr_core.weights import WeightsError
+
+pytestmark = pytest.mark.slow  # builds the 49 M-parameter network twice
+
+H, W = 120, 160
+OBJECTS = [  # (x, y) extreme points of a few objects, one at the image border
+    np.array([[20, 60], [100, 55], [60, 15], [65, 110]]),
+    np.array([[0, 40], [70, 45], [30, 0], [35, 90]]),
+    np.array([[90, 80], [159, 85], [120, 50], [125, 119]]),
+    np.array([[40, 30], [140, 35], [90, 10], [95, 70], [60, 60]]),
+]
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """A seeded network and its weights written in the published layout."""
+    import keras
+
+    from dextr_core.network import build_dextr
+    from dextr_core.weights import save_dextr_weights
+
+    keras.utils.set_random_seed(1234)
+    model = build_dextr()
+    # Non-trivial batch-norm statistics so that loading them matters.
+    rng = np.random.default_rng(1)
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            gamma, beta, mean, var = layer.get_weights()
+            layer.set_weights(
+                [
+                    rng.uniform(0.5, 1.0, gamma.shape).astype(np.float32),
+                    rng.normal(0.0, 0.1, beta.shape).astype(np.float32),
+                    rng.normal(0.0, 0.1, mean.shape).astype(np.float32),
+                    rng.uniform(1.0, 2.0, var.shape).astype(np.float32),
+                ]
+            )
+    path = tmp_path_factory.mktemp("weights") / "seeded_dextr.h5"
+    save_dextr_weights(model, path)
+    return model, path
+
+
+@pytest.fixture(scope="module")
+def segmenter(reference):
+    from dextr_core.segmenters import DextrSegmenter
+
+    return DextrSegmenter(reference[1])
+
+
+@pytest.fixture(scope="module")
+def image():
+    rng = np.random.default_rng(7)
+    img = rng.integers(0, 256, (H, W, 3), dtype=np.uint8)
+    img[30:90, 40:120] = (220, 40, 40)  # a red block to segment
+    return img
+
+
+def test_name_and_protocol(segmenter):
+    from dextr_core.segmenters import Segmenter
+
+    assert segmenter.name == "DEXTR (seeded_dextr.h5)"
+    assert segmenter.is_fallback is False
+    assert isinstance(segmenter, Segmenter)
+
+
+def test_network_output_matches_the_saved_model(segmenter, reference, image):
+    """The file loads into a fresh network that computes what the original one did."""
+    from dextr_core.processing import make_input
+
+    model, _ = reference
+    x, _ = make_input(image, OBJECTS[0])
+    want = np.asarray(model(x[None], training=False))[0, :, :, 0]
+    got = segmenter.predict_network(x)
+    assert got.shape == (512, 512) and got.dtype == np.float32
+    # same weights, same float32 graph; only the op scheduling differs (graph vs eager)
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    assert want.std() > 1e-3  # the seeded network does not give a constant map
+
+
+def test_predict_and_segment(segmenter, image):
+    points = OBJECTS[0]
+    prob = segmenter.predict(image, points)
+    mask = segmenter.segment(image, points)
+    assert prob.shape == (H, W) and prob.dtype == np.float32
+    assert prob.min() >= 0.0 and prob.max() <= 1.0
+    assert mask.shape == (H, W) and mask.dtype == bool
+    np.testing.assert_array_equal(mask, prob > segmenter.threshold)
+    # nothing outside the tight box of the points (x 20..100, y 15..110)
+    assert not prob[:15].any() and not prob[111:].any()
+    assert not prob[:, :20].any() and not prob[:, 101:].any()
+    assert prob[15:111, 20:101].any()
+
+
+def test_gray_image(segmenter, image):
+    gray = image[:, :, 1]
+    np.testing.assert_array_equal(
+        segmenter.predict(gray, OBJECTS[1]),
+        segmenter.predict(np.dstack([gray, gray, gray]), OBJECTS[1]),
+    )
+
+
+def test_bad_points_raise_value_error(segmenter, image):
+    with pytest.raises(ValueError, match="four"):
+        segmenter.segment(image, OBJECTS[0][:3])
+    with pytest.raises(ValueError, match="outside the 160 x 120 image"):
+        segmenter.segment(image, [[20, 60], [100, 55], [60, 15], [65, 400]])
+
+
+def test_threads_give_the_same_results_as_one_thread(segmenter, image):
+    sequential = [segmenter.predict(image, points) for points in OBJECTS]
+    results: dict[int, np.ndarray] = {}
+    errors: list[BaseException] = []
+    start = threading.Barrier(len(OBJECTS))
+
+    def work(i):
+        try:
+            start.wait()
+            results[i] = segmenter.predict(image, OBJECTS[i])
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(OBJECTS))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=600)
+    assert not errors
+    for i, want in enumerate(sequential):
+        np.testing.assert_allclose(results[i], want, atol=1e-6)
+        np.testing.assert_array_equal(results[i] > 0.8, want > 0.8)
+
+
+def test_threshold_is_checked(reference):
+    from dextr_core.segmenters import DextrSegmenter
+
+    with pytest.raises(ValueError, match="threshold"):
+        DextrSegmenter(reference[1], threshold=1.5)
+
+
+def test_load_segmenter_uses_dextr_when_the_file_exists(reference, monkeypatch):
+    from dextr_core import segmenters
+
+    built = []
+    monkeypatch.setattr(
+        segmenters, "DextrSegmenter", lambda path, threshold: built.append((path, threshold))
+    )
+    segmenters.load_segmenter(reference[1], threshold=0.7)
+    assert built == [(reference[1], 0.7)]
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("dextr_core.fallback") is None, reason="fallback.py not written yet"
+)
+def test_load_segmenter_falls_back_without_weights(tmp_path):
+    from dextr_core.fallback import GrabCutSegmenter
+    from dextr_core.segmenters import load_segmenter
+
+    seg = load_segmenter(tmp_path / "dextr_pascal-sbd.h5")
+    assert isinstance(seg, GrabCutSegmenter)
+    assert seg.is_fallback is True
+
+
+def test_load_segmenter_raises_for_a_corrupt_file(tmp_path):
+    from dextr_core.segmenters import load_segmenter
+
+    path = tmp_path / "dextr_pascal-sbd.h5"
+    path.write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 100)  # HDF5 signature, nothing behind it
+    with pytest.raises(WeightsError) as info:
+        load_segmenter(path)
+    assert str(path) in str(info.value)
+    assert "python -m dextr_core.download pascal-sbd" in str(info.value)
+
+
+def test_download_command_is_exported():
+    import dextr_core
+
+    assert dextr_core.DOWNLOAD_COMMAND == "python -m dextr_core.download pascal-sbd"
