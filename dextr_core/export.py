@@ -153,6 +153,9 @@ def coco_dataset(
     images: list[dict] = []
     annotations: list[dict] = []
     records = _selected_images(store, status)
+    by_image: dict[str, dict[int, Any]] = {}
+    for obj in store.objects():  # one read of every object instead of one call per image
+        by_image.setdefault(str(_field(obj, "image_id")), {})[int(_field(obj, "index"))] = obj
     for record, lm in _iter_label_maps(config, records, warnings, progress):
         image_id = str(_field(record, "id"))
         height, width = lm.shape
@@ -164,7 +167,7 @@ def coco_dataset(
         coco_image_id = len(images) + 1
         images.append({"id": coco_image_id, "file_name": image_id, "width": int(width),
                        "height": int(height)})
-        objects = {int(_field(o, "index")): o for o in store.objects(image_id)}
+        objects = by_image.get(image_id, {})
         if len(objects) > int(lm.max()):
             warnings.append(f"{image_id}: the store lists {len(objects)} objects but the mask "
                             f"file holds {int(lm.max())}; reopen the image to check it")
@@ -263,8 +266,12 @@ def _write_folder(out: Path, entries: Iterable[tuple[str, bytes]]) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:
+        # The folder as a whole is what appears atomically (one rename below), so its files are
+        # written plainly: an fsync per file would make a 10,000-image export crawl.
         for name, data in entries:
-            atomic_write(tmp / name, data)
+            path = tmp / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
         old = None
         if out.exists():
             old = out.with_name(f".{out.name}.old-{os.getpid()}")

@@ -3,17 +3,24 @@
 The method follows Papadopoulos et al. (ICCV 2017, "Extreme clicking for efficient object
 annotation"): the four extreme points give the object's box and four points on its boundary.
 
-1. Work on a crop around the box (a margin on every side), downscaled so its longer side is at most
-   ``max_side`` pixels; the cost of everything below is then bounded whatever the photo's size.
+1. Work on a crop around the box (a margin on every side), downscaled so that its longer side is at
+   most ``max_side`` pixels: the cost of everything below is bounded whatever the photo's size.
 2. Edge strength from colour gradients (Sobel on a smoothed CIE Lab image, strongest channel).
-3. Boundary estimate: a least-cost path on ``exp(-edge_weight * edge)`` from each extreme point to the
-   next (left -> top -> right -> bottom -> left), each kept inside the box. The closed loop of these
-   four paths encloses an initial estimate of the object.
-4. GrabCut, initialised from a trimap: outside the box (a ring of ``margin``) definite background;
-   inside the box probable background; the enclosed region probable foreground; a core of that
-   region (its skeleton) and small discs at the clicks definite foreground.
-5. The GrabCut label map is cleaned (only parts connected to the clicks are kept), smoothed, scaled
-   back to the crop's size and pasted into a full-image probability map.
+3. Boundary estimate: a least-cost path on ``exp(-path_edge_weight * edge)`` from each extreme point
+   to the next (left -> top -> right -> bottom -> left), each kept inside the rectangle spanned by
+   its two end points. The closed loop of these four paths encloses a first estimate of the object.
+4. GrabCut-style energy minimisation on the box: two colour models (Gaussian mixtures of 5
+   components, foreground fitted on the enclosed region, background on the rest of the crop),
+   a contrast-sensitive smoothness term that is also cheaper to cut across strong edges, and hard
+   constraints: outside the box is background; the clicks (small discs) and the skeleton of the
+   enclosed region are foreground. Graph cut (PyMaxflow) and model refits alternate a few times.
+   Without PyMaxflow installed, OpenCV's ``cv2.grabCut`` is run on the same seeds instead (a little
+   less accurate).
+5. Only the parts of the result connected to a click are kept; the mask is scaled back to the crop's
+   size with bilinear interpolation (a soft border) and pasted into a full-image probability map.
+
+Every call works on its own arrays; OpenCV's per-thread random generator (used by k-means) is
+re-seeded before each use, so the same input always gives the same mask, from any thread.
 """
 
 from __future__ import annotations
@@ -25,8 +32,15 @@ from skimage.morphology import skeletonize
 
 from .images import to_rgb_uint8
 
+try:  # PyMaxflow: the graph cut of the default method
+    import maxflow
+except ImportError:  # pragma: no cover - depends on the environment
+    maxflow = None
+
 #: A click may lie this far outside the image (as a fraction of its width/height) and is clipped.
 OUTSIDE_TOLERANCE = 0.02
+_GMM_COMPONENTS = 5
+_RNG_SEED = 12345
 
 
 def _validate_points(points, image_shape) -> np.ndarray:
@@ -68,7 +82,8 @@ def _validate_points(points, image_shape) -> np.ndarray:
 
 
 def _edge_strength(crop: np.ndarray) -> np.ndarray:
-    """Edge strength in [0, 1], float32 (h, w), of an RGB uint8 crop (strongest Lab gradient)."""
+    """Edge strength in [0, 1], float32 (h, w), of an RGB uint8 crop (strongest Lab gradient,
+    scaled so that the 98th percentile of the crop is 1)."""
     lab = cv2.cvtColor(cv2.GaussianBlur(crop, (0, 0), 1.0), cv2.COLOR_RGB2LAB).astype(np.float32)
     gx = cv2.Sobel(lab, cv2.CV_32F, 1, 0, ksize=3)
     gy = cv2.Sobel(lab, cv2.CV_32F, 0, 1, ksize=3)
@@ -77,13 +92,12 @@ def _edge_strength(crop: np.ndarray) -> np.ndarray:
     return np.clip(magnitude / scale, 0.0, 1.0)
 
 
-def _least_cost_path(cost: np.ndarray, start: tuple[int, int], end: tuple[int, int],
-                     box: tuple[int, int, int, int]) -> np.ndarray:
-    """Least-cost 8-connected path from ``start`` to ``end`` ((x, y) in crop pixels) that stays in
-    ``box`` = (x0, y0, x1, y1) inclusive. Returns (K, 2) int (x, y) points, start first."""
-    x0, y0, x1, y1 = box
-    sub = cost[y0 : y1 + 1, x0 : x1 + 1]
-    mcp = MCP_Geometric(sub, fully_connected=True)
+def _least_cost_path(cost: np.ndarray, start: tuple[int, int], end: tuple[int, int]) -> np.ndarray:
+    """Least-cost 8-connected path from ``start`` to ``end`` ((x, y) in pixels of ``cost``, float
+    (h, w)) inside the rectangle the two points span. Returns (K, 2) int (x, y), start first."""
+    x0, y0 = min(start[0], end[0]), min(start[1], end[1])
+    x1, y1 = max(start[0], end[0]), max(start[1], end[1])
+    mcp = MCP_Geometric(cost[y0 : y1 + 1, x0 : x1 + 1], fully_connected=True)
     s = (start[1] - y0, start[0] - x0)
     e = (end[1] - y0, end[0] - x0)
     mcp.find_costs([s], [e])
@@ -91,34 +105,95 @@ def _least_cost_path(cost: np.ndarray, start: tuple[int, int], end: tuple[int, i
     return np.stack([rows_cols[:, 1] + x0, rows_cols[:, 0] + y0], axis=1)
 
 
-class GrabCutSegmenter:
-    """Extreme points -> mask with OpenCV GrabCut seeded from edge-following boundary paths.
+class _ColourModel:
+    """A Gaussian mixture over RGB values (float32 (n, 3) in 0..255), fitted by hard assignment
+    as in GrabCut: k-means start, then each refit re-assigns pixels to their likeliest component."""
 
-    Follows the Segmenter protocol (``dextr_core.segmenters``). Needs no weights; thread-safe (no
-    state is changed by a call). Parameters: ``max_side`` longest side in pixels of the working
-    crop (larger crops are downscaled), ``iterations`` GrabCut iterations, ``margin`` the ring
-    around the box as a fraction of the box's longer side, ``edge_weight`` how strongly boundary
-    paths prefer edges, ``threshold`` the probability above which :meth:`segment` keeps a pixel.
+    def __init__(self, samples: np.ndarray, components: int = _GMM_COMPONENTS):
+        k = int(min(components, max(1, samples.shape[0] // 20)))
+        if k > 1:
+            cv2.setRNGSeed(_RNG_SEED)
+            criteria = (cv2.TERM_CRITERIA_MAX_ITER, 10, 0.0)
+            _, labels, _ = cv2.kmeans(samples, k, None, criteria, 1, cv2.KMEANS_PP_CENTERS)
+            labels = labels.ravel()
+        else:
+            labels = np.zeros(samples.shape[0], np.int32)
+        self._fit(samples, labels, k)
+
+    def _fit(self, samples: np.ndarray, labels: np.ndarray, k: int) -> None:
+        self.weights, self.means, self.whiteners, self.log_norms = [], [], [], []
+        n = samples.shape[0]
+        for c in range(k):
+            member = samples[labels == c].astype(np.float64)
+            if member.shape[0] < 4:
+                continue
+            mean = member.mean(axis=0)
+            cov = np.cov(member, rowvar=False) + np.eye(3)  # +1 (0..255 units): never singular
+            inv_chol = np.linalg.cholesky(np.linalg.inv(cov))
+            self.weights.append(member.shape[0] / n)
+            self.means.append(mean.astype(np.float32))
+            self.whiteners.append(inv_chol.astype(np.float32))
+            self.log_norms.append(
+                float(np.log(member.shape[0] / n) - 0.5 * np.linalg.slogdet(cov)[1]
+                      - 1.5 * np.log(2 * np.pi))
+            )
+        if not self.means:  # too few samples for any component: one broad Gaussian
+            mean = samples.mean(axis=0) if n else np.full(3, 127.0)
+            cov = np.eye(3) * 900.0
+            self.weights, self.means = [1.0], [np.asarray(mean, np.float32)]
+            self.whiteners = [np.linalg.cholesky(np.linalg.inv(cov)).astype(np.float32)]
+            self.log_norms = [float(-0.5 * np.linalg.slogdet(cov)[1] - 1.5 * np.log(2 * np.pi))]
+
+    def component_log_likelihoods(self, samples: np.ndarray) -> np.ndarray:
+        """float32 (n, k): log weight + log density of each sample under each component."""
+        out = np.empty((samples.shape[0], len(self.means)), np.float32)
+        for c, (mean, whitener, log_norm) in enumerate(
+            zip(self.means, self.whiteners, self.log_norms, strict=True)
+        ):
+            z = (samples - mean) @ whitener
+            out[:, c] = log_norm - 0.5 * np.einsum("ij,ij->i", z, z)
+        return out
+
+    @staticmethod
+    def log_likelihood(component_logs: np.ndarray) -> np.ndarray:
+        """float32 (n,): log mixture density from :meth:`component_log_likelihoods`."""
+        top = component_logs.max(axis=1)
+        return top + np.log(np.exp(component_logs - top[:, None]).sum(axis=1))
+
+    def refit(self, samples: np.ndarray, component_logs: np.ndarray) -> None:
+        """Re-estimate on ``samples``, each assigned to its likeliest component."""
+        self._fit(samples, component_logs.argmax(axis=1), component_logs.shape[1])
+
+
+class GrabCutSegmenter:
+    """Extreme points -> mask, GrabCut-style, seeded from edge-following boundary paths.
+
+    Follows the Segmenter protocol (``dextr_core.segmenters``); needs no weights; thread-safe.
+    Parameters: ``max_side`` longest side in pixels of the working crop (larger crops are
+    downscaled); ``iterations`` rounds of graph cut + colour-model refit; ``margin`` the ring of
+    background around the box, as a fraction of the box's longer side; ``smoothness`` weight of the
+    pairwise term; ``edge_weight`` how much cheaper cutting across a strong edge is;
+    ``path_edge_weight`` how strongly boundary paths follow edges; ``threshold`` the probability
+    above which :meth:`segment` keeps a pixel.
     """
 
     name = "GrabCut fallback (no DEXTR weights)"
     is_fallback = True
 
     def __init__(self, max_side: int = 256, iterations: int = 4, margin: float = 0.15,
-                 edge_weight: float = 6.0, threshold: float = 0.5):
+                 smoothness: float = 30.0, edge_weight: float = 4.0,
+                 path_edge_weight: float = 6.0, threshold: float = 0.5):
         if not 0.0 < threshold < 1.0:
             raise ValueError(f"threshold must lie strictly between 0 and 1, got {threshold}")
-        if max_side < 32 or iterations < 1 or margin < 0:
-            raise ValueError("max_side must be >= 32, iterations >= 1 and margin >= 0")
+        if max_side < 32 or iterations < 1 or margin < 0 or smoothness < 0:
+            raise ValueError("need max_side >= 32, iterations >= 1, margin >= 0, smoothness >= 0")
         self.max_side = int(max_side)
         self.iterations = int(iterations)
         self.margin = float(margin)
+        self.smoothness = float(smoothness)
         self.edge_weight = float(edge_weight)
+        self.path_edge_weight = float(path_edge_weight)
         self.threshold = float(threshold)
-        self.core_fraction = None
-        self.path_label = None
-        self.keep_clicked = True
-        self.use_enclosed = True
 
     def segment(self, image, points) -> np.ndarray:
         """bool (H, W) mask of the object whose extreme points are ``points`` ((N, 2) of (x, y)
@@ -126,15 +201,19 @@ class GrabCutSegmenter:
         return self.predict(image, points) > self.threshold
 
     def predict(self, image, points) -> np.ndarray:
-        """float32 (H, W) map in [0, 1]: GrabCut's object mask, smoothed at its border by the
-        rescaling from the working crop (values other than 0 and 1 only near the boundary). Zero
-        outside the box of the points. Raises ``ValueError`` for invalid points."""
+        """float32 (H, W) map in [0, 1]: the object mask, soft only along its border (from the
+        rescaling of the working crop); zero outside the box of the points.
+
+        ``image``: H x W x 3 uint8 RGB (grayscale, RGBA, 16-bit and float arrays are converted);
+        ``points``: (N, 2) of (x, y) in full-image pixels, N >= 4. Raises ``ValueError`` for
+        invalid points (fewer than 4, all on one spot, or more than 2 % outside the image).
+        """
         img = np.asarray(image)
         if not (img.ndim == 3 and img.shape[2] == 3 and img.dtype == np.uint8):
             img = to_rgb_uint8(img)
         height, width = img.shape[:2]
         pts = _validate_points(points, img.shape)
-        # Extreme points: the first point reaching each side of the box.
+        # The extreme points: the first point reaching each side of the box.
         left, right = pts[np.argmin(pts[:, 0])], pts[np.argmax(pts[:, 0])]
         top, bottom = pts[np.argmin(pts[:, 1])], pts[np.argmax(pts[:, 1])]
         bx0, by0 = int(np.floor(pts[:, 0].min())), int(np.floor(pts[:, 1].min()))
@@ -149,96 +228,159 @@ class GrabCutSegmenter:
             sw, sh = max(1, round(cw * scale)), max(1, round(ch * scale))
             small = cv2.resize(crop, (sw, sh), interpolation=cv2.INTER_AREA)
         else:
-            sh, sw = ch, cw
-            small = crop
+            sw, sh, small = cw, ch, crop
         sx, sy = sw / cw, sh / ch
 
-        def to_small(p) -> tuple[int, int]:
-            x = int(np.clip(round((p[0] - cx0 + 0.5) * sx - 0.5), 0, sw - 1))
-            y = int(np.clip(round((p[1] - cy0 + 0.5) * sy - 0.5), 0, sh - 1))
-            return x, y
+        def to_small(x: float, y: float) -> tuple[int, int]:
+            col = int(np.clip(round((x - cx0 + 0.5) * sx - 0.5), 0, sw - 1))
+            row = int(np.clip(round((y - cy0 + 0.5) * sy - 0.5), 0, sh - 1))
+            return col, row
 
-        box0 = to_small((bx0, by0))
-        box1 = to_small((bx1, by1))
-        labels = self._grabcut(small, [to_small(p) for p in (left, top, right, bottom)],
-                               [to_small(p) for p in pts], box0, box1)
-        soft = labels.astype(np.float32)
+        loop = [to_small(*p) for p in (left, top, right, bottom)]
+        clicks = [to_small(*p) for p in pts]
+        box = (*to_small(bx0, by0), *to_small(bx1, by1))
+        fg = self._segment_crop(small, loop, clicks, box)
+        soft = fg.astype(np.float32)
         if scale < 1.0:
-            soft = cv2.resize(soft, (cw, ch), interpolation=cv2.INTER_LINEAR)
-        soft = cv2.GaussianBlur(soft, (0, 0), 0.7) if scale >= 1.0 else soft
+            soft = np.clip(cv2.resize(soft, (cw, ch), interpolation=cv2.INTER_LINEAR), 0.0, 1.0)
         prob = np.zeros((height, width), dtype=np.float32)
-        prob[cy0 : cy1 + 1, cx0 : cx1 + 1] = np.clip(soft, 0.0, 1.0)
+        prob[cy0 : cy1 + 1, cx0 : cx1 + 1] = soft
         # Nothing outside the box of the clicks belongs to the object.
-        outside = np.ones((height, width), dtype=bool)
-        outside[by0 : by1 + 1, bx0 : bx1 + 1] = False
-        prob[outside] = 0.0
+        prob[:by0] = 0.0
+        prob[by1 + 1 :] = 0.0
+        prob[:, :bx0] = 0.0
+        prob[:, bx1 + 1 :] = 0.0
         return prob
 
-    def _grabcut(self, small: np.ndarray, loop: list[tuple[int, int]],
-                 clicks: list[tuple[int, int]], box0: tuple[int, int],
-                 box1: tuple[int, int]) -> np.ndarray:
-        """bool (h, w) object mask on the working crop. ``loop`` = left, top, right, bottom."""
+    def _segment_crop(self, small: np.ndarray, loop: list[tuple[int, int]],
+                      clicks: list[tuple[int, int]], box: tuple[int, int, int, int]) -> np.ndarray:
+        """bool (h, w) object mask on the working crop (RGB uint8 (h, w, 3)). ``loop``: the left,
+        top, right, bottom points; ``clicks``: all points; ``box`` (x0, y0, x1, y1) inclusive; all
+        in crop pixels."""
         h, w = small.shape[:2]
-        x0, y0 = box0
-        x1, y1 = box1
+        x0, y0, x1, y1 = box
         edge = _edge_strength(small)
-        cost = np.exp(-self.edge_weight * edge) + 1e-3
-        paths = []
-        for a, b in zip(loop, loop[1:] + loop[:1], strict=True):
-            sub_box = (min(a[0], b[0]), min(a[1], b[1]), max(a[0], b[0]), max(a[1], b[1]))
-            paths.append(_least_cost_path(cost, a, b, sub_box))
-        contour = np.concatenate(paths, axis=0).astype(np.int32)
+        path_cost = np.exp(-self.path_edge_weight * edge) + 1e-3
+        contour = np.concatenate(
+            [_least_cost_path(path_cost, a, b) for a, b in zip(loop, loop[1:] + loop[:1], strict=True)]
+        ).astype(np.int32)
         enclosed = np.zeros((h, w), np.uint8)
         cv2.fillPoly(enclosed, [contour.reshape(-1, 1, 2)], 1)
-
-        trimap = np.full((h, w), cv2.GC_BGD, np.uint8)
-        trimap[y0 : y1 + 1, x0 : x1 + 1] = cv2.GC_PR_BGD
-        if self.use_enclosed:
-            trimap[enclosed > 0] = cv2.GC_PR_FGD
-        if self.core_fraction == -1:
-            core = np.zeros((h, w), bool)
-        elif self.core_fraction is None:
-            core = skeletonize(enclosed > 0)
-        else:
-            dist = cv2.distanceTransform(enclosed, cv2.DIST_L2, 3)
-            core = dist > self.core_fraction * max(float(dist.max()), 1.0)
-        trimap[core] = cv2.GC_FGD
-        if self.path_label is not None:
-            trimap[contour[:, 1], contour[:, 0]] = self.path_label
+        in_box = np.zeros((h, w), bool)
+        in_box[y0 : y1 + 1, x0 : x1 + 1] = True
+        sure_fg = skeletonize(enclosed > 0).astype(np.uint8)
         radius = max(1, round(0.01 * max(h, w)))
         for x, y in clicks:
-            cv2.circle(trimap, (x, y), radius, int(cv2.GC_FGD), -1)
-        box_only = np.zeros_like(trimap, dtype=bool)
-        box_only[y0 : y1 + 1, x0 : x1 + 1] = True
-        trimap[~box_only] = cv2.GC_BGD
-        bgd_model = np.zeros((1, 65), np.float64)
-        fgd_model = np.zeros((1, 65), np.float64)
-        bgr = np.ascontiguousarray(small[:, :, ::-1])
-        # GrabCut seeds its GMMs with k-means from OpenCV's per-thread RNG: reseed it so that the
-        # same input always gives the same mask, whichever thread runs it.
-        cv2.setRNGSeed(12345)
-        try:
-            cv2.grabCut(bgr, trimap, None, bgd_model, fgd_model, self.iterations,
-                        cv2.GC_INIT_WITH_MASK)
-        except cv2.error:
-            # GrabCut needs both labels present; a degenerate (e.g. 1-pixel) box has none.
-            return enclosed > 0
-        fg = (trimap == cv2.GC_FGD) | (trimap == cv2.GC_PR_FGD)
-        if self.keep_clicked:
-            fg = _keep_clicked_parts(fg, clicks)
-        return fg
+            cv2.circle(sure_fg, (x, y), radius, 1, -1)
+        sure_fg = (sure_fg > 0) & in_box
+        initial = ((enclosed > 0) | sure_fg) & in_box
+        if maxflow is None or np.count_nonzero(initial) < 20 or np.count_nonzero(~initial) < 20:
+            fg = _opencv_grabcut(small, initial, sure_fg, in_box, self.iterations)
+        else:
+            fg = self._graph_cut(small, edge, initial, sure_fg, (x0, y0, x1, y1))
+        return _keep_clicked_parts(fg, clicks)
+
+    def _graph_cut(self, small: np.ndarray, edge: np.ndarray, initial: np.ndarray,
+                   sure_fg: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
+        """Iterated colour-model fit + min cut on the box; bool (h, w), False outside the box."""
+        x0, y0, x1, y1 = box
+        h, w = small.shape[:2]
+        pixels = small.reshape(-1, 3).astype(np.float32)
+        in_box = np.zeros((h, w), bool)
+        in_box[y0 : y1 + 1, x0 : x1 + 1] = True
+        box_pixels = small[y0 : y1 + 1, x0 : x1 + 1].reshape(-1, 3).astype(np.float32)
+        bh, bw = y1 - y0 + 1, x1 - x0 + 1
+
+        # Pairwise weights on the box grid, 4-connected: contrast-sensitive as in GrabCut (beta
+        # from the mean squared colour step), times exp(-edge_weight * edge strength).
+        z = small[y0 : y1 + 1, x0 : x1 + 1].astype(np.float32)
+        e = edge[y0 : y1 + 1, x0 : x1 + 1]
+        step_right = ((z[:, 1:] - z[:, :-1]) ** 2).sum(axis=2)
+        step_down = ((z[1:] - z[:-1]) ** 2).sum(axis=2)
+        steps = np.concatenate([step_right.ravel(), step_down.ravel()])
+        beta = 1.0 / (2.0 * float(steps.mean()) + 1e-6) if steps.size else 0.0
+        right = np.zeros((bh, bw), np.float32)
+        down = np.zeros((bh, bw), np.float32)
+        right[:, :-1] = self.smoothness * np.exp(
+            -beta * step_right - self.edge_weight * np.maximum(e[:, 1:], e[:, :-1]))
+        down[:-1] = self.smoothness * np.exp(
+            -beta * step_down - self.edge_weight * np.maximum(e[1:], e[:-1]))
+        # Box pixels next to the (background) outside pay for that neighbour if labelled object.
+        border_cost = np.zeros((bh, bw), np.float32)
+        full_right = np.exp(-beta * ((small[:, 1:].astype(np.float32)
+                                      - small[:, :-1].astype(np.float32)) ** 2).sum(axis=2))
+        full_down = np.exp(-beta * ((small[1:].astype(np.float32)
+                                     - small[:-1].astype(np.float32)) ** 2).sum(axis=2))
+        if x0 > 0:
+            border_cost[:, 0] += self.smoothness * full_right[y0 : y1 + 1, x0 - 1]
+        if x1 < w - 1:
+            border_cost[:, -1] += self.smoothness * full_right[y0 : y1 + 1, x1]
+        if y0 > 0:
+            border_cost[0, :] += self.smoothness * full_down[y0 - 1, x0 : x1 + 1]
+        if y1 < h - 1:
+            border_cost[-1, :] += self.smoothness * full_down[y1, x0 : x1 + 1]
+
+        hard_fg = sure_fg[y0 : y1 + 1, x0 : x1 + 1]
+        infinite = 1e9
+        structure_right = np.array([[0, 0, 0], [0, 0, 1], [0, 0, 0]])
+        structure_down = np.array([[0, 0, 0], [0, 0, 0], [0, 1, 0]])
+
+        labels = initial.ravel()
+        fg_model = _ColourModel(pixels[labels])
+        bg_model = _ColourModel(pixels[~labels])
+        box_flat = in_box.ravel()
+        for i in range(self.iterations):
+            if i > 0:
+                fg_model.refit(pixels[labels], fg_model.component_log_likelihoods(pixels[labels]))
+                bg_model.refit(pixels[~labels], bg_model.component_log_likelihoods(pixels[~labels]))
+            cost_fg = -_ColourModel.log_likelihood(fg_model.component_log_likelihoods(box_pixels))
+            cost_bg = -_ColourModel.log_likelihood(bg_model.component_log_likelihoods(box_pixels))
+            cost_fg = cost_fg.reshape(bh, bw) + border_cost
+            cost_bg = cost_bg.reshape(bh, bw)
+            cost_fg[hard_fg] = 0.0
+            cost_bg[hard_fg] = infinite
+            graph = maxflow.Graph[float]()
+            nodes = graph.add_grid_nodes((bh, bw))
+            graph.add_grid_edges(nodes, weights=right, structure=structure_right, symmetric=True)
+            graph.add_grid_edges(nodes, weights=down, structure=structure_down, symmetric=True)
+            # Source side = object: the source capacity is what labelling a pixel background costs.
+            graph.add_grid_tedges(nodes, cost_bg, cost_fg)
+            graph.maxflow()
+            fg_box = ~graph.get_grid_segments(nodes)
+            full = np.zeros((h, w), bool)
+            full[y0 : y1 + 1, x0 : x1 + 1] = fg_box
+            labels = full.ravel() & box_flat
+            if np.count_nonzero(labels) < 4:  # everything cut away: keep the seeds
+                labels = (sure_fg & in_box).ravel()
+        return labels.reshape(h, w)
+
+
+def _opencv_grabcut(small: np.ndarray, initial: np.ndarray, sure_fg: np.ndarray,
+                    in_box: np.ndarray, iterations: int) -> np.ndarray:
+    """OpenCV GrabCut on the same seeds (used without PyMaxflow and for tiny regions)."""
+    trimap = np.full(small.shape[:2], cv2.GC_BGD, np.uint8)
+    trimap[in_box] = cv2.GC_PR_BGD
+    trimap[initial] = cv2.GC_PR_FGD
+    trimap[sure_fg] = cv2.GC_FGD
+    bgd_model = np.zeros((1, 65), np.float64)
+    fgd_model = np.zeros((1, 65), np.float64)
+    cv2.setRNGSeed(_RNG_SEED)
+    try:
+        cv2.grabCut(np.ascontiguousarray(small[:, :, ::-1]), trimap, None, bgd_model, fgd_model,
+                    iterations, cv2.GC_INIT_WITH_MASK)
+    except cv2.error:  # GrabCut needs samples of both labels; a degenerate box has none
+        return initial
+    return (trimap == cv2.GC_FGD) | (trimap == cv2.GC_PR_FGD)
 
 
 def _keep_clicked_parts(fg: np.ndarray, clicks: list[tuple[int, int]]) -> np.ndarray:
-    """Keep the connected parts of ``fg`` (bool (h, w)) that contain or lie next to a click."""
+    """Keep the connected parts of ``fg`` (bool (h, w)) that contain or touch a click ((x, y))."""
     count, comp = cv2.connectedComponents(fg.astype(np.uint8), connectivity=8)
     if count <= 2:
         return fg
     keep = np.zeros(count, dtype=bool)
-    h, w = fg.shape
     for x, y in clicks:
-        window = comp[max(0, y - 2) : y + 3, max(0, x - 2) : x + 3]
-        keep[np.unique(window)] = True
+        keep[np.unique(comp[max(0, y - 2) : y + 3, max(0, x - 2) : x + 3])] = True
     keep[0] = False
     if not keep.any():
         return fg

@@ -283,6 +283,7 @@ class ProgressStore:
 
     def _reset_indexes(self) -> None:
         self._doc_of: dict[str, int] = {}
+        self._sorted_ids: list[str] | None = None
         self._max_image_doc = 0
         self._todo_heap: list[str] = []
         self._in_progress: set[str] = set()
@@ -308,8 +309,11 @@ class ProgressStore:
         # The todo heap is filled by appends and heapified once at the end.
         self._heap_bulk = True
         index_image = self._index_image
+        doc_of = self._doc_of
         for key, doc in tables.get(_IMAGES, {}).items():
+            doc_of[doc["id"]] = int(key)
             index_image(key, doc, +1)
+        self._max_image_doc = max(doc_of.values(), default=0)
         heapq.heapify(self._todo_heap)
         self._heap_bulk = False
         events = tables.get(_EVENTS, {})
@@ -327,7 +331,14 @@ class ProgressStore:
         if table == _IMAGES:
             if old is not None:
                 self._index_image(key, old, -1)
+                if new is None or new["id"] != old["id"]:
+                    self._doc_of.pop(old["id"], None)
+                    self._sorted_ids = None
             if new is not None:
+                if new["id"] not in self._doc_of:
+                    self._doc_of[new["id"]] = int(key)
+                    self._max_image_doc = max(self._max_image_doc, int(key))
+                    self._sorted_ids = None
                 self._index_image(key, new, +1)
         elif table == _EVENTS:
             if new is not None and old is None and int(key) > self._max_event_id:
@@ -345,11 +356,6 @@ class ProgressStore:
 
     def _index_image(self, key: str, doc: dict, sign: int) -> None:
         image_id = doc["id"]
-        if sign > 0:
-            self._doc_of[image_id] = int(key)
-            self._max_image_doc = max(self._max_image_doc, int(key))
-        else:
-            self._doc_of.pop(image_id, None)
         if doc.get("missing"):
             (self._missing.add if sign > 0 else self._missing.discard)(image_id)
             return
@@ -609,7 +615,8 @@ class ProgressStore:
             now = self.clock()
             objects = list(doc.get("objects") or [])
             new = {
-                "index": len(objects) + 1, "label": str(obj.label), "points": points,
+                "index": len(objects) + 1, "label": str(obj.label),
+                "points": _encode_points(points),
                 "engine": str(obj.engine or ""), "annotator": obj.annotator or annotator,
                 "created_at": float(obj.created_at) if obj.created_at is not None else now,
                 "seconds": float(obj.seconds or 0.0),
@@ -642,11 +649,11 @@ class ProgressStore:
             if image_id is not None:
                 docs = [self._require(image_id)]
             else:
-                docs = sorted(self._storage.read().get(_IMAGES, {}).values(),
-                              key=lambda d: d["id"])
+                table = self._storage.read().get(_IMAGES, {})
+                docs = [table[str(self._doc_of[i])] for i in self._ids()]
             return [
                 ObjectRecord(image_id=d["id"], index=o["index"], label=o["label"],
-                             points=[list(p) for p in o["points"]], engine=o["engine"],
+                             points=_decode_points(o["points"]), engine=o["engine"],
                              annotator=o["annotator"], created_at=o["created_at"],
                              seconds=o["seconds"])
                 for d in docs for o in d.get("objects") or []
@@ -751,11 +758,27 @@ class ProgressStore:
         if status is not None and status not in STATUSES:
             raise StoreInputError(f"Unknown status {status!r}; use one of {', '.join(STATUSES)}.")
         with self._storage.transaction():
-            docs = self._storage.read().get(_IMAGES, {}).values()
-            return sorted(
-                (_record(d) for d in docs if status is None or d["status"] == status),
-                key=lambda r: r.id,
-            )
+            table = self._storage.read().get(_IMAGES, {})
+            docs = (table[str(self._doc_of[i])] for i in self._ids())
+            return [_record(d) for d in docs if status is None or d["status"] == status]
+
+    def image_ids(self, status: str | None = None) -> list[str]:
+        """Image ids sorted (missing ones included), or those with ``status``; much cheaper
+        than :meth:`images` for navigation through 100,000 images."""
+        if status is not None and status not in STATUSES:
+            raise StoreInputError(f"Unknown status {status!r}; use one of {', '.join(STATUSES)}.")
+        with self._storage.transaction():
+            ids = self._ids()
+            if status is None:
+                return list(ids)
+            table = self._storage.read().get(_IMAGES, {})
+            doc_of = self._doc_of
+            return [i for i in ids if table[str(doc_of[i])]["status"] == status]
+
+    def _ids(self) -> list[str]:
+        if self._sorted_ids is None:
+            self._sorted_ids = sorted(self._doc_of)
+        return self._sorted_ids
 
     def events(self, since: float | None = None, limit: int | None = None) -> list[Event]:
         """The activity log, oldest first: events after ``since`` (epoch s); the last ``limit``."""
@@ -1082,6 +1105,27 @@ class ProgressStore:
             if lines:
                 self._log("reconciled", None, None, fixes=len(lines))
         return lines
+
+
+def _number_text(value: float) -> str:
+    text = f"{value:.2f}".rstrip("0").rstrip(".")
+    return "0" if text == "-0" else text
+
+
+def _encode_points(points: list[list[float]]) -> str:
+    """``[[x, y], ...]`` -> ``"x,y x,y ..."`` (1/100 px).
+
+    Points are stored as text because parsing hundreds of thousands of small JSON float lists is
+    what made opening a large store slow; the text form parses about five times faster.
+    """
+    return " ".join(f"{_number_text(x)},{_number_text(y)}" for x, y in points)
+
+
+def _decode_points(stored: str | list) -> list[list[float]]:
+    """The inverse of :func:`_encode_points` (a stored list is returned as floats too)."""
+    if isinstance(stored, list):
+        return [[float(x), float(y)] for x, y in stored]
+    return [[float(x), float(y)] for x, y in (pair.split(",") for pair in stored.split())]
 
 
 def _free_name(path: Path) -> Path:

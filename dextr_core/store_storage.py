@@ -31,6 +31,7 @@ values replaced, not mutated in place (the change detection compares shallow cop
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import threading
@@ -111,6 +112,22 @@ def _write_file_atomically(path: Path, data: bytes) -> None:
     _fsync_dir(path.parent)
 
 
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector while millions of small objects are created.
+
+    Loading a large store builds them all at once and would trigger many useless collections
+    (they hold no cycles); pausing them cuts the opening time by about a third.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 def _dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
@@ -153,8 +170,12 @@ class JournaledStorage(Storage):
         self._journal_ino: int | None = None
         self._offset = 0
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self._thread_lock, self._file_lock:
-            self._load()
+        with self._thread_lock:
+            self._acquire_file_lock()
+            try:
+                self._load()
+            finally:
+                self._file_lock.release()
 
     # ---- TinyDB Storage interface -------------------------------------------------------------
 
@@ -330,6 +351,10 @@ class JournaledStorage(Storage):
 
     def _load(self) -> None:
         """(Re)load snapshot and journal from disk; file lock held."""
+        with _gc_paused():
+            self._load_unpaused()
+
+    def _load_unpaused(self) -> None:
         self._pending.clear()
         self._rewrite_all = False
         if not self.path.exists():

@@ -18,6 +18,7 @@ server restart loses nothing; "Image done" writes the mask file.
 from __future__ import annotations
 
 import contextlib
+import functools
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,7 +39,7 @@ from dextr_core.masks import (
 )
 from dextr_core.store import ClaimError, ObjectRecord
 from ui import canvas as cv
-from ui import state
+from ui import roles, state
 from ui.overlay import colour_hex, draw_overlay, fit_mask
 
 #: Session key tests and scripts write clicks to: a list of [x, y] in full-image pixels.
@@ -294,14 +295,20 @@ def _take_injected_clicks(work: Work) -> None:
     work.confirm_empty = False
 
 
+def _same_points(a: list | None, b: list) -> bool:
+    """True when two click lists hold the same points (same count, within 1e-6 px)."""
+    if a is None or len(a) != len(b):
+        return False
+    return bool(np.allclose(np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64),
+                            atol=1e-6))
+
+
 def _update_candidate(work: Work) -> None:
     """Compute the mask of the current clicks when there are 4+ and they changed."""
     if len(work.points) < 4:
         _clear_candidate(work)
         return
-    if work.candidate_points is not None and np.allclose(
-            np.asarray(work.candidate_points), np.asarray(work.points), atol=1e-6) and len(
-            work.candidate_points) == len(work.points):
+    if _same_points(work.candidate_points, work.points):
         return
     _clear_candidate(work)
     work.candidate_points = [list(p) for p in work.points]
@@ -351,6 +358,7 @@ def _write_draft(work: Work, cfg) -> None:
 
 def _guard(action):
     """Run a button action; user-facing errors (claims lost, disk full...) become messages."""
+    @functools.wraps(action)
     def run(*args):
         _clear_flash()
         try:
@@ -499,7 +507,11 @@ def _ask_name() -> str | None:
 
 
 def _reset_prompt() -> bool:
-    """When the config asks for a progress reset, ask first. True while the question is open."""
+    """When the config asks for a progress reset, ask first. True while the question is open.
+
+    With a lead role configured (see docs/roles.md) only a lead may answer, here or on the
+    Progress page; annotation waits meanwhile. Without one, whoever opens the page answers.
+    """
     if not state.reset_pending():
         return False
     cfg = state.config()
@@ -508,9 +520,19 @@ def _reset_prompt() -> bool:
         f"progress over: the current progress file `{cfg.progress_file}` is backed up next to "
         "it and mask files already written are kept. Set it back to false afterwards."
     )
+    if roles.is_configured() and not roles.is_lead():
+        st.info("Annotation is paused until a lead resets or keeps the progress (here or on the "
+                "Progress page). Reload this page afterwards.")
+        return True
     left, right = st.columns(2)
     if left.button("Reset the progress (keep a backup)", type="primary"):
-        backup = state.confirm_reset()
+        try:
+            backup = state.confirm_reset()
+        except RuntimeError:  # someone else answered meanwhile
+            st.rerun()
+        except DextrError as exc:
+            st.error(f"Reset failed, progress unchanged: {exc}")
+            return True
         _work().image_id = None
         _flash("success", f"Progress reset; the old progress is in `{backup}`.")
         st.rerun()
@@ -585,13 +607,14 @@ def _controls(work: Work, cfg, name: str) -> None:
 
     st.markdown(f"**Objects ({len(work.objects)})**")
     for i, obj in enumerate(work.objects, start=1):
-        swatch, text, delete = st.columns([1, 5, 2], vertical_alignment="center")
+        swatch, text, delete = st.columns([1, 4, 3], vertical_alignment="center")
         swatch.markdown(
             f"<div style='width:1.2em;height:1.2em;border-radius:3px;background:"
             f"{colour_hex(i - 1)}'></div>", unsafe_allow_html=True)
         text.write(f"{i}. {obj.label}")
         delete.button("Delete", key=f"anno-del-{work.image_id}-{i}", on_click=_delete,
-                      args=(name, i), width="stretch")
+                      args=(name, i), type="tertiary", icon=":material/delete:",
+                      help=f"Delete object {i}")
 
     st.divider()
     if work.confirm_empty:
@@ -672,9 +695,9 @@ def _page() -> None:
     except DextrError as exc:
         st.error(str(exc))
         return
-    _show_flash()
     _unreadable_notice(store)
     if not has_image:
+        _show_flash()
         _all_done(store)
         return
     _take_injected_clicks(work)
@@ -683,6 +706,7 @@ def _page() -> None:
     with left:
         _canvas(work)
     with right:
+        _show_flash()  # beside the photo, so the canvas does not move under the pointer
         _controls(work, cfg, name)
         _help()
 

@@ -3,10 +3,13 @@
 Run through app.py's ``st.navigation``. Everyone may look; reopening or sending back images,
 exports and resets need the lead role (ui/roles.py, docs/roles.md).
 
-Speed: the figures are computed from one read of the store (``images()`` + ``objects()``), kept
-for a few seconds per process (:func:`snapshot`), and redrawn in a fragment that refreshes by
-itself every :data:`REFRESH_S` seconds while people work. The gallery shows downscaled thumbnails
-cached per file version (path + mtime), a page at a time.
+Speed (100,000 images): each run asks the store for its ``summary()`` (kept up to date by the
+store's own indexes, so it is cheap); only when that changed are the finished images and the latest
+events read again (:func:`snapshot`, shared by all sessions of the process). Objects per class come
+from one full ``objects()`` read per process, then follow the store's events
+(:func:`object_index`). The figures are drawn in a fragment that refreshes by itself every
+:data:`REFRESH_S` seconds while people work; the gallery shows downscaled thumbnails cached per file
+version (path + mtime), a page at a time, and is not redrawn by the refreshes.
 """
 
 from __future__ import annotations
@@ -34,8 +37,6 @@ from ui.overlay import draw_overlay
 
 #: Seconds between automatic refreshes of the figures.
 REFRESH_S = 15
-#: Seconds one snapshot of the store is reused before it is read again.
-SNAPSHOT_TTL_S = 5.0
 #: Thumbnails per gallery page, columns of the gallery grid, longest thumbnail side (pixels).
 GALLERY_PAGE = 12
 GALLERY_COLUMNS = 4
@@ -304,11 +305,11 @@ def show_figures(labels: tuple[str, ...]) -> None:
     for column, status in zip(columns, STATUSES, strict=True):
         column.metric(STATUS_NAMES[status], f"{counts[status]:,}", _pct(counts[status], total),
                       delta_color="off", delta_arrow="off")
-    stamp = dt.datetime.fromtimestamp(snap.taken_at).strftime("%H:%M:%S")
+    stamp = dt.datetime.now().strftime("%H:%M:%S")  # the snapshot was checked against the store
     missing = int(snap.summary.get("missing", 0))
     st.caption(f"{int(snap.summary.get('objects', 0)):,} objects accepted"
                + (f"; {missing:,} images vanished from the source folder" if missing else "")
-               + f". Read {stamp}; refreshes every {REFRESH_S} s.")
+               + f". As of {stamp}; refreshes every {REFRESH_S} s.")
 
     st.subheader("Annotators")
     table = annotator_table(snap)
@@ -327,11 +328,13 @@ def show_figures(labels: tuple[str, ...]) -> None:
         if rate.empty:
             st.caption("No finished images yet.")
         else:
+            fmt = "%Y-%m-%d %H:00" if unit == "hour" else "%Y-%m-%d"
+            rate["when"] = rate["time"].dt.strftime(fmt)
             chart = alt.Chart(rate).mark_bar().encode(
-                x=alt.X("time:T", title=None),
+                x=alt.X("when:O", title=None, sort="ascending"),
                 y=alt.Y("sum(images):Q", title="images"),
                 color=alt.Color("annotator:N", title="annotator"),
-                tooltip=["time:T", "annotator:N", "images:Q"],
+                tooltip=["when:O", "annotator:N", "images:Q"],
             )
             st.altair_chart(chart, width="stretch")
     with right:
@@ -466,14 +469,15 @@ def _gallery_tile(cfg, record, lead: bool) -> None:
     st.caption(f"**{image_id}**: {STATUS_NAMES.get(record.status, record.status)}, "
                f"{int(record.n_objects)} objects, {who}")
     if record.status in ("done", "skipped"):
-        a, b = st.columns(2)
-        a.button("Reopen", key=f"reopen::{image_id}", disabled=not lead, on_click=_reopen,
-                 args=(image_id, None), help="Back to the queue for anyone (lead only)")
+        st.button("Reopen", key=f"reopen::{image_id}", disabled=not lead, on_click=_reopen,
+                  args=(image_id, None), icon=":material/undo:", width="stretch",
+                  help="Back to the queue for anyone (lead only)")
         if record.annotator:
-            b.button("Send back", key=f"sendback::{image_id}", disabled=not lead,
-                     on_click=_reopen, args=(image_id, str(record.annotator)),
-                     help=f"Reopen it and hand it to {who}: it is the first image they get "
-                          "(lead only)")
+            st.button(f"Send back to {who}", key=f"sendback::{image_id}", disabled=not lead,
+                      on_click=_reopen, args=(image_id, str(record.annotator)),
+                      icon=":material/reply:", width="stretch",
+                      help=f"Reopen it and hand it to {who}: it is the first image they get "
+                           "(lead only)")
 
 
 def _say(kind: str, text: str) -> None:

@@ -184,6 +184,22 @@ def test_objects_survive_a_new_session(project):
     assert set(np.unique(labels)) == {0, 1}
 
 
+def test_switching_annotator_gives_the_image_back(project):
+    at = _app()
+    _accept(at, DISC_CLICKS)
+    _button(at, "Not you?").click().run()
+    assert not at.exception
+    assert at.text_input(key="anno_name_input")
+    record = _store(project).get("a.png")
+    assert record.status == "todo" and record.n_objects == 0
+    assert len(_store(project).objects("a.png")) == 1  # the accepted object is kept
+    at.text_input(key="anno_name_input").input("ben")
+    at.button[-1].click().run()
+    assert _current_image(at) == "a.png"
+    assert "**Objects (1)**" in [m.value for m in at.markdown]
+    assert _store(project).get("a.png").annotator == "ben"
+
+
 def test_skip_moves_on(project):
     at = _app()
     _button(at, "Skip").click().run()
@@ -232,6 +248,25 @@ def test_empty_image_needs_confirmation(project):
     labels = load_label_map(mask_path(project / "out", "a.png", "_mask", "png"))
     assert labels.shape == (100, 160) and labels.max() == 0
     assert _store(project).get("a.png").status == "done"
+
+
+def test_more_clicks_refine_and_undo_goes_back(project):
+    at = _app()
+    at.session_state["anno_clicks"] = DISC_CLICKS
+    at.run()
+    work = at.session_state["anno_work"]
+    first = work.candidate.copy()
+    at.session_state["anno_clicks"] = [[110, 40]]  # a fifth click, on the square
+    at.run()
+    assert not at.exception
+    assert any("5 clicks" in c.value for c in at.caption)
+    work = at.session_state["anno_work"]
+    assert len(work.candidate_points) == 5
+    assert not np.array_equal(work.candidate, first)
+    _button(at, "Undo click").click().run()
+    assert any("4 clicks" in c.value for c in at.caption)
+    again = at.session_state["anno_work"].candidate
+    assert (again & first).sum() / (again | first).sum() > 0.98
 
 
 def test_points_on_one_spot_warn_and_stay(project):

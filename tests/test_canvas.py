@@ -79,7 +79,9 @@ def test_display_size_fits_and_keeps_aspect():
     assert display_size_for((4000, 3000)) == (900, 675)
     assert display_size_for((12000, 9000)) == (900, 675)
     assert display_size_for((1000, 3000)) == (233, 700)
-    assert display_size_for((451, 300)) == (451, 300)  # never enlarged
+    assert display_size_for((451, 300)) == (900, 599)  # small photos enlarged, at most 2x
+    assert display_size_for((160, 100)) == (320, 200)
+    assert display_size_for((900, 675)) == (900, 675)
     assert display_size_for((20000, 1)) == (900, 1)
 
 

@@ -16,11 +16,7 @@ from pycocotools.coco import COCO
 from dextr_core.config import load_config
 from dextr_core.export import ExportError, main, palette_colors, run_export
 from dextr_core.masks import label_map, load_label_map, mask_path, save_label_map
-
-try:  # the real store when it is there; the export only needs images() and objects()
-    from dextr_core.store import ObjectRecord, ProgressStore
-except ImportError:  # pragma: no cover - only while store.py is being written
-    ProgressStore = None
+from dextr_core.store import ObjectRecord, ProgressStore
 
 LABELS = ("car", "person")
 # image id -> (width, height, [(label, (x0, y0, x1, y1) box of the object), ...])
@@ -44,30 +40,6 @@ def _points(box):
     x0, y0, x1, y1 = box
     return [[x0, (y0 + y1) // 2], [x1, (y0 + y1) // 2], [(x0 + x1) // 2, y0],
             [(x0 + x1) // 2, y1]]
-
-
-class FakeStore:
-    """images()/objects() with the contract's record fields (used only without store.py)."""
-
-    def __init__(self):
-        self._images, self._objects = {}, []
-
-    def add(self, image_id, width, height, status, annotator, objects):
-        from types import SimpleNamespace
-
-        self._images[image_id] = SimpleNamespace(
-            id=image_id, width=width, height=height, status=status, annotator=annotator,
-            n_objects=len(objects))
-        for i, (label, box) in enumerate(objects, start=1):
-            self._objects.append(SimpleNamespace(
-                image_id=image_id, index=i, label=label, points=_points(box),
-                engine="GrabCut fallback", annotator=annotator, created_at=0.0, seconds=3.0))
-
-    def images(self, status=None):
-        return [r for r in self._images.values() if status is None or r.status == status]
-
-    def objects(self, image_id=None):
-        return [o for o in self._objects if image_id is None or o.image_id == image_id]
 
 
 def _real_store(cfg, done_ids):
@@ -101,14 +73,9 @@ def project(tmp_path: Path):
         width, height, objects = IMAGES[image_id]
         save_label_map(mask_path(cfg.destination, image_id, cfg.mask_suffix, cfg.save_format),
                        label_map(_masks_for(width, height, objects), (height, width)))
-    if ProgressStore is not None:
-        store = _real_store(cfg, done)
-    else:
-        store = FakeStore()
-        for image_id, (width, height, objects) in IMAGES.items():
-            store.add(image_id, width, height, "done" if image_id in done else "todo",
-                      "ana" if image_id in done else None, objects if image_id in done else [])
-    return cfg, store
+    store = _real_store(cfg, done)
+    yield cfg, store
+    store.close()
 
 
 def test_coco_round_trip(project, tmp_path: Path):
@@ -233,10 +200,7 @@ def test_missing_mask_file_is_a_warning(project, tmp_path: Path):
 
 
 def test_cli(project, tmp_path: Path, capsys):
-    cfg, store = project
-    if ProgressStore is None:
-        pytest.skip("the CLI opens the real progress store (dextr_core/store.py)")
-    del store
+    cfg, _ = project
     out = tmp_path / "cli.json"
     assert main(["--config", str(cfg.path), "--format", "coco", "--out", str(out)]) == 0
     assert "2 images, 3 objects" in capsys.readouterr().out
@@ -245,3 +209,12 @@ def test_cli(project, tmp_path: Path, capsys):
     assert "--overwrite" in capsys.readouterr().err
     assert main(["--config", str(tmp_path / "nope.yml"), "--format", "coco",
                  "--out", str(out)]) == 2
+
+
+def test_palette_png_of_uint16_map_wraps_ids():
+    from dextr_core.export import palette_png
+
+    labels = np.array([[0, 1, 255], [256, 300, 510]], np.uint16)
+    img = Image.open(io.BytesIO(palette_png(labels)))
+    assert img.mode == "P"
+    np.testing.assert_array_equal(np.asarray(img), [[0, 1, 255], [1, 45, 255]])

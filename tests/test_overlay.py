@@ -83,3 +83,25 @@ def test_empty_masks_and_bad_input():
         draw_overlay(image.astype(np.float32), [])
     with pytest.raises(ValueError, match="alpha"):
         draw_overlay(image, [], alpha=1.5)
+
+
+@pytest.mark.parametrize("full, shown", [((3000, 4000), (675, 900)), ((300, 451), (100, 150))])
+def test_fit_mask_matches_whole_image_area_resampling(full, shown):
+    import cv2
+
+    rng = np.random.default_rng(3)
+    yy, xx = np.ogrid[:full[0], :full[1]]
+    for _ in range(3):
+        cx, cy = rng.integers(0, full[1]), rng.integers(0, full[0])
+        r = rng.integers(5, min(full) // 3)
+        mask = (xx - cx) ** 2 + (yy - cy) ** 2 <= r * r
+        fast = fit_mask(mask, shown)
+        whole = cv2.resize(mask.astype(np.uint8) * 255, shown[::-1],
+                           interpolation=cv2.INTER_AREA) >= 128
+        # Only the crop's alignment to display pixels differs: at most along the outline.
+        kernel = np.ones((3, 3), np.uint8)
+        w8 = whole.astype(np.uint8)
+        edge = (cv2.dilate(w8, kernel) - cv2.erode(w8, kernel)).astype(bool)
+        assert not ((fast != whole) & ~edge).any()
+        assert (fast != whole).sum() <= 0.05 * edge.sum()
+    assert not fit_mask(np.zeros(full, bool), shown).any()

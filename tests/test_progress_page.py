@@ -283,3 +283,29 @@ def test_oidc_login_button_when_signed_out(project):
     at.run()
     assert any(b.label == "Lead login" for b in at.sidebar.button)
     assert button(at, "reopen::a.png").disabled
+
+
+def test_reset_asked_by_the_config_waits_for_a_lead(project):
+    text = project.path.read_text() + "admin:\n  reset_progress: true\n"
+    project.path.write_text(text)
+    at = run_page(lead_password=PASSWORD)
+    assert any("admin.reset_progress: true" in w.value for w in at.warning)
+    assert status_of(project, "a.png") == "done", "never reset without a confirmation"
+    at = become_lead(at)
+    at.text_input(key="reset_confirm_text").input("RESET").run()
+    button(at, "reset_run").click().run()
+    assert not at.exception
+    assert any("backed up" in s.value for s in at.success)
+    assert status_of(project, "a.png") != "done"
+    at.run()
+    assert not any("admin.reset_progress: true" in w.value for w in at.warning)
+
+
+def test_keeping_the_progress_when_the_config_asks_for_a_reset(project):
+    project.path.write_text(project.path.read_text() + "admin:\n  reset_progress: true\n")
+    at = become_lead(run_page(lead_password=PASSWORD))
+    button(at, "reset_decline").click().run()
+    assert any("Progress kept" in s.value for s in at.success)
+    assert status_of(project, "a.png") == "done"
+    at.run()
+    assert not any("admin.reset_progress: true" in w.value for w in at.warning)

@@ -85,7 +85,8 @@ def test_sync_scans_recursively_any_case_and_ignores_hidden_and_other_files(tmp_
     expected = sorted(["a.jpg", "b.PNG", "c.jpeg", "sub/d.JPG", "sub/deeper/e.tif", "f.webp",
                        "wide.png", "broken.jpg"])
     assert sorted(report.added) == expected
-    assert [r.id for r in s.images()] == expected
+    assert [r.id for r in s.images()] == expected == s.image_ids()
+    assert s.image_ids("unreadable") == ["broken.jpg"] == [r.id for r in s.images("unreadable")]
     assert report.unreadable == ["broken.jpg"]
     broken = s.get("broken.jpg")
     assert broken.status == "unreadable" and "broken.jpg" in broken.error
@@ -548,3 +549,35 @@ def test_reset_and_compaction_by_one_instance_are_seen_by_another(tmp_path, sour
     backup = one.reset()
     assert len(two) == 0 and two.events()[-1].action == "reset"
     assert backup.exists()
+
+
+def test_failed_write_is_reported_and_nothing_saved_is_lost(store, monkeypatch):
+    from dextr_core import store_storage
+
+    first = store.claim_next("ann")
+    store.complete(first.id, "ann", 4)
+
+    def broken_fsync(fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(store_storage.os, "fsync", broken_fsync)
+    with pytest.raises(store_storage.StoreWriteError, match="No space left") as err:
+        store.claim_next("bob")
+    assert str(store.path) in str(err.value)
+    monkeypatch.undo()
+    # memory was dropped and re-read from disk: the failed claim is gone, the saved work stays
+    assert store.get(first.id).status == "done"
+    assert store.summary()["by_status"]["in_progress"] == 0
+    assert [e.action for e in store.events()][-1] == "completed"
+    assert store.claim_next("bob") is not None  # and the store goes on working
+    assert reopen(store).images() == store.images()
+
+
+def test_lock_held_too_long_is_a_clear_error(store):
+    from filelock import FileLock
+
+    from dextr_core.store_storage import StoreBusyError
+
+    store._storage._file_lock.timeout = 0.2
+    with FileLock(str(store._storage.lock_path)), pytest.raises(StoreBusyError, match="locked"):
+        store.claim_next("ann")

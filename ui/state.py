@@ -31,6 +31,9 @@ CONFIG_ENV = "ANNO_CFG"
 #: Largest size (width, height) in CSS pixels a photo is shown at on the annotate page.
 DISPLAY_MAX = (900, 700)
 
+#: Small photos are shown enlarged up to this factor (nearest pixels are easier to click).
+MAX_UPSCALE = 2.0
+
 #: Query-parameter / session key holding the annotator's name.
 ANNOTATOR_KEY = "annotator"
 
@@ -255,8 +258,9 @@ class DisplayImage:
     """A photo prepared for the page.
 
     ``full_size``: (width, height) of the upright photo in pixels; ``image``: the display-size
-    H x W x 3 uint8 RGB copy (at most :data:`DISPLAY_MAX`); ``jpeg``: that copy encoded once, the
-    canvas background when there is no overlay.
+    H x W x 3 uint8 RGB copy (see :func:`display_size_for`: at most :data:`DISPLAY_MAX`, small
+    photos enlarged up to :data:`MAX_UPSCALE`); ``jpeg``: that copy encoded once, the canvas
+    background when there is no overlay.
     """
 
     full_size: tuple[int, int]
@@ -269,12 +273,15 @@ class DisplayImage:
         return int(self.image.shape[1]), int(self.image.shape[0])
 
 
-def display_size_for(full_size: tuple[int, int], max_size: tuple[int, int] = DISPLAY_MAX
-                     ) -> tuple[int, int]:
-    """(width, height) a photo of ``full_size`` (width, height) is shown at: fit in ``max_size``,
-    aspect ratio kept, never enlarged, at least 1 px each way."""
+def display_size_for(full_size: tuple[int, int], max_size: tuple[int, int] = DISPLAY_MAX,
+                     max_upscale: float = MAX_UPSCALE) -> tuple[int, int]:
+    """(width, height) in CSS pixels a photo of ``full_size`` (width, height) is shown at.
+
+    It fits in ``max_size``, keeps its aspect ratio, and a small photo is enlarged by at most
+    ``max_upscale`` (so that its objects are easy to click); at least 1 px each way.
+    """
     width, height = full_size
-    scale = min(1.0, max_size[0] / width, max_size[1] / height)
+    scale = min(max_upscale, max_size[0] / width, max_size[1] / height)
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 
@@ -312,6 +319,8 @@ def _display_image(path: str, mtime: float) -> DisplayImage:
     size = display_size_for((width, height))
     if size == (width, height):
         small = np.ascontiguousarray(full)
+    elif size[0] > width:
+        small = cv2.resize(full, size, interpolation=cv2.INTER_CUBIC)
     else:
         small = cv2.resize(full, size, interpolation=cv2.INTER_AREA)
     small.setflags(write=False)
