@@ -36,6 +36,10 @@ _EXPORTS = {
     "ConfigError": "config",
     "load_config": "config",
     "ProgressStore": "store",
+    "ImageRecord": "store",
+    "ObjectRecord": "store",
+    "ClaimError": "store",
+    "StoreCorruptError": "store",
 }
 
 __all__ = sorted(_EXPORTS)

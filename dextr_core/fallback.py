@@ -105,64 +105,94 @@ def _least_cost_path(cost: np.ndarray, start: tuple[int, int], end: tuple[int, i
     return np.stack([rows_cols[:, 1] + x0, rows_cols[:, 0] + y0], axis=1)
 
 
-class _ColourModel:
-    """A Gaussian mixture over RGB values (float32 (n, 3) in 0..255), fitted by hard assignment
-    as in GrabCut: k-means start, then each refit re-assigns pixels to their likeliest component."""
+def _colour_features(pixels: np.ndarray) -> np.ndarray:
+    """float32 (10, n) quadratic features [r², g², b², rg, rb, gb, r, g, b, 1] of RGB values
+    (n, 3) in 0..255, centred on 128 (which keeps float32 sums precise).
 
-    def __init__(self, samples: np.ndarray, components: int = _GMM_COMPONENTS):
-        k = int(min(components, max(1, samples.shape[0] // 20)))
+    A Gaussian's Mahalanobis term is then a weighted sum of these rows, computed without BLAS:
+    multi-threaded BLAS calls on such thin matrices stall badly when other processes load the CPU.
+    """
+    x = pixels.astype(np.float32) - 128.0
+    r, g, b = x[:, 0], x[:, 1], x[:, 2]
+    return np.stack([r * r, g * g, b * b, r * g, r * b, g * b, r, g, b, np.ones_like(r)])
+
+
+class _ColourModel:
+    """A Gaussian mixture over RGB values (0..255), fitted by hard assignment as in GrabCut: a
+    k-means start, then each refit re-assigns pixels to their likeliest component.
+
+    Works on :func:`_colour_features` columns: ``features`` float32 (10, n).
+    """
+
+    def __init__(self, features: np.ndarray, components: int = _GMM_COMPONENTS):
+        n = features.shape[1]
+        k = int(min(components, max(1, n // 20)))
+        labels = np.zeros(n, np.int64)
         if k > 1:
+            colours = np.ascontiguousarray(features[6:9].T)
+            step = max(1, n // 4000)  # k-means on at most ~4000 samples, then assign them all
             cv2.setRNGSeed(_RNG_SEED)
             criteria = (cv2.TERM_CRITERIA_MAX_ITER, 10, 0.0)
-            _, labels, _ = cv2.kmeans(samples, k, None, criteria, 1, cv2.KMEANS_PP_CENTERS)
-            labels = labels.ravel()
-        else:
-            labels = np.zeros(samples.shape[0], np.int32)
-        self._fit(samples, labels, k)
+            _, _, centres = cv2.kmeans(np.ascontiguousarray(colours[::step]), k, None, criteria, 1,
+                                       cv2.KMEANS_PP_CENTERS)
+            dist = np.stack([((colours - c) ** 2).sum(axis=1) for c in centres])
+            labels = dist.argmin(axis=0)
+        self._fit(features, labels, k)
 
-    def _fit(self, samples: np.ndarray, labels: np.ndarray, k: int) -> None:
-        self.weights, self.means, self.whiteners, self.log_norms = [], [], [], []
-        n = samples.shape[0]
+    def _fit(self, features: np.ndarray, labels: np.ndarray, k: int) -> None:
+        n = features.shape[1]
+        counts = np.bincount(labels, minlength=k).astype(np.float64)
+        sums = np.stack([np.bincount(labels, weights=features[j], minlength=k)
+                         for j in range(9)], axis=1)  # (k, 9), float64
+        coefficients, log_norms = [], []
         for c in range(k):
-            member = samples[labels == c].astype(np.float64)
-            if member.shape[0] < 4:
+            if counts[c] < 4:
                 continue
-            mean = member.mean(axis=0)
-            cov = np.cov(member, rowvar=False) + np.eye(3)  # +1 (0..255 units): never singular
-            inv_chol = np.linalg.cholesky(np.linalg.inv(cov))
-            self.weights.append(member.shape[0] / n)
-            self.means.append(mean.astype(np.float32))
-            self.whiteners.append(inv_chol.astype(np.float32))
-            self.log_norms.append(
-                float(np.log(member.shape[0] / n) - 0.5 * np.linalg.slogdet(cov)[1]
-                      - 1.5 * np.log(2 * np.pi))
-            )
-        if not self.means:  # too few samples for any component: one broad Gaussian
-            mean = samples.mean(axis=0) if n else np.full(3, 127.0)
+            s = sums[c] / counts[c]
+            mean = s[6:9]
+            second = np.array([[s[0], s[3], s[4]], [s[3], s[1], s[5]], [s[4], s[5], s[2]]])
+            cov = second - np.outer(mean, mean) + np.eye(3)  # +1 (0..255 units): never singular
+            coefficients.append(self._coefficients(mean, cov))
+            log_norms.append(np.log(counts[c] / n) - 0.5 * np.linalg.slogdet(cov)[1]
+                             - 1.5 * np.log(2 * np.pi))
+        if not coefficients:  # too few samples for any component: one broad Gaussian
+            mean = sums.sum(axis=0)[6:9] / max(counts.sum(), 1.0)  # centred on 128
             cov = np.eye(3) * 900.0
-            self.weights, self.means = [1.0], [np.asarray(mean, np.float32)]
-            self.whiteners = [np.linalg.cholesky(np.linalg.inv(cov)).astype(np.float32)]
-            self.log_norms = [float(-0.5 * np.linalg.slogdet(cov)[1] - 1.5 * np.log(2 * np.pi))]
+            coefficients = [self._coefficients(mean, cov)]
+            log_norms = [-0.5 * np.linalg.slogdet(cov)[1] - 1.5 * np.log(2 * np.pi)]
+        self.coefficients = np.asarray(coefficients, np.float32)  # (k, 10)
+        self.log_norms = np.asarray(log_norms, np.float32)
 
-    def component_log_likelihoods(self, samples: np.ndarray) -> np.ndarray:
-        """float32 (n, k): log weight + log density of each sample under each component."""
-        out = np.empty((samples.shape[0], len(self.means)), np.float32)
-        for c, (mean, whitener, log_norm) in enumerate(
-            zip(self.means, self.whiteners, self.log_norms, strict=True)
-        ):
-            z = (samples - mean) @ whitener
-            out[:, c] = log_norm - 0.5 * np.einsum("ij,ij->i", z, z)
+    @staticmethod
+    def _coefficients(mean: np.ndarray, cov: np.ndarray) -> np.ndarray:
+        """Feature weights w (10,) with w . features = (x - mean)^T cov^-1 (x - mean)."""
+        p = np.linalg.inv(cov)
+        pm = p @ mean
+        return np.array([p[0, 0], p[1, 1], p[2, 2], 2 * p[0, 1], 2 * p[0, 2], 2 * p[1, 2],
+                         -2 * pm[0], -2 * pm[1], -2 * pm[2], mean @ pm])
+
+    def component_log_likelihoods(self, features: np.ndarray) -> np.ndarray:
+        """float32 (k, n): log weight + log density of each sample under each component."""
+        out = np.empty((len(self.log_norms), features.shape[1]), np.float32)
+        for c, (weights, log_norm) in enumerate(zip(self.coefficients, self.log_norms,
+                                                    strict=True)):
+            m = features[9] * weights[9]
+            for j in range(9):
+                m += features[j] * weights[j]
+            np.multiply(m, -0.5, out=out[c])
+            out[c] += log_norm
         return out
 
     @staticmethod
     def log_likelihood(component_logs: np.ndarray) -> np.ndarray:
-        """float32 (n,): log mixture density from :meth:`component_log_likelihoods`."""
-        top = component_logs.max(axis=1)
-        return top + np.log(np.exp(component_logs - top[:, None]).sum(axis=1))
+        """float32 (n,): log mixture density from :meth:`component_log_likelihoods` (k, n)."""
+        top = component_logs.max(axis=0)
+        return top + np.log(np.exp(component_logs - top).sum(axis=0))
 
-    def refit(self, samples: np.ndarray, component_logs: np.ndarray) -> None:
-        """Re-estimate on ``samples``, each assigned to its likeliest component."""
-        self._fit(samples, component_logs.argmax(axis=1), component_logs.shape[1])
+    def refit(self, features: np.ndarray, component_logs: np.ndarray) -> None:
+        """Re-estimate on ``features`` (10, n), each sample assigned to its likeliest component
+        according to ``component_logs`` (k, n)."""
+        self._fit(features, component_logs.argmax(axis=0), component_logs.shape[0])
 
 
 class GrabCutSegmenter:
@@ -285,10 +315,9 @@ class GrabCutSegmenter:
         """Iterated colour-model fit + min cut on the box; bool (h, w), False outside the box."""
         x0, y0, x1, y1 = box
         h, w = small.shape[:2]
-        pixels = small.reshape(-1, 3).astype(np.float32)
+        features = _colour_features(small.reshape(-1, 3))
         in_box = np.zeros((h, w), bool)
         in_box[y0 : y1 + 1, x0 : x1 + 1] = True
-        box_pixels = small[y0 : y1 + 1, x0 : x1 + 1].reshape(-1, 3).astype(np.float32)
         bh, bw = y1 - y0 + 1, x1 - x0 + 1
 
         # Pairwise weights on the box grid, 4-connected: contrast-sensitive as in GrabCut (beta
@@ -307,18 +336,20 @@ class GrabCutSegmenter:
             -beta * step_down - self.edge_weight * np.maximum(e[1:], e[:-1]))
         # Box pixels next to the (background) outside pay for that neighbour if labelled object.
         border_cost = np.zeros((bh, bw), np.float32)
-        full_right = np.exp(-beta * ((small[:, 1:].astype(np.float32)
-                                      - small[:, :-1].astype(np.float32)) ** 2).sum(axis=2))
-        full_down = np.exp(-beta * ((small[1:].astype(np.float32)
-                                     - small[:-1].astype(np.float32)) ** 2).sum(axis=2))
+        rows, cols = slice(y0, y1 + 1), slice(x0, x1 + 1)
+
+        def contrast(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+            step = ((a.astype(np.float32) - b.astype(np.float32)) ** 2).sum(axis=-1)
+            return self.smoothness * np.exp(-beta * step)
+
         if x0 > 0:
-            border_cost[:, 0] += self.smoothness * full_right[y0 : y1 + 1, x0 - 1]
+            border_cost[:, 0] += contrast(small[rows, x0], small[rows, x0 - 1])
         if x1 < w - 1:
-            border_cost[:, -1] += self.smoothness * full_right[y0 : y1 + 1, x1]
+            border_cost[:, -1] += contrast(small[rows, x1], small[rows, x1 + 1])
         if y0 > 0:
-            border_cost[0, :] += self.smoothness * full_down[y0 - 1, x0 : x1 + 1]
+            border_cost[0, :] += contrast(small[y0, cols], small[y0 - 1, cols])
         if y1 < h - 1:
-            border_cost[-1, :] += self.smoothness * full_down[y1, x0 : x1 + 1]
+            border_cost[-1, :] += contrast(small[y1, cols], small[y1 + 1, cols])
 
         hard_fg = sure_fg[y0 : y1 + 1, x0 : x1 + 1]
         infinite = 1e9
@@ -326,17 +357,20 @@ class GrabCutSegmenter:
         structure_down = np.array([[0, 0, 0], [0, 0, 0], [0, 1, 0]])
 
         labels = initial.ravel()
-        fg_model = _ColourModel(pixels[labels])
-        bg_model = _ColourModel(pixels[~labels])
+        fg_model = _ColourModel(features[:, labels])
+        bg_model = _ColourModel(features[:, ~labels])
         box_flat = in_box.ravel()
         for i in range(self.iterations):
-            if i > 0:
-                fg_model.refit(pixels[labels], fg_model.component_log_likelihoods(pixels[labels]))
-                bg_model.refit(pixels[~labels], bg_model.component_log_likelihoods(pixels[~labels]))
-            cost_fg = -_ColourModel.log_likelihood(fg_model.component_log_likelihoods(box_pixels))
-            cost_bg = -_ColourModel.log_likelihood(bg_model.component_log_likelihoods(box_pixels))
-            cost_fg = cost_fg.reshape(bh, bw) + border_cost
-            cost_bg = cost_bg.reshape(bh, bw)
+            if i > 0:  # GrabCut's order: assign components with the last models, then refit
+                fg_model.refit(features[:, labels], fg_logs[:, labels])
+                bg_model.refit(features[:, ~labels], bg_logs[:, ~labels])
+            fg_logs = fg_model.component_log_likelihoods(features)
+            bg_logs = bg_model.component_log_likelihoods(features)
+            k_fg, k_bg = fg_logs.shape[0], bg_logs.shape[0]
+            box_fg = fg_logs.reshape(k_fg, h, w)[:, rows, cols].reshape(k_fg, -1)
+            box_bg = bg_logs.reshape(k_bg, h, w)[:, rows, cols].reshape(k_bg, -1)
+            cost_fg = -_ColourModel.log_likelihood(box_fg).reshape(bh, bw) + border_cost
+            cost_bg = -_ColourModel.log_likelihood(box_bg).reshape(bh, bw)
             cost_fg[hard_fg] = 0.0
             cost_bg[hard_fg] = infinite
             graph = maxflow.Graph[float]()

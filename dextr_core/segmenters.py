@@ -10,8 +10,13 @@ Keras (and its backend) is imported only when a :class:`DextrSegmenter` is creat
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
+import io
 import os
+import tempfile
 import threading
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -33,7 +38,9 @@ __all__ = [
 DEFAULT_WEIGHTS_PATH = Path(__file__).resolve().parents[1] / "models" / DEFAULT_WEIGHTS_NAME
 
 #: Runtimes :class:`DextrSegmenter` can run the network with (see ``runtime=``).
-RUNTIMES = ("auto", "xla", "graph", "eager", "predict")
+RUNTIMES = ("auto", "openvino", "xla", "graph", "eager", "predict")
+#: Largest difference of an optional runtime's probabilities from Keras's that is accepted.
+FIDELITY_TOLERANCE = 1e-3
 
 
 @runtime_checkable
@@ -59,27 +66,62 @@ def _check_threshold(threshold: float) -> float:
     return t
 
 
+def _openvino_forward(model) -> Callable[[np.ndarray], np.ndarray]:
+    """Export ``model`` to OpenVINO IR (a temporary folder) and compile it for CPU in float32.
+
+    The CPU plugin would otherwise pick bfloat16 on CPUs that have it, which moves the
+    probabilities by ~1e-2; f32 keeps them within ~1e-6 of Keras.
+    """
+    import openvino as ov
+
+    with tempfile.TemporaryDirectory(prefix="dextr_openvino_") as folder:
+        xml = str(Path(folder) / "dextr.xml")
+        with contextlib.redirect_stdout(io.StringIO()):  # export prints "Saved ..."
+            model.export(xml, format="openvino", verbose=False)
+        compiled = ov.Core().compile_model(xml, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    request = compiled.create_infer_request()
+    return lambda batch: np.asarray(request.infer({0: batch})[0])
+
+
 def make_forward(model, runtime: str = "auto") -> tuple[Callable[[np.ndarray], np.ndarray], str]:
     """A function running ``model`` on a float32 ``(1, 512, 512, 4)`` batch -> numpy output.
 
-    ``runtime``: ``"xla"`` (TensorFlow backend: ``tf.function(jit_compile=True)``), ``"graph"``
-    (``tf.function`` without XLA), ``"eager"`` (``model(x, training=False)``), ``"predict"``
-    (``model.predict_on_batch``; jit-compiled by Keras on JAX), or ``"auto"``: ``"graph"`` on
-    TensorFlow (on the 2-core development CPU it beat XLA, see docs/benchmarks-dextr.md),
-    ``"predict"`` on the other backends. Returns the function and the runtime used.
+    ``runtime``: ``"openvino"`` (the model exported to OpenVINO and run by its CPU plugin in
+    float32; needs ``pip install openvino`` and the TensorFlow backend), ``"xla"``
+    (``tf.function(jit_compile=True)``), ``"graph"`` (``tf.function`` without XLA), ``"eager"``
+    (``model(x, training=False)``), ``"predict"`` (``model.predict_on_batch``; jit-compiled by
+    Keras on JAX), or ``"auto"``: the ``DEXTR_RUNTIME`` environment variable if set, else on
+    TensorFlow ``"openvino"`` when it is installed (fastest on CPU, see docs/benchmarks-dextr.md)
+    and ``"graph"`` otherwise or when the export fails; ``"predict"`` on the other backends.
+    Returns the function and the runtime used. Not thread-safe: callers serialise calls.
     """
+    if runtime == "auto":
+        runtime = os.environ.get("DEXTR_RUNTIME", "auto") or "auto"
     if runtime not in RUNTIMES:
         raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
     import keras
 
     backend = keras.backend.backend()
     if runtime == "auto":
-        runtime = "graph" if backend == "tensorflow" else "predict"
-    if runtime in ("xla", "graph"):
         if backend != "tensorflow":
-            raise ValueError(
-                f"runtime {runtime!r} needs the TensorFlow Keras backend, not {backend}"
-            )
+            runtime = "predict"
+        elif importlib.util.find_spec("openvino") is None:
+            runtime = "graph"
+        else:
+            try:
+                return _openvino_forward(model), "openvino"
+            except Exception as exc:  # an optional accelerator must not stop the app
+                warnings.warn(
+                    f"OpenVINO export failed ({exc}); running DEXTR with TensorFlow instead",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+                runtime = "graph"
+    if runtime in ("xla", "graph", "openvino") and backend != "tensorflow":
+        raise ValueError(f"runtime {runtime!r} needs the TensorFlow Keras backend, not {backend}")
+    if runtime == "openvino":
+        return _openvino_forward(model), runtime
+    if runtime in ("xla", "graph"):
         import tensorflow as tf
 
         compiled = tf.function(
@@ -99,8 +141,11 @@ class DextrSegmenter:
     ``weights_path``: a published DEXTR HDF5 file (``dextr_pascal-sbd.h5``, ``dextr_pascal.h5`` or
     ``dextr_coco.h5``); a broken or wrong file raises :class:`dextr_core.weights.WeightsError`
     before the network is built. ``threshold``: mask = probability > threshold (0 < t < 1).
-    ``runtime``: see :func:`make_forward`. ``warm_up``: run one forward now (the graph is traced
-    and compiled on the first call), so the first click is not slow. Safe to call from several threads.
+    ``runtime``: see :func:`make_forward`; the chosen one is in ``self.runtime``. With OpenVINO
+    one input is run through both OpenVINO and Keras and OpenVINO is kept only if they agree
+    within :data:`FIDELITY_TOLERANCE`. ``warm_up``: run one forward now (the graph is traced and
+    compiled on the first call), so the first click is not slow. Safe to call from several
+    threads.
     """
 
     is_fallback = False
@@ -125,8 +170,25 @@ class DextrSegmenter:
         self.name = f"DEXTR ({self.weights_path.name})"
         self._forward, self.runtime = make_forward(self.model, runtime)
         self._lock = threading.Lock()
-        if warm_up:
+        if self.runtime == "openvino":
+            self._check_fidelity()  # also warms it up
+        elif warm_up:
             self.predict_network(np.zeros((512, 512, 4), dtype=np.float32))
+
+    def _check_fidelity(self) -> None:
+        """Compare the optional runtime with Keras on one input; fall back to Keras (with a
+        warning) if they differ by more than :data:`FIDELITY_TOLERANCE`."""
+        x = np.random.default_rng(0).uniform(0, 255, (1, 512, 512, 4)).astype(np.float32)
+        keras_forward, keras_runtime = make_forward(self.model, "graph")
+        difference = float(np.abs(self._forward(x) - keras_forward(x)).max())
+        if difference > FIDELITY_TOLERANCE:
+            warnings.warn(
+                f"{self.runtime} differs from Keras by {difference:.2g} (more than "
+                f"{FIDELITY_TOLERANCE:g}); running DEXTR with Keras ({keras_runtime}) instead",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+            self._forward, self.runtime = keras_forward, keras_runtime
 
     def __repr__(self) -> str:
         return f"DextrSegmenter({str(self.weights_path)!r}, threshold={self.threshold})"

@@ -488,7 +488,7 @@ class ProgressStore:
         annotator = self._check_name(annotator)
         with self._storage.transaction():
             now = self.clock()
-            images = self._storage.read()[_IMAGES]
+            images = self._storage.read().get(_IMAGES, {})
             held = [self._raw(i) for i in self._in_progress]
             own = sorted(d["id"] for d in held if d.get("annotator") == annotator)
             if own:

@@ -355,6 +355,11 @@ class JournaledStorage(Storage):
             self._load_unpaused()
 
     def _load_unpaused(self) -> None:
+        # Temp files left by a process killed while writing (we hold the lock: none is live).
+        for name in (self.path.name, self.journal_path.name):
+            for leftover in self.path.parent.glob(f".{name}.tmp-*"):
+                with suppress(OSError):
+                    leftover.unlink()
         self._pending.clear()
         self._rewrite_all = False
         if not self.path.exists():

@@ -106,12 +106,12 @@ class Work:
     image_started: float = 0.0
     heartbeat_at: float = 0.0
     confirm_empty: bool = False
+    mask_version: int = 0
     drawing_generation: int = -1
     drawing: dict | None = None
     background_key: tuple | None = None
     background: bytes | None = None
     model_ms: float | None = None
-    rest_ms: float | None = None
 
 
 def _work() -> Work:
@@ -141,6 +141,7 @@ def _show_flash() -> None:
 
 
 def _clear_candidate(work: Work) -> None:
+    work.mask_version += 1
     work.candidate_points = None
     work.candidate = None
     work.candidate_small = None
@@ -156,23 +157,27 @@ def _reset_points(work: Work) -> None:
 
 
 def _restore_objects(work: Work, cfg, store, image_shape: tuple[int, int]) -> list[str]:
-    """Objects the store already has for the open image, with masks from its draft label map
-    (recomputed from the clicks when the draft lacks them). Returns warnings to show."""
+    """Objects the store already has for the open image, with masks from its draft label map or
+    its saved mask file (recomputed from the clicks when neither has them). Returns warnings."""
     warnings: list[str] = []
     records = store.objects(work.image_id)
     work.objects = []
     if not records:
         return warnings
     masks: list[np.ndarray] = []
+    # The draft of an unfinished image, else the mask file of a finished one (Prev/Next back to
+    # a done image to correct it).
     draft = draft_path(cfg.destination, work.image_id)
-    if draft.is_file():
+    saved = mask_path(cfg.destination, work.image_id, cfg.mask_suffix, cfg.save_format)
+    source = draft if draft.is_file() else saved if saved.is_file() else None
+    if source is not None:
         try:
-            labels = load_label_map(draft)
+            labels = load_label_map(source)
             if labels.shape == image_shape:
                 masks = split_label_map(labels)
             else:
-                warnings.append(f"The draft {draft} does not match the image size; the masks "
-                                "are recomputed from the saved clicks.")
+                warnings.append(f"{source} does not match the image size; the masks are "
+                                "recomputed from the saved clicks.")
         except MaskFileError as exc:
             warnings.append(f"{exc} The masks are recomputed from the saved clicks.")
     full = None
@@ -184,7 +189,7 @@ def _restore_objects(work: Work, cfg, store, image_shape: tuple[int, int]) -> li
                 full = state.full_image(work.path)
             try:
                 mask = state.segmenter().segment(full, np.asarray(rec.points, dtype=np.float64))
-            except ValueError as exc:
+            except Exception as exc:  # ValueError for refused points, anything from the model
                 warnings.append(f"Object {rec.index} ({rec.label}) could not be recomputed: {exc}")
                 mask = np.zeros(image_shape, dtype=bool)
         work.objects.append(_accepted(rec.label, rec.points, mask, work.display_size))
@@ -243,11 +248,14 @@ def _ensure_image(work: Work, cfg, store, name: str) -> bool:
         if record is not None and record.status == "in_progress":
             _flash("warning", f"**{work.image_id}** is now held by {record.annotator} (your "
                    "claim lapsed); here is the next image.")
-        elif record is not None and record.status in ("todo",):
-            try:  # our claim lapsed but nobody took it: take it again, work is kept
+        elif record is not None and record.status == "todo":
+            # Released behind our back (a lead reopened or reset it): take it again and reload
+            # its objects from the store, which is the reference.
+            try:
                 store.claim(work.image_id, name)
+                _open(work, cfg, store, work.image_id)
                 return True
-            except (ClaimError, DextrError):
+            except (DextrError, ImageReadError):
                 pass
         work.image_id = None
     return _claim_next(work, cfg, store, name)
@@ -318,14 +326,18 @@ def _update_candidate(work: Work) -> None:
         t0 = time.perf_counter()
         try:
             mask = seg.segment(image, np.asarray(work.points, dtype=np.float64))
-        except ValueError as exc:
+        except ValueError as exc:  # points the segmenter refuses (e.g. all on one spot)
             work.candidate_error = str(exc)
+            return
+        except Exception as exc:  # a failing model must not cost the clicks or the page
+            work.candidate_error = (f"the segmenter {seg.name} failed ({type(exc).__name__}: "
+                                    f"{exc}).")
             return
         t1 = time.perf_counter()
         work.candidate = mask
         work.candidate_small = fit_mask(mask, (work.display_size[1], work.display_size[0]))
+        work.mask_version += 1
     work.model_ms = (t1 - t0) * 1000.0
-    work.rest_ms = (time.perf_counter() - t1) * 1000.0
 
 
 def _background(work: Work) -> bytes:
@@ -333,8 +345,9 @@ def _background(work: Work) -> bytes:
     masks = [o.small for o in work.objects]
     if work.candidate_small is not None:
         masks.append(work.candidate_small)
-    key = (work.image_id, len(work.objects), tuple(id(o) for o in work.objects),
-           id(work.candidate_small))
+    # mask_version changes whenever an object or the candidate changes (ids of freed arrays can
+    # be reused, so they are no key).
+    key = (work.image_id, work.mask_version, len(work.objects))
     if work.background_key == key and work.background is not None:
         return work.background
     shown = state.display_image(work.path)
@@ -412,7 +425,7 @@ def _delete(name: str, index: int) -> None:
     store.remove_object(work.image_id, name, index)
     removed = work.objects.pop(index - 1)
     _write_draft(work, cfg)
-    work.background_key = None
+    work.mask_version += 1
     _flash("info", f"Object {index} ({removed.label}) deleted.")
 
 
@@ -701,12 +714,16 @@ def _page() -> None:
         _all_done(store)
         return
     _take_injected_clicks(work)
-    _update_candidate(work)
     left, right = st.columns([7, 2], gap="small")
+    with right:
+        # The mask is made before the canvas is drawn (its overlay shows in this same run); the
+        # spinner and the messages sit beside the photo so the canvas never moves under the
+        # pointer.
+        _update_candidate(work)
+        _show_flash()
     with left:
         _canvas(work)
     with right:
-        _show_flash()  # beside the photo, so the canvas does not move under the pointer
         _controls(work, cfg, name)
         _help()
 

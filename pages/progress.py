@@ -4,8 +4,8 @@ Run through app.py's ``st.navigation``. Everyone may look; reopening or sending 
 exports and resets need the lead role (ui/roles.py, docs/roles.md).
 
 Speed (100,000 images): each run asks the store for its ``summary()`` (kept up to date by the
-store's own indexes, so it is cheap); only when that changed are the finished images and the latest
-events read again (:func:`snapshot`, shared by all sessions of the process). Objects per class come
+store's own indexes, so it is cheap); when that changed, only the images named by the new events
+are read again (:func:`snapshot`, shared by all sessions of the process). Objects per class come
 from one full ``objects()`` read per process, then follow the store's events
 (:func:`object_index`). The figures are drawn in a fragment that refreshes by itself every
 :data:`REFRESH_S` seconds while people work; the gallery shows downscaled thumbnails cached per file
@@ -19,7 +19,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import altair as alt
@@ -46,8 +46,6 @@ STATUSES = ("done", "in_progress", "todo", "skipped", "unreadable")
 STATUS_NAMES = {"done": "Done", "in_progress": "In progress", "todo": "To do",
                 "skipped": "Skipped", "unreadable": "Unreadable"}
 IMAGE_COLUMNS = ("id", "status", "annotator", "updated_at", "completed_at", "n_objects")
-#: Seconds between full re-reads of the objects (see object_index); events update them between.
-OBJECTS_FULL_READ_S = 900.0
 #: Events shown under "Recent activity".
 RECENT_EVENTS = 15
 
@@ -61,7 +59,9 @@ class Snapshot:
     """What the page shows, read from the store at ``taken_at`` (epoch s).
 
     ``summary``: ``store.summary()``; ``finished``: the done and skipped images (columns
-    :data:`IMAGE_COLUMNS`, times as UTC datetimes); ``events``: the latest events.
+    :data:`IMAGE_COLUMNS`, times as UTC datetimes) made from ``rows`` (image id -> tuple of those
+    columns); ``events``: the latest events; ``last_event``: the time (epoch s) of the newest
+    event the rows reflect.
     """
 
     summary: dict
@@ -69,6 +69,8 @@ class Snapshot:
     events: list
     taken_at: float
     version: tuple = ()
+    rows: dict = field(default_factory=dict)
+    last_event: float | None = None
 
     @property
     def counts(self) -> dict[str, int]:
@@ -88,7 +90,8 @@ class ObjectIndex:
     events (``object_added`` / ``object_removed``) after one full read of ``store.objects()``.
 
     ``summary_objects`` is what ``summary()["objects"]`` should say when the index is right;
-    ``last_event`` the time (epoch s) of the last event applied; ``read_at`` the full read.
+    ``last_event`` the time (epoch s) of the last event applied; ``read_at`` when the objects
+    were last read in full.
     """
 
     counts: Counter
@@ -108,28 +111,67 @@ def _times(values: pd.Series) -> pd.Series:
     return pd.to_datetime(pd.to_numeric(values, errors="coerce"), unit="s", utc=True)
 
 
-def _frame(records: list, columns: tuple[str, ...]) -> pd.DataFrame:
-    return pd.DataFrame({name: [getattr(r, name, None) for r in records] for name in columns},
-                        columns=list(columns))
-
-
 def _version(summary: dict) -> tuple:
     return (summary.get("last_event"), summary.get("total"), summary.get("objects"),
             tuple(sorted(summary.get("by_status", {}).items())))
 
 
-def read_snapshot(store, summary: dict | None = None) -> Snapshot:
-    """Read the summary, the finished images and the latest events (no Streamlit calls)."""
-    summary = store.summary() if summary is None else summary
-    records = [r for status in ("done", "skipped") for r in store.images(status=status)
-               if not getattr(r, "missing", False)]
-    finished = _frame(records, IMAGE_COLUMNS)
+def _row(record) -> tuple:
+    return tuple(getattr(record, name, None) for name in IMAGE_COLUMNS)
+
+
+def _finished_frame(rows: dict) -> pd.DataFrame:
+    finished = pd.DataFrame(list(rows.values()), columns=list(IMAGE_COLUMNS))
     for name in ("updated_at", "completed_at"):
         finished[name] = _times(finished[name])
     finished["n_objects"] = pd.to_numeric(finished["n_objects"], errors="coerce").fillna(0)
-    return Snapshot(summary=summary, finished=finished,
+    return finished
+
+
+def _is_finished(record) -> bool:
+    return (record is not None and record.status in ("done", "skipped")
+            and not getattr(record, "missing", False))
+
+
+def read_snapshot(store, summary: dict | None = None) -> Snapshot:
+    """Read the summary, every finished image and the latest events (no Streamlit calls)."""
+    summary = store.summary() if summary is None else summary
+    rows = {r.id: _row(r) for status in ("done", "skipped") for r in store.images(status=status)
+            if _is_finished(r)}
+    events = store.events(limit=RECENT_EVENTS)
+    return Snapshot(summary=summary, finished=_finished_frame(rows), events=events,
+                    taken_at=time.time(), version=_version(summary), rows=rows,
+                    last_event=summary.get("last_event"))
+
+
+#: More changed images than this since the last snapshot: read all finished images again.
+MAX_INCREMENTAL_IMAGES = 300
+
+
+def update_snapshot(store, old: Snapshot, summary: dict) -> Snapshot:
+    """The snapshot after the store's events since ``old.last_event``: only the images those
+    events name are read again (``store.get``). Falls back to :func:`read_snapshot` after events
+    without an image (sync, reconcile, reset, import), for many changes, or when the result
+    disagrees with the summary's done and skipped counts."""
+    events = store.events(since=old.last_event)
+    changed = {e.image_id for e in events}
+    if None in changed or len(changed) > MAX_INCREMENTAL_IMAGES:
+        return read_snapshot(store, summary)
+    rows = dict(old.rows)
+    for image_id in changed:
+        record = store.get(image_id)
+        if _is_finished(record):
+            rows[image_id] = _row(record)
+        else:
+            rows.pop(image_id, None)
+    by_status = summary.get("by_status", {})
+    expected = int(by_status.get("done", 0)) + int(by_status.get("skipped", 0))
+    last_event = events[-1].time if events else old.last_event
+    if len(rows) != expected or last_event != summary.get("last_event"):
+        return read_snapshot(store)  # changes raced with this update, or a count is off
+    return Snapshot(summary=summary, finished=_finished_frame(rows),
                     events=store.events(limit=RECENT_EVENTS), taken_at=time.time(),
-                    version=_version(summary))
+                    version=_version(summary), rows=rows, last_event=last_event)
 
 
 def read_object_index(store) -> ObjectIndex:
@@ -183,41 +225,34 @@ def _snapshot_cache() -> _SnapshotCache:
 
 
 def snapshot(store) -> Snapshot:
-    """The store's snapshot, read again only when the store changed (its summary's last event,
-    totals and status counts differ) or the cached one was dropped (:func:`forget_snapshot`)."""
+    """The store's snapshot: the cached one while the store's summary (last event, totals, status
+    counts) is unchanged, else updated from the events (:func:`update_snapshot`); read in full
+    the first time in a process."""
     cache = _snapshot_cache()
     with cache.lock:
         summary = store.summary()
         value = cache.value
         if cache.store_id != id(store):
             cache.objects = None
-        if value is None or cache.store_id != id(store) or value.version != _version(summary):
+            value = None
+        if value is None:
             value = read_snapshot(store, summary)
-            cache.value, cache.store_id = value, id(store)
+        elif value.version != _version(summary):
+            value = update_snapshot(store, value, summary)
+        cache.value, cache.store_id = value, id(store)
         return value
 
 
 def object_index(store) -> ObjectIndex:
     """The store's :class:`ObjectIndex`: read in full once per process (``store.objects()`` copies
-    every object: about 0.8 s for 25,000 objects), then updated from the events, and read in full
-    again every :data:`OBJECTS_FULL_READ_S` seconds as a safety net."""
+    every object: about 0.8 s for 25,000 objects), then kept up to date from the store's events;
+    read in full again after a reset or when it disagrees with ``summary()["objects"]``."""
     cache = _snapshot_cache()
     with cache.lock:
         index = cache.objects if cache.store_id == id(store) else None
-        if index is None or time.time() - index.read_at > OBJECTS_FULL_READ_S:
-            index = read_object_index(store)
-        else:
-            index = update_object_index(store, index)
+        index = read_object_index(store) if index is None else update_object_index(store, index)
         cache.objects, cache.store_id = index, id(store)
         return index
-
-
-def forget_snapshot() -> None:
-    """Drop the cached snapshot (after a change made from this page; the object index follows
-    the store's events by itself)."""
-    cache = _snapshot_cache()
-    with cache.lock:
-        cache.value = None
 
 
 # --------------------------------------------------------------------------------------------
@@ -498,7 +533,6 @@ def _reopen(image_id: str, to: str | None) -> None:
     except Exception as exc:  # ClaimError, StoreWriteError, ...: say what happened, keep the page
         _say("error", f"Could not reopen {image_id}: {exc}")
         return
-    forget_snapshot()
     _say("success", f"{image_id} reopened" + (f" and sent back to {to}." if to else "."))
 
 
@@ -599,7 +633,6 @@ def show_reset(cfg, lead: bool) -> None:
                 except Exception as exc:  # StoreWriteError and the like: nothing was lost
                     st.error(f"Reset failed, progress unchanged: {exc}")
                 else:
-                    forget_snapshot()
                     st.success(f"Progress reset. The old progress is backed up in {backup}.")
         if pending and c2.button("Keep the progress", key="reset_decline"):
             state.decline_reset()

@@ -184,6 +184,17 @@ def test_objects_survive_a_new_session(project):
     assert set(np.unique(labels)) == {0, 1}
 
 
+def test_two_annotators_get_different_images(project):
+    ana, ben = _app("ana"), _app("ben")
+    assert _current_image(ana) == "a.png"
+    assert _current_image(ben) == "b.png"
+    _button(ben, "Prev").click().run()  # a.png is held by ana: passed over, ben stays on b.png
+    assert _current_image(ben) == "b.png"
+    assert any("a.png" in i.value and "ana" in i.value for i in ben.info)
+    store = _store(project)
+    assert store.get("a.png").annotator == "ana" and store.get("b.png").annotator == "ben"
+
+
 def test_switching_annotator_gives_the_image_back(project):
     at = _app()
     _accept(at, DISC_CLICKS)
@@ -198,6 +209,34 @@ def test_switching_annotator_gives_the_image_back(project):
     assert _current_image(at) == "a.png"
     assert "**Objects (1)**" in [m.value for m in at.markdown]
     assert _store(project).get("a.png").annotator == "ben"
+
+
+def test_going_back_to_a_done_image_shows_its_objects(project, monkeypatch):
+    at = _app()
+    _accept(at, DISC_CLICKS, "disc")
+    _accept(at, SQUARE_CLICKS, "square")
+    _button(at, "Image done").click().run()
+    assert _current_image(at) == "b.png"
+    saved = load_label_map(mask_path(project / "out", "a.png", "_mask", "png"))
+
+    import ui.state as state
+
+    class NoModel:  # the masks must come from the saved file, not from the model
+        name, is_fallback = "no model", False
+
+        def segment(self, image, points):
+            raise AssertionError("masks were recomputed")
+
+    monkeypatch.setattr(state, "engine", lambda: state.Engine(NoModel(), None))
+    _button(at, "Prev").click().run()
+    assert not at.exception
+    assert _current_image(at) == "a.png"
+    assert "**Objects (2)**" in [m.value for m in at.markdown]
+    assert _store(project).get("a.png").status == "in_progress"
+    _button(at, "Image done").click().run()
+    again = load_label_map(mask_path(project / "out", "a.png", "_mask", "png"))
+    np.testing.assert_array_equal(again, saved)
+    assert _store(project).get("a.png").status == "done"
 
 
 def test_skip_moves_on(project):
@@ -255,7 +294,7 @@ def test_more_clicks_refine_and_undo_goes_back(project):
     at.session_state["anno_clicks"] = DISC_CLICKS
     at.run()
     work = at.session_state["anno_work"]
-    first = work.candidate.copy()
+    first, first_background = work.candidate.copy(), work.background
     at.session_state["anno_clicks"] = [[110, 40]]  # a fifth click, on the square
     at.run()
     assert not at.exception
@@ -263,10 +302,13 @@ def test_more_clicks_refine_and_undo_goes_back(project):
     work = at.session_state["anno_work"]
     assert len(work.candidate_points) == 5
     assert not np.array_equal(work.candidate, first)
+    assert work.background != first_background  # the canvas shows the refined mask
+    five_background = work.background
     _button(at, "Undo click").click().run()
     assert any("4 clicks" in c.value for c in at.caption)
     again = at.session_state["anno_work"].candidate
     assert (again & first).sum() / (again | first).sum() > 0.98
+    assert at.session_state["anno_work"].background != five_background
 
 
 def test_points_on_one_spot_warn_and_stay(project):
@@ -278,6 +320,26 @@ def test_points_on_one_spot_warn_and_stay(project):
     assert _button(at, "Accept object").disabled
     _button(at, "Undo click").click().run()
     assert any("3 of 4" in i.value for i in at.info)
+
+
+def test_a_failing_model_keeps_the_clicks(project, monkeypatch):
+    import ui.state as state
+
+    class Broken:
+        name, is_fallback = "broken model", False
+
+        def segment(self, image, points):
+            raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(state, "engine", lambda: state.Engine(Broken(), None))
+    at = _app()
+    at.session_state["anno_clicks"] = DISC_CLICKS
+    at.run()
+    assert not at.exception
+    assert any("broken model failed" in w.value and "out of memory" in w.value
+               for w in at.warning)
+    assert _button(at, "Accept object").disabled
+    assert not _button(at, "Undo click").disabled
 
 
 def test_click_outside_the_image_is_refused(project):
@@ -402,3 +464,26 @@ def test_huge_photo_is_shown_small_and_saved_full_size(project):
     inside = labels[4500 - 1400:4500 + 1400, 6000 - 1400:6000 + 1400]
     assert (inside == 1).mean() > 0.95
     assert labels[100, 100] == 0 and labels[8900, 11900] == 0
+
+
+def test_full_image_cache_stays_within_its_budget(tmp_path):
+    from ui.state import _ImageLRU
+
+    paths = []
+    for i in range(3):
+        path = tmp_path / f"p{i}.png"
+        Image.fromarray(_photo(i)).save(path)
+        paths.append(str(path))
+    one = 100 * 160 * 3
+    lru = _ImageLRU(budget_bytes=2.5 * one)
+    first = lru.get(paths[0], 1.0)
+    assert lru.get(paths[0], 1.0) is first  # decoded once
+    assert not first.flags.writeable
+    lru.get(paths[1], 1.0)
+    lru.get(paths[0], 1.0)  # p0 is now the most recent
+    lru.get(paths[2], 1.0)  # over budget: the least recently used (p1) goes
+    assert [k[0] for k in lru.items] == [paths[0], paths[2]]
+    assert lru.get(paths[0], 2.0) is not first  # a new mtime is a new version of the file
+    tiny = _ImageLRU(budget_bytes=1)
+    tiny.get(paths[0], 1.0)
+    assert len(tiny.items) == 1  # the newest photo is always kept

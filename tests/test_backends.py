@@ -47,7 +47,7 @@ image = rng.integers(0, 256, (300, 400, 3), dtype=np.uint8)
 image[80:220, 100:300] = (30, 200, 60)
 x, box = make_input(image, [[100, 150], [299, 140], [200, 80], [210, 219]])
 np.save(folder + "/x.npy", x)
-forward, runtime = make_forward(model)  # what DextrSegmenter runs on TensorFlow
+forward, runtime = make_forward(model, "graph")  # Keras itself on TensorFlow
 np.save(folder + "/y_tensorflow.npy", forward(x[None])[0, :, :, 0])
 print(keras.backend.backend(), runtime)
 """
@@ -57,7 +57,8 @@ RUN_BACKEND = r"""
 import sys, numpy as np, keras
 from dextr_core.segmenters import DextrSegmenter
 folder, name = sys.argv[1], sys.argv[2]
-segmenter = DextrSegmenter(folder + "/weights.h5", warm_up=False)
+runtime = "graph" if keras.backend.backend() == "tensorflow" else "auto"
+segmenter = DextrSegmenter(folder + "/weights.h5", runtime=runtime, warm_up=False)
 np.save(f"{folder}/y_{name}.npy", segmenter.predict_network(np.load(folder + "/x.npy")))
 print(keras.backend.backend(), segmenter.runtime)
 """

@@ -309,3 +309,31 @@ def test_keeping_the_progress_when_the_config_asks_for_a_reset(project):
     assert status_of(project, "a.png") == "done"
     at.run()
     assert not any("admin.reset_progress: true" in w.value for w in at.warning)
+
+
+def test_snapshot_follows_events(project):
+    from pages import progress
+
+    store = ProgressStore(project.progress_file, project.source, claim_timeout_s=600.0)
+    try:
+        snap = progress.read_snapshot(store)
+        assert sorted(snap.rows) == ["a.png", "c.png", "sub/b.png"]
+        store.reopen("a.png", "lead")                      # done -> todo
+        store.claim("d.png", "cem")
+        store.complete("d.png", "cem", seconds=3.0)        # todo -> done
+        store.claim("e.png", "cem")                        # in progress: not finished
+        store.claim("sub/b.png", "dia")                    # correction of a done image
+        summary = store.summary()
+        updated = progress.update_snapshot(store, snap, summary)
+        fresh = progress.read_snapshot(store)
+        assert updated.rows == fresh.rows
+        assert sorted(updated.rows) == ["c.png", "d.png"]
+        assert updated.last_event == summary["last_event"]
+        assert list(updated.finished.columns) == list(progress.IMAGE_COLUMNS)
+        # a sync (an event without an image) makes it read everything again
+        (project.source / "f.png").write_bytes((project.source / "d.png").read_bytes())
+        store.sync()
+        again = progress.update_snapshot(store, updated, store.summary())
+        assert again.rows == progress.read_snapshot(store).rows
+    finally:
+        store.close()

@@ -87,6 +87,25 @@ def test_network_output_matches_the_saved_model(segmenter, reference, image):
     assert want.std() > 1e-3  # the seeded network does not give a constant map
 
 
+@pytest.mark.parametrize("runtime", ["graph", "openvino"])
+def test_runtimes_agree_with_keras(reference, runtime):
+    """The compiled TensorFlow graph and the optional OpenVINO runtime compute what Keras does."""
+    from dextr_core.segmenters import make_forward
+
+    if runtime == "openvino" and importlib.util.find_spec("openvino") is None:
+        pytest.skip("openvino is not installed (optional)")
+    model, _ = reference
+    x = np.random.default_rng(2).uniform(0, 255, (1, 512, 512, 4)).astype(np.float32)
+    forward, used = make_forward(model, runtime)
+    assert used == runtime
+    np.testing.assert_allclose(forward(x), np.asarray(model(x, training=False)), atol=1e-5)
+
+
+def test_auto_runtime(segmenter):
+    expected = "openvino" if importlib.util.find_spec("openvino") else "graph"
+    assert segmenter.runtime == expected
+
+
 def test_predict_and_segment(segmenter, image):
     points = OBJECTS[0]
     prob = segmenter.predict(image, points)

@@ -581,3 +581,21 @@ def test_lock_held_too_long_is_a_clear_error(store):
     store._storage._file_lock.timeout = 0.2
     with FileLock(str(store._storage.lock_path)), pytest.raises(StoreBusyError, match="locked"):
         store.claim_next("ann")
+
+
+def test_empty_store_answers_calmly(tmp_path):
+    (tmp_path / "empty").mkdir()
+    s = ProgressStore(tmp_path / "p.json", tmp_path / "empty")
+    assert s.claim_next("ann") is None
+    assert s.summary()["total"] == 0 and s.summary()["annotators"] == {}
+    assert s.images() == [] and s.objects() == [] and s.events() == [] and s.image_ids() == []
+    assert s.sync().lines() == []
+    assert s.reconcile(tmp_path / "masks", "_mask", "png") == []
+
+
+def test_temp_files_of_a_killed_writer_are_cleaned_up(store):
+    leftover = store.path.with_name(f".{store.path.name}.tmp-999-1")
+    leftover.write_bytes(b'{"half": ')
+    store.close()
+    again = reopen(store)
+    assert not leftover.exists() and len(again) == len(store)

@@ -12,6 +12,7 @@ import argparse
 import os
 import sys
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -294,18 +295,49 @@ def encode_jpeg(image: np.ndarray, quality: int = 90) -> bytes:
     return buf.tobytes()
 
 
-@st.cache_resource(show_spinner=False, max_entries=2)
+#: Memory for decoded full-resolution photos shared by all sessions (MB; env ANNO_IMAGE_CACHE_MB).
+FULL_IMAGE_CACHE_MB = float(os.environ.get("ANNO_IMAGE_CACHE_MB", "1500"))
+
+
+class _ImageLRU:
+    """Decoded photos by (path, mtime), least recently used dropped first once their total size
+    passes the budget; the newest one is always kept (a 12000 x 9000 photo is 324 MB)."""
+
+    def __init__(self, budget_bytes: float):
+        self.budget = budget_bytes
+        self.items: OrderedDict[tuple[str, float], np.ndarray] = OrderedDict()
+        self.lock = threading.Lock()
+
+    def get(self, path: str, mtime: float) -> np.ndarray:
+        key = (path, mtime)
+        with self.lock:
+            if key in self.items:
+                self.items.move_to_end(key)
+                return self.items[key]
+        image = load_image(path)  # outside the lock: other sessions keep going meanwhile
+        image.setflags(write=False)
+        with self.lock:
+            self.items[key] = image
+            self.items.move_to_end(key)
+            while len(self.items) > 1 and sum(a.nbytes for a in self.items.values()) > self.budget:
+                self.items.popitem(last=False)
+        return image
+
+
+@st.cache_resource(show_spinner=False)
+def _image_lru() -> _ImageLRU:
+    return _ImageLRU(FULL_IMAGE_CACHE_MB * 1024 * 1024)
+
+
 def _full_image(path: str, mtime: float) -> np.ndarray:
-    del mtime
-    image = load_image(path)
-    image.setflags(write=False)
-    return image
+    return _image_lru().get(path, mtime)
 
 
 def full_image(path: str | os.PathLike) -> np.ndarray:
     """The upright full-resolution photo (H x W x 3 uint8 RGB, read-only), decoded once.
 
-    At most two photos are kept in memory (a 12000 x 9000 photo is 324 MB). Raises
+    Photos are kept for all sessions within :data:`FULL_IMAGE_CACHE_MB` (least recently used
+    dropped first; the newest is always kept). Raises
     :class:`~dextr_core.images.ImageReadError` for unreadable files.
     """
     p = Path(path)
