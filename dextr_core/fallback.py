@@ -210,8 +210,8 @@ class GrabCutSegmenter:
     name = "GrabCut fallback (no DEXTR weights)"
     is_fallback = True
 
-    def __init__(self, max_side: int = 256, iterations: int = 4, margin: float = 0.15,
-                 smoothness: float = 30.0, edge_weight: float = 4.0,
+    def __init__(self, max_side: int = 320, iterations: int = 6, margin: float = 0.15,
+                 smoothness: float = 30.0, edge_weight: float = 2.0,
                  path_edge_weight: float = 6.0, threshold: float = 0.5):
         if not 0.0 < threshold < 1.0:
             raise ValueError(f"threshold must lie strictly between 0 and 1, got {threshold}")
@@ -361,9 +361,6 @@ class GrabCutSegmenter:
         bg_model = _ColourModel(features[:, ~labels])
         box_flat = in_box.ravel()
         for i in range(self.iterations):
-            if i > 0:  # GrabCut's order: assign components with the last models, then refit
-                fg_model.refit(features[:, labels], fg_logs[:, labels])
-                bg_model.refit(features[:, ~labels], bg_logs[:, ~labels])
             fg_logs = fg_model.component_log_likelihoods(features)
             bg_logs = bg_model.component_log_likelihoods(features)
             k_fg, k_bg = fg_logs.shape[0], bg_logs.shape[0]
@@ -386,6 +383,9 @@ class GrabCutSegmenter:
             labels = full.ravel() & box_flat
             if np.count_nonzero(labels) < 4:  # everything cut away: keep the seeds
                 labels = (sure_fg & in_box).ravel()
+            if i + 1 < self.iterations:  # as GrabCut: components from the last models, refit
+                fg_model.refit(features[:, labels], fg_logs[:, labels])
+                bg_model.refit(features[:, ~labels], bg_logs[:, ~labels])
         return labels.reshape(h, w)
 
 

@@ -17,6 +17,7 @@ server restart loses nothing; "Image done" writes the mask file.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import functools
 import time
@@ -474,13 +475,15 @@ def _switch_annotator(name: str) -> None:
 def _go(name: str, step: int) -> None:
     """Open the previous (step -1) or next (+1) image in id order that can be opened."""
     work, cfg, store = _work(), state.config(), state.store()
-    records = [r for r in store.images() if not r.missing and r.status != "unreadable"]
-    ids = [r.id for r in records]
-    if work.image_id not in ids:
+    ids = store.image_ids()  # sorted; cheap even at 100,000 images (records are read lazily)
+    here = bisect.bisect_left(ids, work.image_id) if work.image_id is not None else len(ids)
+    if here >= len(ids) or ids[here] != work.image_id:
         return
-    here = ids.index(work.image_id)
     for j in range(here + step, len(ids) if step > 0 else -1, step):
         candidate = ids[j]
+        record = store.get(candidate)
+        if record is None or record.missing or record.status == "unreadable":
+            continue
         try:
             store.claim(candidate, name)
         except ClaimError as exc:
@@ -571,10 +574,7 @@ def _unreadable_notice(store) -> None:
 
 
 def _all_done(store) -> None:
-    counts: dict[str, int] = {}
-    for record in store.images():
-        if not record.missing:
-            counts[record.status] = counts.get(record.status, 0) + 1
+    counts = store.summary()["by_status"]  # missing images are not counted there
     held = counts.get("in_progress", 0)
     st.success(
         f"All done: no image is waiting. {counts.get('done', 0)} done, "
