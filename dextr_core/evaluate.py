@@ -99,10 +99,23 @@ def find_pairs(dataset_dir: str | os.PathLike) -> tuple[list[Pair], list[str]]:
             f"{root} is not a dataset folder: missing {', '.join(missing)}. A dataset folder needs "
             "images/ and masks/ whose files share stems (images/a.jpg + masks/a.png)."
         )
-    images = {p.stem: p for p in sorted(images_dir.iterdir()) if is_image_file(p)}
-    masks = {p.stem: p for p in sorted(masks_dir.iterdir()) if is_image_file(p) or p.suffix == ".npy"}
-    warnings = [f"{images[s].name}: no mask with this stem in masks/, left out"
-                for s in sorted(set(images) - set(masks))]
+    warnings: list[str] = []
+
+    def by_stem(files: list[Path], folder: str) -> dict[str, Path]:
+        found: dict[str, Path] = {}
+        for f in files:
+            if f.stem in found:
+                warnings.append(f"{folder}/{f.name} and {folder}/{found[f.stem].name} share a "
+                                f"stem; using {found[f.stem].name}")
+                continue
+            found[f.stem] = f
+        return found
+
+    images = by_stem([p for p in sorted(images_dir.iterdir()) if is_image_file(p)], "images")
+    masks = by_stem([p for p in sorted(masks_dir.iterdir())
+                     if is_image_file(p) or p.suffix == ".npy"], "masks")
+    warnings += [f"{images[s].name}: no mask with this stem in masks/, left out"
+                 for s in sorted(set(images) - set(masks))]
     warnings += [f"{masks[s].name}: no image with this stem in images/, left out"
                  for s in sorted(set(masks) - set(images))]
     pairs = [Pair(s, images[s], masks[s]) for s in sorted(set(images) & set(masks))]
@@ -147,15 +160,15 @@ def _mask_size(path: Path) -> tuple[int, int]:
 def check_sizes(pairs: Sequence[Pair]) -> None:
     """Raise :class:`DatasetError` listing every pair whose image and mask differ in size.
 
-    Sizes are read from the file headers (upright, EXIF applied), so this is cheap.
+    Sizes are read from the file headers (upright, EXIF applied), so this is cheap. Files whose
+    header cannot be read are not reported here (:func:`evaluate` skips them with the reason).
     """
     problems = []
     for pair in pairs:
         try:
             img_wh, mask_wh = image_size(pair.image), _mask_size(pair.mask)
-        except (DextrError, OSError, ValueError) as exc:
-            problems.append(f"{pair.id}: {exc}")
-            continue
+        except (DextrError, OSError, ValueError):
+            continue  # unreadable: evaluate() skips the pair and says why
         if img_wh != mask_wh:
             problems.append(
                 f"{pair.id}: image {pair.image.name} is {img_wh[0]} x {img_wh[1]} but mask "
@@ -196,6 +209,7 @@ def evaluate(
     ``limit``: evaluate only the first N pairs (sorted by id). ``progress`` shows a tqdm bar on
     stderr; ``on_object`` is called with each :class:`ObjectResult` as it is made.
     Seconds are wall-clock seconds of the ``segment`` call alone (image reading excluded).
+    Pairs with an unreadable file or an empty mask are skipped and listed in ``skipped``.
     Raises :class:`DatasetError` for a folder without pairs or pairs that differ in size.
     """
     pairs, _ = find_pairs(dataset_dir)
@@ -209,13 +223,17 @@ def evaluate(
 
         iterator = tqdm(pairs, desc=Path(dataset_dir).name, unit="obj", file=sys.stderr)
     for pair in iterator:
-        gt = load_mask(pair.mask)
+        try:
+            gt = load_mask(pair.mask)
+            image = load_image(pair.image)
+        except DextrError as exc:
+            result.skipped.append(f"{pair.id}: {exc}")
+            continue
         valid = None if ignore is None else gt != ignore
         truth = gt > 127 if valid is None else (gt > 127) & valid
         if not truth.any():
             result.skipped.append(f"{pair.id}: the mask has no object pixel (> 127)")
             continue
-        image = load_image(pair.image)
         points = extreme_points(truth)
         start = time.perf_counter()
         prediction = segmenter.segment(image, points)
@@ -236,7 +254,10 @@ def mask_values_warning(pairs: Sequence[Pair], ignore: int | None, sample: int =
     if ignore is not None:
         return None
     for pair in pairs[:sample]:
-        values = np.unique(load_mask(pair.mask))
+        try:
+            values = np.unique(load_mask(pair.mask))
+        except DextrError:
+            continue  # evaluate() reports unreadable masks
         middle = values[(values > 0) & (values < 255)]
         if middle.size:
             return (

@@ -31,54 +31,15 @@ from skimage.graph import MCP_Geometric
 from skimage.morphology import skeletonize
 
 from .images import to_rgb_uint8
+from .processing import validate_points
 
 try:  # PyMaxflow: the graph cut of the default method
     import maxflow
 except ImportError:  # pragma: no cover - depends on the environment
     maxflow = None
 
-#: A click may lie this far outside the image (as a fraction of its width/height) and is clipped.
-OUTSIDE_TOLERANCE = 0.02
 _GMM_COMPONENTS = 5
 _RNG_SEED = 12345
-
-
-def _validate_points(points, image_shape) -> np.ndarray:
-    """Check clicks against an image; return them as a (N, 2) float64 array of (x, y) pixels.
-
-    Same contract as ``dextr_core.processing.validate_points``: N >= 4 points that are not all on one
-    spot; a point at most 2 % of the image size outside it is clipped onto the border, one farther
-    out raises ``ValueError`` naming the point and the image size.
-    """
-    try:
-        p = np.asarray(points, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise ValueError(f"points must be numbers, an (N, 2) array of (x, y); got {points!r}") from None
-    if p.ndim != 2 or p.shape[1] != 2:
-        raise ValueError(f"points must be an (N, 2) array of (x, y) pixels, got shape {p.shape}")
-    if p.shape[0] < 4:
-        raise ValueError(
-            f"need at least 4 points (the object's left-most, right-most, top and bottom), "
-            f"got {p.shape[0]}; click the missing extreme points"
-        )
-    if not np.isfinite(p).all():
-        raise ValueError("points contain NaN or infinite values; click again inside the image")
-    if np.ptp(p[:, 0]) == 0 and np.ptp(p[:, 1]) == 0:
-        raise ValueError(
-            f"all {p.shape[0]} points are on one spot ({p[0, 0]:g}, {p[0, 1]:g}); click the "
-            "object's four extreme points (left-most, right-most, top, bottom)"
-        )
-    height, width = int(image_shape[0]), int(image_shape[1])
-    tol_x, tol_y = OUTSIDE_TOLERANCE * width, OUTSIDE_TOLERANCE * height
-    for i, (x, y) in enumerate(p):
-        if x < -tol_x or x > width - 1 + tol_x or y < -tol_y or y > height - 1 + tol_y:
-            raise ValueError(
-                f"point {i + 1} at (x={x:g}, y={y:g}) lies outside the {width} x {height} image "
-                f"(x must be in 0..{width - 1}, y in 0..{height - 1}); click inside the image"
-            )
-    p[:, 0] = np.clip(p[:, 0], 0, width - 1)
-    p[:, 1] = np.clip(p[:, 1], 0, height - 1)
-    return p
 
 
 def _edge_strength(crop: np.ndarray) -> np.ndarray:
@@ -227,8 +188,12 @@ class GrabCutSegmenter:
 
     def segment(self, image, points) -> np.ndarray:
         """bool (H, W) mask of the object whose extreme points are ``points`` ((N, 2) of (x, y)
-        in full-image pixels, N >= 4) in ``image`` (H x W x 3 uint8 RGB; other forms converted)."""
-        return self.predict(image, points) > self.threshold
+        in full-image pixels, N >= 4) in ``image`` (H x W x 3 uint8 RGB; other forms converted).
+        Equal to ``predict(image, points) > threshold``, without the full-size float map."""
+        shape, soft, crop_box, box = self._predict_crop(image, points)
+        mask = np.zeros(shape, dtype=bool)
+        _paste(mask, soft > self.threshold, crop_box, box)
+        return mask
 
     def predict(self, image, points) -> np.ndarray:
         """float32 (H, W) map in [0, 1]: the object mask, soft only along its border (from the
@@ -236,13 +201,22 @@ class GrabCutSegmenter:
 
         ``image``: H x W x 3 uint8 RGB (grayscale, RGBA, 16-bit and float arrays are converted);
         ``points``: (N, 2) of (x, y) in full-image pixels, N >= 4. Raises ``ValueError`` for
-        invalid points (fewer than 4, all on one spot, or more than 2 % outside the image).
+        invalid points (fewer than 4, all on one spot, or more than 2 % outside the image; see
+        :func:`dextr_core.processing.validate_points`, which also clips points just outside).
         """
+        shape, soft, crop_box, box = self._predict_crop(image, points)
+        prob = np.zeros(shape, dtype=np.float32)
+        _paste(prob, soft, crop_box, box)
+        return prob
+
+    def _predict_crop(self, image, points):
+        """(image (H, W), soft float32 map on the crop, crop box, tight box of the points); the
+        boxes are (x0, y0, x1, y1) inclusive in full-image pixels."""
         img = np.asarray(image)
         if not (img.ndim == 3 and img.shape[2] == 3 and img.dtype == np.uint8):
             img = to_rgb_uint8(img)
         height, width = img.shape[:2]
-        pts = _validate_points(points, img.shape)
+        pts = validate_points(points, img.shape)
         # The extreme points: the first point reaching each side of the box.
         left, right = pts[np.argmin(pts[:, 0])], pts[np.argmax(pts[:, 0])]
         top, bottom = pts[np.argmin(pts[:, 1])], pts[np.argmax(pts[:, 1])]
@@ -273,14 +247,7 @@ class GrabCutSegmenter:
         soft = fg.astype(np.float32)
         if scale < 1.0:
             soft = np.clip(cv2.resize(soft, (cw, ch), interpolation=cv2.INTER_LINEAR), 0.0, 1.0)
-        prob = np.zeros((height, width), dtype=np.float32)
-        prob[cy0 : cy1 + 1, cx0 : cx1 + 1] = soft
-        # Nothing outside the box of the clicks belongs to the object.
-        prob[:by0] = 0.0
-        prob[by1 + 1 :] = 0.0
-        prob[:, :bx0] = 0.0
-        prob[:, bx1 + 1 :] = 0.0
-        return prob
+        return (height, width), soft, (cx0, cy0, cx1, cy1), (bx0, by0, bx1, by1)
 
     def _segment_crop(self, small: np.ndarray, loop: list[tuple[int, int]],
                       clicks: list[tuple[int, int]], box: tuple[int, int, int, int]) -> np.ndarray:
@@ -405,6 +372,16 @@ def _opencv_grabcut(small: np.ndarray, initial: np.ndarray, sure_fg: np.ndarray,
     except cv2.error:  # GrabCut needs samples of both labels; a degenerate box has none
         return initial
     return (trimap == cv2.GC_FGD) | (trimap == cv2.GC_PR_FGD)
+
+
+def _paste(target: np.ndarray, crop_values: np.ndarray, crop_box: tuple[int, int, int, int],
+           box: tuple[int, int, int, int]) -> None:
+    """Write ``crop_values`` (the crop's (h, w) map) into ``target`` (H, W) at ``crop_box``, keeping
+    only the part inside ``box`` (nothing outside the box of the clicks belongs to the object)."""
+    cx0, cy0, _, _ = crop_box
+    bx0, by0, bx1, by1 = box
+    target[by0 : by1 + 1, bx0 : bx1 + 1] = crop_values[by0 - cy0 : by1 - cy0 + 1,
+                                                       bx0 - cx0 : bx1 - cx0 + 1]
 
 
 def _keep_clicked_parts(fg: np.ndarray, clicks: list[tuple[int, int]]) -> np.ndarray:

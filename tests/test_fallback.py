@@ -46,7 +46,7 @@ def test_protocol_attributes(segmenter):
 def test_textured_disc_is_segmented(disc, segmenter):
     image, truth = disc
     mask = segmenter.segment(image, extreme_points(truth))
-    assert iou(mask, truth) > 0.9
+    assert iou(mask, truth) > 0.9  # measured 0.998
 
 
 def test_output_shapes_dtypes_and_range(disc, segmenter):
@@ -90,7 +90,7 @@ def test_grayscale_and_rgba_input(disc, segmenter):
     gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
     mask = segmenter.segment(gray, points)
     assert mask.shape == gray.shape and mask.dtype == bool
-    assert mask.any()
+    assert iou(mask, truth) > 0.5  # less contrast in gray; measured 0.71
     rgba = np.dstack([image, np.full(image.shape[:2], 255, np.uint8)])
     np.testing.assert_array_equal(segmenter.segment(rgba, points), segmenter.segment(image, points))
 
@@ -119,7 +119,7 @@ def test_two_threads_give_the_same_masks_as_one():
 
 def test_fewer_than_four_points_is_rejected(disc, segmenter):
     image, _ = disc
-    with pytest.raises(ValueError, match="at least 4 points"):
+    with pytest.raises(ValueError, match="at least four"):
         segmenter.segment(image, [[10, 10], [50, 10], [30, 5]])
 
 
@@ -132,7 +132,7 @@ def test_points_on_one_spot_are_rejected(disc, segmenter):
 def test_point_far_outside_names_the_point_and_the_image_size(disc, segmenter):
     image, _ = disc
     points = [[10, 50], [400, 60], [100, 20], [100, 150]]  # image is 260 x 200
-    with pytest.raises(ValueError, match=r"point 2 .*260 x 200"):
+    with pytest.raises(ValueError, match=r"\(400, 60\) lies outside the 260 x 200 image"):
         segmenter.segment(image, points)
 
 
@@ -178,18 +178,22 @@ def test_opencv_grabcut_path_without_pymaxflow(disc, monkeypatch):
 # Real photos: fixed ids, thresholds a little below what the method reached on them
 # (measured values in the comments), so that a regression fails without flakiness.
 REAL_CASES = [
-    ("grabcut", "124080", 128, 0.93),  # 0.96
-    ("grabcut", "189080", 128, 0.95),  # 0.98
-    ("grabcut", "208001", 128, 0.92),  # 0.96
-    ("berkeley", "101087", None, 0.85),
-    ("berkeley", "108082", None, 0.85),
-    ("coco_mval", "bus00_000000274272", None, 0.80),
-    ("coco_mval", "airplane01_000000281693", None, 0.70),
+    ("grabcut", "124080", 128, 0.95),  # measured 0.993
+    ("grabcut", "189080", 128, 0.93),  # 0.976
+    ("grabcut", "208001", 128, 0.92),  # 0.966
+    ("berkeley", "35008", None, 0.94),  # 0.983
+    ("berkeley", "299091", None, 0.93),  # 0.976
+    ("berkeley", "108082", None, 0.80),  # 0.854
+    ("coco_mval", "cake00_000000155179", None, 0.95),  # 0.987
+    ("coco_mval", "bus00_000000274272", None, 0.79),  # 0.840
+    ("coco_mval", "airplane01_000000281693", None, 0.76),  # 0.816
 ]
 
 
 @pytest.mark.parametrize(("dataset", "stem", "ignore", "minimum"), REAL_CASES)
 def test_quality_on_real_photos(evaldata_dir, segmenter, dataset, stem, ignore, minimum):
+    # The thresholds pin the default method, whose graph cut is PyMaxflow's (requirements.txt).
+    pytest.importorskip("maxflow", reason="PyMaxflow is not installed (see requirements.txt)")
     folder = evaldata_dir / dataset
     image_path = next(p for p in (folder / "images").iterdir() if p.stem == stem)
     mask_path = next(p for p in (folder / "masks").iterdir() if p.stem == stem)
@@ -198,3 +202,17 @@ def test_quality_on_real_photos(evaldata_dir, segmenter, dataset, stem, ignore, 
     truth = gt > 127 if valid is None else (gt > 127) & valid
     mask = segmenter.segment(load_image(image_path), extreme_points(truth))
     assert iou(mask, truth, valid) >= minimum
+
+
+def test_large_photo_is_worked_on_a_downscaled_crop(segmenter):
+    # 2400 x 1800 with a 1000 px wide object: the crop is scaled to max_side, the mask comes back
+    # at full size and still follows the object.
+    small, small_truth = textured_disc(height=450, width=600, centre=(325, 225), radius=125, seed=5)
+    image = cv2.resize(small, (2400, 1800), interpolation=cv2.INTER_LINEAR)
+    truth = cv2.resize(small_truth.astype(np.uint8), (2400, 1800),
+                       interpolation=cv2.INTER_NEAREST).astype(bool)
+    points = extreme_points(truth)
+    mask = segmenter.segment(image, points)
+    assert mask.shape == (1800, 2400)
+    assert iou(mask, truth) > 0.9
+    np.testing.assert_array_equal(mask, segmenter.predict(image, points) > segmenter.threshold)

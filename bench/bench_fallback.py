@@ -1,0 +1,119 @@
+"""Quality and speed of the classical fallback segmenter against plain GrabCut.
+
+Usage (from the repository root; ../shared/evaldata must be present)::
+
+    python bench/bench_fallback.py                      # all three sets, full (several minutes)
+    python bench/bench_fallback.py --limit 10           # quick look
+    python bench/bench_fallback.py --sets grabcut --with-opencv-path
+
+Prints one table: per set and method, the number of objects, mIoU and seconds per object (mean,
+median, p90). Seconds are wall-clock seconds of the segment call alone, on whatever else the machine
+is doing: run it on a quiet machine for figures worth recording.
+
+Methods:
+- ``plain GrabCut``: the scale reference. OpenCV ``cv2.grabCut`` on the full image, 5 iterations,
+  the box of the four points as probable foreground, outside it background, a 3 px disc at each
+  point definite foreground.
+- ``fallback``: :class:`dextr_core.fallback.GrabCutSegmenter` with its defaults.
+- ``fallback, cv2.grabCut path`` (``--with-opencv-path``): the same seeds, but OpenCV's GrabCut in
+  place of the PyMaxflow graph cut (what runs when PyMaxflow is not installed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from dextr_core import fallback  # noqa: E402
+from dextr_core.evaluate import evaluate  # noqa: E402
+from dextr_core.fallback import GrabCutSegmenter  # noqa: E402
+
+SETS = {"grabcut": 128, "berkeley": None, "coco_mval": None}  # set name -> ignore value
+
+
+class PlainGrabCut:
+    """OpenCV GrabCut seeded with the box of the points and the points themselves (reference)."""
+
+    name = "plain GrabCut"
+    is_fallback = True
+
+    def segment(self, image, points):
+        """bool (H, W) mask from (N, 2) (x, y) points in full-image pixels."""
+        pts = np.asarray(points, dtype=np.int64)
+        h, w = image.shape[:2]
+        (x0, y0), (x1, y1) = pts.min(axis=0), pts.max(axis=0)
+        trimap = np.full((h, w), cv2.GC_BGD, np.uint8)
+        trimap[y0 : y1 + 1, x0 : x1 + 1] = cv2.GC_PR_FGD
+        for x, y in pts:
+            cv2.circle(trimap, (int(x), int(y)), 3, int(cv2.GC_FGD), -1)
+        outside = np.ones((h, w), bool)
+        outside[y0 : y1 + 1, x0 : x1 + 1] = False
+        trimap[outside] = cv2.GC_BGD
+        cv2.setRNGSeed(12345)
+        try:
+            cv2.grabCut(np.ascontiguousarray(image[:, :, ::-1]), trimap, None,
+                        np.zeros((1, 65)), np.zeros((1, 65)), 5, cv2.GC_INIT_WITH_MASK)
+        except cv2.error:
+            return ~outside
+        return (trimap == cv2.GC_FGD) | (trimap == cv2.GC_PR_FGD)
+
+
+class OpenCVPathFallback(GrabCutSegmenter):
+    """The fallback with PyMaxflow switched off for its calls (cv2.grabCut on the same seeds)."""
+
+    name = "fallback, cv2.grabCut path"
+
+    def _segment_crop(self, small, loop, clicks, box):
+        saved, fallback.maxflow = fallback.maxflow, None
+        try:
+            return super()._segment_crop(small, loop, clicks, box)
+        finally:
+            fallback.maxflow = saved
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--evaldata", type=Path, default=REPO.parent / "shared" / "evaldata")
+    parser.add_argument("--sets", nargs="+", choices=sorted(SETS), default=list(SETS))
+    parser.add_argument("--limit", type=int, default=None, help="first N objects of each set")
+    parser.add_argument("--with-opencv-path", action="store_true",
+                        help="also time the fallback's cv2.grabCut path (no PyMaxflow)")
+    parser.add_argument("--no-plain", action="store_true", help="skip the plain GrabCut reference")
+    args = parser.parse_args(argv)
+    if not (args.evaldata / "grabcut").is_dir():
+        print(f"evaluation data not found at {args.evaldata}; pass --evaldata", file=sys.stderr)
+        return 2
+
+    methods = [] if args.no_plain else [PlainGrabCut()]
+    methods.append(GrabCutSegmenter())
+    if args.with_opencv_path:
+        methods.append(OpenCVPathFallback())
+
+    header = (f"{'set':<10} {'method':<28} {'objects':>7} {'mIoU':>7} "
+              f"{'mean s':>7} {'median s':>8} {'p90 s':>7}")
+    rows = []
+    for name in args.sets:
+        for method in methods:
+            result = evaluate(args.evaldata / name, method, ignore=SETS[name], limit=args.limit)
+            sec = result.seconds
+            label = method.name if method.name != GrabCutSegmenter.name else "fallback"
+            row = (f"{name:<10} {label:<28} {len(result.objects):>7} {result.miou:>7.4f} "
+                   f"{sec.mean():>7.3f} {np.median(sec):>8.3f} {np.percentile(sec, 90):>7.3f}")
+            rows.append(row)
+            print(row, file=sys.stderr, flush=True)  # progress while the table builds
+    print(header)
+    print("-" * len(header))
+    for row in rows:
+        print(row)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
