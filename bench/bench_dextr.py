@@ -5,12 +5,13 @@ runtime that is installed, each in its own process (Keras picks its backend once
 
     tf-predict   model.predict (TensorFlow backend)
     tf-eager     model(x) called directly
-    tf-graph     tf.function around model(x)         (what DextrSegmenter uses on TensorFlow)
+    tf-graph     tf.function around model(x)   (DextrSegmenter's default without OpenVINO)
     tf-xla       tf.function(jit_compile=True)
     jax          KERAS_BACKEND=jax, predict_on_batch (jit-compiled by Keras)
     torch        KERAS_BACKEND=torch, predict_on_batch
     openvino     the Keras model exported with model.export(format="openvino"), run by the
-                 OpenVINO CPU plugin in float32 (INFERENCE_PRECISION_HINT=f32)
+                 OpenVINO CPU plugin in float32 (INFERENCE_PRECISION_HINT=f32); DextrSegmenter's
+                 default on TensorFlow when openvino is installed
 
 "max |diff|" is the largest absolute difference of the 512 x 512 probability map from tf-graph's,
 same weights and input. Weights: models/dextr_pascal-sbd.h5 if present (or --weights), else a
