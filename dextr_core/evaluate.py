@@ -229,6 +229,11 @@ def evaluate(
         except DextrError as exc:
             result.skipped.append(f"{pair.id}: {exc}")
             continue
+        if gt.shape != image.shape[:2]:
+            result.skipped.append(
+                f"{pair.id}: image is {image.shape[1]} x {image.shape[0]} but mask is "
+                f"{gt.shape[1]} x {gt.shape[0]} once decoded; fix or remove this pair")
+            continue
         valid = None if ignore is None else gt != ignore
         truth = gt > 127 if valid is None else (gt > 127) & valid
         if not truth.any():
@@ -238,6 +243,9 @@ def evaluate(
         start = time.perf_counter()
         prediction = segmenter.segment(image, points)
         seconds = time.perf_counter() - start
+        if np.shape(prediction) != truth.shape:
+            raise ValueError(f"{segmenter.name} returned a mask of shape {np.shape(prediction)} "
+                             f"for image {pair.id} of shape {truth.shape}")
         obj = ObjectResult(pair.id, iou(prediction, truth, valid), seconds,
                            int(image.shape[1]), int(image.shape[0]))
         result.objects.append(obj)

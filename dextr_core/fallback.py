@@ -16,8 +16,9 @@ annotation"): the four extreme points give the object's box and four points on i
    enclosed region are foreground. Graph cut (PyMaxflow) and model refits alternate a few times.
    Without PyMaxflow installed, OpenCV's ``cv2.grabCut`` is run on the same seeds instead (a little
    less accurate).
-5. Only the parts of the result connected to a click are kept; the mask is scaled back to the crop's
-   size with bilinear interpolation (a soft border) and pasted into a full-image probability map.
+5. Only the parts of the result connected to a click are kept and holes smaller than 2 % of the
+   object are filled; the mask is scaled back to the crop's size with bilinear interpolation (a
+   soft border) and pasted into a full-image probability map.
 
 Every call works on its own arrays; OpenCV's per-thread random generator (used by k-means) is
 re-seeded before each use, so the same input always gives the same mask, from any thread.
@@ -164,8 +165,9 @@ class GrabCutSegmenter:
     downscaled); ``iterations`` rounds of graph cut + colour-model refit; ``margin`` the ring of
     background around the box, as a fraction of the box's longer side; ``smoothness`` weight of the
     pairwise term; ``edge_weight`` how much cheaper cutting across a strong edge is;
-    ``path_edge_weight`` how strongly boundary paths follow edges; ``threshold`` the probability
-    above which :meth:`segment` keeps a pixel.
+    ``path_edge_weight`` how strongly boundary paths follow edges; ``max_hole`` holes smaller than
+    this fraction of the object's area are filled; ``threshold`` the probability above which
+    :meth:`segment` keeps a pixel.
     """
 
     name = "GrabCut fallback (no DEXTR weights)"
@@ -173,7 +175,7 @@ class GrabCutSegmenter:
 
     def __init__(self, max_side: int = 320, iterations: int = 6, margin: float = 0.15,
                  smoothness: float = 30.0, edge_weight: float = 2.0,
-                 path_edge_weight: float = 6.0, threshold: float = 0.5):
+                 path_edge_weight: float = 6.0, max_hole: float = 0.02, threshold: float = 0.5):
         if not 0.0 < threshold < 1.0:
             raise ValueError(f"threshold must lie strictly between 0 and 1, got {threshold}")
         if max_side < 32 or iterations < 1 or margin < 0 or smoothness < 0:
@@ -184,6 +186,7 @@ class GrabCutSegmenter:
         self.smoothness = float(smoothness)
         self.edge_weight = float(edge_weight)
         self.path_edge_weight = float(path_edge_weight)
+        self.max_hole = float(max_hole)
         self.threshold = float(threshold)
 
     def segment(self, image, points) -> np.ndarray:
@@ -275,7 +278,7 @@ class GrabCutSegmenter:
             fg = _opencv_grabcut(small, initial, sure_fg, in_box, self.iterations)
         else:
             fg = self._graph_cut(small, edge, initial, sure_fg, (x0, y0, x1, y1))
-        return _keep_clicked_parts(fg, clicks)
+        return _fill_small_holes(_keep_clicked_parts(fg, clicks), self.max_hole)
 
     def _graph_cut(self, small: np.ndarray, edge: np.ndarray, initial: np.ndarray,
                    sure_fg: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
@@ -382,6 +385,20 @@ def _paste(target: np.ndarray, crop_values: np.ndarray, crop_box: tuple[int, int
     bx0, by0, bx1, by1 = box
     target[by0 : by1 + 1, bx0 : bx1 + 1] = crop_values[by0 - cy0 : by1 - cy0 + 1,
                                                        bx0 - cx0 : bx1 - cx0 + 1]
+
+
+def _fill_small_holes(fg: np.ndarray, max_fraction: float) -> np.ndarray:
+    """Fill holes of ``fg`` (bool (h, w)) smaller than ``max_fraction`` of its area. A hole is a
+    4-connected background part that does not reach the border of the array."""
+    if max_fraction <= 0 or not fg.any():
+        return fg
+    count, comp, stats, _ = cv2.connectedComponentsWithStats((~fg).astype(np.uint8), connectivity=4)
+    h, w = fg.shape
+    x, y, cw, ch, area = (stats[:, i] for i in range(5))
+    inner = (x > 0) & (y > 0) & (x + cw < w) & (y + ch < h)
+    fill = inner & (area < max_fraction * np.count_nonzero(fg))
+    fill[0] = False  # label 0 is the object itself
+    return fg | fill[comp] if fill.any() else fg
 
 
 def _keep_clicked_parts(fg: np.ndarray, clicks: list[tuple[int, int]]) -> np.ndarray:

@@ -73,7 +73,8 @@ def read_weight_file(path: str | os.PathLike) -> dict[str, list[np.ndarray]]:
     """
     p = Path(path)
     if not p.is_file():
-        raise WeightsError(f"Weights file not found: {p}. {REMEDY}")
+        what = "is a folder, not a file" if p.is_dir() else "not found"
+        raise WeightsError(f"Weights file {what}: {p}. {REMEDY}")
     if not h5py.is_hdf5(p):
         raise WeightsError(
             f"Weights file {p} is not an HDF5 file (wrong file, or an HTML error page saved "

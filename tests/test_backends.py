@@ -82,7 +82,8 @@ def run_python(code: str, *args: str, backend: str = "tensorflow") -> str:
 def reference(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("backends")
     assert run_python(MAKE_REFERENCE, str(folder)).startswith("tensorflow")
-    return folder
+    yield folder
+    (folder / "weights.h5").unlink()  # ~196 MB; pytest keeps the last runs' tmp folders
 
 
 def logits(prob: np.ndarray) -> np.ndarray:

@@ -48,7 +48,8 @@ def reference(tmp_path_factory):
             )
     path = tmp_path_factory.mktemp("weights") / "seeded_dextr.h5"
     save_dextr_weights(model, path)
-    return model, path
+    yield model, path
+    path.unlink()  # ~196 MB; pytest keeps the last runs' tmp folders
 
 
 @pytest.fixture(scope="module")

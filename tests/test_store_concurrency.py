@@ -103,11 +103,11 @@ def test_racing_claims_of_one_image_have_one_winner(tmp_path):
     assert all(store.get(i).annotator == w[0] for i, w in winners.items())
 
 
-def _process_worker(args: tuple[str, str]) -> list[str]:
-    path, who = args
+def _process_worker(path: str, who: str, start, results) -> None:
     store = ProgressStore(path, Path(path).parent / "no-source", compact_bytes=64_000)
     try:
-        return work_until_empty(store, who)
+        start.wait(timeout=120)  # both processes open the store, then race for images together
+        results.put((who, work_until_empty(store, who)))
     finally:
         store.close()
 
@@ -117,8 +117,16 @@ def test_two_processes_share_one_store(tmp_path):
     path = tmp_path / "p.json"
     new_store(path, n).close()
     ctx = multiprocessing.get_context("spawn")
-    with ctx.Pool(2) as pool:
-        a, b = pool.map(_process_worker, [(str(path), "proc-a"), (str(path), "proc-b")])
+    start, results = ctx.Barrier(2), ctx.Queue()
+    procs = [ctx.Process(target=_process_worker, args=(str(path), who, start, results))
+             for who in ("proc-a", "proc-b")]
+    for proc in procs:
+        proc.start()
+    got = dict(results.get(timeout=300) for _ in procs)
+    for proc in procs:
+        proc.join(timeout=60)
+        assert proc.exitcode == 0
+    a, b = got["proc-a"], got["proc-b"]
     assert not set(a) & set(b), "an image was handed to both processes"
     assert len(a) + len(b) == n and a and b  # both got work
     store = ProgressStore(path, tmp_path)

@@ -60,6 +60,14 @@ def write_published_layout(path, manifest, *, suffix="", mutate=None) -> dict:
     return expected
 
 
+@pytest.fixture(autouse=True)
+def remove_written_files(tmp_path):
+    """Each file here is ~196 MB and pytest keeps the last runs' tmp folders: delete them."""
+    yield
+    for path in tmp_path.glob("*.h5*"):
+        path.unlink()
+
+
 @pytest.fixture(scope="module")
 def model():
     from dextr_core.network import build_dextr
@@ -71,7 +79,8 @@ def model():
 def published_file(tmp_path_factory, spec_manifest):
     path = tmp_path_factory.mktemp("weights") / "dextr_pascal-sbd.h5"
     expected = write_published_layout(path, spec_manifest)
-    return path, expected
+    yield path, expected
+    path.unlink()
 
 
 def test_model_has_the_published_layers(model, spec_manifest):
