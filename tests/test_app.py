@@ -487,3 +487,20 @@ def test_full_image_cache_stays_within_its_budget(tmp_path):
     tiny = _ImageLRU(budget_bytes=1)
     tiny.get(paths[0], 1.0)
     assert len(tiny.items) == 1  # the newest photo is always kept
+
+
+def test_damaged_progress_file_is_reported_and_can_be_replaced(project):
+    progress = project / "src" / ".dextr_progress.json"
+    progress.write_text('{"images": {"1": {"id": "a.png", "status": "do')  # cut short
+    at = _app()
+    assert not at.exception
+    errors = " ".join(e.value for e in at.error)
+    assert str(progress) in errors and "damaged" in errors
+    assert progress.read_text().endswith('"do')  # left exactly as it was
+
+    _button(at, "Start a new progress store (the damaged file is kept aside)").click().run()
+    assert not at.exception
+    kept = list(progress.parent.glob(progress.name + ".corrupt-*"))
+    assert kept and kept[0].read_text().endswith('"do')
+    assert _current_image(at) in {"a.png", "b.png", "c.jpg"}  # annotation goes on
+    assert len(_store(project).image_ids()) == 5

@@ -167,17 +167,46 @@ def store_handle() -> StoreHandle:
     """The :class:`StoreHandle` of the current config (opened once per server process).
 
     A progress file that cannot be opened (damaged, unwritable) shows its message with
-    ``st.error`` and stops the script; the file is left untouched.
+    ``st.error`` and stops the script; the file is left untouched. For a damaged file the page
+    offers to start a new store (a lead's decision where the lead role is configured): the
+    damaged files are kept aside as ``*.corrupt-<time>`` and the new store is rebuilt from the
+    source folder, finished images being recognised by their mask files.
     """
     from dextr_core.errors import DextrError
+    from dextr_core.store import StoreCorruptError
 
     cfg = config()
     try:
         return _open_store(repr(cfg), cfg)
+    except StoreCorruptError as exc:
+        st.error(str(exc))
+        _offer_new_store(cfg)
+        st.stop()
+        raise
     except (DextrError, OSError) as exc:
         st.error(f"The progress file {cfg.progress_file} cannot be opened: {exc}")
         st.stop()
         raise
+
+
+def _offer_new_store(cfg: AnnoConfig) -> None:
+    """The button that replaces a damaged progress store (kept aside) by a new one."""
+    from dextr_core.store import ProgressStore
+    from ui import roles
+
+    if roles.is_configured() and not roles.is_lead():
+        st.info("A lead can start a new progress store here or on the Progress page; "
+                "annotation waits until then.")
+        return
+    if st.button("Start a new progress store (the damaged file is kept aside)"):
+        fresh = ProgressStore(cfg.progress_file, cfg.source, exclude_dirs=(cfg.destination,),
+                              recover_corrupt=True)
+        try:
+            fresh.sync()
+        finally:
+            fresh.close()
+        _open_store.clear()
+        st.rerun()
 
 
 def store():
