@@ -208,11 +208,8 @@ class JournaledStorage(Storage):
         on disk (fsync'd) when the outermost ``with`` block returns normally; if the block raises,
         the changes made before the exception are committed too (memory and disk must agree).
         """
-        with self._thread_lock:
-            outermost = self._depth == 0
-            if outermost:
-                self._acquire_file_lock()
-            self._depth += 1
+        with self.locked():
+            outermost = self._depth == 1
             try:
                 if outermost:
                     if self._stale:
@@ -221,12 +218,8 @@ class JournaledStorage(Storage):
                         self._catch_up()
                 yield
             finally:
-                self._depth -= 1
                 if outermost:
-                    try:
-                        self._commit()
-                    finally:
-                        self._file_lock.release()
+                    self._commit()
 
     def _acquire_file_lock(self) -> None:
         try:
