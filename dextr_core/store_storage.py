@@ -62,6 +62,10 @@ Tables = dict[str, dict[str, dict]]
 ChangeListener = Callable[[str, str, dict | None, dict | None], None]
 
 
+#: Seconds between two tries to take the store's file lock while another process holds it.
+LOCK_POLL_S = 0.002
+
+
 class StoreCorruptError(DextrError):
     """The progress store's files cannot be read; the message names the file and what to do.
 
@@ -223,7 +227,9 @@ class JournaledStorage(Storage):
 
     def _acquire_file_lock(self) -> None:
         try:
-            self._file_lock.acquire()
+            # Poll often: a busy process re-takes the lock within microseconds of releasing it,
+            # and filelock's default 50 ms poll could starve a second server process.
+            self._file_lock.acquire(poll_interval=LOCK_POLL_S)
         except Timeout:
             raise StoreBusyError(
                 f"The progress store {self.path} stayed locked by another process for more "

@@ -612,11 +612,11 @@ def _controls(work: Work, cfg, name: str) -> None:
     st.button("Accept object", type="primary", on_click=_accept, args=(name,),
               disabled=work.candidate is None, shortcut=SHORTCUTS["accept"],
               width="stretch")
-    left, right = st.columns(2)
-    left.button("Undo click", on_click=_undo, disabled=not work.points,
-                shortcut=SHORTCUTS["undo"], width="stretch")
-    right.button("Clear clicks", on_click=_clear, disabled=not work.points,
-                 shortcut=SHORTCUTS["clear"], width="stretch")
+    # One button a row where the label and its shortcut badge need the column's whole width.
+    st.button("Undo click", on_click=_undo, disabled=not work.points,
+              shortcut=SHORTCUTS["undo"], width="stretch")
+    st.button("Clear clicks", on_click=_clear, disabled=not work.points,
+              shortcut=SHORTCUTS["clear"], width="stretch")
 
     st.markdown(f"**Objects ({len(work.objects)})**")
     for i, obj in enumerate(work.objects, start=1):
@@ -637,12 +637,12 @@ def _controls(work: Work, cfg, name: str) -> None:
         no.button("Cancel", on_click=_cancel_empty)
     st.button("Image done", type="primary", on_click=_done, args=(name,),
               shortcut=SHORTCUTS["done"], width="stretch")
-    a, b, c = st.columns(3)
-    a.button("Prev", help="Previous image", on_click=_go, args=(name, -1),
-             shortcut=SHORTCUTS["previous"],
-             width="stretch")
-    b.button("Skip", on_click=_skip, args=(name,), shortcut=SHORTCUTS["skip"], width="stretch")
-    c.button("Next", on_click=_go, args=(name, 1), shortcut=SHORTCUTS["next"], width="stretch")
+    st.button("Skip", on_click=_skip, args=(name,), shortcut=SHORTCUTS["skip"], width="stretch")
+    back, forward = st.columns(2)
+    back.button("Prev", help="Previous image", on_click=_go, args=(name, -1),
+                shortcut=SHORTCUTS["previous"], width="stretch")
+    forward.button("Next", help="Next image", on_click=_go, args=(name, 1),
+                   shortcut=SHORTCUTS["next"], width="stretch")
 
 
 def _canvas(work: Work) -> None:
