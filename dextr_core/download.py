@@ -19,6 +19,7 @@ from pathlib import Path
 
 import h5py
 
+from .errors import DextrError
 from .weights import expected_layer_names
 
 #: Where the DEXTR project publishes its weights.
@@ -34,7 +35,7 @@ DEFAULT_DEST = Path(__file__).resolve().parents[1] / "models"
 CHUNK_BYTES = 1 << 20
 
 
-class DownloadError(Exception):
+class DownloadError(DextrError):
     """A download that failed; the message says what failed and the manual route."""
 
 
