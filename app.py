@@ -22,12 +22,12 @@ st.set_page_config(page_title="DEXTR annotator", page_icon=":material/touch_app:
 
 
 def _page_list() -> list:
-    pages = [st.Page(str(APP_DIR / "pages" / "annotate.py"), title="Annotate",
-                     icon=":material/touch_app:", default=True)]
-    progress = APP_DIR / "pages" / "progress.py"
-    if progress.is_file():
-        pages.append(st.Page(str(progress), title="Progress", icon=":material/monitoring:"))
-    return pages
+    return [
+        st.Page(str(APP_DIR / "pages" / "annotate.py"), title="Annotate",
+                icon=":material/touch_app:", default=True),
+        st.Page(str(APP_DIR / "pages" / "progress.py"), title="Progress",
+                icon=":material/monitoring:"),
+    ]
 
 
 def _engine_sidebar() -> None:

@@ -31,6 +31,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import DextrError
 from .images import image_size, is_image_file, load_image
+from .masks import atomic_write
 from .points import extreme_points
 
 #: Where ``--weights`` points by default (the file ``python -m dextr_core.download`` writes).
@@ -284,16 +285,7 @@ def write_csv(path: str | os.PathLike, objects: Sequence[ObjectResult]) -> None:
     for o in objects:
         writer.writerow([o.id, f"{o.iou:.6f}", f"{o.seconds:.6f}", o.width, o.height])
     data = buffer.getvalue().encode()
-    try:
-        from .masks import atomic_write
-    except ImportError:  # pragma: no cover - masks.py is written by another module owner
-        atomic_write = None
-    if atomic_write is not None:
-        atomic_write(Path(path), data)
-    else:  # pragma: no cover
-        tmp = Path(f"{path}.tmp")
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
+    atomic_write(Path(path), data)
 
 
 def make_segmenter(kind: str | None, weights: Path, threshold: float | None):
