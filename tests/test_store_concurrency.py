@@ -141,7 +141,10 @@ import sys
 from dextr_core.store import ObjectRecord, ProgressStore
 store = ProgressStore(sys.argv[1], sys.argv[1] + ".src", compact_bytes=6000)
 while (rec := store.claim_next("writer")) is not None:
-    store.add_object(rec.id, "writer", ObjectRecord(points=[[1, 1], [9, 1], [5, 0], [5, 9]]))
+    # a run killed between add_object and complete left its image claimed, with its object:
+    # claim_next hands that image back first, and the writer resumes it instead of adding again
+    if rec.n_objects == 0:
+        store.add_object(rec.id, "writer", ObjectRecord(points=[[1, 1], [9, 1], [5, 0], [5, 9]]))
     done = store.complete(rec.id, "writer", 2.0)
     print(done.id, flush=True)
 """
