@@ -9,9 +9,10 @@ runtime that is installed, each in its own process (Keras picks its backend once
     tf-xla       tf.function(jit_compile=True)
     jax          KERAS_BACKEND=jax, predict_on_batch (jit-compiled by Keras)
     torch        KERAS_BACKEND=torch, predict_on_batch
-    openvino     the Keras model exported with model.export(format="openvino"), run by the
-                 OpenVINO CPU plugin in float32 (INFERENCE_PRECISION_HINT=f32); DextrSegmenter's
-                 default on TensorFlow when openvino is installed
+    openvino     the Keras model exported with model.export(format="openvino"), reshaped to a
+                 static batch of one and run by the OpenVINO CPU plugin in float32
+                 (INFERENCE_PRECISION_HINT=f32); DextrSegmenter's default on TensorFlow when
+                 openvino is installed
 
 "max |diff|" is the largest absolute difference of the 512 x 512 probability map from tf-graph's,
 same weights and input. Weights: models/dextr_pascal-sbd.h5 if present (or --weights), else a
@@ -82,19 +83,6 @@ def sample_input() -> np.ndarray:
     return x[None]
 
 
-def openvino_forward(model, folder: Path):
-    """Export ``model`` to OpenVINO IR in ``folder`` and compile it for CPU in float32."""
-    import openvino as ov
-
-    xml = folder / "dextr.xml"
-    start = time.perf_counter()
-    model.export(str(xml), format="openvino", verbose=False)
-    export_s = time.perf_counter() - start
-    compiled = ov.Core().compile_model(str(xml), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
-    request = compiled.create_infer_request()
-    return (lambda batch: request.infer({0: batch})[0]), export_s
-
-
 def worker(runtime: str, weights: Path, folder: Path, repeat: int) -> dict:
     """Run in a subprocess: time one runtime, save its output, return the figures."""
     from dextr_core.network import build_dextr
@@ -106,7 +94,9 @@ def worker(runtime: str, weights: Path, folder: Path, repeat: int) -> dict:
     load_dextr_weights(model, weights)
     result = {"runtime": runtime, "build_load_s": time.perf_counter() - start}
     if runtime == "openvino":
-        forward, result["export_s"] = openvino_forward(model, folder)
+        start = time.perf_counter()
+        forward, _ = make_forward(model, "openvino")
+        result["export_s"] = time.perf_counter() - start
     elif runtime in ("jax", "torch"):
         forward, _ = make_forward(model, "predict")
     else:
@@ -162,7 +152,7 @@ def bench_forward(runtimes: list[str], weights: Path | None, repeat: int) -> Non
             continue
         first = f"{row['first_s']:.2f}"
         if "export_s" in row:
-            first += f" (+ export {row['export_s']:.1f})"
+            first += f" (+ export and compile {row['export_s']:.1f})"
         diff = f"{row['max_diff']:.1e}" if "max_diff" in row else "-"
         print(
             f"| {row['runtime']} | {row['median_s']:.3f} | {row['min_s']:.3f} | {first} | "

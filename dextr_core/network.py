@@ -54,7 +54,8 @@ class AlignCornersResize(layers.Layer):
     """Bilinear resize of a channels-last ``(batch, h, w, c)`` tensor with align_corners=True.
 
     Implemented as two small interpolation matrices (``(out_h, h)`` and ``(out_w, w)``) applied
-    with ``keras.ops.einsum``, which every Keras backend supports; ``keras.layers.Resizing`` uses
+    with ``keras.ops.matmul``, which every Keras backend supports and which OpenVINO runs without
+    the transposes an einsum costs it; ``keras.layers.Resizing`` uses
     half-pixel centres instead and gives visibly different DEXTR outputs.
     """
 
@@ -65,14 +66,17 @@ class AlignCornersResize(layers.Layer):
 
     def build(self, input_shape):
         in_h, in_w = int(input_shape[1]), int(input_shape[2])
+        self._in_w, self._channels = in_w, int(input_shape[3])
         self._rows = align_corners_matrix(in_h, self.height)
         self._cols = align_corners_matrix(in_w, self.width)
 
     def call(self, inputs):
         rows = ops.convert_to_tensor(self._rows, dtype=inputs.dtype)
         cols = ops.convert_to_tensor(self._cols, dtype=inputs.dtype)
-        out = ops.einsum("oh,bhwc->bowc", rows, inputs)
-        return ops.einsum("pw,bowc->bopc", cols, out)
+        w, c = self._in_w, self._channels
+        # two plain matmuls, no transposes: (H, h) @ (b, h, w*c), then (W, w) @ (b, H, w, c)
+        out = ops.matmul(rows, ops.reshape(inputs, (-1, self._rows.shape[1], w * c)))
+        return ops.matmul(cols, ops.reshape(out, (-1, self.height, w, c)))
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], self.height, self.width, input_shape[3])

@@ -21,6 +21,10 @@ Boxes are ``(x_min, y_min, x_max, y_max)`` in whole pixels, both ends inclusive.
 
 from __future__ import annotations
 
+import contextlib
+import threading
+from collections.abc import Iterator
+
 import cv2
 import numpy as np
 
@@ -90,23 +94,38 @@ def relaxed_box(pixel_points: np.ndarray, relax: int = RELAX_PX) -> Box:
     return (int(x_min) - relax, int(y_min) - relax, int(x_max) + relax, int(y_max) + relax)
 
 
-def crop_zero_padded(image: np.ndarray, box: Box) -> np.ndarray:
+def crop_zero_padded(image: np.ndarray, box: Box, out: np.ndarray | None = None) -> np.ndarray:
     """``image[y_min:y_max+1, x_min:x_max+1]`` where the box may extend past the image.
 
-    Returns a view when the box lies inside the image, else a new array of the box size with the
-    outside filled with zeros. Shape ``(y_max - y_min + 1, x_max - x_min + 1) + image.shape[2:]``.
+    Returns a view when the box lies inside the image, else an array of the box size with the
+    outside filled with zeros: ``out`` when given (any contents; it must have that shape and the
+    image's dtype), else a new one. Shape ``(y_max - y_min + 1, x_max - x_min + 1) +
+    image.shape[2:]``.
     """
     x_min, y_min, x_max, y_max = box
     height, width = image.shape[:2]
     if x_min >= 0 and y_min >= 0 and x_max < width and y_max < height:
         return image[y_min : y_max + 1, x_min : x_max + 1]
-    crop = np.zeros((y_max - y_min + 1, x_max - x_min + 1, *image.shape[2:]), dtype=image.dtype)
+    shape = (y_max - y_min + 1, x_max - x_min + 1, *image.shape[2:])
     x0, y0 = max(x_min, 0), max(y_min, 0)
     x1, y1 = min(x_max, width - 1), min(y_max, height - 1)
-    if x0 <= x1 and y0 <= y1:
-        crop[y0 - y_min : y1 - y_min + 1, x0 - x_min : x1 - x_min + 1] = image[
-            y0 : y1 + 1, x0 : x1 + 1
-        ]
+    if out is None:
+        crop = np.zeros(shape, dtype=image.dtype)
+    elif out.shape != shape or out.dtype != image.dtype:
+        raise ValueError(f"out must be {shape} {image.dtype}, got {out.shape} {out.dtype}")
+    else:
+        crop = out
+    if not (x0 <= x1 and y0 <= y1):  # no overlap with the image
+        crop[...] = 0
+        return crop
+    top, left = y0 - y_min, x0 - x_min
+    bottom, right = y1 - y_min + 1, x1 - x_min + 1
+    if out is not None:  # zero only the strips around the part that the image fills
+        crop[:top] = 0
+        crop[bottom:] = 0
+        crop[top:bottom, :left] = 0
+        crop[top:bottom, right:] = 0
+    crop[top:bottom, left:right] = image[y0 : y1 + 1, x0 : x1 + 1]
     return crop
 
 
@@ -151,6 +170,46 @@ def point_heatmap(
     return heat
 
 
+class _ScratchBuffers:
+    """A few large byte buffers reused by all threads for the box-sized intermediates.
+
+    At 4000 x 3000 the zero-padded crop (~38 MB) and the box-sized probability map (~51 MB) cost
+    more in first-touch page faults than in arithmetic when allocated afresh for every object;
+    reusing them takes make_input + paste_mask for a full-frame object from about 30 ms to about
+    20 ms (docs/benchmarks-dextr.md). Arrays under ``min_bytes`` are not pooled; at most ``keep``
+    buffers are kept, the largest ones.
+    """
+
+    def __init__(self, min_bytes: int = 8 << 20, keep: int = 2):
+        self.min_bytes, self.keep = min_bytes, keep
+        self._lock = threading.Lock()
+        self._free: list[np.ndarray] = []
+
+    @contextlib.contextmanager
+    def array(self, shape: tuple[int, ...], dtype) -> Iterator[np.ndarray]:
+        """An uninitialised array of ``shape`` and ``dtype``, valid inside the ``with`` only."""
+        dtype = np.dtype(dtype)
+        nbytes = int(np.prod(shape)) * dtype.itemsize
+        if nbytes < self.min_bytes:
+            yield np.empty(shape, dtype=dtype)
+            return
+        with self._lock:
+            fits = [i for i, b in enumerate(self._free) if b.nbytes >= nbytes]
+            buffer = self._free.pop(min(fits, key=lambda i: self._free[i].nbytes)) if fits else None
+        if buffer is None:
+            buffer = np.empty(nbytes, dtype=np.uint8)
+        try:
+            yield buffer[:nbytes].view(dtype).reshape(shape)
+        finally:
+            with self._lock:
+                self._free.append(buffer)
+                self._free.sort(key=lambda b: b.nbytes)
+                del self._free[: -self.keep]
+
+
+_SCRATCH = _ScratchBuffers()
+
+
 def make_input(image, points) -> tuple[np.ndarray, Box]:
     """Network input for one object.
 
@@ -163,19 +222,23 @@ def make_input(image, points) -> tuple[np.ndarray, Box]:
     rgb = to_rgb_uint8(image)
     pixel_points = np.floor(validate_points(points, rgb.shape)).astype(np.int64)
     box = relaxed_box(pixel_points)
-    crop = crop_zero_padded(rgb, box)
-    resized = cv2.resize(crop, (NET_SIZE, NET_SIZE), interpolation=cv2.INTER_CUBIC)
+    crop_shape = (box[3] - box[1] + 1, box[2] - box[0] + 1, 3)
+    with _SCRATCH.array(crop_shape, np.uint8) as scratch:
+        crop = crop_zero_padded(rgb, box, out=scratch)
+        resized = cv2.resize(crop, (NET_SIZE, NET_SIZE), interpolation=cv2.INTER_CUBIC)
     x = np.empty((NET_SIZE, NET_SIZE, 4), dtype=np.float32)
     x[:, :, :3] = resized
     x[:, :, 3] = point_heatmap(points_in_crop(pixel_points, box))
     return x, box
 
 
-def _box_probability(prob, box: Box, image_shape) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+@contextlib.contextmanager
+def _box_probability(prob, box: Box, image_shape) -> Iterator[tuple[np.ndarray, Box]]:
     """Resize ``prob`` to the relaxed box and cut out the part inside the tight box and the image.
 
-    Returns the cut-out float32 map and where it goes in the image, ``(x0, y0, x1, y1)``
-    inclusive (empty when ``x1 < x0`` or ``y1 < y0``).
+    Yields the cut-out float32 map (valid inside the ``with`` only: it lives in a scratch buffer)
+    and where it goes in the image, ``(x0, y0, x1, y1)`` inclusive (empty when ``x1 < x0`` or
+    ``y1 < y0``).
     """
     prob = np.asarray(prob, dtype=np.float32)
     if prob.ndim == 3 and prob.shape[2] == 1:
@@ -187,12 +250,12 @@ def _box_probability(prob, box: Box, image_shape) -> tuple[np.ndarray, tuple[int
     x0, y0 = max(x_min + RELAX_PX, 0), max(y_min + RELAX_PX, 0)
     x1, y1 = min(x_max - RELAX_PX, width - 1), min(y_max - RELAX_PX, height - 1)
     if x1 < x0 or y1 < y0:
-        return np.zeros((0, 0), dtype=np.float32), (x0, y0, x1, y1)
-    resized = cv2.resize(
-        prob, (x_max - x_min + 1, y_max - y_min + 1), interpolation=cv2.INTER_CUBIC
-    )
-    part = resized[y0 - y_min : y1 - y_min + 1, x0 - x_min : x1 - x_min + 1]
-    return part, (x0, y0, x1, y1)
+        yield np.zeros((0, 0), dtype=np.float32), (x0, y0, x1, y1)
+        return
+    box_h, box_w = y_max - y_min + 1, x_max - x_min + 1
+    with _SCRATCH.array((box_h, box_w), np.float32) as resized:
+        cv2.resize(prob, (box_w, box_h), dst=resized, interpolation=cv2.INTER_CUBIC)
+        yield resized[y0 - y_min : y1 - y_min + 1, x0 - x_min : x1 - x_min + 1], (x0, y0, x1, y1)
 
 
 def paste_probability(prob, box: Box, image_shape) -> np.ndarray:
@@ -203,10 +266,10 @@ def paste_probability(prob, box: Box, image_shape) -> np.ndarray:
     pasted (parts outside the image dropped), zeroed outside the tight box (the relaxed box shrunk
     by :data:`RELAX_PX`) and clipped to [0, 1] (bicubic overshoot).
     """
-    part, (x0, y0, x1, y1) = _box_probability(prob, box, image_shape)
     out = np.zeros((int(image_shape[0]), int(image_shape[1])), dtype=np.float32)
-    if part.size:
-        np.clip(part, 0.0, 1.0, out=out[y0 : y1 + 1, x0 : x1 + 1])
+    with _box_probability(prob, box, image_shape) as (part, (x0, y0, x1, y1)):
+        if part.size:
+            np.clip(part, 0.0, 1.0, out=out[y0 : y1 + 1, x0 : x1 + 1])
     return out
 
 
@@ -215,8 +278,8 @@ def paste_mask(prob, box: Box, image_shape, threshold: float = DEFAULT_THRESHOLD
 
     Computed on the box only (no full-image float map is made).
     """
-    part, (x0, y0, x1, y1) = _box_probability(prob, box, image_shape)
     out = np.zeros((int(image_shape[0]), int(image_shape[1])), dtype=bool)
-    if part.size:
-        np.greater(part, threshold, out=out[y0 : y1 + 1, x0 : x1 + 1])
+    with _box_probability(prob, box, image_shape) as (part, (x0, y0, x1, y1)):
+        if part.size:
+            np.greater(part, threshold, out=out[y0 : y1 + 1, x0 : x1 + 1])
     return out

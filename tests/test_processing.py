@@ -3,9 +3,13 @@ scaled and truncated, 10 px FWHM heatmap, bicubic paste, tight-box zeroing, thre
 
 from __future__ import annotations
 
+import threading
+
+import cv2
 import numpy as np
 import pytest
 
+from dextr_core import processing
 from dextr_core.processing import (
     crop_zero_padded,
     make_input,
@@ -180,6 +184,83 @@ def test_paste_mask_equals_thresholded_probability():
         np.testing.assert_array_equal(
             paste_mask(prob, box, (H, W), 0.6), paste_probability(prob, box, (H, W)) > 0.6
         )
+
+
+# --- scratch buffers (reused box-sized intermediates) ----------------------------------------
+
+
+def test_crop_into_a_dirty_buffer_equals_a_fresh_crop():
+    image = coordinate_image()
+    for box in (BOX, (-50, -50, 149, 129), (90, 70, 130, 110), (-60, -60, -20, -20)):
+        shape = (box[3] - box[1] + 1, box[2] - box[0] + 1, 3)
+        dirty = np.full(shape, 99, np.uint8)
+        np.testing.assert_array_equal(
+            crop_zero_padded(image, box, out=dirty), crop_zero_padded(image, box)
+        )
+    with pytest.raises(ValueError, match="out must be"):
+        crop_zero_padded(image, BOX, out=np.zeros((5, 5, 3), np.uint8))
+
+
+@pytest.fixture
+def pooled(monkeypatch):
+    """Pool every intermediate, however small, so these small cases go through reused buffers."""
+    pool = processing._ScratchBuffers(min_bytes=0, keep=2)
+    monkeypatch.setattr(processing, "_SCRATCH", pool)
+    return pool
+
+
+def test_reused_buffers_give_the_results_of_fresh_ones(pooled):
+    rng = np.random.default_rng(3)
+    image = rng.integers(0, 256, (H, W, 3), dtype=np.uint8)
+    for points in (
+        POINTS,
+        [[0, 10], [99, 40], [50, 0], [50, 79]],
+        [[20, 15], [80, 30], [50, 10], [45, 60]],
+    ):
+        x, box = make_input(image, points)
+        crop = crop_zero_padded(image, box)
+        np.testing.assert_array_equal(
+            x[:, :, :3], cv2.resize(crop, (512, 512), interpolation=cv2.INTER_CUBIC)
+        )
+        prob = rng.random((512, 512), dtype=np.float32)
+        size = (box[2] - box[0] + 1, box[3] - box[1] + 1)
+        full = cv2.resize(prob, size, interpolation=cv2.INTER_CUBIC)
+        expected = np.zeros((H, W), np.float32)
+        x0, y0 = max(box[0] + 50, 0), max(box[1] + 50, 0)
+        x1, y1 = min(box[2] - 50, W - 1), min(box[3] - 50, H - 1)
+        expected[y0 : y1 + 1, x0 : x1 + 1] = full[
+            y0 - box[1] : y1 - box[1] + 1, x0 - box[0] : x1 - box[0] + 1
+        ]
+        np.testing.assert_array_equal(paste_probability(prob, box, (H, W)), np.clip(expected, 0, 1))
+        np.testing.assert_array_equal(paste_mask(prob, box, (H, W)), expected > 0.8)
+    assert 0 < len(pooled._free) <= 2
+
+
+def test_threads_sharing_the_pool_never_share_a_buffer(pooled):
+    shape = (1500, 2000)  # large enough that the resizes (which release the GIL) overlap
+    rng = np.random.default_rng(4)
+    probs = [rng.random((512, 512), dtype=np.float32) for _ in range(4)]
+    boxes = [
+        (-50, -50, 2049, 1549),
+        (100, 80, 1900, 1400),
+        (-20, 300, 1500, 1549),
+        (0, 0, 800, 900),
+    ]
+    expected = [paste_probability(p, b, shape) for p, b in zip(probs, boxes, strict=True)]
+    start, failures = threading.Barrier(4), []
+
+    def work(i: int) -> None:
+        start.wait()
+        for _ in range(10):
+            if not np.array_equal(paste_probability(probs[i], boxes[i], shape), expected[i]):
+                failures.append(i)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not failures
 
 
 # --- validation -------------------------------------------------------------------------------
