@@ -39,7 +39,7 @@ sys.path.insert(0, str(REPO))
 
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
-from tinydb.table import Document  # noqa: E402
+from store_fill import fake_id, mark_done  # noqa: E402
 
 from dextr_core.masks import label_map, mask_path, save_label_map  # noqa: E402
 from dextr_core.store import ObjectRecord, ProgressStore  # noqa: E402
@@ -48,10 +48,6 @@ LABELS = ("car", "person", "bicycle", "dog")
 ANNOTATORS = ("ana", "bob", "cem", "dia")
 SIZE = (320, 240)  # width, height of every (fake) image
 PHOTOS = 48  # newest done images that get a real photo file (4 gallery pages)
-
-
-def fake_id(i: int) -> str:
-    return f"batch{i // 1000:03d}/img_{i:06d}.jpg"
 
 
 def boxes(i: int) -> list[tuple[int, int, int, int]]:
@@ -77,35 +73,20 @@ def build(folder: Path, n_images: int, n_done: int) -> tuple[Path, float]:
     store.add_images((fake_id(i), SIZE[0], SIZE[1]) for i in range(n_images))
     start = time.time() - 3 * 86400.0
     step = 3 * 86400.0 / max(1, n_done)
-    # Bulk path for the finished work, as bench/bench_store.py does: one transaction.
-    with store._storage.transaction():
-        raw = store._storage.read()["images"]
-        events = []
-        for i in range(n_done):
-            who = ANNOTATORS[i % len(ANNOTATORS)]
-            image_id = fake_id(i)
-            t = start + i * step
-            objects = [
-                {"index": k, "label": LABELS[(i + k) % len(LABELS)],
-                 "points": [[x0, (y0 + y1) / 2], [x1, (y0 + y1) / 2], [(x0 + x1) / 2, y0],
-                            [(x0 + x1) / 2, y1]],
-                 "engine": "DEXTR", "annotator": who, "created_at": t - 10 + k,
-                 "seconds": 4.0 + (i + k) % 7}
-                for k, (x0, y0, x1, y1) in enumerate(boxes(i), start=1)
-            ]
-            key = str(store._doc_of[image_id])
-            old = dict(raw[key])
-            raw[key].update(status="done", annotator=who, completed_at=t, updated_at=t,
-                            claimed_at=None, n_objects=len(objects),
-                            seconds=float(sum(o["seconds"] for o in objects) + 3),
-                            objects=objects)
-            store._storage.record("images", key, old, raw[key])
-            for action in ["claimed"] + ["object_added"] * len(objects) + ["completed"]:
-                events.append({"time": t, "action": action, "image_id": image_id,
-                               "annotator": who, "detail": {}})
-        base = store._max_event_id
-        store._events.insert_multiple(
-            Document(e, doc_id=base + k) for k, e in enumerate(events, start=1))
+
+    def finished(i: int):
+        who, t = ANNOTATORS[i % len(ANNOTATORS)], start + i * step
+        objects = [
+            {"index": k, "label": LABELS[(i + k) % len(LABELS)],
+             "points": [[x0, (y0 + y1) / 2], [x1, (y0 + y1) / 2], [(x0 + x1) / 2, y0],
+                        [(x0 + x1) / 2, y1]],
+             "engine": "DEXTR", "annotator": who, "created_at": t - 10 + k,
+             "seconds": 4.0 + (i + k) % 7}
+            for k, (x0, y0, x1, y1) in enumerate(boxes(i), start=1)
+        ]
+        return fake_id(i), who, t, objects, float(sum(o["seconds"] for o in objects) + 3)
+
+    mark_done(store, (finished(i) for i in range(n_done)))
     store.close()
 
     width, height = SIZE

@@ -23,15 +23,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tinydb.table import Document  # noqa: E402
+from store_fill import fake_id, mark_done  # noqa: E402
 
 from dextr_core.store import ObjectRecord, ProgressStore, _encode_points  # noqa: E402
 
 POINTS = [[10.5, 50.25], [90.0, 50.0], [50.0, 10.75], [50.5, 90.0]]
-
-
-def fake_id(i: int) -> str:
-    return f"batch{i // 1000:03d}/img_{i:06d}.jpg"
 
 
 def build(path: Path, n_images: int, done_fraction: float) -> float:
@@ -39,43 +35,21 @@ def build(path: Path, n_images: int, done_fraction: float) -> float:
     t0 = time.perf_counter()
     store = ProgressStore(path, path.parent / "no-source")
     store.add_images((fake_id(i), 640, 480) for i in range(n_images))
-    n_done = int(n_images * done_fraction)
     annotators = ["ann", "bob", "cem", "dia"]
     now = time.time() - 86400.0
-    # Internal bulk path: write finished images and their events in one transaction (a snapshot),
-    # as if the team had worked through them; the timed operations below use the public API.
-    with store._storage.transaction():
-        raw = store._storage.read()["images"]
-        events = []
-        for i in range(n_done):
-            who = annotators[i % len(annotators)]
-            image_id = fake_id(i)
-            t = now + i
-            objects = [
-                {"index": k, "label": "object", "points": _encode_points(POINTS), "engine": "DEXTR",
-                 "annotator": who, "created_at": t, "seconds": 5.0}
-                for k in (1, 2)
-            ]
-            key = str(store._doc_of[image_id])
-            old = dict(raw[key])
-            raw[key].update(status="done", annotator=who, completed_at=t, updated_at=t,
-                            n_objects=2, seconds=12.0, objects=objects)
-            store._storage.record("images", key, old, raw[key])
-            # the same events (and details) the public API logs for this work
-            for action, detail in (
-                ("claimed", None),
-                ("object_added", {"index": 1, "label": "object"}),
-                ("object_added", {"index": 2, "label": "object"}),
-                ("completed", {"n_objects": 2, "seconds": 12.0}),
-            ):
-                event = {"time": t, "action": action, "image_id": image_id, "annotator": who}
-                if detail:
-                    event["detail"] = detail
-                events.append(event)
-        base = store._max_event_id
-        store._events.insert_multiple(
-            Document(e, doc_id=base + k) for k, e in enumerate(events, start=1)
-        )
+
+    def finished(i: int):
+        who, t = annotators[i % len(annotators)], now + i
+        objects = [
+            {"index": k, "label": "object", "points": _encode_points(POINTS), "engine": "DEXTR",
+             "annotator": who, "created_at": t, "seconds": 5.0}
+            for k in (1, 2)
+        ]
+        return fake_id(i), who, t, objects, 12.0
+
+    # the finished share in one transaction, as if the team had worked through it; the timed
+    # operations below use the public API
+    mark_done(store, (finished(i) for i in range(int(n_images * done_fraction))))
     store.close()
     return time.perf_counter() - t0
 
