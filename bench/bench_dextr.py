@@ -15,8 +15,11 @@ runtime that is installed, each in its own process (Keras picks its backend once
                  openvino is installed
 
 "max |diff|" is the largest absolute difference of the 512 x 512 probability map from tf-graph's,
-same weights and input. Weights: models/dextr_pascal-sbd.h5 if present (or --weights), else a
-seeded random file in the published layout (speed does not depend on the values).
+same weights and input (against jax where TensorFlow is missing, as on the lent GPU machine).
+"device" is what the runtime computed on: JAX, PyTorch and TensorFlow use a GPU when one is
+visible, so the same command measures the GPU latency there. Weights: models/dextr_pascal-sbd.h5
+if present (or --weights), else a seeded random file in the published layout (speed does not
+depend on the values).
 
 Pre- plus post-processing (make_input + paste_mask) for a 640 x 480 and a 4000 x 3000 image,
 with a typical object (box about a quarter of the image) and a full-frame one.
@@ -45,7 +48,32 @@ sys.path.insert(0, str(REPO))
 
 RUNTIMES = ["tf-predict", "tf-eager", "tf-graph", "tf-xla", "jax", "torch", "openvino"]
 BACKEND_OF = {"jax": "jax", "torch": "torch"}  # the others run on TensorFlow
-MODULE_OF = {"jax": "jax", "torch": "torch", "openvino": "openvino"}
+NEEDS = {"jax": ["jax"], "torch": ["torch"], "openvino": ["tensorflow", "openvino"]}  # else TF
+
+
+def installed(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
+def device(runtime: str) -> str:
+    """What the runtime computes on: the accelerator's name, or "CPU"."""
+    if runtime == "jax":
+        import jax
+
+        dev = jax.devices()[0]
+        return "CPU" if dev.platform == "cpu" else dev.device_kind
+    if runtime == "torch":
+        import torch
+
+        return torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU"
+    if runtime.startswith("tf-"):
+        import tensorflow as tf
+
+        gpus = tf.config.list_physical_devices("GPU")
+        return gpus[0].name if gpus else "CPU"
+    return "CPU"
 
 
 def seeded_weights(path: Path) -> None:
@@ -93,6 +121,7 @@ def worker(runtime: str, weights: Path, folder: Path, repeat: int) -> dict:
     model = build_dextr()
     load_dextr_weights(model, weights)
     result = {"runtime": runtime, "build_load_s": time.perf_counter() - start}
+    result["device"] = device(runtime)
     if runtime == "openvino":
         start = time.perf_counter()
         forward, _ = make_forward(model, "openvino")
@@ -117,45 +146,51 @@ def worker(runtime: str, weights: Path, folder: Path, repeat: int) -> dict:
 
 
 def bench_forward(runtimes: list[str], weights: Path | None, repeat: int) -> None:
-    import importlib.util
-
     with tempfile.TemporaryDirectory(prefix="bench_dextr_") as tmp:
         folder = Path(tmp)
         if weights is None:
             weights = folder / "seeded.h5"
-            run_worker(["--make-weights", str(weights)], "tensorflow")
+            # any installed backend writes the same file (the GPU machine has no TensorFlow)
+            backend = next(b for b in ("tensorflow", "jax", "torch") if installed(b))
+            run_worker(["--make-weights", str(weights)], backend)
             source = "seeded random weights"
         else:
             source = str(weights)
         rows = []
         for runtime in runtimes:
-            module = MODULE_OF.get(runtime)
-            if module and importlib.util.find_spec(module) is None:
-                rows.append({"runtime": runtime, "note": f"not installed (pip install {module})"})
+            missing = [m for m in NEEDS.get(runtime, ["tensorflow"]) if not installed(m)]
+            if missing:
+                rows.append({"runtime": runtime, "note": f"needs {', '.join(missing)}"})
                 continue
             args = ["--worker", runtime, "--weights", str(weights), "--folder", str(folder)]
             out = run_worker(
                 args + ["--repeat", str(repeat)], BACKEND_OF.get(runtime, "tensorflow")
             )
             rows.append(json.loads(out.strip().splitlines()[-1]))
-        reference = folder / "y_tf-graph.npy"
+        measured = [r["runtime"] for r in rows if "note" not in r]
+        ref = next((r for r in ("tf-graph", "jax", "torch") if r in measured), None)
         for row in rows:
             y = folder / f"y_{row['runtime']}.npy"
-            if reference.exists() and y.exists():
-                row["max_diff"] = float(np.abs(np.load(y) - np.load(reference)).max())
+            if ref and y.exists():
+                reference = np.load(folder / f"y_{ref}.npy")
+                row["max_diff"] = float(np.abs(np.load(y) - reference).max())
     print(f"\n### Forward, 1 x 512 x 512 x 4, median of {repeat} after warm-up ({source})\n")
-    print("| runtime | median s | min s | first call s | build+load s | max abs diff vs tf-graph |")
-    print("|---|---|---|---|---|---|")
+    print(
+        "| runtime | device | median s | min s | first call s | build+load s "
+        f"| max abs diff vs {ref} |"
+    )
+    print("|---|---|---|---|---|---|---|")
     for row in rows:
         if "note" in row:
-            print(f"| {row['runtime']} | {row['note']} | | | | |")
+            print(f"| {row['runtime']} | | {row['note']} | | | | |")
             continue
         first = f"{row['first_s']:.2f}"
         if "export_s" in row:
             first += f" (+ export and compile {row['export_s']:.1f})"
         diff = f"{row['max_diff']:.1e}" if "max_diff" in row else "-"
         print(
-            f"| {row['runtime']} | {row['median_s']:.3f} | {row['min_s']:.3f} | {first} | "
+            f"| {row['runtime']} | {row['device']} | {row['median_s']:.4f} | {row['min_s']:.4f} "
+            f"| {first} | "
             f"{row['build_load_s']:.1f} | {diff} |"
         )
 
