@@ -175,9 +175,10 @@ class _ScratchBuffers:
 
     At 4000 x 3000 the zero-padded crop (~38 MB) and the box-sized probability map (~51 MB) cost
     more in first-touch page faults than in arithmetic when allocated afresh for every object;
-    reusing them takes make_input + paste_mask for a full-frame object from about 30 ms to about
-    20 ms (docs/benchmarks-dextr.md). Arrays under ``min_bytes`` are not pooled; at most ``keep``
-    buffers are kept, the largest ones.
+    reusing them took make_input + paste_mask at 4000 x 3000 from 11-18 ms to 7-9 ms for a
+    quarter-frame object and from 28-37 ms to 26-27 ms for a full-frame one
+    (docs/benchmarks-dextr.md). Arrays under ``min_bytes`` are not pooled; at most ``keep``
+    buffers are kept, the largest ones (about 90 MB in all after a 12 MP image).
     """
 
     def __init__(self, min_bytes: int = 8 << 20, keep: int = 2):
