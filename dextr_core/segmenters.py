@@ -23,6 +23,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from . import ir_cache
 from .processing import DEFAULT_THRESHOLD, make_input, paste_mask, paste_probability
 from .weights import DEFAULT_WEIGHTS_NAME, DOWNLOAD_COMMAND, apply_weights, read_weight_file
 
@@ -66,38 +67,34 @@ def _check_threshold(threshold: float) -> float:
     return t
 
 
-def _openvino_forward(model) -> Callable[[np.ndarray], np.ndarray]:
-    """Export ``model`` to OpenVINO IR (a temporary folder) and compile it for CPU in float32.
+def _export_openvino(model, folder: Path) -> Path:
+    """Export ``model`` to OpenVINO IR (``dextr.xml`` + ``dextr.bin``) in ``folder``."""
+    xml = folder / "dextr.xml"
+    with contextlib.redirect_stdout(io.StringIO()):  # export prints "Saved ..."
+        model.export(str(xml), format="openvino", verbose=False)
+    return xml
+
+
+def _compile_openvino(xml: Path) -> Callable[[np.ndarray], np.ndarray]:
+    """Compile an exported IR for the CPU, in float32, for a static batch of one.
 
     The CPU plugin would otherwise pick bfloat16 on CPUs that have it, which moves the
-    probabilities by ~1e-2; f32 keeps them within ~1e-6 of Keras.
+    probabilities by ~1e-2 (and is slower on CPUs without AMX); f32 keeps them within ~1e-6 of
+    Keras. The static shape is a few % faster than a dynamic batch.
     """
     import openvino as ov
 
-    with tempfile.TemporaryDirectory(prefix="dextr_openvino_") as folder:
-        xml = str(Path(folder) / "dextr.xml")
-        with contextlib.redirect_stdout(io.StringIO()):  # export prints "Saved ..."
-            model.export(xml, format="openvino", verbose=False)
-        core = ov.Core()
-        network = core.read_model(xml)
-        network.reshape([1, 512, 512, 4])  # a static batch of one: a few % faster than dynamic
-        compiled = core.compile_model(network, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    core = ov.Core()
+    network = core.read_model(str(xml))
+    network.reshape([1, 512, 512, 4])
+    compiled = core.compile_model(network, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
     request = compiled.create_infer_request()
     return lambda batch: np.asarray(request.infer({0: batch})[0])
 
 
-def make_forward(model, runtime: str = "auto") -> tuple[Callable[[np.ndarray], np.ndarray], str]:
-    """A function running ``model`` on a float32 ``(1, 512, 512, 4)`` batch -> numpy output.
-
-    ``runtime``: ``"openvino"`` (the model exported to OpenVINO and run by its CPU plugin in
-    float32; needs ``pip install openvino`` and the TensorFlow backend), ``"xla"``
-    (``tf.function(jit_compile=True)``), ``"graph"`` (``tf.function`` without XLA), ``"eager"``
-    (``model(x, training=False)``), ``"predict"`` (``model.predict_on_batch``; jit-compiled by
-    Keras on JAX), or ``"auto"``: the ``DEXTR_RUNTIME`` environment variable if set, else on
-    TensorFlow ``"openvino"`` when it is installed (fastest on CPU, see docs/benchmarks-dextr.md)
-    and ``"graph"`` otherwise or when the export fails; ``"predict"`` on the other backends.
-    Returns the function and the runtime used. Not thread-safe: callers serialise calls.
-    """
+def resolve_runtime(runtime: str = "auto") -> str:
+    """The runtime ``make_forward(model, runtime)`` will try first (see there): ``"auto"``
+    resolved through ``DEXTR_RUNTIME``, the Keras backend and the installed packages."""
     if runtime == "auto":
         runtime = os.environ.get("DEXTR_RUNTIME", "auto") or "auto"
     if runtime not in RUNTIMES:
@@ -107,35 +104,59 @@ def make_forward(model, runtime: str = "auto") -> tuple[Callable[[np.ndarray], n
     backend = keras.backend.backend()
     if runtime == "auto":
         if backend != "tensorflow":
-            runtime = "predict"
-        elif importlib.util.find_spec("openvino") is None:
-            runtime = "graph"
-        else:
-            try:
-                return _openvino_forward(model), "openvino"
-            except Exception as exc:  # an optional accelerator must not stop the app
-                warnings.warn(
-                    f"OpenVINO export failed ({exc}); running DEXTR with TensorFlow instead",
-                    RuntimeWarning,
-                    stacklevel=2,
-                )
-                runtime = "graph"
+            return "predict"
+        return "openvino" if importlib.util.find_spec("openvino") is not None else "graph"
     if runtime in ("xla", "graph", "openvino") and backend != "tensorflow":
         raise ValueError(f"runtime {runtime!r} needs the TensorFlow Keras backend, not {backend}")
-    if runtime == "openvino":
-        return _openvino_forward(model), runtime
-    if runtime in ("xla", "graph"):
+    return runtime
+
+
+def make_forward(
+    model, runtime: str = "auto", ir_folder: Path | None = None
+) -> tuple[Callable[[np.ndarray], np.ndarray], str]:
+    """A function running ``model`` on a float32 ``(1, 512, 512, 4)`` batch -> numpy output.
+
+    ``runtime``: ``"openvino"`` (the model exported to OpenVINO and run by its CPU plugin in
+    float32; needs ``pip install openvino`` and the TensorFlow backend), ``"xla"``
+    (``tf.function(jit_compile=True)``), ``"graph"`` (``tf.function`` without XLA), ``"eager"``
+    (``model(x, training=False)``), ``"predict"`` (``model.predict_on_batch``; jit-compiled by
+    Keras on JAX), or ``"auto"``: the ``DEXTR_RUNTIME`` environment variable if set, else on
+    TensorFlow ``"openvino"`` when it is installed (fastest on CPU, see docs/benchmarks-dextr.md)
+    and ``"graph"`` otherwise or when the export fails; ``"predict"`` on the other backends.
+    ``ir_folder``: where the OpenVINO export is written (kept there); default a temporary folder.
+    Returns the function and the runtime used. Not thread-safe: callers serialise calls.
+    """
+    chosen = resolve_runtime(runtime)
+    import keras
+
+    if chosen == "openvino":
+        try:
+            if ir_folder is not None:
+                return _compile_openvino(_export_openvino(model, ir_folder)), chosen
+            with tempfile.TemporaryDirectory(prefix="dextr_openvino_") as folder:
+                return _compile_openvino(_export_openvino(model, Path(folder))), chosen
+        except Exception as exc:
+            if (os.environ.get("DEXTR_RUNTIME") or "auto") != "auto" or runtime != "auto":
+                raise  # asked for by name: say why it does not work
+            # chosen automatically: an optional accelerator must not stop the app
+            warnings.warn(
+                f"OpenVINO export failed ({exc}); running DEXTR with TensorFlow instead",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            chosen = "graph"
+    if chosen in ("xla", "graph"):
         import tensorflow as tf
 
         compiled = tf.function(
             lambda batch: model(batch, training=False),
-            jit_compile=runtime == "xla",
+            jit_compile=chosen == "xla",
             reduce_retracing=True,
         )
-        return (lambda batch: compiled(batch).numpy()), runtime
-    if runtime == "eager":
-        return (lambda batch: keras.ops.convert_to_numpy(model(batch, training=False))), runtime
-    return (lambda batch: np.asarray(model.predict_on_batch(batch))), runtime
+        return (lambda batch: compiled(batch).numpy()), chosen
+    if chosen == "eager":
+        return (lambda batch: keras.ops.convert_to_numpy(model(batch, training=False))), chosen
+    return (lambda batch: np.asarray(model.predict_on_batch(batch))), chosen
 
 
 class DextrSegmenter:
@@ -146,7 +167,8 @@ class DextrSegmenter:
     before the network is built. ``threshold``: mask = probability > threshold (0 < t < 1).
     ``runtime``: see :func:`make_forward`; the chosen one is in ``self.runtime``. With OpenVINO
     one input is run through both OpenVINO and Keras and OpenVINO is kept only if they agree
-    within :data:`FIDELITY_TOLERANCE`. ``warm_up``: run one forward now (the graph is traced and
+    within :data:`FIDELITY_TOLERANCE`; an export that passed is kept in :mod:`dextr_core.ir_cache`
+    and reused by later starts with the same weights (no export, no check). ``warm_up``: run one forward now (the graph is traced and
     compiled on the first call), so the first click is not slow. Safe to call from several
     threads.
     """
@@ -171,27 +193,54 @@ class DextrSegmenter:
         apply_weights(self.model, weights, self.weights_path)
         del weights
         self.name = f"DEXTR ({self.weights_path.name})"
-        self._forward, self.runtime = make_forward(self.model, runtime)
         self._lock = threading.Lock()
-        if self.runtime == "openvino":
-            self._check_fidelity()  # also warms it up
-        elif warm_up:
+        # an OpenVINO export of these weights that passed the fidelity check before, else afresh
+        self._forward, self.runtime = self._cached_openvino(runtime)
+        if self._forward is None:
+            with tempfile.TemporaryDirectory(prefix="dextr_openvino_") as folder:
+                self._forward, self.runtime = make_forward(self.model, runtime, Path(folder))
+                if self.runtime == "openvino" and self._check_fidelity() and self._cache_key:
+                    ir_cache.store(self._cache_key, Path(folder))
+        if warm_up:
             self.predict_network(np.zeros((512, 512, 4), dtype=np.float32))
 
-    def _check_fidelity(self) -> None:
-        """Compare the optional runtime with Keras on one input; fall back to Keras (with a
-        warning) if they differ by more than :data:`FIDELITY_TOLERANCE`."""
-        x = np.random.default_rng(0).uniform(0, 255, (1, 512, 512, 4)).astype(np.float32)
-        keras_forward, keras_runtime = make_forward(self.model, "graph")
-        difference = float(np.abs(self._forward(x) - keras_forward(x)).max())
-        if difference > FIDELITY_TOLERANCE:
+    def _cached_openvino(self, runtime: str):
+        """``(forward, "openvino")`` from the IR cache (:mod:`dextr_core.ir_cache`) when OpenVINO
+        is the runtime and an export of these weights is cached, else ``(None, None)``."""
+        self._cache_key = None
+        if resolve_runtime(runtime) != "openvino" or ir_cache.cache_dir() is None:
+            return None, None
+        self._cache_key = ir_cache.cache_key(self.weights_path)
+        xml = ir_cache.lookup(self._cache_key)
+        if xml is None:
+            return None, None
+        try:
+            return _compile_openvino(xml), "openvino"
+        except Exception as exc:  # a damaged entry: export afresh
             warnings.warn(
-                f"{self.runtime} differs from Keras by {difference:.2g} (more than "
-                f"{FIDELITY_TOLERANCE:g}); running DEXTR with Keras ({keras_runtime}) instead",
+                f"Ignoring the cached OpenVINO export {xml.parent} ({exc}); exporting again",
                 RuntimeWarning,
                 stacklevel=3,
             )
-            self._forward, self.runtime = keras_forward, keras_runtime
+            ir_cache.discard(self._cache_key)
+            return None, None
+
+    def _check_fidelity(self) -> bool:
+        """Compare the optional runtime with Keras on one input; fall back to Keras (with a
+        warning) if they differ by more than :data:`FIDELITY_TOLERANCE`. True if kept."""
+        x = np.random.default_rng(0).uniform(0, 255, (1, 512, 512, 4)).astype(np.float32)
+        keras_forward, keras_runtime = make_forward(self.model, "graph")
+        difference = float(np.abs(self._forward(x) - keras_forward(x)).max())
+        if difference <= FIDELITY_TOLERANCE:
+            return True
+        warnings.warn(
+            f"{self.runtime} differs from Keras by {difference:.2g} (more than "
+            f"{FIDELITY_TOLERANCE:g}); running DEXTR with Keras ({keras_runtime}) instead",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        self._forward, self.runtime = keras_forward, keras_runtime
+        return False
 
     def __repr__(self) -> str:
         return f"DextrSegmenter({str(self.weights_path)!r}, threshold={self.threshold})"

@@ -1,5 +1,6 @@
 """Shared test fixtures: where the repo, its samples and the shared evaluation data are."""
 
+import os
 from pathlib import Path
 
 import pytest
@@ -27,3 +28,12 @@ def spec_manifest() -> list:
     if not path.is_file():
         pytest.skip("../shared/dextr/weights-manifest.json is not present")
     return json.loads(path.read_text())
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_engine_cache(tmp_path_factory) -> Path:
+    """The OpenVINO export cache (dextr_core.ir_cache) in a fresh folder for this test run, so
+    tests start cold and never touch the user's ~/.cache."""
+    folder = tmp_path_factory.mktemp("dextr-cache")
+    os.environ["DEXTR_CACHE_DIR"] = str(folder)
+    return folder

@@ -180,9 +180,6 @@ def test_load_segmenter_uses_dextr_when_the_file_exists(reference, monkeypatch):
     assert built == [(reference[1], 0.7)]
 
 
-@pytest.mark.skipif(
-    importlib.util.find_spec("dextr_core.fallback") is None, reason="fallback.py not written yet"
-)
 def test_load_segmenter_falls_back_without_weights(tmp_path):
     from dextr_core.fallback import GrabCutSegmenter
     from dextr_core.segmenters import load_segmenter
@@ -207,3 +204,36 @@ def test_download_command_is_exported():
     import dextr_core
 
     assert dextr_core.DOWNLOAD_COMMAND == "python -m dextr_core.download pascal-sbd"
+
+
+@pytest.mark.skipif(importlib.util.find_spec("openvino") is None, reason="openvino not installed")
+@pytest.mark.skipif(bool(os.environ.get("DEXTR_RUNTIME")), reason="DEXTR_RUNTIME is set")
+def test_openvino_export_is_cached_and_reused(reference, image, tmp_path, monkeypatch):
+    from dextr_core import ir_cache, segmenters
+    from dextr_core.processing import make_input
+
+    monkeypatch.setenv("DEXTR_CACHE_DIR", str(tmp_path))
+    x, _ = make_input(image, OBJECTS[0])
+    first = segmenters.DextrSegmenter(reference[1], warm_up=False)
+    assert first.runtime == "openvino"
+    key = ir_cache.cache_key(reference[1])
+    assert ir_cache.lookup(key) == tmp_path / "openvino" / key / "dextr.xml"
+
+    # a second start compiles the cached export: no export, no fidelity check, same output
+    def must_not_run(*args):
+        raise AssertionError("the cached export should have been used")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(segmenters, "_export_openvino", must_not_run)
+        patch.setattr(segmenters.DextrSegmenter, "_check_fidelity", must_not_run)
+        second = segmenters.DextrSegmenter(reference[1], warm_up=False)
+    assert second.runtime == "openvino"
+    np.testing.assert_array_equal(second.predict_network(x), first.predict_network(x))
+
+    # a damaged entry is dropped with a warning and the network exported again
+    (tmp_path / "openvino" / key / "dextr.xml").write_text("<not an IR")
+    with pytest.warns(RuntimeWarning, match="Ignoring the cached OpenVINO export"):
+        third = segmenters.DextrSegmenter(reference[1], warm_up=False)
+    assert third.runtime == "openvino"
+    np.testing.assert_allclose(third.predict_network(x), first.predict_network(x), atol=1e-6)
+    assert "<not an IR" not in ir_cache.lookup(key).read_text()[:100]

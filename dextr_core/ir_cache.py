@@ -1,0 +1,100 @@
+"""On-disk cache of the DEXTR network exported to OpenVINO, so that a server restart skips the export.
+
+Exporting the Keras network to OpenVINO's IR (``dextr.xml`` + ``dextr.bin``, ~12 s on two cores)
+and checking it against Keras (~5 s) are most of a :class:`~dextr_core.segmenters.DextrSegmenter`'s
+start-up. The IR depends only on the weights file's bytes, the network's code and the Keras and
+OpenVINO versions, so an IR that passed the check is kept under a key made of exactly those; a
+later start with the same key compiles it directly and skips both.
+
+The cache lives in ``$DEXTR_CACHE_DIR`` if that is set (an empty value turns the cache off), else
+``$XDG_CACHE_HOME/dextr-annotool`` or ``~/.cache/dextr-annotool``. One entry is ~200 MB; deleting
+the folder is always safe. A cache that cannot be written costs a warning, nothing else.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import uuid
+import warnings
+from pathlib import Path
+
+__all__ = ["IR_FILES", "cache_dir", "cache_key", "discard", "lookup", "store"]
+
+#: The files of one cached IR.
+IR_FILES = ("dextr.xml", "dextr.bin")
+
+
+def cache_dir() -> Path | None:
+    """The folder holding the cached IRs (``openvino/`` of the cache), or None when turned off."""
+    configured = os.environ.get("DEXTR_CACHE_DIR")
+    if configured is not None:
+        return Path(configured).expanduser() / "openvino" if configured.strip() else None
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "dextr-annotool" / "openvino"
+
+
+def cache_key(weights_path: str | os.PathLike) -> str:
+    """Hex key of the IR for this weights file: SHA-256 over the file's bytes, the network code
+    (``network.py``) and the Keras and OpenVINO versions. Reads the whole file (~0.3 s)."""
+    import keras
+    import openvino
+
+    digest = hashlib.sha256()
+    with open(weights_path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(block)
+    digest.update((Path(__file__).parent / "network.py").read_bytes())
+    digest.update(f"keras {keras.__version__} openvino {openvino.__version__}".encode())
+    return digest.hexdigest()[:32]
+
+
+def lookup(key: str) -> Path | None:
+    """The cached ``dextr.xml`` for ``key`` if its entry is complete, else None."""
+    root = cache_dir()
+    if root is None:
+        return None
+    entry = root / key
+    return entry / IR_FILES[0] if all((entry / name).is_file() for name in IR_FILES) else None
+
+
+def store(key: str, folder: Path) -> Path | None:
+    """Copy the IR in ``folder`` into the cache under ``key``; returns the entry or None.
+
+    The entry appears whole or not at all (copied into a temporary folder, then renamed), so a
+    second server process exporting at the same time, or a crash, never leaves half an IR.
+    """
+    root = cache_dir()
+    if root is None:
+        return None
+    entry = root / key
+    temporary = root / f".{key}.{uuid.uuid4().hex}.tmp"
+    try:
+        temporary.mkdir(parents=True)
+        for name in IR_FILES:
+            shutil.copyfile(folder / name, temporary / name)
+        try:
+            temporary.rename(entry)
+        except OSError:
+            if lookup(key) is None:  # not another process's complete copy: a real failure
+                raise
+        return entry
+    except OSError as exc:
+        warnings.warn(
+            f"Could not keep the OpenVINO export in {root} ({exc}); the next start exports "
+            "again. Set DEXTR_CACHE_DIR to a writable folder, or to an empty value to turn this "
+            "cache off.",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        return None
+    finally:
+        shutil.rmtree(temporary, ignore_errors=True)
+
+
+def discard(key: str) -> None:
+    """Remove the entry for ``key`` (for example one that no longer compiles)."""
+    root = cache_dir()
+    if root is not None:
+        shutil.rmtree(root / key, ignore_errors=True)
