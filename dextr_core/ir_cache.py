@@ -77,8 +77,9 @@ def store(key: str, folder: Path) -> Path | None:
         try:
             temporary.rename(entry)
         except OSError:
-            if lookup(key) is None:  # not another process's complete copy: a real failure
-                raise
+            if lookup(key) is None:  # not another process's complete copy but a broken entry
+                shutil.rmtree(entry, ignore_errors=True)
+                temporary.rename(entry)
         return entry
     except OSError as exc:
         warnings.warn(

@@ -41,9 +41,11 @@ def test_store_then_lookup_and_discard(monkeypatch, tmp_path):
     assert ir_cache.store("k1", export_folder(tmp_path, "two")) == entry
     assert (entry / "dextr.xml").read_text() == "dextr.xml one"
     assert [p.name for p in entry.parent.iterdir()] == ["k1"]  # no temporary folder left
-    # half an entry does not count
+    # half an entry does not count, and the next store replaces it
     (entry / "dextr.bin").unlink()
     assert ir_cache.lookup("k1") is None
+    assert ir_cache.store("k1", export_folder(tmp_path, "three")) == entry
+    assert (entry / "dextr.bin").read_text() == "dextr.bin three"
     ir_cache.discard("k1")
     assert not entry.exists()
 
