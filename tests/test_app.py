@@ -504,3 +504,32 @@ def test_damaged_progress_file_is_reported_and_can_be_replaced(project):
     assert kept and kept[0].read_text().endswith('"do')
     assert _current_image(at) in {"a.png", "b.png", "c.jpg"}  # annotation goes on
     assert len(_store(project).image_ids()) == 5
+
+
+@pytest.mark.slow  # builds the 49 M-parameter network
+def test_dextr_engine_end_to_end(project, seeded_dextr):
+    """With a weights file the app runs DEXTR: the sidebar names it, the object records it, and
+    the saved mask is the network's output for the full-resolution photo and clicks."""
+    from dextr_core.processing import make_input, paste_mask
+
+    model, weights = seeded_dextr
+    photo = _photo(1)  # a.png
+    x, box = make_input(photo, DISC_CLICKS)
+    prob = np.asarray(model(x[None], training=False))[0, :, :, 0]
+    # seeded weights segment nothing in particular: a threshold that selects part of the box
+    # makes the comparison below meaningful
+    threshold = round(float(np.quantile(prob, 0.6)), 4)
+    expected = paste_mask(prob, box, photo.shape, threshold)
+    assert 0.05 < expected.mean() < 0.6
+    cfg = project / "anno_cfg.yml"
+    cfg.write_text(cfg.read_text() + f"  weights: {weights}\n  threshold: {threshold}\n")
+
+    at = _app()
+    assert not at.exception
+    assert any("DEXTR (seeded_dextr.h5)" in s.value for s in at.success)
+    assert not any("Fallback" in w.value for w in at.warning)
+    _accept(at, DISC_CLICKS, "disc")
+    saved = load_label_map(draft_path(project / "out", "a.png")) == 1
+    # OpenVINO or the TensorFlow graph against eager Keras: pixels at the threshold may differ
+    assert (saved != expected).mean() < 0.002
+    assert [o.engine for o in _store(project).objects("a.png")] == ["DEXTR (seeded_dextr.h5)"]

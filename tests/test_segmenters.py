@@ -24,32 +24,9 @@ OBJECTS = [  # (x, y) extreme points of a few objects, one at the image border
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory):
-    """A seeded network and its weights written in the published layout."""
-    import keras
-
-    from dextr_core.network import build_dextr
-    from dextr_core.weights import save_dextr_weights
-
-    keras.utils.set_random_seed(1234)
-    model = build_dextr()
-    # Non-trivial batch-norm statistics so that loading them matters.
-    rng = np.random.default_rng(1)
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            gamma, beta, mean, var = layer.get_weights()
-            layer.set_weights(
-                [
-                    rng.uniform(0.5, 1.0, gamma.shape).astype(np.float32),
-                    rng.normal(0.0, 0.1, beta.shape).astype(np.float32),
-                    rng.normal(0.0, 0.1, mean.shape).astype(np.float32),
-                    rng.uniform(1.0, 2.0, var.shape).astype(np.float32),
-                ]
-            )
-    path = tmp_path_factory.mktemp("weights") / "seeded_dextr.h5"
-    save_dextr_weights(model, path)
-    yield model, path
-    path.unlink()  # ~196 MB; pytest keeps the last runs' tmp folders
+def reference(seeded_dextr):
+    """A seeded network and its weights written in the published layout (conftest.py)."""
+    return seeded_dextr
 
 
 @pytest.fixture(scope="module")
