@@ -77,28 +77,10 @@ def device(runtime: str) -> str:
 
 
 def seeded_weights(path: Path) -> None:
-    """A published-layout weights file with seeded values and non-trivial batch-norm statistics
-    (so the output map is not saturated and differences between runtimes show)."""
-    import keras
+    """A published-layout weights file with seeded values (speed does not depend on them)."""
+    from dextr_core.weights import save_dextr_weights, seeded_dextr
 
-    from dextr_core.network import build_dextr
-    from dextr_core.weights import save_dextr_weights
-
-    keras.utils.set_random_seed(99)
-    model = build_dextr()
-    rng = np.random.default_rng(5)
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            n = layer.get_weights()[0].shape
-            layer.set_weights(
-                [
-                    rng.uniform(0.5, 1.0, n),
-                    rng.normal(0, 0.1, n),
-                    rng.normal(0, 0.1, n),
-                    rng.uniform(1.0, 2.0, n),
-                ]
-            )
-    save_dextr_weights(model, path)
+    save_dextr_weights(seeded_dextr(99), path)
 
 
 def sample_input() -> np.ndarray:

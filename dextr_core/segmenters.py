@@ -127,6 +127,7 @@ def make_forward(
     Returns the function and the runtime used. Not thread-safe: callers serialise calls.
     """
     chosen = resolve_runtime(runtime)
+    automatic = runtime == "auto" and (os.environ.get("DEXTR_RUNTIME") or "auto") == "auto"
     import keras
 
     if chosen == "openvino":
@@ -136,9 +137,9 @@ def make_forward(
             with tempfile.TemporaryDirectory(prefix="dextr_openvino_") as folder:
                 return _compile_openvino(_export_openvino(model, Path(folder))), chosen
         except Exception as exc:
-            if (os.environ.get("DEXTR_RUNTIME") or "auto") != "auto" or runtime != "auto":
+            if not automatic:
                 raise  # asked for by name: say why it does not work
-            # chosen automatically: an optional accelerator must not stop the app
+            # an optional accelerator must not stop the app
             warnings.warn(
                 f"OpenVINO export failed ({exc}); running DEXTR with TensorFlow instead",
                 RuntimeWarning,
@@ -168,9 +169,9 @@ class DextrSegmenter:
     ``runtime``: see :func:`make_forward`; the chosen one is in ``self.runtime``. With OpenVINO
     one input is run through both OpenVINO and Keras and OpenVINO is kept only if they agree
     within :data:`FIDELITY_TOLERANCE`; an export that passed is kept in :mod:`dextr_core.ir_cache`
-    and reused by later starts with the same weights (no export, no check). ``warm_up``: run one forward now (the graph is traced and
-    compiled on the first call), so the first click is not slow. Safe to call from several
-    threads.
+    and reused by later starts with the same weights (no export, no check). ``warm_up``: run one
+    forward now (the graph is traced and compiled on the first call), so the first click is not
+    slow. Safe to call from several threads.
     """
 
     is_fallback = False

@@ -181,3 +181,33 @@ def load_dextr_weights(model, path: str | os.PathLike) -> None:
     that does not fit and what to do.
     """
     apply_weights(model, read_weight_file(path), path)
+
+
+def seeded_dextr(seed: int = 0):
+    """A DEXTR network (``keras.Model``) with seeded random weights, for tests and benchmarks.
+
+    Convolutions get Keras's initialisers under ``keras.utils.set_random_seed(seed)``; every
+    batch norm gets non-trivial values from ``numpy.random.default_rng(seed)`` (scale 0.5-1.5,
+    shift and mean N(0, 0.1), variance 1-2), so the output map is neither constant nor saturated
+    and loading the statistics matters. Write it with :func:`save_dextr_weights` to get a file in
+    the published layout without the published weights.
+    """
+    import keras
+
+    from .network import build_dextr
+
+    keras.utils.set_random_seed(seed)
+    model = build_dextr()
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            n = layer.get_weights()[0].shape
+            layer.set_weights(
+                [
+                    rng.uniform(0.5, 1.5, n).astype(np.float32),
+                    rng.normal(0.0, 0.1, n).astype(np.float32),
+                    rng.normal(0.0, 0.1, n).astype(np.float32),
+                    rng.uniform(1.0, 2.0, n).astype(np.float32),
+                ]
+            )
+    return model

@@ -1,9 +1,9 @@
-"""Shared test fixtures: where the repo, its samples and the shared evaluation data are."""
+"""Shared test fixtures: where the repo, its samples and the shared evaluation data are, a private
+engine cache for the run, and a DEXTR network with seeded weights in the published layout."""
 
 import os
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -42,27 +42,11 @@ def private_engine_cache(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def seeded_dextr(tmp_path_factory):
-    """``(model, path)``: a DEXTR network with seeded weights and non-trivial batch-norm
-    statistics, and those weights written to ``seeded_dextr.h5`` in the published layout."""
-    import keras
+    """``(model, path)``: a DEXTR network with seeded weights (``dextr_core.weights.seeded_dextr``)
+    and those weights written to ``seeded_dextr.h5`` in the published layout."""
+    from dextr_core.weights import save_dextr_weights, seeded_dextr
 
-    from dextr_core.network import build_dextr
-    from dextr_core.weights import save_dextr_weights
-
-    keras.utils.set_random_seed(1234)
-    model = build_dextr()
-    rng = np.random.default_rng(1)  # non-trivial statistics, so that loading them matters
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            gamma, beta, mean, var = layer.get_weights()
-            layer.set_weights(
-                [
-                    rng.uniform(0.5, 1.0, gamma.shape).astype(np.float32),
-                    rng.normal(0.0, 0.1, beta.shape).astype(np.float32),
-                    rng.normal(0.0, 0.1, mean.shape).astype(np.float32),
-                    rng.uniform(1.0, 2.0, var.shape).astype(np.float32),
-                ]
-            )
+    model = seeded_dextr(1234)
     path = tmp_path_factory.mktemp("weights") / "seeded_dextr.h5"
     save_dextr_weights(model, path)
     yield model, path

@@ -520,7 +520,7 @@ def test_dextr_engine_end_to_end(project, seeded_dextr):
     # makes the comparison below meaningful
     threshold = round(float(np.quantile(prob, 0.6)), 4)
     expected = paste_mask(prob, box, photo.shape, threshold)
-    assert 0.05 < expected.mean() < 0.6
+    assert 0.02 < expected.mean() < 0.6  # hundreds of pixels: a comparison that means something
     cfg = project / "anno_cfg.yml"
     cfg.write_text(cfg.read_text() + f"  weights: {weights}\n  threshold: {threshold}\n")
 

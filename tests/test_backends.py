@@ -29,20 +29,13 @@ REPO = Path(__file__).resolve().parents[1]
 # (test_segmenters checks that the file loads back into the same TensorFlow output).
 MAKE_REFERENCE = r"""
 import sys, numpy as np, keras
-from dextr_core.network import build_dextr
 from dextr_core.processing import make_input
 from dextr_core.segmenters import make_forward
-from dextr_core.weights import save_dextr_weights
+from dextr_core.weights import save_dextr_weights, seeded_dextr
 folder = sys.argv[1]
-keras.utils.set_random_seed(99)
-model = build_dextr()
-rng = np.random.default_rng(5)
-for layer in model.layers:
-    if isinstance(layer, keras.layers.BatchNormalization):
-        n = layer.get_weights()[0].shape
-        layer.set_weights([rng.uniform(0.5, 1.0, n), rng.normal(0, 0.1, n),
-                           rng.normal(0, 0.1, n), rng.uniform(1.0, 2.0, n)])
+model = seeded_dextr(99)
 save_dextr_weights(model, folder + "/weights.h5")
+rng = np.random.default_rng(5)
 image = rng.integers(0, 256, (300, 400, 3), dtype=np.uint8)
 image[80:220, 100:300] = (30, 200, 60)
 x, box = make_input(image, [[100, 150], [299, 140], [200, 80], [210, 219]])
