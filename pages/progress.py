@@ -1,7 +1,7 @@
 """The leads' page: how far the team is, who did what, the finished masks, exports and resets.
 
-Run through app.py's ``st.navigation``. Everyone may look; reopening or sending back images,
-exports and resets need the lead role (ui/roles.py, docs/roles.md).
+Run through app.py's ``st.navigation``. Everyone may look and export; reopening or sending back
+images, replacing an existing export and resets need the lead role (ui/roles.py, docs/roles.md).
 
 Speed (100,000 images): each run asks the store for its ``summary()`` (kept up to date by the
 store's own indexes, so it is cheap); when that changed, only the images named by the new events
@@ -537,7 +537,7 @@ def _reopen(image_id: str, to: str | None) -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# Exports and reset (lead only)
+# Exports (anyone; overwriting: lead only) and reset (lead only)
 
 
 def export_folder(cfg) -> Path:
@@ -550,8 +550,26 @@ def export_folder(cfg) -> Path:
     return folder
 
 
+def export_target(cfg, fmt: str, status: str, lead: bool) -> Path:
+    """The zip an export writes: ``<config stem>-<format>-<status>.zip`` in :func:`export_folder`.
+
+    Only a lead replaces an existing one; anyone else's export goes next to it with the time in
+    its name, so nobody but a lead overwrites an export others may be using.
+    """
+    target = export_folder(cfg) / f"{Path(cfg.path).stem}-{fmt}-{status}.zip"
+    if lead or not target.exists():
+        return target
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for n in range(1, 1000):
+        candidate = target.with_name(f"{target.stem}-{stamp}{f'-{n}' if n > 1 else ''}.zip")
+        if not candidate.exists():
+            return candidate
+    raise ExportError(f"Too many exports named {target.stem}-{stamp}* in {target.parent}")
+
+
 def show_exports(store, cfg, lead: bool) -> None:
-    """Format + status choice, an Export button (lead only) with a progress bar, a download."""
+    """Format + status choice, an Export button with a progress bar, a download. Anyone can
+    export; only a lead overwrites an existing export (:func:`export_target`)."""
     st.header("Export")
     formats = {"coco": "COCO instances JSON", "masks": "Label maps (DEXTR-AnnoTool layout)",
                "palette": "Colour previews (palette PNG)"}
@@ -560,28 +578,27 @@ def show_exports(store, cfg, lead: bool) -> None:
     status = c2.selectbox("Images", ["done", "all"], key="export_status",
                           format_func={"done": "finished (done)",
                                        "all": "every image with a mask file"}.get)
-    target = export_folder(cfg) / f"{Path(cfg.path).stem}-{fmt}-{status}.zip"
     if not lead:
-        st.info("Exports are written by leads: sign in with the lead role in the sidebar.")
-    if st.button("Export", key="export_run", disabled=not lead, type="primary"):
-        if not roles.is_lead():
-            st.error("Only a lead can write exports.")
+        st.info("Your export is written next to any existing one, with the time in its name; "
+                "replacing an export needs the lead role (sign in in the sidebar).")
+    if st.button("Export", key="export_run", type="primary"):
+        bar = st.progress(0.0, text="Exporting...")
+
+        def progress(done: int, total: int) -> None:
+            if done == total or done % 50 == 0:
+                bar.progress(done / total if total else 1.0,
+                             text=f"Exporting: {done:,} of {total:,} images")
+
+        try:
+            lead_now = roles.is_lead()  # checked again at the click, not only at render
+            target = export_target(cfg, fmt, status, lead_now)
+            result = run_export(cfg, store, fmt, target, status=status, as_zip=True,
+                                overwrite=lead_now, progress=progress)
+        except (ExportError, OSError) as exc:
+            st.error(f"Export failed: {exc}")
         else:
-            bar = st.progress(0.0, text="Exporting...")
-
-            def progress(done: int, total: int) -> None:
-                if done == total or done % 50 == 0:
-                    bar.progress(done / total if total else 1.0,
-                                 text=f"Exporting: {done:,} of {total:,} images")
-
-            try:
-                result = run_export(cfg, store, fmt, target, status=status, as_zip=True,
-                                    overwrite=True, progress=progress)
-            except (ExportError, OSError) as exc:
-                st.error(f"Export failed: {exc}")
-            else:
-                bar.progress(1.0, text="Export written")
-                st.session_state["export_result"] = result
+            bar.progress(1.0, text="Export written")
+            st.session_state["export_result"] = result
     result = st.session_state.get("export_result")
     if result is not None and Path(result.path).is_file():
         st.success(f"Wrote {result.path}: {result.images:,} images, {result.objects:,} objects.")
@@ -590,9 +607,8 @@ def show_exports(store, cfg, lead: bool) -> None:
         if len(result.warnings) > 20:
             st.caption(f"... and {len(result.warnings) - 20} more warnings.")
         path = Path(result.path)
-        st.download_button(f"Download {path.name}", data=path.read_bytes if lead else b"",
-                           file_name=path.name, mime="application/zip", disabled=not lead,
-                           key="export_download", on_click="ignore")
+        st.download_button(f"Download {path.name}", data=path.read_bytes, file_name=path.name,
+                           mime="application/zip", key="export_download", on_click="ignore")
 
 
 def _reset_store(cfg) -> Path:

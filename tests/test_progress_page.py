@@ -181,21 +181,32 @@ def test_reopen_and_send_back_as_lead(project):
     assert (record.status, record.annotator) == ("in_progress", "bob")
 
 
-def test_export_needs_the_lead_role(project, tmp_path: Path):
-    at = run_page(lead_password=PASSWORD)
-    assert button(at, "export_run").disabled
-    assert any("written by leads" in i.value for i in at.info)
+def test_anyone_exports_but_only_a_lead_overwrites(project, tmp_path: Path):
     exports = tmp_path / "exports"
-    at = become_lead(at)
-    assert not button(at, "export_run").disabled
-    button(at, "export_run").click().run()
+    at = run_page(lead_password=PASSWORD)
+    assert any("replacing an export needs the lead role" in i.value for i in at.info)
+    button(at, "export_run").click().run()  # an annotator: no export yet, so the plain name
     assert not at.exception
-    written = sorted(exports.glob("*.zip"))
-    assert [p.name for p in written] == ["anno_cfg-coco-done.zip"]
-    with zipfile.ZipFile(written[0]) as zf:
+    assert [p.name for p in exports.glob("*.zip")] == ["anno_cfg-coco-done.zip"]
+    with zipfile.ZipFile(exports / "anno_cfg-coco-done.zip") as zf:
         assert zf.namelist() == ["annotations.json"]
     assert any("Wrote" in s.value for s in at.success)
     assert at.get("download_button"), "a download button for the zip"
+
+    (exports / "anno_cfg-coco-done.zip").write_bytes(b"a training job reads this")
+    button(at, "export_run").click().run()  # again: written beside it, the first one untouched
+    assert not at.exception
+    assert (exports / "anno_cfg-coco-done.zip").read_bytes() == b"a training job reads this"
+    beside = sorted(p.name for p in exports.glob("anno_cfg-coco-done-*.zip"))
+    assert len(beside) == 1 and any(beside[0] in s.value for s in at.success)
+
+    at = become_lead(at)
+    assert not any("needs the lead role" in i.value for i in at.info)
+    button(at, "export_run").click().run()  # a lead replaces it in place
+    assert not at.exception
+    with zipfile.ZipFile(exports / "anno_cfg-coco-done.zip") as zf:
+        assert zf.namelist() == ["annotations.json"]
+    assert len(list(exports.glob("*.zip"))) == 2
 
 
 def test_reset_needs_lead_and_confirmation(project):
@@ -270,7 +281,6 @@ def test_oidc_login_with_allow_list(project, email: str, is_lead: bool):
     at.run()
     assert not at.exception
     assert button(at, "reopen::a.png").disabled is (not is_lead)
-    assert button(at, "export_run").disabled is (not is_lead)
     if not is_lead:
         assert any("not in `lead_emails`" in w.value for w in at.sidebar.warning)
 
