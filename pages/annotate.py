@@ -680,6 +680,7 @@ RUN_MS_KEY = "anno_run_ms"
 
 def main() -> None:
     """Render the annotate page; its server time per run is kept in ``st.session_state``."""
+    state.run_through_app()
     started = time.perf_counter()
     try:
         _page()

@@ -376,7 +376,8 @@ def show_figures(labels: tuple[str, ...]) -> None:
         st.subheader("Objects per class")
         classes = objects_per_class(object_index(store).counts, labels)
         chart = alt.Chart(classes).mark_bar().encode(
-            x=alt.X("objects:Q"), y=alt.Y("label:N", sort=list(classes["label"]), title=None),
+            x=alt.X("objects:Q", axis=alt.Axis(format="d", tickMinStep=1)),
+            y=alt.Y("label:N", sort=list(classes["label"]), title=None),
             tooltip=["label:N", "objects:Q"],
         )
         st.altair_chart(chart, width="stretch")
@@ -661,6 +662,7 @@ def show_reset(cfg, lead: bool) -> None:
 
 def main() -> None:
     """Render the progress page."""
+    state.run_through_app()
     cfg = state.config()
     store = state.store()
     st.title("Progress")

@@ -125,7 +125,7 @@ def lead_gate(container: Any = None) -> bool:
 
     if not is_configured():
         box.info(
-            "No lead access is configured, so nobody can reopen images, export or reset. "
+            "No lead access is configured, so nobody can reopen images, replace exports or reset. "
             "Set `lead_password` (or `[auth]` with `lead_emails`) in `.streamlit/secrets.toml` "
             "and restart the app; see docs/roles.md and .streamlit/secrets.toml.example."
         )

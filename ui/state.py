@@ -39,6 +39,22 @@ MAX_UPSCALE = 2.0
 ANNOTATOR_KEY = "annotator"
 
 
+def run_through_app() -> None:
+    """Call first in every page: make sure app.py (navigation, sidebar) is what runs the page.
+
+    Because this project keeps its pages in ``pages/``, Streamlit starts each server process in
+    its old multipage mode and stays there until app.py calls ``st.navigation``: when the first
+    request of a fresh server is a page's own address (a lead's bookmark of ``/progress``), it
+    runs that page file alone, with an automatic page list and no sidebar. This turns that mode
+    off and reruns, so the same address is served through app.py like every later request.
+    """
+    from streamlit.runtime.pages_manager import PagesManager
+
+    if PagesManager.uses_pages_directory:
+        PagesManager.uses_pages_directory = False
+        st.rerun()
+
+
 def config_path() -> Path:
     """The config file to use, as an absolute path.
 

@@ -155,3 +155,26 @@ def test_annotate_one_object_in_chromium(server):
     (obj_record,) = store.objects("a_disc.png")
     clicks = np.asarray(obj_record.points)
     assert np.abs(clicks - np.asarray(EXTREMES)).max() <= 2.0, clicks  # mapped back to full px
+
+
+def test_a_page_address_on_a_fresh_server_goes_through_the_app(server):
+    """A lead's bookmark of /progress as the first request of a fresh server: the page comes with
+    app.py's sidebar and navigation, not Streamlit's automatic pages/ list (ui.state.run_through_app)."""
+    from playwright.sync_api import sync_playwright
+
+    url, _ = server
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True,
+                                     args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            page.set_default_timeout(90_000)
+            page.goto(f"{url}/progress")
+            page.get_by_role("heading", name="Progress").first.wait_for()
+            sidebar = page.get_by_test_id("stSidebar")
+            sidebar.get_by_text("Fallback segmenter").wait_for()  # drawn by app.py only
+            nav = page.get_by_test_id("stSidebarNav").inner_text().split()
+            assert "Annotate" in nav and "Progress" in nav and "app" not in nav, nav
+            assert page.url.endswith("/progress")
+        finally:
+            browser.close()
