@@ -53,6 +53,7 @@ def _engine_sidebar() -> None:
 
 def main() -> None:
     """Read the config, show the engine, run the selected page."""
+    state.app_has_run.set()
     state.config()  # a broken config shows its problems and stops here
     _engine_sidebar()
     st.navigation(_page_list()).run()

@@ -39,18 +39,24 @@ MAX_UPSCALE = 2.0
 ANNOTATOR_KEY = "annotator"
 
 
+#: Set by app.py on its first run in this server process (see :func:`run_through_app`).
+app_has_run = threading.Event()
+
+
 def run_through_app() -> None:
     """Call first in every page: make sure app.py (navigation, sidebar) is what runs the page.
 
     Because this project keeps its pages in ``pages/``, Streamlit starts each server process in
     its old multipage mode and stays there until app.py calls ``st.navigation``: when the first
     request of a fresh server is a page's own address (a lead's bookmark of ``/progress``), it
-    runs that page file alone, with an automatic page list and no sidebar. This turns that mode
-    off and reruns, so the same address is served through app.py like every later request.
+    runs that page file alone, with an automatic page list and no sidebar. Until app.py has run
+    once in this process, this turns that mode off and reruns, so the same address is served
+    through app.py like every later request. (Streamlit's AppTest switches the old mode back on
+    before each of its runs; app.py has run by then, so its runs are left alone.)
     """
     from streamlit.runtime.pages_manager import PagesManager
 
-    if PagesManager.uses_pages_directory:
+    if PagesManager.uses_pages_directory and not app_has_run.is_set():
         PagesManager.uses_pages_directory = False
         st.rerun()
 
