@@ -101,42 +101,51 @@ def server(tmp_path):
         log.close()
 
 
+@contextlib.contextmanager
+def chromium_page(width: int, height: int):
+    """A page in headless Debian chromium, 90 s default timeout; the browser closes afterwards."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True,
+                                     args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": width, "height": height})
+            page.set_default_timeout(90_000)
+            yield page
+        finally:
+            browser.close()
+
+
 def test_annotate_one_object_in_chromium(server):
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     url, root = server
     ARTIFACTS.mkdir(exist_ok=True)
     # Shown at most 900 x 700, aspect kept: 1600 x 1200 -> 900 x 675.
     scale = min(900 / WIDTH, 700 / HEIGHT, 1.0)
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True,
-                                     args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1700, "height": 1100})
-            page.set_default_timeout(90_000)
-            page.goto(url)
-            page.get_by_role("textbox", name="Your name").fill(NAME)
-            page.get_by_role("button", name="Start annotating").click()
-            page.get_by_text("a_disc.png").first.wait_for()
-            canvas = page.locator("canvas.upper-canvas")
-            canvas.wait_for()
-            box = canvas.bounding_box()
-            assert abs(box["width"] - round(WIDTH * scale)) <= 1, box
-            assert abs(box["height"] - round(HEIGHT * scale)) <= 1, box
-            for k, (x, y) in enumerate(EXTREMES, start=1):
-                canvas.click(position={"x": (x + 0.5) * scale, "y": (y + 0.5) * scale})
-                if k < 4:
-                    expect(page.get_by_text(f"Click the extreme points: {k} of 4.")).to_be_visible()
-            expect(page.get_by_text("4 clicks. Check the mask")).to_be_visible()
-            page.screenshot(path=str(ARTIFACTS / "e2e_mask_shown.png"))
-            page.get_by_role("button", name="Accept object").click()
-            expect(page.get_by_text("Objects (1)")).to_be_visible()
-            page.get_by_role("button", name="Image done").click()
-            expect(page.get_by_text("done: 1 object(s) saved")).to_be_visible()
-            page.get_by_text("b_chelsea.jpg").first.wait_for()
-            page.screenshot(path=str(ARTIFACTS / "e2e_after_done.png"))
-        finally:
-            browser.close()
+    with chromium_page(1700, 1100) as page:
+        page.goto(url)
+        page.get_by_role("textbox", name="Your name").fill(NAME)
+        page.get_by_role("button", name="Start annotating").click()
+        page.get_by_text("a_disc.png").first.wait_for()
+        canvas = page.locator("canvas.upper-canvas")
+        canvas.wait_for()
+        box = canvas.bounding_box()
+        assert abs(box["width"] - round(WIDTH * scale)) <= 1, box
+        assert abs(box["height"] - round(HEIGHT * scale)) <= 1, box
+        for k, (x, y) in enumerate(EXTREMES, start=1):
+            canvas.click(position={"x": (x + 0.5) * scale, "y": (y + 0.5) * scale})
+            if k < 4:
+                expect(page.get_by_text(f"Click the extreme points: {k} of 4.")).to_be_visible()
+        expect(page.get_by_text("4 clicks. Check the mask")).to_be_visible()
+        page.screenshot(path=str(ARTIFACTS / "e2e_mask_shown.png"))
+        page.get_by_role("button", name="Accept object").click()
+        expect(page.get_by_text("Objects (1)")).to_be_visible()
+        page.get_by_role("button", name="Image done").click()
+        expect(page.get_by_text("done: 1 object(s) saved")).to_be_visible()
+        page.get_by_text("b_chelsea.jpg").first.wait_for()
+        page.screenshot(path=str(ARTIFACTS / "e2e_after_done.png"))
 
     labels = np.asarray(Image.open(root / "out" / "a_disc_mask.png"))
     assert labels.shape == (HEIGHT, WIDTH)
@@ -160,21 +169,11 @@ def test_annotate_one_object_in_chromium(server):
 def test_a_page_address_on_a_fresh_server_goes_through_the_app(server):
     """A lead's bookmark of /progress as the first request of a fresh server: the page comes with
     app.py's sidebar and navigation, not Streamlit's automatic pages/ list (ui.state.run_through_app)."""
-    from playwright.sync_api import sync_playwright
-
     url, _ = server
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True,
-                                     args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 900})
-            page.set_default_timeout(90_000)
-            page.goto(f"{url}/progress")
-            page.get_by_role("heading", name="Progress").first.wait_for()
-            sidebar = page.get_by_test_id("stSidebar")
-            sidebar.get_by_text("Fallback segmenter").wait_for()  # drawn by app.py only
-            nav = page.get_by_test_id("stSidebarNav").inner_text().split()
-            assert "Annotate" in nav and "Progress" in nav and "app" not in nav, nav
-            assert page.url.endswith("/progress")
-        finally:
-            browser.close()
+    with chromium_page(1400, 900) as page:
+        page.goto(f"{url}/progress")
+        page.get_by_role("heading", name="Progress").first.wait_for()
+        page.get_by_test_id("stSidebar").get_by_text("Fallback segmenter").wait_for()  # app.py's
+        nav = page.get_by_test_id("stSidebarNav").inner_text().split()
+        assert "Annotate" in nav and "Progress" in nav and "app" not in nav, nav
+        assert page.url.endswith("/progress")
