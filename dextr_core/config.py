@@ -43,12 +43,15 @@ from typing import Any
 
 import yaml
 
+from .download import DEFAULT_WEIGHTS_FILE, DEFAULT_WEIGHTS_FOLDER
 from .errors import DextrError
 
 DEFAULT_MASK_SUFFIX = "_mask"
 DEFAULT_SAVE_FORMAT = "png"
 DEFAULT_LABELS = ("object",)
-DEFAULT_WEIGHTS = "models/dextr_pascal-sbd.h5"
+#: ``optional.weights`` when absent, relative to the config's folder: the one weights location
+#: rule of :func:`dextr_core.download.default_weights_path`.
+DEFAULT_WEIGHTS = f"{DEFAULT_WEIGHTS_FOLDER}/{DEFAULT_WEIGHTS_FILE}"
 DEFAULT_THRESHOLD = 0.8
 DEFAULT_CLAIM_TIMEOUT_MIN = 30.0
 DEFAULT_PROGRESS_NAME = ".dextr_progress.json"
