@@ -83,3 +83,14 @@ def pytest_sessionfinish(session, exitstatus):
     if bad:
         print("\nTests that skip without ../shared but should not:\n  " + "\n  ".join(bad))
         session.exitstatus = 1
+
+
+@pytest.fixture(autouse=True)
+def _fresh_lead_password_limiter():
+    """ui.roles counts wrong lead passwords per server process; each test starts with none."""
+    import sys
+
+    limiter = getattr(sys.modules.get("ui.roles"), "LIMITER", None)
+    if limiter is not None:
+        limiter.reset()
+    yield
