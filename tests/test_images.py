@@ -189,3 +189,22 @@ def test_pillows_decompression_bomb_error_never_escapes(tmp_path, monkeypatch):
     for reader in (image_size, load_image):
         with pytest.raises(ImageReadError, match="bomb.png"):
             reader(path)
+
+
+def test_a_folder_scan_marks_the_huge_png_unreadable_and_adds_the_other_photos(huge_png, tmp_path):
+    import shutil
+
+    from dextr_core.store import ProgressStore
+
+    source = tmp_path / "photos"
+    source.mkdir()
+    shutil.copy(huge_png, source / "scan.png")
+    write_bilevel_png(source / "fine.png", 64, 48)
+    store = ProgressStore(tmp_path / "progress.json", source)
+    try:
+        report = store.sync()
+        assert sorted(report.added) == ["fine.png", "scan.png"]
+        assert report.unreadable == ["scan.png"]
+        assert store.get("fine.png").width == 64
+    finally:
+        store.close()
