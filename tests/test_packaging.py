@@ -19,11 +19,26 @@ SCRIPTS = {"dextr-annotate": "dextr_core.launch:main", "dextr-export": "dextr_co
            "dextr-download": "dextr_core.download:main"}
 
 
+_NOT_SOURCES = {".git", "__pycache__", ".pytest_cache", ".ruff_cache", ".venv", "build", "dist",
+                "test-artifacts", "exports", "masks"}
+
+
 def _repo_files() -> list[str]:
-    """The files a clean clone has (tracked, plus new files git does not ignore)."""
-    out = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO,
-                         capture_output=True, check=True).stdout.decode()
-    return [f for f in out.split("\0") if f and (REPO / f).is_file()]
+    """The files a clean clone has: tracked, plus new files git does not ignore (without git,
+    e.g. an unpacked archive: every file but caches, build output and weights)."""
+    try:
+        out = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO,
+                             capture_output=True, check=True).stdout.decode()
+        return [f for f in out.split("\0") if f and (REPO / f).is_file()]
+    except (OSError, subprocess.CalledProcessError):
+        pass
+    files = []
+    for folder, dirs, names in os.walk(REPO):
+        dirs[:] = [d for d in dirs if d not in _NOT_SOURCES and not d.endswith(".egg-info")]
+        for name in names:
+            if not name.endswith((".pyc", ".h5", ".part")) and not name.startswith(".dextr_"):
+                files.append(os.path.relpath(os.path.join(folder, name), REPO))
+    return files
 
 
 @pytest.fixture(scope="module")
