@@ -144,3 +144,41 @@ def test_pip_install_into_a_fresh_venv_gives_working_console_scripts(installed, 
                              capture_output=True, text=True, timeout=300)
         assert run.returncode == 0, (script, run.stderr)
         assert "usage" in run.stdout.lower(), script
+
+
+@pytest.mark.slow  # a fresh interpreter runs the whole app once: ~30 s
+def test_the_installed_app_runs_from_its_installed_copy(installed, tmp_path):
+    """app.py of the installed copy, run headless (AppTest) in a fresh interpreter that sees only
+    the installed packages, on a config outside the repository. app.py's folder goes first on
+    sys.path as ``streamlit run`` puts it there."""
+    import shutil
+
+    photos = tmp_path / "project" / "photos"
+    photos.mkdir(parents=True)
+    for name in ("astronaut.jpg", "coffee.jpg"):
+        shutil.copy(installed / "dextr_annotator" / "samples" / "images" / name, photos)
+    cfg = tmp_path / "project" / "anno_cfg.yml"
+    cfg.write_text("required:\n  source: photos\n  destination: masks\n")
+    code = """
+import sys
+from dextr_core.launch import app_dir
+sys.path.insert(0, str(app_dir()))
+from streamlit.testing.v1 import AppTest
+at = AppTest.from_file(str(app_dir() / "app.py"), default_timeout=240).run()
+assert not at.exception, at.exception
+print("ERRORS", [e.value for e in at.error])
+print("SIDEBAR", [w.value for w in at.sidebar.warning], [c.value for c in at.sidebar.caption])
+import ui.state
+print("UI", ui.state.__file__)
+"""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update(PYTHONPATH=str(installed), ANNO_CFG=str(cfg))
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert "ERRORS []" in out
+    shown = out.replace("\\", "")  # markdown escapes in the sidebar's text
+    assert "Fallback segmenter" in shown and str(cfg) in shown
+    assert f"UI {installed / 'dextr_annotator' / 'ui' / 'state.py'}" in out
+    assert (tmp_path / "project" / "photos" / ".dextr_progress.json").is_file()
