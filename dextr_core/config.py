@@ -395,7 +395,30 @@ def _progress_files(check: _Checker, admin: dict, source: Path | None, config_di
         check.problem(key, f"{path} is a folder; give a file name such as {DEFAULT_PROGRESS_NAME}"
                       f" or DEXTR-AnnoTool's {LEGACY_PROGRESS_NAME}")
         return None, None
+    if _is_own_store(path):
+        # this tool's own store under a name without .json: keep using it (never import it)
+        warnings.append(f"admin.progress_file: {path} is this tool's progress store, not a "
+                        "DEXTR-AnnoTool file; it is used as the store. Give it a name ending in "
+                        ".json (rename the file and its .journal) to silence this.")
+        return path, None
     return path.parent / DEFAULT_PROGRESS_NAME, path
+
+
+#: The "format" value a progress store snapshot of this tool starts with.
+_OWN_STORE_FORMAT = b"dextr-progress-store"
+
+
+def _is_own_store(path: Path) -> bool:
+    """True when ``path`` is a snapshot of this tool's progress store (its first 4 KB name the
+    store format) or has a journal beside it, i.e. not a DEXTR-AnnoTool YAML file."""
+    if Path(f"{path}.journal").is_file():
+        return True
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(4096)
+    except OSError:
+        return False
+    return head.lstrip().startswith(b"{") and _OWN_STORE_FORMAT in head
 
 
 def _database(check: _Checker, admin: dict, source: Path | None,

@@ -368,3 +368,15 @@ def test_a_suffix_too_long_for_one_photo_name_names_that_photo(project: Path):
     load_config(write_cfg(project, MINIMAL))
     path = write_cfg(project, MINIMAL + "optional:\n  mask_suffix: _longer_mask\n")
     assert f"{stem}.jpg" in one_problem(path, "optional.mask_suffix")
+
+
+def test_this_tools_own_store_under_a_yaml_like_name_is_kept_as_the_store(project: Path):
+    from dextr_core.store import ProgressStore
+
+    store = ProgressStore(project / "images" / "progress.db", project / "images")
+    store.sync()
+    store.close()
+    cfg = load_config(write_cfg(project, MINIMAL + "admin:\n  progress_file: progress.db\n"))
+    assert cfg.progress_file == project / "images" / "progress.db"
+    assert cfg.legacy_progress_file is None, "it must not be imported as DEXTR-AnnoTool's file"
+    assert any("this tool's progress store" in w for w in cfg.warnings)
