@@ -449,13 +449,17 @@ def run_export(
 
 
 def _open_store(config: Any):
-    from .store import ProgressStore
+    from . import store as store_pkg
 
-    if not Path(config.progress_file).is_file():
-        raise ExportError(f"no progress file at {config.progress_file}: nothing has been "
+    location = str(getattr(config, "database", "") or config.progress_file)
+    if "://" not in location and not Path(location).is_file():
+        raise ExportError(f"no progress file at {location}: nothing has been "
                           "annotated with this config yet (check admin.progress_file)")
-    return ProgressStore(config.progress_file, config.source,
-                         claim_timeout_s=float(config.claim_timeout_min) * 60.0)
+    kw = {"claim_timeout_s": float(config.claim_timeout_min) * 60.0}
+    opener = getattr(store_pkg, "open_store", None)  # the store package; older: the class
+    if opener is not None:
+        return opener(location, config.source, **kw)
+    return store_pkg.ProgressStore(location, config.source, **kw)
 
 
 def main(argv: list[str] | None = None) -> int:
