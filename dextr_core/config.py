@@ -59,9 +59,9 @@ DEFAULT_PROGRESS_NAME = ".dextr_progress.json"
 LEGACY_PROGRESS_NAME = ".anno_prog"
 DEFAULT_MAX_IMAGE_MEGAPIXELS = 200.0
 #: Characters a file name needs beyond the mask's own name while it is written (the temporary
-#: ``.<name>.<random>.tmp`` of an atomic write): mask names must leave this much room below the
-#: file system's NAME_MAX.
-TEMP_NAME_MARGIN = 16
+#: ``.<name>.<12 hex>.tmp`` of dextr_core.fileio.atomic_write takes 18): mask names must leave
+#: this much room below the file system's NAME_MAX.
+TEMP_NAME_MARGIN = 24
 
 #: Every key the config knows, by section.
 KNOWN_KEYS: dict[str, tuple[str, ...]] = {
@@ -586,12 +586,12 @@ def name_max(folder: Path) -> int:
 
 def _check_name_length(check: _Checker, source: Path | None, destination: Path | None,
                        mask_suffix: str, save_format: str) -> None:
-    if destination is None or not mask_suffix:
+    if destination is None:
         return
     limit = name_max(destination) - TEMP_NAME_MARGIN
     ext = "." + save_format
     encoded = len((mask_suffix + ext).encode("utf-8", "surrogateescape"))
-    if encoded + 1 > limit:
+    if mask_suffix and encoded + 1 > limit:
         check.problem("optional.mask_suffix",
                       f"is {len(mask_suffix)} characters long: a mask name (photo name + suffix + "
                       f"{ext}) must stay under {limit} bytes on the destination's file system "
@@ -609,9 +609,10 @@ def _check_name_length(check: _Checker, source: Path | None, destination: Path |
                 continue
             stem = os.path.splitext(name)[0]
             if len((stem + mask_suffix + ext).encode("utf-8", "surrogateescape")) > limit:
+                fix = ("use a shorter suffix such as _mask, or rename that photo" if mask_suffix
+                       else "rename that photo (its mask would have the same long name)")
                 check.problem("optional.mask_suffix",
                               f"makes the mask name of {name} longer than the {limit} bytes the "
                               f"destination's file system allows (NAME_MAX less "
-                              f"{TEMP_NAME_MARGIN} for the temporary name); use a shorter suffix "
-                              "such as _mask, or rename that photo")
+                              f"{TEMP_NAME_MARGIN} for the temporary name); {fix}")
                 return
