@@ -182,3 +182,18 @@ print("UI", ui.state.__file__)
     assert "Fallback segmenter" in shown and str(cfg) in shown
     assert f"UI {installed / 'dextr_annotator' / 'ui' / 'state.py'}" in out
     assert (tmp_path / "project" / "photos" / ".dextr_progress.json").is_file()
+
+
+def test_the_default_config_is_anno_cfg_env_then_the_current_folder_then_the_sample(
+        tmp_path, monkeypatch):
+    from dextr_core.launch import app_dir, command, default_config_path
+
+    monkeypatch.delenv("ANNO_CFG", raising=False)
+    assert default_config_path(tmp_path) == REPO / "anno_cfg.yml" == app_dir() / "anno_cfg.yml"
+    (tmp_path / "anno_cfg.yml").write_text("required: {}\n")
+    assert default_config_path(tmp_path) == tmp_path / "anno_cfg.yml"
+    monkeypatch.setenv("ANNO_CFG", str(tmp_path / "elsewhere.yml"))
+    assert default_config_path(tmp_path) == tmp_path / "elsewhere.yml"
+    cmd = command(["--config", str(tmp_path / "given.yml")])
+    assert cmd[-2:] == ["--config", str(tmp_path / "given.yml")]
+    assert cmd[4] == str(REPO / "app.py"), "from a clone the clone's own app.py runs"
