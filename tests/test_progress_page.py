@@ -277,7 +277,7 @@ def test_oidc_login_with_allow_list(project, email: str, is_lead: bool):
     at = AppTest.from_file(PAGE, default_timeout=60)
     at.secrets["auth"] = AUTH
     at.secrets["lead_emails"] = ["ana.lead@example.org"]
-    at.user = {"is_logged_in": True, "email": email}
+    at.user = {"is_logged_in": True, "email": email, "email_verified": True}
     at.run()
     assert not at.exception
     assert button(at, "reopen::a.png").disabled is (not is_lead)
