@@ -14,6 +14,7 @@ from streamlit.testing.v1 import AppTest
 from dextr_core.config import load_config
 from dextr_core.masks import label_map, mask_path, save_label_map
 from dextr_core.store import ObjectRecord, ProgressStore
+from ui.messages import md
 
 REPO = Path(__file__).resolve().parents[1]
 PAGE = str(REPO / "pages" / "progress.py")
@@ -135,11 +136,11 @@ def test_gallery_filters(project):
     at.selectbox(key="gallery_annotator").set_value("").run()
     at.selectbox(key="gallery_label").set_value("car").run()
     captions = " ".join(c.value for c in at.caption)
-    assert "1 images match" in captions and "a.png" in captions
+    assert "1 images match" in captions and md("a.png") in captions
     at.selectbox(key="gallery_label").set_value("").run()
     at.multiselect(key="gallery_status").set_value(["skipped"]).run()
     captions = " ".join(c.value for c in at.caption)
-    assert "1 images match" in captions and "c.png" in captions
+    assert "1 images match" in captions and md("c.png") in captions
 
 
 def test_reopen_refused_without_lead_role(project):
@@ -198,7 +199,7 @@ def test_anyone_exports_but_only_a_lead_overwrites(project, tmp_path: Path):
     assert not at.exception
     assert (exports / "anno_cfg-coco-done.zip").read_bytes() == b"a training job reads this"
     beside = sorted(p.name for p in exports.glob("anno_cfg-coco-done-*.zip"))
-    assert len(beside) == 1 and any(beside[0] in s.value for s in at.success)
+    assert len(beside) == 1 and any(md(beside[0]) in s.value for s in at.success)
 
     at = become_lead(at)
     assert not any("needs the lead role" in i.value for i in at.info)
@@ -237,7 +238,7 @@ def test_broken_config_shows_problems(project, monkeypatch, tmp_path: Path):
 
 
 def test_object_index_follows_events(project):
-    from pages import progress
+    from ui import progress_view as progress
 
     store = ProgressStore(project.progress_file, project.source, claim_timeout_s=600.0)
     try:
@@ -322,7 +323,7 @@ def test_keeping_the_progress_when_the_config_asks_for_a_reset(project):
 
 
 def test_snapshot_follows_events(project):
-    from pages import progress
+    from ui import progress_view as progress
 
     store = ProgressStore(project.progress_file, project.source, claim_timeout_s=600.0)
     try:
