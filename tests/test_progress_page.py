@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import time
 import zipfile
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import streamlit as st
+from markdown_it import MarkdownIt
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from dextr_core.config import load_config
 from dextr_core.masks import label_map, mask_path, save_label_map
-from dextr_core.store import ObjectRecord, ProgressStore
+from dextr_core.store import STATUSES as STORE_STATUSES
+from dextr_core.store import ImageRecord, ObjectRecord, ProgressStore, StoreCorruptError
+from ui import progress_view as view
 from ui.messages import md
 
 REPO = Path(__file__).resolve().parents[1]
@@ -34,21 +39,20 @@ def _points(box):
     return [[x0, y0 + 1], [x1, y1 - 1], [x0 + 1, y0], [x1 - 1, y1]]
 
 
-@pytest.fixture()
-def project(tmp_path: Path, monkeypatch):
-    """Five 40x32 images, a config with labels car/person, a store with 2 done, 1 skipped."""
+def make_project(tmp_path: Path, monkeypatch, plan: dict):
+    """Images of ``plan`` (40x32), a config with labels car/person/dog, a store as planned."""
     source = tmp_path / "images"
-    for image_id in PLAN:
+    for image_id in plan:
         path = source / image_id
         path.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(np.full((32, 40, 3), 90, np.uint8)).save(path)
+        Image.fromarray(np.full((32, 40, 3), 90, np.uint8)).save(path, format="PNG")
     cfg_path = tmp_path / "anno_cfg.yml"
     cfg_path.write_text("required:\n  source: images\n  destination: masks\n"
                         "optional:\n  labels: [car, person, dog]\n")
     cfg = load_config(cfg_path)
     store = ProgressStore(cfg.progress_file, cfg.source, claim_timeout_s=600.0)
     store.sync()
-    for image_id, (who, status, objects) in PLAN.items():
+    for image_id, (who, status, objects) in plan.items():
         if status == "skipped":
             store.claim(image_id, who)
             store.skip(image_id, who, "blurred")
@@ -70,7 +74,13 @@ def project(tmp_path: Path, monkeypatch):
     monkeypatch.syspath_prepend(str(REPO))
     st.cache_resource.clear()
     st.cache_data.clear()
-    yield cfg
+    return cfg
+
+
+@pytest.fixture()
+def project(tmp_path: Path, monkeypatch):
+    """Five 40x32 images, a config with labels car/person/dog, a store with 2 done, 1 skipped."""
+    yield make_project(tmp_path, monkeypatch, PLAN)
     st.cache_resource.clear()
     st.cache_data.clear()
 
@@ -348,3 +358,232 @@ def test_snapshot_follows_events(project):
         assert again.rows == progress.read_snapshot(store).rows
     finally:
         store.close()
+
+
+# --------------------------------------------------------------------------------------------
+# User-supplied text is shown as plain characters
+
+IMAGE_NAME = "![x](http://host/b.png)"
+LINK_NAME = "[link](http://x)"
+LINK_FILE = "[y](http:z).png"
+ODD_PLAN = {
+    "a.png": (IMAGE_NAME, "done", [("car", (2, 2, 20, 15))]),
+    LINK_FILE: (LINK_NAME, "done", [("person", (0, 0, 12, 12))]),
+    "c.png": (None, "todo", []),
+}
+_MARKDOWN = MarkdownIt("commonmark")
+
+
+def assert_plain(text: str) -> None:
+    """``text``, rendered as Markdown, holds no image and no link."""
+    html = _MARKDOWN.render(text)
+    assert "<img" not in html and "<a " not in html, f"{text!r} renders as {html!r}"
+
+
+@pytest.fixture()
+def odd_project(tmp_path: Path, monkeypatch):
+    """Annotators named like Markdown images and links, an image file named like a link."""
+    yield make_project(tmp_path, monkeypatch, ODD_PLAN)
+    st.cache_resource.clear()
+    st.cache_data.clear()
+
+
+def test_markdown_in_names_and_file_names_shows_as_plain_text_in_the_gallery(odd_project):
+    at = become_lead(run_page(lead_password=PASSWORD))
+    assert not at.exception, at.exception
+    captions = [c.value for c in at.caption]
+    assert any(md("a.png") in c and md(IMAGE_NAME) in c for c in captions), captions
+    assert any(md(LINK_FILE) in c and md(LINK_NAME) in c for c in captions), captions
+    send_a, send_link = button(at, "sendback::a.png"), button(at, f"sendback::{LINK_FILE}")
+    assert send_a.label == f"Send back to {md(IMAGE_NAME)}"
+    assert send_link.label == f"Send back to {md(LINK_NAME)}"
+    for text in [*captions, send_a.label, send_link.label, send_a.help, send_link.help]:
+        assert_plain(text)
+    # the tables show cells as plain text: the names are kept exactly as the store holds them
+    assert set(at.dataframe[0].value.index) == {IMAGE_NAME, LINK_NAME}
+
+    send_link.click().run()
+    assert not at.exception, at.exception
+    said = [s.value for s in at.success]
+    assert any(md(LINK_FILE) in s and md(LINK_NAME) in s for s in said), said
+    for text in said:
+        assert_plain(text)
+    assert status_of(odd_project, LINK_FILE) == "in_progress"
+
+
+def test_an_error_quoting_a_markdown_name_shows_it_as_plain_text(odd_project):
+    at = become_lead(run_page(lead_password=PASSWORD))
+    # after the page was drawn, another lead reopened a.png and LINK_NAME took it
+    other = ProgressStore(odd_project.progress_file, odd_project.source, claim_timeout_s=600.0)
+    other.reopen("a.png", "lead")
+    other.claim("a.png", LINK_NAME)
+    other.close()
+    button(at, "sendback::a.png").click().run()  # to IMAGE_NAME: refused, LINK_NAME holds it
+    assert not at.exception, at.exception
+    errors = [e.value for e in at.error]
+    assert any("Could not reopen" in e and md(LINK_NAME) in e for e in errors), errors
+    for text in errors:
+        assert_plain(text)
+
+
+def test_an_export_warning_quoting_a_file_name_shows_it_as_plain_text(odd_project):
+    at = run_page()
+    mask_path(odd_project.destination, LINK_FILE, odd_project.mask_suffix,
+              odd_project.save_format).unlink()  # the export then warns about the missing mask
+    button(at, "export_run").click().run()
+    assert not at.exception, at.exception
+    texts = [m.value for m in (*at.success, *at.warning, *at.error)]
+    assert any("Wrote" in t for t in texts), texts
+    assert any(md(LINK_FILE) in w.value for w in at.warning), texts
+    for text in texts:
+        assert_plain(text)
+    assert at.get("download_button")
+
+
+# --------------------------------------------------------------------------------------------
+# Roles: with no lead configured nobody resets, and the page says how to configure one
+
+
+def test_with_no_lead_configured_the_reset_says_how_to_configure_one(project):
+    project.path.write_text(project.path.read_text() + "admin:\n  reset_progress: true\n")
+    at = run_page()  # no secrets at all: nobody is a lead
+    assert not at.exception, at.exception
+    assert not [b for b in at.button if b.key in ("reset_run", "reset_decline")]
+    infos = " ".join(i.value for i in at.main.info)
+    assert "lead_password" in infos and "docs/roles.md" in infos, infos
+    assert button(at, "reopen::a.png").disabled
+    at.run()
+    assert status_of(project, "a.png") == "done", "nobody may reset"
+
+
+def test_a_lead_signs_in_on_a_damaged_store_and_replaces_it(project):
+    damaged = b'{"format": "dextr-progress", "tables": 5'
+    project.progress_file.write_bytes(damaged)
+    at = run_page(lead_password=PASSWORD)
+    assert not at.exception, at.exception
+    assert any("damaged" in e.value for e in at.error)
+    start_new = [b for b in at.button if b.label.startswith("Start a new progress store")]
+    assert not start_new, "an annotator may not replace the store"
+    at = become_lead(at)  # the sign-in is drawn although the store cannot be opened
+    start_new = [b for b in at.button if b.label.startswith("Start a new progress store")]
+    assert start_new, [b.label for b in at.button]
+    start_new[0].click().run()
+    assert not at.exception, at.exception
+    kept = list(project.progress_file.parent.glob(project.progress_file.name + ".corrupt-*"))
+    assert [p.read_bytes() for p in kept] == [damaged]
+    assert {m.label for m in at.metric} >= {"Done", "To do"}
+
+
+# --------------------------------------------------------------------------------------------
+# Store errors while the page is open are shown, not raised
+
+
+def test_a_store_that_turns_out_damaged_while_the_page_is_open_is_reported(project, monkeypatch):
+    at = run_page(lead_password=PASSWORD)
+    assert not at.exception
+    message = f"The progress store file {project.progress_file} is damaged: an image record " \
+              "without a status [see](http://x)."
+
+    def damaged(*args, **kwargs):
+        raise StoreCorruptError(message, project.progress_file)
+
+    for name in ("summary", "images", "objects", "events", "get"):
+        monkeypatch.setattr(ProgressStore, name, damaged)
+    at.run()
+    assert not at.exception, at.exception
+    errors = [e.value for e in at.error]
+    assert any(md(message) in e for e in errors), errors
+    for text in errors:
+        assert_plain(text)
+    button(at, "export_run").click().run()
+    assert not at.exception, at.exception
+    assert any("Export failed" in e.value and md(message) in e.value for e in at.error)
+
+
+# --------------------------------------------------------------------------------------------
+# ui/progress_view.py without Streamlit
+
+
+class FakeStore:
+    """The reading API of a store over fixed records (no files)."""
+
+    def __init__(self, records, events=(), summary=None):
+        self.records = {r.id: r for r in records}
+        self._events = list(events)
+        self._summary = summary or {}
+
+    def summary(self):
+        return dict(self._summary)
+
+    def images(self, status=None):
+        return [r for r in self.records.values() if status is None or r.status == status]
+
+    def get(self, image_id):
+        return self.records.get(image_id)
+
+    def events(self, since=None, limit=None):
+        out = [e for e in self._events if since is None or e.time > since]
+        return out[-limit:] if limit else out
+
+    def objects(self, image_id=None):
+        return []
+
+
+def _done(image_id, who, completed_at, status="done"):
+    return ImageRecord(id=image_id, width=40, height=32, status=status, annotator=who,
+                       updated_at=completed_at, completed_at=completed_at, n_objects=1)
+
+
+def test_the_page_shows_every_status_the_store_knows_done_first():
+    assert set(view.STATUSES) == set(STORE_STATUSES) and len(view.STATUSES) == len(STORE_STATUSES)
+    assert view.STATUSES[0] == "done"
+
+
+def test_throughput_is_per_hour_within_two_days_and_per_day_beyond():
+    t0 = 1_700_000_000.0
+    records = [_done("a", "ana", t0), _done("b", "ana", t0 + 60), _done("c", 7, t0 + 3 * 3600),
+               _done("s", "ana", t0, status="skipped")]
+    snap = view.read_snapshot(FakeStore(records))
+    table, unit = view.throughput(snap)
+    assert unit == "hour"
+    assert sorted(zip(table["annotator"], table["images"], strict=True)) == [("7", 1), ("ana", 2)]
+    later = view.read_snapshot(FakeStore([*records, _done("d", "bob", t0 + 3 * 86400)]))
+    table, unit = view.throughput(later)
+    assert unit == "day" and int(table["images"].sum()) == 4
+
+
+def test_the_gallery_selection_filters_and_puts_the_newest_first():
+    t0 = 1_700_000_000.0
+    snap = view.read_snapshot(FakeStore([_done("a", "ana", t0), _done("b", "bob", t0 + 5),
+                                         _done("c", "ana", t0 + 9),
+                                         _done("s", "ana", t0 + 20, status="skipped")]))
+    assert list(view.gallery_selection(snap, ["done"], "", "")["id"]) == ["c", "b", "a"]
+    assert list(view.gallery_selection(snap, ["done"], "ana", "")["id"]) == ["c", "a"]
+    pairs = pd.DataFrame([("a", "car"), ("b", "dog")], columns=["image_id", "label"])
+    assert list(view.gallery_selection(snap, ["done", "skipped"], "", "car", pairs)["id"]) == ["a"]
+    assert view.annotator_names(snap) == ["ana", "bob"]
+
+
+def test_a_snapshot_cache_reads_another_store_in_full():
+    first = FakeStore([_done("a", "ana", 1.0)], summary={"last_event": 1.0})
+    second = FakeStore([_done("z", "zoe", 2.0)], summary={"last_event": 1.0})
+    cache = view.SnapshotCache()
+    assert sorted(cache.snapshot(first).rows) == ["a"]
+    cache.object_index(second)  # a new store object (the store was opened again)
+    assert sorted(cache.snapshot(second).rows) == ["z"]
+
+
+def test_an_annotators_export_goes_beside_an_existing_one_with_the_time_in_its_name(
+        project, tmp_path: Path):
+    now = 1_700_000_000.0
+    plain = view.export_target(project, "coco", "done", lead=False, now=now)
+    assert plain == tmp_path / "exports" / "anno_cfg-coco-done.zip"
+    plain.parent.mkdir()
+    plain.write_bytes(b"in use")
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(now))
+    beside = view.export_target(project, "coco", "done", lead=False, now=now)
+    assert beside.name == f"anno_cfg-coco-done-{stamp}.zip"
+    beside.write_bytes(b"also in use")
+    assert view.export_target(project, "coco", "done", lead=False, now=now).name == \
+        f"anno_cfg-coco-done-{stamp}-2.zip"
+    assert view.export_target(project, "coco", "done", lead=True, now=now) == plain
