@@ -18,7 +18,6 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
-import altair as alt
 import streamlit as st
 
 from dextr_core.errors import DextrError
@@ -108,19 +107,10 @@ def show_figures(labels: tuple[str, ...]) -> None:
         if rate.empty:
             st.caption("No finished images yet.")
         else:
-            rate["when"] = rate["time"].dt.strftime("%Y-%m-%d %H:00" if unit == "hour"
-                                                    else "%Y-%m-%d")
-            st.altair_chart(alt.Chart(rate).mark_bar().encode(
-                x=alt.X("when:O", title=None, sort="ascending"),
-                y=alt.Y("sum(images):Q", title="images"),
-                color=alt.Color("annotator:N", title="annotator"),
-                tooltip=["when:O", "annotator:N", "images:Q"]), width="stretch")
+            st.altair_chart(view.throughput_chart(rate, unit), width="stretch")
     with right:
         st.subheader("Objects per class")
-        st.altair_chart(alt.Chart(classes).mark_bar().encode(
-            x=alt.X("objects:Q", axis=alt.Axis(format="d", tickMinStep=1)),
-            y=alt.Y("label:N", sort=list(classes["label"]), title=None),
-            tooltip=["label:N", "objects:Q"]), width="stretch")
+        st.altair_chart(view.classes_chart(classes), width="stretch")
 
     st.subheader("Recent activity")
     recent = view.recent_activity(snap)
@@ -217,13 +207,11 @@ def show_exports(store, cfg, lead: bool) -> None:
     """Format + status choice, an Export button with a progress bar, a download. Anyone can
     export; only a lead overwrites an existing export (:func:`ui.progress_view.export_target`)."""
     st.header("Export")
-    formats = {"coco": "COCO instances JSON", "masks": "Label maps (DEXTR-AnnoTool layout)",
-               "palette": "Colour previews (palette PNG)"}
     c1, c2 = st.columns(2)
-    fmt = c1.selectbox("Format", list(formats), format_func=formats.get, key="export_format")
-    status = c2.selectbox("Images", ["done", "all"], key="export_status",
-                          format_func={"done": "finished (done)",
-                                       "all": "every image with a mask file"}.get)
+    fmt = c1.selectbox("Format", list(view.EXPORT_FORMATS), key="export_format",
+                       format_func=view.EXPORT_FORMATS.get)
+    status = c2.selectbox("Images", list(view.EXPORT_SCOPES), key="export_status",
+                          format_func=view.EXPORT_SCOPES.get)
     if not lead:
         st.info("Your export is written next to any existing one, with the time in its name; "
                 "replacing an export needs the lead role (sign in in the sidebar).")

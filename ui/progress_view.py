@@ -23,6 +23,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import altair as alt
 import cv2
 import numpy as np
 import pandas as pd
@@ -316,6 +317,26 @@ def objects_per_class(counts: dict[str, int], labels: tuple[str, ...]) -> pd.Dat
     return pd.DataFrame({"label": order, "objects": [counts.get(n, 0) for n in order]})
 
 
+def throughput_chart(rate: pd.DataFrame, unit: str) -> alt.Chart:
+    """Stacked bars of :func:`throughput`'s table: images per hour or day, coloured by annotator
+    (names are data, shown as plain text)."""
+    rate = rate.assign(when=rate["time"].dt.strftime("%Y-%m-%d %H:00" if unit == "hour"
+                                                     else "%Y-%m-%d"))
+    return alt.Chart(rate).mark_bar().encode(
+        x=alt.X("when:O", title=None, sort="ascending"),
+        y=alt.Y("sum(images):Q", title="images"),
+        color=alt.Color("annotator:N", title="annotator"),
+        tooltip=["when:O", "annotator:N", "images:Q"])
+
+
+def classes_chart(classes: pd.DataFrame) -> alt.Chart:
+    """Horizontal bars of :func:`objects_per_class`, labels in its order, whole-number axis."""
+    return alt.Chart(classes).mark_bar().encode(
+        x=alt.X("objects:Q", axis=alt.Axis(format="d", tickMinStep=1)),
+        y=alt.Y("label:N", sort=list(classes["label"]), title=None),
+        tooltip=["label:N", "objects:Q"])
+
+
 ACTION_NAMES = {
     "claimed": "opened", "object_added": "added an object", "object_removed": "removed an object",
     "completed": "finished", "skipped": "skipped", "released": "released",
@@ -410,6 +431,13 @@ def mtime(path: Path) -> float:
 
 # --------------------------------------------------------------------------------------------
 # Export naming
+
+
+#: Export formats offered on the page (run_export's ``fmt``) and what they are called there.
+EXPORT_FORMATS = {"coco": "COCO instances JSON", "masks": "Label maps (DEXTR-AnnoTool layout)",
+                  "palette": "Colour previews (palette PNG)"}
+#: Which images an export takes (run_export's ``status``).
+EXPORT_SCOPES = {"done": "finished (done)", "all": "every image with a mask file"}
 
 
 def export_folder(cfg) -> Path:
