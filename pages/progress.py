@@ -304,9 +304,9 @@ def main() -> None:
     state.run_through_app()
     cfg = state.config()
     st.title("Progress")
-    lead = roles.lead_gate()  # before the store: a lead can sign in to replace a damaged store
+    store = state.store()  # a damaged store: its message, and a lead's offer of a new one
+    lead = roles.lead_gate()
     messages.show()
-    store = state.store()
     show_figures(tuple(cfg.labels))
     show_gallery(store, cfg, lead)
     show_exports(store, cfg, lead)
