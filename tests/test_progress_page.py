@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import tempfile
 import time
 import zipfile
 from pathlib import Path
@@ -630,3 +631,18 @@ def test_an_annotators_export_goes_beside_an_existing_one_with_the_time_in_its_n
     assert view.export_target(project, "coco", "done", lead=False, now=now).name == \
         f"anno_cfg-coco-done-{stamp}-2.zip"
     assert view.export_target(project, "coco", "done", lead=True, now=now) == plain
+
+
+def test_exports_go_to_the_temp_folder_when_the_config_lies_in_the_progress_files_folder(
+        tmp_path: Path):
+    class Cfg:
+        path = tmp_path / "project" / "cfg" / "anno_cfg.yml"
+        source = tmp_path / "photos"
+        destination = tmp_path / "masks"
+        progress_file = tmp_path / "project" / "progress.json"
+
+    assert view.export_folder(Cfg) == Path(tempfile.gettempdir()) / "dextr-exports"
+    Cfg.progress_file = tmp_path / "project" / "cfg" / "progress.json"  # the config's own folder
+    assert view.export_folder(Cfg) == tmp_path / "project" / "cfg" / "exports"
+    Cfg.source = tmp_path / "project"  # the config inside the photos folder
+    assert view.export_folder(Cfg) == Path(tempfile.gettempdir()) / "dextr-exports"

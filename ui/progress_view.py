@@ -16,6 +16,7 @@ which shows their message.
 from __future__ import annotations
 
 import datetime as dt
+import os
 import tempfile
 import threading
 import time
@@ -442,10 +443,17 @@ EXPORT_SCOPES = {"done": "finished (done)", "all": "every image with a mask file
 
 def export_folder(cfg) -> Path:
     """Where exports are written: ``exports/`` next to the config file, unless that lies in the
-    source or destination folder (then the system temp folder)."""
+    source or destination folder or in the progress file's folder when that is not the config's
+    own folder (export.py refuses targets there; then the system temp folder is used)."""
     folder = Path(cfg.path).parent / "exports"
-    for managed in (Path(cfg.source), Path(cfg.destination)):
-        if folder == managed or managed in folder.parents:
+    real = Path(os.path.realpath(folder))
+    managed = [Path(cfg.source), Path(cfg.destination)]
+    progress_folder = Path(cfg.progress_file).parent
+    if os.path.realpath(progress_folder) != os.path.realpath(Path(cfg.path).parent):
+        managed.append(progress_folder)
+    for path in managed:
+        inside = Path(os.path.realpath(path))
+        if real == inside or inside in real.parents:
             return Path(tempfile.gettempdir()) / "dextr-exports"
     return folder
 
