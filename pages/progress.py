@@ -182,21 +182,30 @@ def _gallery_tile(cfg, record, lead: bool) -> None:
 
 
 def _reopen(image_id: str, to: str | None) -> None:
-    """Button callback: reopen ``image_id`` (lead only); with ``to``, claim it for them."""
+    """Button callback: reopen ``image_id`` (lead only); with ``to``, hand it to them. Says
+    exactly what took effect (:func:`ui.progress_view.reopen_image`)."""
     messages.clear()
     if not roles.is_lead():
         messages.say("error", _needs_lead("reopen images"))
         return
-    store = state.store()
-    try:
-        store.reopen(image_id, by=roles.lead_name())
-        if to:
-            store.claim(image_id, to)
-    except Exception as exc:  # ClaimError, StoreWriteError, ...: say what happened, keep the page
-        messages.say("error", f"Could not reopen {md(image_id)}: {md(exc)}")
-        return
-    messages.say("success", f"{md(image_id)} reopened"
-                 + (f" and sent back to {md(to)}." if to else "."))
+    done = view.reopen_image(state.store(), image_id, roles.lead_name(), to)
+    name, where = md(image_id), _where(done)
+    if done.reopen_failed:
+        messages.say("error", f"Could not reopen {name}: {md(done.error)}{where}")
+    elif done.error is not None:
+        messages.say("warning", f"{name} was not sent back to {md(to)}: {md(done.error)}{where}")
+    elif done.sent_to:
+        messages.say("success", f"{name} reopened and sent back to {md(done.sent_to)}.")
+    else:
+        messages.say("success", f"{name} reopened.{where}")
+
+
+def _where(done: view.ReopenResult) -> str:
+    if done.status == "todo":
+        return " It is back in the queue for anyone."
+    if done.status == "in_progress" and done.holder:
+        return f" {md(done.holder)} is annotating it."
+    return ""
 
 
 # --------------------------------------------------------------------------------------------

@@ -19,7 +19,13 @@ from streamlit.testing.v1 import AppTest
 from dextr_core.config import load_config
 from dextr_core.masks import label_map, mask_path, save_label_map
 from dextr_core.store import STATUSES as STORE_STATUSES
-from dextr_core.store import ImageRecord, ObjectRecord, ProgressStore, StoreCorruptError
+from dextr_core.store import (
+    ImageRecord,
+    ObjectRecord,
+    ProgressStore,
+    StoreCorruptError,
+    StoreWriteError,
+)
 from ui import progress_view as view
 from ui.messages import md
 
@@ -424,10 +430,12 @@ def test_an_error_quoting_a_markdown_name_shows_it_as_plain_text(odd_project):
     other.close()
     button(at, "sendback::a.png").click().run()  # to IMAGE_NAME: refused, LINK_NAME holds it
     assert not at.exception, at.exception
-    errors = [e.value for e in at.error]
-    assert any("Could not reopen" in e and md(LINK_NAME) in e for e in errors), errors
-    for text in errors:
+    said = [m.value for m in (*at.warning, *at.error)]
+    assert any(f"was not sent back to {md(IMAGE_NAME)}" in m and md(LINK_NAME) in m
+               for m in said), said
+    for text in said:
         assert_plain(text)
+    assert status_of(odd_project, "a.png") == "in_progress"  # still LINK_NAME's
 
 
 def test_an_export_warning_quoting_a_file_name_shows_it_as_plain_text(odd_project):
@@ -648,3 +656,49 @@ def test_exports_go_to_the_temp_folder_when_the_config_lies_in_the_progress_file
     assert view.export_folder(Cfg) == tmp_path / "project" / "cfg" / "exports"
     Cfg.source = tmp_path / "project"  # the config inside the photos folder
     assert view.export_folder(Cfg) == Path(tempfile.gettempdir()) / "dextr-exports"
+
+
+def test_a_send_back_that_fails_after_the_reopen_says_the_image_is_reopened(project,
+                                                                            monkeypatch):
+    at = become_lead(run_page(lead_password=PASSWORD))
+
+    def full_disk(*args, **kwargs):
+        raise StoreWriteError("The progress could not be written (No space left on device); "
+                              "free some space and try again.")
+
+    monkeypatch.setattr(ProgressStore, "claim", full_disk)
+    button(at, "sendback::sub/b.png").click().run()
+    assert not at.exception, at.exception
+    assert status_of(project, "sub/b.png") == "todo"  # the reopen took effect, the claim did not
+    said = " ".join(m.value for m in (*at.warning, *at.error, *at.success))
+    assert "was not sent back to bob" in said and "back in the queue for anyone" in said, said
+    assert "Could not reopen" not in said
+
+
+def test_reopen_image_reports_each_step():
+    class Store:
+        def __init__(self, fail_reopen=False, fail_claim=False):
+            self.status, self.who = "done", "bob"
+            self.fail_reopen, self.fail_claim = fail_reopen, fail_claim
+
+        def reopen(self, image_id, by):
+            if self.fail_reopen:
+                raise StoreWriteError("disk full")
+            self.status, self.who = "todo", None
+
+        def claim(self, image_id, annotator):
+            if self.fail_claim:
+                raise StoreWriteError("disk full")
+            self.status, self.who = "in_progress", annotator
+
+        def get(self, image_id):
+            return ImageRecord(id=image_id, status=self.status, annotator=self.who)
+
+    done = view.reopen_image(Store(), "a.png", "lead", "bob")
+    assert (done.status, done.holder, done.sent_to, done.error) == ("in_progress", "bob", "bob",
+                                                                    None)
+    done = view.reopen_image(Store(fail_claim=True), "a.png", "lead", "bob")
+    assert (done.status, done.sent_to, done.reopen_failed) == ("todo", None, False)
+    assert isinstance(done.error, StoreWriteError)
+    done = view.reopen_image(Store(fail_reopen=True), "a.png", "lead", "bob")
+    assert (done.status, done.reopen_failed) == ("done", True)

@@ -378,6 +378,59 @@ def annotator_names(snap: Snapshot) -> list[str]:
 
 
 # --------------------------------------------------------------------------------------------
+# Lead actions
+
+
+@dataclass(frozen=True)
+class ReopenResult:
+    """What :func:`reopen_image` did. ``status``: the image's status afterwards ("todo" = back
+    in the queue; "in_progress" = someone holds it; None when the store could not be read);
+    ``holder``: who holds it then; ``sent_to``: the annotator it was handed to (None if not);
+    ``error``: what refused the reopen (nothing changed) or the hand-over (the reopen stands)."""
+
+    image_id: str
+    status: str | None
+    holder: str | None = None
+    sent_to: str | None = None
+    error: Exception | None = None
+    reopen_failed: bool = False
+
+
+def reopen_image(store, image_id: str, by: str, to: str | None = None) -> ReopenResult:
+    """A lead reopens ``image_id`` (``store.reopen``) and, with ``to``, hands it to that
+    annotator (``store.claim``: it is the first image they get). Two store calls, so the result
+    says which of them took effect: a failed hand-over leaves the image reopened. Exceptions of
+    the store are returned in ``error``, not raised."""
+    try:
+        store.reopen(image_id, by=by)
+    except Exception as exc:  # ClaimError, StoreWriteError, StoreCorruptError, ...
+        return ReopenResult(image_id, _status_of(store, image_id), error=exc, reopen_failed=True)
+    sent_to, error = None, None
+    if to:
+        try:
+            store.claim(image_id, to)
+            sent_to = to
+        except Exception as exc:  # someone took it meanwhile, a full disk, ...
+            error = exc
+    record = _record_of(store, image_id)
+    return ReopenResult(image_id, getattr(record, "status", None),
+                        getattr(record, "annotator", None)
+                        if getattr(record, "status", None) == "in_progress" else None,
+                        sent_to, error)
+
+
+def _record_of(store, image_id: str):
+    try:
+        return store.get(image_id)
+    except Exception:  # the result then says the status is unknown
+        return None
+
+
+def _status_of(store, image_id: str) -> str | None:
+    return getattr(_record_of(store, image_id), "status", None)
+
+
+# --------------------------------------------------------------------------------------------
 # Thumbnails
 
 
