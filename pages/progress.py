@@ -255,21 +255,9 @@ def show_exports(store, cfg, lead: bool) -> None:
                            mime="application/zip", key="export_download", on_click="ignore")
 
 
-def _reset_store(cfg) -> Path:
-    """Back the store up and start it afresh (sync + reconcile again); returns the backup path."""
-    if state.reset_pending():
-        return state.confirm_reset()
-    handle = state.store_handle()
-    with handle.lock:
-        backup = handle.store.reset()
-        handle.sync_report = handle.store.sync()
-        handle.reconciled = list(
-            handle.store.reconcile(cfg.destination, cfg.mask_suffix, cfg.save_format) or [])
-    return Path(backup)
-
-
 def show_reset(cfg, lead: bool) -> None:
-    """Reset progress: lead only, typed confirmation, the old progress file kept as a backup."""
+    """Reset progress: lead only, typed confirmation, the old progress file kept as a backup;
+    a scan of the source folder (after a reset whose scan failed, or for new photos)."""
     pending = state.reset_pending()
     with st.expander("Reset progress", expanded=pending):
         if pending:
@@ -282,19 +270,14 @@ def show_reset(cfg, lead: bool) -> None:
             st.info(_needs_lead("reset progress"))
             return
         typed = st.text_input("Type RESET to confirm", key="reset_confirm_text")
-        c1, c2 = st.columns(2)
+        c1, c2, c3 = st.columns(3)
         if c1.button("Reset progress", key="reset_run", disabled=typed.strip() != "RESET",
                      type="primary"):
             messages.clear()
             if not roles.is_lead() or typed.strip() != "RESET":
                 st.error("A reset needs the lead role and RESET typed above.")
             else:
-                try:
-                    backup = _reset_store(cfg)
-                except Exception as exc:  # StoreWriteError and the like: nothing was lost
-                    st.error(f"Reset failed, progress unchanged: {md(exc)}")
-                else:
-                    st.success(f"Progress reset. The old progress is backed up in {md(backup)}.")
+                _reset(cfg, pending)
         if pending and c2.button("Keep the progress", key="reset_decline"):
             messages.clear()
             if roles.is_lead():
@@ -302,6 +285,32 @@ def show_reset(cfg, lead: bool) -> None:
                 st.success("Progress kept. Set admin.reset_progress back to false in the config.")
             else:
                 st.error(_needs_lead("keep or reset the progress"))
+        if c3.button("Scan the source folder", key="rescan_run",
+                     help="Add new photos to the queue and check the mask files (lead only)"):
+            messages.clear()
+            if not roles.is_lead():
+                st.error(_needs_lead("scan the source folder"))
+                return
+            try:
+                lines = view.scan_source(state.store_handle(), cfg)
+            except Exception as exc:  # StoreWriteError, an unreadable folder, ...
+                st.error(f"The scan failed, the queue is as it was: {md(exc)}")
+            else:
+                st.success("Source folder scanned. " + " ".join(md(line) for line in lines))
+
+
+def _reset(cfg, pending: bool) -> None:
+    done = view.reset_progress(state.store_handle(), cfg)
+    if done.backup is not None and pending:
+        state.decline_reset()  # the reset the config asked for is done: not asked again
+    if done.backup is None:
+        st.error(f"Reset failed, progress unchanged: {md(done.error)}")
+    elif done.error is not None:
+        st.warning(f"Progress reset; the old progress is backed up in {md(done.backup)}. The "
+                   f"source folder could not be scanned, so the queue is empty: {md(done.error)} "
+                   "Fix that, then press Scan the source folder.")
+    else:
+        st.success(f"Progress reset. The old progress is backed up in {md(done.backup)}.")
 
 
 # --------------------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import tempfile
+import threading
 import time
 import zipfile
 from pathlib import Path
@@ -702,3 +703,75 @@ def test_reopen_image_reports_each_step():
     assert isinstance(done.error, StoreWriteError)
     done = view.reopen_image(Store(fail_reopen=True), "a.png", "lead", "bob")
     assert (done.status, done.reopen_failed) == ("done", True)
+
+
+def test_a_reset_whose_scan_fails_says_the_reset_happened_and_the_scan_runs_again(project,
+                                                                                 monkeypatch):
+    at = become_lead(run_page(lead_password=PASSWORD))
+    at.text_input(key="reset_confirm_text").input("RESET").run()
+    real_sync = ProgressStore.sync
+
+    def unreadable_folder(*args, **kwargs):
+        raise StoreWriteError("The progress could not be written (No space left on device); "
+                              "free some space and try again.")
+
+    monkeypatch.setattr(ProgressStore, "sync", unreadable_folder)
+    button(at, "reset_run").click().run()
+    assert not at.exception, at.exception
+    said = " ".join(m.value for m in (*at.warning, *at.error, *at.success))
+    assert "Progress reset" in said and "could not be scanned" in said, said
+    assert "progress unchanged" not in said
+    backups = [p for p in project.progress_file.parent.glob(
+        project.progress_file.name + ".backup-*") if not p.name.endswith(".journal")]
+    assert len(backups) == 1 and md(backups[0]) in said
+
+    monkeypatch.setattr(ProgressStore, "sync", real_sync)
+    button(at, "rescan_run").click().run()
+    assert not at.exception, at.exception
+    assert any("Source folder scanned" in s.value for s in at.success)
+    store = ProgressStore(project.progress_file, project.source)
+    try:
+        assert store.summary()["total"] == len(PLAN)
+    finally:
+        store.close()
+
+
+def test_reset_progress_reports_which_step_failed(tmp_path: Path):
+    class Store:
+        def __init__(self, fail_reset=False, fail_sync=False):
+            self.fail_reset, self.fail_sync, self.calls = fail_reset, fail_sync, []
+
+        def reset(self):
+            self.calls.append("reset")
+            if self.fail_reset:
+                raise StoreWriteError("disk full")
+            return tmp_path / "p.json.backup-1"
+
+        def sync(self):
+            self.calls.append("sync")
+            if self.fail_sync:
+                raise StoreWriteError("disk full")
+
+        def reconcile(self, *args):
+            self.calls.append("reconcile")
+            return ["a.png: done"]
+
+    class Handle:
+        def __init__(self, store):
+            self.store, self.lock, self.sync_report, self.reconciled = store, threading.Lock(), \
+                None, []
+
+    class Cfg:
+        destination, mask_suffix, save_format = tmp_path, "_mask", "png"
+
+    handle = Handle(Store(fail_reset=True))
+    done = view.reset_progress(handle, Cfg)
+    assert done.backup is None and isinstance(done.error, StoreWriteError)
+    assert handle.store.calls == ["reset"]
+    handle = Handle(Store(fail_sync=True))
+    done = view.reset_progress(handle, Cfg)
+    assert done.backup == tmp_path / "p.json.backup-1" and isinstance(done.error, StoreWriteError)
+    handle.store.fail_sync = False
+    assert view.scan_source(handle, Cfg) == ["a.png: done"]
+    assert handle.store.calls == ["reset", "sync", "sync", "reconcile"]
+    assert not handle.lock.locked()

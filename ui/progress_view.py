@@ -430,6 +430,48 @@ def _status_of(store, image_id: str) -> str | None:
     return getattr(_record_of(store, image_id), "status", None)
 
 
+@dataclass(frozen=True)
+class ResetResult:
+    """What :func:`reset_progress` did. ``backup``: where the old progress now is (None: the
+    reset did not happen and nothing changed); ``error``: what refused the reset, or what failed
+    in the scan of the source folder after it (the reset stands, the queue is empty until
+    :func:`scan_source` succeeds)."""
+
+    backup: Path | None
+    error: Exception | None = None
+
+
+def reset_progress(handle, cfg) -> ResetResult:
+    """A lead resets the progress of the store in ``handle`` (a ``StoreHandle``: store, lock,
+    sync_report, reconciled): ``store.reset()`` keeps the old progress as a backup, then the
+    source folder is scanned and reconciled with the mask files again. Errors are returned in the
+    result, saying which step they stopped."""
+    with handle.lock:
+        try:
+            backup = Path(handle.store.reset())
+        except Exception as exc:  # StoreWriteError, ...: the store promises nothing changed
+            return ResetResult(None, exc)
+        try:
+            _scan(handle, cfg)
+        except Exception as exc:  # the reset stands; the scan can be run again
+            return ResetResult(backup, exc)
+    return ResetResult(backup)
+
+
+def scan_source(handle, cfg) -> list[str]:
+    """Scan the source folder into the store and reconcile it with the mask files (``sync`` +
+    ``reconcile``); returns what changed, in words. Errors of the store propagate."""
+    with handle.lock:
+        _scan(handle, cfg)
+        return list(getattr(handle.sync_report, "lines", list)()) + list(handle.reconciled)
+
+
+def _scan(handle, cfg) -> None:
+    handle.sync_report = handle.store.sync()
+    handle.reconciled = list(
+        handle.store.reconcile(cfg.destination, cfg.mask_suffix, cfg.save_format) or [])
+
+
 # --------------------------------------------------------------------------------------------
 # Thumbnails
 
