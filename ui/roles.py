@@ -28,6 +28,8 @@ from typing import Any
 
 import streamlit as st
 
+from ui.messages import md
+
 _SESSION_KEY = "dextr_lead_role"
 _PASSWORD_FIELD = "dextr_lead_password_input"
 #: Wrong passwords allowed per browser session before the form is locked.
@@ -279,7 +281,7 @@ def lead_gate(container: Any = None) -> bool:
     """
     box = container if container is not None else st.sidebar
     if is_lead():
-        box.success(f"Lead role: {lead_name()}")
+        box.success(f"Lead role: {md(lead_name())}")
         if st.session_state.get(_SESSION_KEY):
             box.button("Leave the lead role", on_click=sign_out, key="dextr_lead_signout")
         elif oidc_providers():
@@ -315,11 +317,11 @@ def lead_gate(container: Any = None) -> bool:
     email, verified = _signed_in_email()
     if email is not None:
         if not verified:
-            box.warning(f"{email} is signed in, but the identity provider has not verified "
+            box.warning(f"{md(email)} is signed in, but the identity provider has not verified "
                         "that address (email_verified is not true), so it cannot be a lead; "
                         "verify it with the provider and sign in again.")
         else:
-            box.warning(f"{email} is signed in but is not in `lead_emails`.")
+            box.warning(f"{md(email)} is signed in but is not in `lead_emails`.")
         box.button("Log out", on_click=st.logout, key="dextr_lead_logout")
     elif lead_emails():
         for provider in oidc_providers():
