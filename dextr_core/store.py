@@ -42,6 +42,7 @@ from filelock import FileLock
 from tinydb.table import Document
 
 from .errors import DextrError
+from .fileio import fsync_dir
 from .images import ImageReadError, image_size, is_image_file
 from .store_storage import (
     JournaledStorage,
@@ -247,12 +248,14 @@ class ProgressStore:
         self.clock = clock
         self.exclude_dirs = tuple(Path(d).resolve() for d in exclude_dirs)
         self.recovered_from: Path | None = None
+        self.recovered_files: list[Path] = []
         self._reset_indexes()
-        kwargs = {} if compact_bytes is None else {"compact_bytes": compact_bytes}
+        kwargs: dict[str, Any] = {"listener": self._on_change, "on_reload": self._rebuild_indexes,
+                                  "validate": _document_problem}
+        if compact_bytes is not None:
+            kwargs["compact_bytes"] = compact_bytes
         try:
-            self._storage = JournaledStorage(
-                self.path, listener=self._on_change, on_reload=self._rebuild_indexes, **kwargs
-            )
+            self._storage = JournaledStorage(self.path, **kwargs)
         except StoreCorruptError:
             if not recover_corrupt:
                 raise
@@ -266,19 +269,19 @@ class ProgressStore:
                 self._meta.insert(Document({"created_at": self.clock()}, doc_id=_META_ID))
 
     def _recover_corrupt(self, kwargs) -> JournaledStorage:
+        """Move the snapshot AND the journal aside (``*.corrupt-<UTC time>``, never over an
+        existing file: every old byte is kept), then start a new, empty store."""
         stamp = _stamp(time.time())
         journal = self.path.with_name(self.path.name + ".journal")
         with FileLock(str(self.path.with_name(self.path.name + ".lock"))):
-            backup = _free_name(self.path.with_name(f"{self.path.name}.corrupt-{stamp}"))
-            if self.path.exists():
-                os.replace(self.path, backup)
-            if journal.exists():
-                journal_backup = journal.with_name(f"{journal.name}.corrupt-{stamp}")
-                os.replace(journal, _free_name(journal_backup))
-        self.recovered_from = backup
-        return JournaledStorage(
-            self.path, listener=self._on_change, on_reload=self._rebuild_indexes, **kwargs
-        )
+            for old in (self.path, journal):
+                if old.exists():
+                    kept = _free_name(old.with_name(f"{old.name}.corrupt-{stamp}"))
+                    os.replace(old, kept)
+                    self.recovered_files.append(kept)
+            fsync_dir(self.path.parent)
+        self.recovered_from = self.recovered_files[0] if self.recovered_files else None
+        return JournaledStorage(self.path, **kwargs)
 
     def close(self) -> None:
         """Release the journal's file handle (the store cannot be used afterwards)."""
@@ -1150,14 +1153,32 @@ class ProgressStore:
         older than the reset. Other processes sharing the store notice on their next call.
         """
         with self._storage.transaction():
-            self._storage.compact()
             now = self.clock()
             backup = _free_name(self.path.with_name(f"{self.path.name}.backup-{_stamp(now)}"))
-            os.replace(self.path, backup)
-            self._storage.start_new_store({
-                _META: {str(_META_ID): {"created_at": now, "reset_at": now,
-                                        "reset_backup": str(backup)}},
-            })
+            backup_journal = backup.with_name(backup.name + ".journal")
+            journal = self._storage.journal_path
+            step, moved = "write a snapshot of the store", False
+            try:
+                self._storage.compact()
+                # The journal first, then the snapshot: a crash between the two leaves the old
+                # snapshot alone, which opens as the old store (it holds the whole journal).
+                step = f"move the journal to {backup_journal}"
+                os.replace(journal, backup_journal)
+                step = f"move the store to {backup}"
+                os.replace(self.path, backup)
+                step, moved = "write the new, empty store", True
+                self._storage.start_new_store({
+                    _META: {str(_META_ID): {"created_at": now, "reset_at": now,
+                                            "reset_backup": str(backup)}},
+                })
+            except OSError as exc:
+                self._storage.reload_on_next_use()
+                state = (f"The old store is kept as {backup} (journal {backup_journal})."
+                         if moved else "Nothing was reset; the store is as it was.")
+                raise StoreWriteError(
+                    f"Could not reset the progress store {self.path}: could not {step} ({exc}). "
+                    f"{state} Check the disk space and the folder's permissions, then try again."
+                ) from exc
             self._log("reset", None, None, backup=str(backup))
         return backup
 
@@ -1242,6 +1263,42 @@ class ProgressStore:
             if lines:
                 self._log("reconciled", None, None, fixes=len(lines))
         return lines
+
+
+def _document_problem(table: str, doc_id: str, doc: dict) -> str | None:
+    """Why a document read from disk cannot be a record of the store (None if it can).
+
+    Checked for every document when a store is opened and for every change read back from the
+    journal: the fields the indexes rely on, so that a damaged record is reported as such (a
+    :class:`StoreCorruptError` naming the file) instead of a KeyError later.
+    """
+    if table == _IMAGES:
+        image_id = doc.get("id")
+        if not isinstance(image_id, str) or not image_id:
+            return "is an image without an 'id' (its path in the source folder)"
+        if doc.get("status") not in STATUSES:
+            return (f"(image {image_id}) has status {doc.get('status')!r}, not one of "
+                    f"{', '.join(STATUSES)}")
+        objects = doc.get("objects")
+        if objects is not None and not (
+            isinstance(objects, list) and all(isinstance(o, dict) for o in objects)
+        ):
+            return f"(image {image_id}) has objects that are not a list of documents"
+        for key in ("seconds", "n_objects"):
+            value = doc.get(key)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+                return f"(image {image_id}) has {key} {value!r}, not a number"
+    elif table == _EVENTS:
+        value = doc.get("time")
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return f"is an event without a time (epoch seconds): {value!r}"
+        if not isinstance(doc.get("action"), str):
+            return "is an event without an action"
+    else:
+        return None
+    if not doc_id.isdigit():
+        return f"has the id {doc_id!r}, not a number"
+    return None
 
 
 def _object_record(image_id: str, o: dict) -> ObjectRecord:
