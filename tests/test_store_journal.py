@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from test_store import POINTS, Clock, make_image
 
-from dextr_core import store_storage
+from dextr_core.store import journal as store_storage
 from dextr_core.store import ObjectRecord, ProgressStore, StoreCorruptError, StoreWriteError
-from dextr_core.store_storage import JournaledStorage, open_journaled_db
+from dextr_core.store.journal import JournaledStorage, open_journaled_db
 
 
 def enospc(*args, **kwargs):
@@ -163,7 +163,7 @@ def test_a_compaction_failing_after_the_fsynced_line_does_not_raise_and_is_retri
     s.sync()
     generation = s._storage._generation
     monkeypatch.setattr(os, "replace", enospc)  # the snapshot's rename fails
-    with caplog.at_level(logging.WARNING, logger="dextr_core.store_storage"):
+    with caplog.at_level(logging.WARNING, logger="dextr_core.store.journal"):
         rec = s.claim_next("ann")  # the line is on disk: no error for the caller
     monkeypatch.undo()
     assert rec is not None and "compaction is tried again later" in caplog.text
@@ -191,7 +191,7 @@ def test_a_compaction_whose_new_journal_fails_keeps_the_old_journal_valid(
         real(path, data)
 
     monkeypatch.setattr(store_storage, "atomic_write", snapshot_only)
-    with caplog.at_level(logging.WARNING, logger="dextr_core.store_storage"):
+    with caplog.at_level(logging.WARNING, logger="dextr_core.store.journal"):
         s._storage.compact()  # the snapshot is renamed, the new journal fails
     monkeypatch.undo()
     assert "nothing is lost" in caplog.text

@@ -88,8 +88,8 @@ from tinydb import TinyDB
 from tinydb.storages import Storage
 from tinydb.table import Table
 
-from .errors import DextrError
-from .fileio import atomic_write
+from ..errors import DextrError
+from ..fileio import atomic_write
 
 log = logging.getLogger(__name__)
 
