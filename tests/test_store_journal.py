@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from test_store import POINTS, Clock, make_image
 
-from dextr_core.store import journal as store_storage
 from dextr_core.store import ObjectRecord, ProgressStore, StoreCorruptError, StoreWriteError
+from dextr_core.store import journal as store_storage
 from dextr_core.store.journal import JournaledStorage, open_journaled_db
 
 

@@ -32,8 +32,8 @@ and true/false are accepted too). The first version's flat mapping ``{image: yes
 the same way. Names are matched as paths relative to the source, else by a unique file name. Only
 todo images change. A file that cannot be read or parsed, or is not of that shape, is reported in
 the SyncReport and NOT recorded as imported: the next sync tries again. An image imported as done
-whose mask file exists in the destination (``<stem><mask_suffix>.<save_format>``, or the other
-format) gets one object per label ``1..max`` of that mask (points ``[]``, engine
+whose mask file exists in the destination (``<stem><mask_suffix>.<save_format>``; .png or .npy
+when no save_format is given) gets one object per label ``1..max`` of that mask (points ``[]``, engine
 ``DEXTR-AnnoTool``, label the first configured label or ``object``), so its objects count and are
 exported; the mask file is left untouched.
 """
@@ -303,13 +303,13 @@ def import_legacy(store: ProgressStore, report: SyncReport) -> None:
 
 
 def _legacy_mask_file(store: ProgressStore, image_id: str) -> Path | None:
-    """The existing mask file of an image in the destination (save_format first), or None."""
+    """The existing mask file of an image in the destination (in save_format), or None."""
     from ..masks import SAVE_FORMATS, mask_path
 
     if store.destination is None or store.mask_suffix is None:
         return None
-    formats = [store.save_format] if store.save_format in SAVE_FORMATS else []
-    formats += [f for f in SAVE_FORMATS if f not in formats]
+    # The configured format only (exports and reconcile read that one); both when not given.
+    formats = [store.save_format] if store.save_format in SAVE_FORMATS else list(SAVE_FORMATS)
     for fmt in formats:
         try:
             path = mask_path(store.destination, image_id, store.mask_suffix, fmt)
