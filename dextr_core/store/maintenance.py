@@ -444,7 +444,8 @@ def reconcile(store: ProgressStore, destination: str | os.PathLike, mask_suffix:
                     store._update(image_id, {"status": "done", "completed_at": mtime,
                                             "claimed_at": None, "updated_at": now,
                                             "n_objects": n_objects, "resume": None,
-                                            "note": "completed by reconcile: mask saved"})
+                                            "note": "completed by reconcile: mask saved",
+                                            "session": None})
                     lines.append(f"{image_id}: mask {mpath} was saved but the image not "
                                  f"marked done; marked done by {doc['annotator']}.")
             elif (status == "todo" and n_objects == 0 and mtime is not None

@@ -738,7 +738,7 @@ class ProgressStore:
                 return
             self._update(image_id, {
                 "status": "todo", "annotator": None, "claimed_at": None, "completed_at": None,
-                "updated_at": now, "error": None, "note": f"reopened by {by}",
+                "updated_at": now, "error": None, "note": f"reopened by {by}", "session": None,
                 "n_objects": len(doc.get("objects") or []),
             })
             self._log("reopened", image_id, by, was=doc["status"])
@@ -750,7 +750,7 @@ class ProgressStore:
             now = self.clock()
             self._update(image_id, {
                 "status": "unreadable", "error": str(error), "annotator": None,
-                "claimed_at": None, "updated_at": now, "resume": None,
+                "claimed_at": None, "updated_at": now, "resume": None, "session": None,
             })
             self._log("unreadable", image_id, doc.get("annotator"), error=str(error))
 
