@@ -513,3 +513,16 @@ def test_a_reset_that_fails_says_what_is_on_disk_and_loses_nothing(store, source
         assert old.get(done).status == "done" and state(old) == expected
         old.close()
         assert reopened_state(store)[0] == []
+
+
+def test_an_opened_store_reads_its_files_once_not_on_every_call(store, source, clock):
+    again = open_store(store.path, source, clock)
+    loads = []
+    real = again._storage._load
+    again._storage._load = lambda: (loads.append(1), real())[1]
+    for _ in range(3):
+        do_one_image(again)
+    assert loads == []
+    store.claim_next("bob")  # another instance's journal line: caught up, not reloaded
+    assert again.summary()["by_status"]["in_progress"] == 1 and loads == []
+    again.close()
