@@ -322,7 +322,7 @@ def test_open_store_opens_a_file_store(tmp_path, source, clock):
 
 
 @pytest.mark.parametrize("url", ["postgresql://team@db/annotations", "postgres://db/x",
-                                 "postgresql+psycopg://db/x", Path("postgresql://db/x")])
+                                 "postgresql+psycopg://db/x"])
 def test_open_store_with_a_postgresql_url_says_it_is_not_available_yet(tmp_path, source, url):
     with pytest.raises(StoreInputError, match="not available yet"):
         open_store(url, source)

@@ -32,7 +32,6 @@ from __future__ import annotations
 import heapq
 import math
 import os
-import re
 import statistics
 import time
 import uuid
@@ -898,9 +897,7 @@ def open_store(location: str | os.PathLike, source_dir: str | os.PathLike,
     text = os.fspath(location)
     if isinstance(text, bytes):
         text = os.fsdecode(text)
-    # "scheme://..." (a Path made of a URL has lost one slash: "scheme:/...")
-    match = re.match(r"([A-Za-z][A-Za-z0-9+.-]+):/", text)
-    scheme = match.group(1).lower() if match else ""
+    scheme = text.split("://", 1)[0].lower() if "://" in text else ""
     if scheme in ("postgresql", "postgres") or scheme.startswith("postgresql+"):
         raise StoreInputError(
             f"admin.database is a PostgreSQL address ({scheme}://...), but the PostgreSQL "
