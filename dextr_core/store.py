@@ -26,8 +26,10 @@ from __future__ import annotations
 import heapq
 import math
 import os
+import re
 import statistics
 import time
+import uuid
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -69,6 +71,7 @@ LEGACY_PROGRESS_NAME = ".anno_prog"
 #: Annotator name given to images imported from DEXTR-AnnoTool's progress file.
 LEGACY_ANNOTATOR = "DEXTR-AnnoTool"
 _IMAGES, _EVENTS, _META = "images", "events", "meta"
+_OBJECT_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _META_ID = 1
 
 
@@ -84,7 +87,8 @@ class StoreInputError(DextrError, ValueError):
 class ObjectRecord:
     """One accepted object of an image.
 
-    ``points`` are the clicks ``[[x, y], ...]`` in full-image pixels (at least 4); ``index`` is the
+    ``points`` are the clicks ``[[x, y], ...]`` in full-image pixels (at least 4; ``[]`` only for
+    objects imported from DEXTR-AnnoTool's mask files); ``index`` is the
     1-based position in acceptance order (= its value in the label map); ``engine`` names the
     segmenter that made the mask; ``created_at`` epoch seconds; ``seconds`` time spent on it.
     """
@@ -97,6 +101,9 @@ class ObjectRecord:
     annotator: str = ""
     created_at: float | None = None
     seconds: float = 0.0
+    #: Client-made id (uuid hex, 1-64 of ``[A-Za-z0-9_-]``); the store makes one when empty. An
+    #: add whose id is already stored on the image returns the stored record (a retry).
+    object_id: str = ""
 
 
 @dataclass
@@ -106,7 +113,8 @@ class ImageRecord:
     ``width``/``height`` in pixels as shown upright (None when unreadable); times in epoch seconds
     (None when not yet); ``seconds`` total time spent, summed over completions; ``error`` why it is
     unreadable; ``missing`` True when the file vanished from the source folder; ``note`` the skip
-    reason or what the store changed on its own (reconcile, reopen).
+    reason or what the store changed on its own (reconcile, reopen); ``session`` the browser
+    session token holding the claim.
     """
 
     id: str
@@ -122,6 +130,8 @@ class ImageRecord:
     error: str | None = None
     missing: bool = False
     note: str | None = None
+    #: The browser session holding the claim (informational; None when unclaimed or not given).
+    session: str | None = None
 
 
 @dataclass
@@ -430,34 +440,76 @@ class ProgressStore:
             raise StoreInputError(f"The {what} name is empty; enter your name before annotating.")
         return annotator.strip()
 
-    def _held_by_other_error(self, doc: dict, now: float) -> ClaimError:
+    def _held_by_other_error(self, doc: dict, now: float, annotator: str | None = None) -> ClaimError:
         minutes = max(0, int((now - (doc.get("claimed_at") or now)) // 60))
+        if annotator is not None and doc.get("annotator") == annotator:
+            return ClaimError(
+                f"{doc['id']} is open in another tab or browser of yours ({annotator}) since "
+                f"{_iso(doc.get('claimed_at'))} ({minutes} min ago). Continue it there, or close "
+                f"that tab; it comes back here after {self.claim_timeout_s / 60:g} min idle."
+            )
         return ClaimError(
             f"{doc['id']} is being annotated by {doc['annotator']} since "
             f"{_iso(doc.get('claimed_at'))} ({minutes} min ago). Pick another image; it comes "
             f"back if they leave it idle for {self.claim_timeout_s / 60:g} min."
         )
 
-    def _require_holder(self, doc: dict, annotator: str, action: str) -> None:
-        if doc["status"] == "in_progress" and doc.get("annotator") == annotator:
+    @staticmethod
+    def _check_session(session: str | None) -> str | None:
+        if session is None:
+            return None
+        if not isinstance(session, str) or not session.strip() or len(session) > 128:
+            raise StoreInputError(
+                f"The session token {session!r} is not a non-empty string of at most 128 "
+                "characters; pass the browser session's uuid hex (or None)."
+            )
+        return session
+
+    @staticmethod
+    def _same_session(doc: dict, session: str | None) -> bool:
+        """Whether a caller with ``session`` counts as the session holding ``doc``.
+
+        ``None`` on either side matches (scripts and claims made before sessions existed: the
+        holder is the annotator name, as before).
+        """
+        held = doc.get("session")
+        return session is None or held is None or held == session
+
+    def _holds(self, doc: dict, annotator: str, session: str | None) -> bool:
+        return (doc["status"] == "in_progress" and doc.get("annotator") == annotator
+                and self._same_session(doc, session))
+
+    def _require_holder(self, doc: dict, annotator: str, action: str,
+                        session: str | None = None) -> None:
+        if self._holds(doc, annotator, session):
             return
         if doc["status"] == "in_progress":
             now = self.clock()
             minutes = max(0, int((now - (doc.get("claimed_at") or now)) // 60))
+            if doc.get("annotator") == annotator:
+                raise ClaimError(
+                    f"{doc['id']} is open in another tab or browser of yours ({annotator}) since "
+                    f"{_iso(doc.get('claimed_at'))} ({minutes} min ago); this tab no longer holds "
+                    f"it. Continue there, or claim this image again here to {action}."
+                )
             raise ClaimError(
                 f"You ({annotator}) do not hold {doc['id']} (any more): {doc.get('annotator')} "
                 f"has claimed it since {_iso(doc.get('claimed_at'))} ({minutes} min ago). Claim "
                 f"another image, or claim this one again when it is free, to {action}."
             )
+        by = ""
+        if doc["status"] in ("done", "skipped") and doc.get("annotator"):
+            when = doc.get("completed_at") or doc.get("updated_at")
+            by = f" by {doc['annotator']} ({_iso(when)})"
         raise ClaimError(
-            f"{doc['id']} is {doc['status']}, not claimed by {annotator}; claim it first to "
-            f"{action}."
+            f"{doc['id']} is {doc['status']}{by}, not claimed by {annotator}; nothing was "
+            f"changed. Claim it first to {action}."
         )
 
-    def _take(self, doc: dict, annotator: str, now: float) -> None:
-        """Give ``doc`` (todo, lapsed or finished) to ``annotator``."""
+    def _take(self, doc: dict, annotator: str, now: float, session: str | None = None) -> None:
+        """Give ``doc`` (todo, lapsed or finished) to ``annotator`` in ``session``."""
         fields: dict[str, Any] = {"status": "in_progress", "annotator": annotator,
-                                  "claimed_at": now, "updated_at": now}
+                                  "claimed_at": now, "updated_at": now, "session": session}
         detail: dict[str, Any] = {}
         if doc["status"] in ("done", "skipped"):
             fields["resume"] = {"status": doc["status"], "annotator": doc.get("annotator"),
@@ -465,6 +517,8 @@ class ProgressStore:
             detail["was"] = doc["status"]
         elif doc["status"] == "in_progress" and doc.get("annotator") != annotator:
             detail["from"] = doc.get("annotator")
+        elif doc["status"] == "in_progress" and not self._same_session(doc, session):
+            detail["from_session"] = doc.get("session")
         self._update(doc["id"], fields)
         self._log("claimed", doc["id"], annotator, **detail)
 
@@ -473,26 +527,46 @@ class ProgressStore:
         if resume:
             return {"status": resume["status"], "annotator": resume.get("annotator"),
                     "completed_at": resume.get("completed_at"), "claimed_at": None,
-                    "updated_at": now, "resume": None}
-        return {"status": "todo", "annotator": None, "claimed_at": None, "updated_at": now}
+                    "updated_at": now, "resume": None, "session": None}
+        return {"status": "todo", "annotator": None, "claimed_at": None, "updated_at": now,
+                "session": None}
+
+    def _refresh(self, doc: dict, now: float, session: str | None) -> None:
+        """The holder came back: renew the claim's time (and note its session if it had none)."""
+        fields: dict[str, Any] = {"claimed_at": now}
+        if session is not None and doc.get("session") != session:
+            fields["session"] = session
+        self._update(doc["id"], fields)
 
     # ---- claiming -----------------------------------------------------------------------------
 
-    def claim_next(self, annotator: str) -> ImageRecord | None:
-        """The next image for ``annotator``, now claimed by them; None when nothing is left.
+    def claim_next(self, annotator: str, *, session: str | None = None) -> ImageRecord | None:
+        """The next image for ``annotator`` in browser ``session``, now claimed; None when none left.
 
-        Their own in-progress image first (smallest id if several); else the smallest id among
-        the todo images and the images whose claim lapsed. A lapsed claim on an image that was
-        done or skipped before (re-opened via :meth:`claim`) returns it to that status instead.
+        Their own in-progress image first (smallest id if several): one held by this same session
+        (or by no session), or one of theirs whose claim lapsed. An image that the same name holds
+        in ANOTHER live session (a second tab) is never handed out again: the caller gets another
+        image. Else the smallest id among the todo images and the images whose claim lapsed. A
+        lapsed claim on an image that was done or skipped before (re-opened via :meth:`claim`)
+        returns it to that status instead.
         """
         annotator = self._check_name(annotator)
+        session = self._check_session(session)
         with self._storage.transaction():
             now = self.clock()
             images = self._storage.read().get(_IMAGES, {})
             held = [self._raw(i) for i in self._in_progress]
-            own = sorted(d["id"] for d in held if d.get("annotator") == annotator)
+            own = sorted(
+                d["id"] for d in held
+                if d.get("annotator") == annotator
+                and (self._same_session(d, session) or self._lapsed(d, now))
+            )
             if own:
-                self._update(own[0], {"claimed_at": now})
+                doc = self._raw(own[0])
+                if self._same_session(doc, session):
+                    self._refresh(doc, now, session)
+                else:  # our own lapsed claim from another tab: this tab takes it over
+                    self._take(doc, annotator, now, session)
                 return _record(self._raw(own[0]))
             lapsed = sorted(d["id"] for d in held if self._lapsed(d, now))
             candidates = []
@@ -513,17 +587,19 @@ class ProgressStore:
             if not candidates:
                 return None
             chosen = min(candidates)
-            self._take(self._raw(chosen), annotator, now)
+            self._take(self._raw(chosen), annotator, now, session)
             return _record(self._raw(chosen))
 
-    def claim(self, image_id: str, annotator: str) -> ImageRecord:
-        """Claim one given image (prev/next navigation) and return it.
+    def claim(self, image_id: str, annotator: str, *, session: str | None = None) -> ImageRecord:
+        """Claim one given image (prev/next navigation) for ``annotator`` in ``session``; return it.
 
-        Raises :class:`ClaimError` naming the holder and since when if someone else holds it and
-        their claim has not lapsed. A done or skipped image can be claimed to correct it; it returns
-        to its previous status (and completer) if released or left to lapse without completing.
+        Raises :class:`ClaimError` naming the holder and since when if another live session holds
+        it, including the same name in another tab ("open in another tab or browser of yours").
+        A done or skipped image can be claimed to correct it; it returns to its previous status
+        (and completer) if released or left to lapse without completing.
         """
         annotator = self._check_name(annotator)
+        session = self._check_session(session)
         with self._storage.transaction():
             doc = self._require(image_id)
             now = self.clock()
@@ -539,36 +615,39 @@ class ProgressStore:
                     "then reopen it."
                 )
             if status == "in_progress":
-                if doc.get("annotator") == annotator:
-                    self._update(image_id, {"claimed_at": now})
+                if self._holds(doc, annotator, session):
+                    self._refresh(doc, now, session)
                     return _record(self._raw(image_id))
                 if not self._lapsed(doc, now):
-                    raise self._held_by_other_error(doc, now)
-            self._take(doc, annotator, now)
+                    raise self._held_by_other_error(doc, now, annotator)
+            self._take(doc, annotator, now, session)
             return _record(self._raw(image_id))
 
-    def heartbeat(self, image_id: str, annotator: str) -> None:
-        """Keep ``annotator``'s claim on ``image_id`` alive; ClaimError if they lost it."""
+    def heartbeat(self, image_id: str, annotator: str, *, session: str | None = None) -> None:
+        """Keep ``annotator``'s claim (in ``session``) on ``image_id`` alive; ClaimError if lost."""
         annotator = self._check_name(annotator)
+        session = self._check_session(session)
         with self._storage.transaction():
             doc = self._require(image_id)
-            self._require_holder(doc, annotator, "keep working on it")
+            self._require_holder(doc, annotator, "keep working on it", session)
             self._update(image_id, {"claimed_at": self.clock()})
 
-    def release(self, image_id: str, annotator: str) -> None:
+    def release(self, image_id: str, annotator: str, *, session: str | None = None) -> None:
         """Give the image back unfinished (objects kept); no-op if ``annotator`` does not hold it.
 
         A todo image goes back to todo; a done/skipped image claimed for correction goes back to
-        its previous status. ClaimError if someone else holds it.
+        its previous status. ClaimError if another live session holds it (someone else, or the
+        same name in another tab).
         """
         annotator = self._check_name(annotator)
+        session = self._check_session(session)
         with self._storage.transaction():
             doc = self._require(image_id)
             if doc["status"] != "in_progress":
                 return
-            if doc.get("annotator") != annotator:
+            if not self._holds(doc, annotator, session):
                 if not self._lapsed(doc, self.clock()):
-                    raise self._held_by_other_error(doc, self.clock())
+                    raise self._held_by_other_error(doc, self.clock(), annotator)
                 return
             self._update(image_id, self._unclaimed_fields(doc, self.clock()))
             self._log("released", image_id, annotator)
@@ -599,76 +678,129 @@ class ProgressStore:
                 )
         return pts
 
-    def add_object(self, image_id: str, annotator: str, obj: ObjectRecord) -> None:
-        """Append an accepted object to an image ``annotator`` holds (index = count + 1).
+    @staticmethod
+    def _check_object_id(object_id) -> str:
+        if object_id is None or object_id == "":
+            return ""
+        if not isinstance(object_id, str) or not _OBJECT_ID_RE.fullmatch(object_id):
+            raise StoreInputError(
+                f"Object id {object_id!r} is not 1-64 letters, digits, '-' or '_'; pass a uuid "
+                "hex (uuid.uuid4().hex) or leave it empty for the store to make one."
+            )
+        return object_id
 
-        ``obj.index`` and ``obj.image_id`` are set by the store; ``obj.annotator`` defaults to
-        ``annotator``, ``obj.created_at`` to now. Points are ``[[x, y], ...]`` in full-image pixels,
-        at least 4, inside the image. Raises ClaimError if ``annotator`` does not hold the image,
-        StoreInputError for bad points.
+    def add_object(self, image_id: str, annotator: str, obj: ObjectRecord, *,
+                   session: str | None = None) -> ObjectRecord:
+        """Append an accepted object to an image ``annotator`` holds; return the stored record.
+
+        ``obj.index`` (= count + 1) and ``obj.image_id`` are set by the store; ``obj.object_id``
+        is kept (the store makes a uuid hex when it is empty); ``obj.annotator`` defaults to
+        ``annotator``, ``obj.created_at`` to now. Points are ``[[x, y], ...]`` in full-image
+        pixels, at least 4, inside the image. Idempotent: if ``obj.object_id`` is already stored
+        on this image, the stored record is returned and nothing changes (a retry never
+        duplicates). Raises ClaimError if ``annotator`` (in ``session``) does not hold the image,
+        StoreInputError for bad points or a bad object id.
         """
         annotator = self._check_name(annotator)
+        session = self._check_session(session)
+        object_id = self._check_object_id(obj.object_id)
         with self._storage.transaction():
             doc = self._require(image_id)
-            self._require_holder(doc, annotator, "add objects")
+            self._require_holder(doc, annotator, "add objects", session)
+            objects = list(doc.get("objects") or [])
+            if object_id:
+                for stored in objects:
+                    if stored.get("object_id") == object_id:
+                        return _object_record(doc["id"], stored)
             points = self._check_points(doc, obj.points)
             now = self.clock()
-            objects = list(doc.get("objects") or [])
+            objects = _with_object_ids(objects)
             new = {
                 "index": len(objects) + 1, "label": str(obj.label),
                 "points": _encode_points(points),
                 "engine": str(obj.engine or ""), "annotator": obj.annotator or annotator,
                 "created_at": float(obj.created_at) if obj.created_at is not None else now,
                 "seconds": float(obj.seconds or 0.0),
+                "object_id": object_id or uuid.uuid4().hex,
             }
             objects.append(new)
             self._update(image_id, {"objects": objects, "claimed_at": now, "updated_at": now})
             self._log("object_added", image_id, annotator, index=new["index"], label=new["label"])
+            return _object_record(doc["id"], new)
 
-    def remove_object(self, image_id: str, annotator: str, index: int) -> None:
-        """Remove object ``index`` (1-based) of an image ``annotator`` holds; later ones move up."""
+    def remove_object(self, image_id: str, annotator: str, index_or_object_id: int | str, *,
+                      session: str | None = None) -> None:
+        """Remove one object of an image ``annotator`` holds; later ones move up.
+
+        ``index_or_object_id`` is the 1-based index (StoreInputError if there is none) or the
+        object id; removing an object id that is already gone changes nothing (a retry).
+        """
         annotator = self._check_name(annotator)
+        session = self._check_session(session)
+        key = index_or_object_id
+        if isinstance(key, str):
+            key = self._check_object_id(key)
+            if not key:
+                raise StoreInputError("remove_object needs an object index (1, 2, ...) or id.")
+        elif isinstance(key, bool) or not isinstance(key, int):
+            raise StoreInputError(
+                f"remove_object needs an object index (1, 2, ...) or object id, got {key!r}."
+            )
         with self._storage.transaction():
             doc = self._require(image_id)
-            self._require_holder(doc, annotator, "remove objects")
+            self._require_holder(doc, annotator, "remove objects", session)
             objects = list(doc.get("objects") or [])
-            if not isinstance(index, int) or not 1 <= index <= len(objects):
-                raise StoreInputError(
-                    f"{image_id} has {len(objects)} object(s); there is no object {index!r}."
-                )
+            if isinstance(key, str):
+                found = [o["index"] for o in objects if o.get("object_id") == key]
+                if not found:
+                    return
+                index = found[0]
+            else:
+                index = key
+                if not 1 <= index <= len(objects):
+                    raise StoreInputError(
+                        f"{image_id} has {len(objects)} object(s); there is no object {index!r}."
+                    )
             removed = objects.pop(index - 1)
-            objects = [dict(o, index=i) for i, o in enumerate(objects, start=1)]
+            objects = [dict(o, index=i) for i, o in enumerate(_with_object_ids(objects), start=1)]
             now = self.clock()
             self._update(image_id, {"objects": objects, "claimed_at": now, "updated_at": now})
             self._log("object_removed", image_id, annotator, index=index,
                       label=removed.get("label"))
 
     def objects(self, image_id: str | None = None) -> list[ObjectRecord]:
-        """The objects of one image in index order, or of every image (by image id, then index)."""
+        """The objects of one image in index order, or of every image (by image id, then index).
+
+        Objects stored before object ids existed have ``object_id == ""`` until the image's
+        object list is next changed (then the store gives each one an id).
+        """
         with self._storage.transaction():
             if image_id is not None:
                 docs = [self._require(image_id)]
             else:
                 table = self._storage.read().get(_IMAGES, {})
                 docs = [table[str(self._doc_of[i])] for i in self._ids()]
-            return [
-                ObjectRecord(image_id=d["id"], index=o["index"], label=o["label"],
-                             points=_decode_points(o["points"]), engine=o["engine"],
-                             annotator=o["annotator"], created_at=o["created_at"],
-                             seconds=o["seconds"])
-                for d in docs for o in d.get("objects") or []
-            ]
+            return [_object_record(d["id"], o) for d in docs for o in d.get("objects") or []]
 
     # ---- finishing ----------------------------------------------------------------------------
 
-    def complete(self, image_id: str, annotator: str, seconds: float = 0.0) -> ImageRecord:
-        """Mark an image ``annotator`` holds as done; ``n_objects`` = its stored objects.
+    def complete(self, image_id: str, annotator: str, seconds: float = 0.0, *,
+                 session: str | None = None,
+                 write: Callable[[list[ObjectRecord]], Any] | None = None) -> ImageRecord:
+        """Mark an image ``annotator`` (in ``session``) holds as done; ``n_objects`` = its objects.
+
+        One transaction (thread and file lock held throughout): the claim is checked FIRST, then
+        the image's stored objects are read and ``write(objects)`` is called (the caller writes
+        the mask file from exactly these objects there), and only if it returns is the image
+        marked done. If ``write`` raises, the store is unchanged and the exception propagates;
+        after a ClaimError ``write`` was never called. ``write`` must not call the store.
 
         ``seconds`` (>= 0) is added to the image's time. Completing an image already done by the
-        same annotator returns it unchanged (a double click). ClaimError otherwise if they do not
-        hold it.
+        same annotator returns it unchanged without calling ``write`` (a double click).
+        ClaimError otherwise if they do not hold it.
         """
         annotator = self._check_name(annotator)
+        session = self._check_session(session)
         try:
             seconds = float(seconds)
         except (TypeError, ValueError):
@@ -679,31 +811,36 @@ class ProgressStore:
             doc = self._require(image_id)
             if doc["status"] == "done" and doc.get("annotator") == annotator:
                 return _record(doc)
-            self._require_holder(doc, annotator, "complete it")
+            self._require_holder(doc, annotator, "complete it", session)
+            stored = doc.get("objects") or []
+            if write is not None:
+                write([_object_record(doc["id"], o) for o in stored])
             now = self.clock()
-            n = len(doc.get("objects") or [])
+            n = len(stored)
             self._update(image_id, {
                 "status": "done", "completed_at": now, "updated_at": now, "claimed_at": None,
                 "n_objects": n, "seconds": (doc.get("seconds") or 0.0) + seconds, "resume": None,
-                "note": None, "legacy": None,
+                "note": None, "legacy": None, "session": None,
             })
             self._log("completed", image_id, annotator, n_objects=n, seconds=seconds)
             return _record(self._raw(image_id))
 
-    def skip(self, image_id: str, annotator: str, reason: str = "") -> None:
+    def skip(self, image_id: str, annotator: str, reason: str = "", *,
+             session: str | None = None) -> None:
         """Mark an image skipped (``reason`` kept as its note); it must be todo or held by them."""
         annotator = self._check_name(annotator)
+        session = self._check_session(session)
         with self._storage.transaction():
             doc = self._require(image_id)
             if doc["status"] == "skipped":
                 return
             if doc["status"] != "todo":
-                self._require_holder(doc, annotator, "skip it")
+                self._require_holder(doc, annotator, "skip it", session)
             now = self.clock()
             self._update(image_id, {
                 "status": "skipped", "annotator": annotator, "claimed_at": None,
                 "updated_at": now, "completed_at": None, "resume": None,
-                "note": str(reason) if reason else None,
+                "note": str(reason) if reason else None, "session": None,
             })
             self._log("skipped", image_id, annotator, reason=str(reason or ""))
 
@@ -1105,6 +1242,18 @@ class ProgressStore:
             if lines:
                 self._log("reconciled", None, None, fixes=len(lines))
         return lines
+
+
+def _object_record(image_id: str, o: dict) -> ObjectRecord:
+    return ObjectRecord(image_id=image_id, index=o["index"], label=o["label"],
+                        points=_decode_points(o["points"]), engine=o["engine"],
+                        annotator=o["annotator"], created_at=o["created_at"],
+                        seconds=o["seconds"], object_id=o.get("object_id") or "")
+
+
+def _with_object_ids(objects: list[dict]) -> list[dict]:
+    """The object list with an id on every object (ones stored before ids existed get one)."""
+    return [o if o.get("object_id") else dict(o, object_id=uuid.uuid4().hex) for o in objects]
 
 
 def _number_text(value: float) -> str:

@@ -48,6 +48,7 @@ from tinydb.storages import Storage
 from tinydb.table import Table
 
 from .errors import DextrError
+from .fileio import atomic_write
 
 #: Value of the snapshot's "format" key; anything else is not a progress store.
 SNAPSHOT_FORMAT = "dextr-progress-store"
@@ -83,37 +84,6 @@ class StoreBusyError(DextrError):
 
 class StoreWriteError(DextrError):
     """Progress could not be written to disk (disk full, permissions); the change was not saved."""
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _write_file_atomically(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        view = memoryview(data)
-        while view:
-            written = os.write(fd, view)
-            view = view[written:]
-        os.fsync(fd)
-    except BaseException:
-        os.close(fd)
-        tmp.unlink(missing_ok=True)
-        raise
-    os.close(fd)
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
 
 
 @contextmanager
@@ -490,7 +460,7 @@ class JournaledStorage(Storage):
 
     def _write_journal(self, store_id: str, generation: int, after: list | None) -> None:
         header = _dumps({"store": store_id, "generation": generation, "after": after}) + "\n"
-        _write_file_atomically(self.journal_path, header.encode())
+        atomic_write(self.journal_path, header.encode())
         self._store_id = store_id
         self._generation = generation
         self._open_journal()
@@ -509,7 +479,7 @@ class JournaledStorage(Storage):
             "saved_at": time.time(),
             "tables": self._tables,
         }
-        _write_file_atomically(self.path, _dumps(snapshot).encode())
+        atomic_write(self.path, _dumps(snapshot).encode())
         self._write_journal(store_id, generation, after)
 
     def _commit(self) -> None:
