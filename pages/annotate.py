@@ -29,7 +29,7 @@ from ui.overlay import colour_hex, draw_overlay, fit_mask
 
 CLICKS_KEY = "anno_clicks"
 RUN_MS_KEY = "anno_run_ms"  # server time (ms) of this page's last 50 runs
-_SESSION, _VIEW, _TOKEN = "anno_session", "anno_view", "anno_token"
+_SESSION, _VIEW, _TOKEN = "anno_session", "anno_view", "tab"
 _LABEL, _NAME_INPUT = "anno_label", "anno_name_input"
 CONTROLS_WIDTH = 300  # CSS px
 SHORTCUTS = {"accept": "A", "undo": "U", "clear": "X", "done": "D", "skip": "S",
@@ -53,8 +53,18 @@ def _view() -> View:
     return st.session_state.setdefault(_VIEW, View())
 
 
+def _token() -> str:
+    """This tab's session token, kept in the page address (``?tab=...``) so that a refresh of
+    the tab keeps its claim, while a new tab (the address without it) is another session."""
+    token = st.session_state.get(_TOKEN) or st.query_params.get(_TOKEN) or uuid.uuid4().hex
+    st.session_state[_TOKEN] = token
+    if st.query_params.get(_TOKEN) != token:
+        st.query_params[_TOKEN] = token
+    return token
+
+
 def _session(name: str) -> AnnotationSession:
-    token = st.session_state.setdefault(_TOKEN, uuid.uuid4().hex)
+    token = _token()
     sess = st.session_state.get(_SESSION)
     if sess is None or sess.annotator != name:
         sess = AnnotationSession(resources.store(), resources.segmenter(),
@@ -84,7 +94,7 @@ def _moved(sess: AnnotationSession, status, none_text: str) -> None:
     _view().generation += 1
     for text in sess.passed_over:
         say("warning", f"Skipped {md(text)}")
-    if status is None:
+    if status is None and none_text:
         say("info", none_text)
 
 
@@ -374,7 +384,7 @@ def _page() -> None:
                   help="Give this image back (its objects are kept) and enter another name")
     try:
         if sess.refresh() is None:
-            _next_image(sess)
+            _moved(sess, sess.open_next(), "")
     except DextrError as exc:
         st.error(md(exc))
         return

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -83,10 +84,19 @@ def _button(at, label: str):
     return found[0]
 
 
+def _plain(text: str) -> str:
+    """Markdown made by ui.messages.md() read back as the characters it shows."""
+    return re.sub(r"\\(.)", r"\1", text)
+
+
+def _texts(elements) -> str:
+    return " ".join(_plain(e.value) for e in elements)
+
+
 def _current_image(at) -> str:
     for md in at.markdown:
         if md.value.startswith("**") and " px" in md.value:
-            return md.value.split("**")[1]
+            return _plain(md.value.split("**")[1])
     raise AssertionError("no image shown")
 
 

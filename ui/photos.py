@@ -20,7 +20,7 @@ import streamlit as st
 from dextr_core.images import load_image
 
 #: Largest size (width, height) in CSS pixels a photo is shown at on the annotate page.
-DISPLAY_MAX = (900, 700)
+DISPLAY_MAX = (800, 620)
 
 #: Small photos are shown enlarged up to this factor (nearest pixels are easier to click).
 MAX_UPSCALE = 2.0
