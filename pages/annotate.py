@@ -30,7 +30,7 @@ from ui.overlay import colour_hex, draw_overlay, fit_mask
 CLICKS_KEY = "anno_clicks"
 RUN_MS_KEY = "anno_run_ms"  # server time (ms) of this page's last 50 runs
 _SESSION, _VIEW, _TOKEN = "anno_session", "anno_view", "tab"
-_LABEL, _NAME_INPUT = "anno_label", "anno_name_input"
+_LABEL, _NAME_INPUT, _CHOSEN = "anno_label", "anno_name_input", "anno_label_chosen"
 CONTROLS_WIDTH = 300  # CSS px
 SHORTCUTS = {"accept": "A", "undo": "U", "clear": "X", "done": "D", "skip": "S",
              "previous": "P", "next": "N"}
@@ -167,10 +167,19 @@ def _on_canvas(key: str) -> None:
     raw = (value.get("drawing") or {}).get("raw") if hasattr(value, "get") else None
     if raw is None or not sess.editable:
         return
-    full = cv.canvas_to_image(cv.canvas_points(raw), _display_size(sess), sess.size)
+    _canvas_points(sess, cv.canvas_points(raw))
+
+
+def _canvas_points(sess, shown: np.ndarray) -> None:
+    """Canvas px (N, 2) -> the session's clicks; messages go only when the clicks changed (a
+    fresh canvas resends its drawing, which is no new action)."""
+    full = cv.canvas_to_image(shown, _display_size(sess), sess.size)
     if len(full) != len(sess.points):
         clear()
-    _act(sess.set_points, [[float(x), float(y)] for x, y in full])
+    try:
+        sess.set_points([[float(x), float(y)] for x, y in full])
+    except DextrError as exc:
+        say("warning", md(exc))
 
 
 def _take_injected_clicks(sess) -> None:
@@ -228,8 +237,7 @@ def _canvas(sess, candidate) -> None:
     )
     shown = cv.canvas_points(result.json_data)
     if sess.editable and len(shown) != len(sess.points):  # a value the callback did not see
-        full = cv.canvas_to_image(shown, size, sess.size)
-        _act(sess.set_points, [[float(x), float(y)] for x, y in full])
+        _canvas_points(sess, shown)
         st.rerun()
 
 
@@ -249,9 +257,8 @@ def _controls(sess, candidate, cfg) -> None:
         st.info(f"Click the extreme points: {n} of 4.")
     elif status.editable:
         st.caption(f"{n} clicks. Check the mask, then accept. Model {candidate.model_ms:.0f} ms.")
-    # filter_mode=None: no typing in the box, so a shortcut pressed after a choice reaches the
-    # page (Streamlit ignores shortcuts while a text field has the focus).
-    st.selectbox("Class", cfg.labels, key=_LABEL, filter_mode=None, format_func=str)
+    st.selectbox("Class", cfg.labels, key=_LABEL, filter_mode=None, on_change=_chosen)
+    _release_focus()
     ready = candidate is not None and candidate.mask is not None and status.editable
     st.button("Accept object", type="primary", on_click=_accept, args=(sess,), disabled=not ready,
               shortcut=SHORTCUTS["accept"], width="stretch")
@@ -292,6 +299,21 @@ def _controls(sess, candidate, cfg) -> None:
             "2. Pick the class and **Accept**; repeat for every object.\n"
             "3. **Image done** saves the mask file and opens the next image.\n\n"
             + "\n".join(f"- `{key}`: {what}" for what, key in SHORTCUTS.items()))
+
+
+def _chosen() -> None:
+    st.session_state[_CHOSEN] = st.session_state.get(_CHOSEN, 0) + 1
+
+
+def _release_focus() -> None:
+    """After a class choice the focus stays in the select box, a text field, where Streamlit
+    ignores shortcuts: hand the focus back to the page (only from that box, never from a field
+    someone is typing in) so that ``A`` accepts right away."""
+    n = st.session_state.get(_CHOSEN, 0)
+    if n:
+        st.html(f"<script>/* {n} */ const e = document.activeElement; if (e && e.getAttribute("
+                "'aria-label') === 'Class') e.blur();</script>", unsafe_allow_javascript=True,
+                width=1)
 
 
 def _ask_name() -> str | None:
