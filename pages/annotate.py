@@ -15,42 +15,23 @@ from __future__ import annotations
 
 import time
 import uuid
-from dataclasses import dataclass, field
 
 import numpy as np
 import streamlit as st
 
 from dextr_core.errors import DextrError
 from dextr_core.session import AnnotationSession, EmptyImageError, SessionPaths
-from ui import canvas as cv
-from ui import photos, resources, roles
+from ui import photo_canvas, photos, prompts, resources
 from ui.messages import clear, md, say, show
-from ui.overlay import colour_hex, draw_overlay, fit_mask
+from ui.overlay import colour_hex
 
 CLICKS_KEY = "anno_clicks"
 RUN_MS_KEY = "anno_run_ms"  # server time (ms) of this page's last 50 runs
-_SESSION, _VIEW, _TOKEN = "anno_session", "anno_view", "tab"
-_LABEL, _NAME_INPUT, _CHOSEN = "anno_label", "anno_name_input", "anno_label_chosen"
+_SESSION, _TOKEN = "anno_session", "tab"
+_LABEL, _CHOSEN = "anno_label", "anno_label_chosen"
 CONTROLS_WIDTH = 300  # CSS px
 SHORTCUTS = {"accept": "A", "undo": "U", "clear": "X", "done": "D", "skip": "S",
              "previous": "P", "next": "N"}
-
-
-@dataclass
-class View:
-    """What the page keeps for drawing (no annotation state): the canvas generation (bumped
-    when the page changes the clicks, which mounts a fresh canvas), display-size masks and the
-    last background."""
-
-    generation: int = 0
-    drawing: tuple | None = None
-    small: dict = field(default_factory=dict)
-    background: tuple | None = None
-    confirm_empty: bool = False
-
-
-def _view() -> View:
-    return st.session_state.setdefault(_VIEW, View())
 
 
 def _token() -> str:
@@ -82,7 +63,7 @@ def _act(action, *args):
     """Run one session action for a button: old messages go, a DextrError becomes a message
     (and the result is ``_FAILED``)."""
     clear()
-    _view().confirm_empty = False
+    photo_canvas.view().confirm_empty = False
     try:
         return action(*args)
     except DextrError as exc:
@@ -91,7 +72,7 @@ def _act(action, *args):
 
 
 def _moved(sess: AnnotationSession, status, none_text: str) -> None:
-    _view().generation += 1
+    photo_canvas.view().generation += 1
     for text in sess.passed_over:
         say("warning", f"Skipped {md(text)}")
     if status is None and none_text:
@@ -108,7 +89,7 @@ def _accept(sess):
     stored = _act(sess.accept, label)
     if stored is not _FAILED:
         say("success", f"Object {stored.index} ({md(stored.label)}) accepted.")
-        _view().generation += 1
+        photo_canvas.view().generation += 1
 
 
 def _delete(sess, obj):
@@ -121,7 +102,7 @@ def _done(sess, confirmed=False):
     try:
         result = sess.done(allow_empty=confirmed)
     except EmptyImageError:
-        _view().confirm_empty = True
+        photo_canvas.view().confirm_empty = True
         return
     except DextrError as exc:
         say("error", md(exc))
@@ -146,40 +127,18 @@ def _go(sess, step):
 
 def _edit(sess):
     if _act(sess.edit) is not _FAILED:
-        _view().generation += 1
+        photo_canvas.view().generation += 1
 
 
 def _points(sess, do):
     clear()
     do()
-    _view().generation += 1
+    photo_canvas.view().generation += 1
 
 
 def _switch_annotator(sess):
     _act(sess.release)
     resources.set_annotator(None)
-
-
-def _on_canvas(key: str) -> None:
-    """Canvas callback: the canvas's point markers become the current clicks."""
-    sess = st.session_state[_SESSION]
-    value = st.session_state.get(key) or {}
-    raw = (value.get("drawing") or {}).get("raw") if hasattr(value, "get") else None
-    if raw is None or not sess.editable:
-        return
-    _canvas_points(sess, cv.canvas_points(raw))
-
-
-def _canvas_points(sess, shown: np.ndarray) -> None:
-    """Canvas px (N, 2) -> the session's clicks; messages go only when the clicks changed (a
-    fresh canvas resends its drawing, which is no new action)."""
-    full = cv.canvas_to_image(shown, _display_size(sess), sess.size)
-    if len(full) != len(sess.points):
-        clear()
-    try:
-        sess.set_points([[float(x), float(y)] for x, y in full])
-    except DextrError as exc:
-        say("warning", md(exc))
 
 
 def _take_injected_clicks(sess) -> None:
@@ -192,53 +151,7 @@ def _take_injected_clicks(sess) -> None:
             sess.add_point(x, y)
         except DextrError as exc:  # outside the image: that click is ignored
             say("warning", md(exc))
-    _view().generation += 1
-
-
-def _display_size(sess) -> tuple[int, int]:
-    return photos.display_size_for(sess.size)
-
-
-def _background(sess, candidate) -> bytes:
-    view, size = _view(), _display_size(sess)
-    objects = sess.objects
-    keys = [(sess.image_id, o.object_id or f"#{o.index}") for o in objects]
-    key = (sess.image_id, tuple(keys), candidate.points if candidate is not None else None)
-    if view.background is not None and view.background[0] == key:
-        return view.background[1]
-    view.small = {k: v for k, v in view.small.items() if k in keys}
-    small = []
-    for k, obj in zip(keys, objects, strict=True):
-        if k not in view.small:
-            view.small[k] = fit_mask(sess.mask(obj), (size[1], size[0]))
-        small.append(view.small[k])
-    if candidate is not None and candidate.mask is not None:
-        small.append(fit_mask(candidate.mask, (size[1], size[0])))
-    shown = photos.display_image(sess.path)
-    data = photos.encode_jpeg(draw_overlay(shown.image, small)) if small else shown.jpeg
-    view.background = (key, data)
-    return data
-
-
-def _canvas(sess, candidate) -> None:
-    from streamlit_drawable_canvas import st_canvas
-
-    view, size = _view(), _display_size(sess)
-    key = cv.canvas_key(sess.image_id, view.generation)
-    if view.drawing is None or view.drawing[0] != key:  # fixed for a generation
-        xy = cv.image_to_canvas(sess.points, size, sess.size)
-        view.drawing = (key, cv.points_drawing(xy))
-    result = st_canvas(
-        drawing_mode="point", background_image=_background(sess, candidate), width=size[0],
-        height=size[1], initial_drawing=view.drawing[1], point_display_radius=cv.POINT_RADIUS,
-        stroke_width=cv.POINT_STROKE, stroke_color=cv.POINT_STROKE_COLOUR,
-        fill_color=cv.POINT_FILL, key=key, on_change=lambda: _on_canvas(key),
-        disabled=not sess.editable,  # a read-only image: no drawing, no toolbar
-    )
-    shown = cv.canvas_points(result.json_data)
-    if sess.editable and len(shown) != len(sess.points):  # a value the callback did not see
-        _canvas_points(sess, shown)
-        st.rerun()
+    photo_canvas.view().generation += 1
 
 
 def _controls(sess, candidate, cfg) -> None:
@@ -278,7 +191,7 @@ def _controls(sess, candidate, cfg) -> None:
                       icon=":material/delete:", help=f"Delete object {i}",
                       disabled=not status.editable)
     st.divider()
-    if _view().confirm_empty:
+    if photo_canvas.view().confirm_empty:
         st.warning("This image has no object. Save it as done with an empty mask?")
         yes, no = st.columns(2)
         yes.button("Yes, save empty", type="primary", on_click=_done, args=(sess, True))
@@ -316,87 +229,13 @@ def _release_focus() -> None:
                 width=1)
 
 
-def _ask_name() -> str | None:
-    name = resources.annotator()
-    if name:
-        if st.query_params.get(resources.ANNOTATOR_KEY) != name:
-            resources.set_annotator(name)  # back in the URL after a page switch
-        return name
-    st.subheader("Who is annotating?")
-    with st.form("annotator-form", border=False):
-        typed = st.text_input("Your name", key=_NAME_INPUT, placeholder="e.g. ana",
-                              help="Kept in the page address, so a refresh remembers it.")
-        if st.form_submit_button("Start annotating", type="primary"):
-            if typed.strip():
-                resources.set_annotator(typed)
-                st.rerun()
-            st.warning("Type your name first: the progress page counts work per annotator.")
-    return None
-
-
-def _reset_prompt() -> bool:
-    """``admin.reset_progress: true`` asks a lead first; True while annotation must wait."""
-    if not resources.reset_pending():
-        return False
-    cfg = resources.config()
-    st.warning(f"The config **{md(cfg.path)}** sets `admin.reset_progress: true`. Resetting "
-               f"starts the progress over: the progress file {md(cfg.progress_file)} is backed "
-               "up next to it and mask files are kept. Only a lead can reset.")
-    if not roles.is_configured():
-        roles.lead_gate(st.container())  # says how to configure a lead
-        st.caption("Annotation goes on with the current progress meanwhile.")
-        return False
-    if not roles.lead_gate(st.container()):
-        st.info("Annotation is paused until a lead resets or keeps the progress (here or on "
-                "the Progress page). Reload this page afterwards.")
-        return True
-    left, right = st.columns(2)
-    if left.button("Reset the progress (keep a backup)", type="primary"):
-        try:
-            backup = resources.confirm_reset()
-        except RuntimeError:  # someone else answered meanwhile
-            st.rerun()
-        except DextrError as exc:
-            st.error(f"Reset failed, progress unchanged: {md(exc)}")
-            return True
-        st.session_state.pop(_SESSION, None)
-        say("success", f"Progress reset; the old progress is in {md(backup)}.")
-        st.rerun()
-    if right.button("Keep the current progress"):
-        resources.decline_reset()
-        st.rerun()
-    return True
-
-
-def _all_done(store) -> None:
-    counts = store.summary()["by_status"]
-    held = counts.get("in_progress", 0)
-    st.success(f"All done: no image is waiting. {counts.get('done', 0)} done, "
-               f"{counts.get('skipped', 0)} skipped, {counts.get('unreadable', 0)} unreadable"
-               + (f", {held} still open by other annotators" if held else "") + ".")
-    st.caption("New photos in the source folder are picked up when the server restarts "
-               "(optional.update: true). A lead can reopen images on the Progress page.")
-
-
-def _unreadable_notice(store) -> None:
-    if st.session_state.get("anno_unreadable_shown"):
-        return
-    st.session_state["anno_unreadable_shown"] = True
-    bad = [r for r in store.images("unreadable") if not r.missing]
-    if bad:
-        listed = "\n".join(f"- **{md(r.id)}**: {md(r.error)}" for r in bad[:10])
-        more = f"\n- and {len(bad) - 10} more (see the Progress page)" if len(bad) > 10 else ""
-        st.warning(f"{len(bad)} image(s) cannot be read and are passed over. Replace or remove "
-                   f"them; a lead can then reopen them.\n{listed}{more}")
-
-
 def _page() -> None:
     cfg = resources.config()
     store = resources.store()
     st.title("Annotate")
-    if _reset_prompt():
+    if prompts.reset_prompt(on_reset=lambda: st.session_state.pop(_SESSION, None)):
         return
-    name = _ask_name()
+    name = prompts.ask_name()
     if not name:
         return
     sess = _session(name)
@@ -410,21 +249,21 @@ def _page() -> None:
     except DextrError as exc:
         st.error(md(exc))
         return
-    _unreadable_notice(store)
+    prompts.unreadable_notice(store)
     if sess.image_id is None:
         show()
-        _all_done(store)
+        prompts.all_done(store)
         return
     _take_injected_clicks(sess)
     row = st.container(horizontal=True, gap="medium")  # wraps: controls below when narrow
-    left = row.container(width=_display_size(sess)[0])
+    left = row.container(width=photo_canvas.display_size(sess)[0])
     right = row.container(width=CONTROLS_WIDTH)
     with right, st.spinner(f"Segmenting with {md(sess.segmenter.name)}..."):
         candidate = sess.candidate  # before the canvas, so its overlay shows in this run
     with right:
         show()  # beside (or below) the photo: the canvas never moves under the pointer
     with left:
-        _canvas(sess, candidate)
+        photo_canvas.draw(sess, candidate)
     with right:
         _controls(sess, candidate, cfg)
 
