@@ -658,7 +658,7 @@ def test_a_reset_without_a_configured_lead_is_refused_and_says_how_to_configure_
     _accept(at, DISC_CLICKS)
     cfg = project / "anno_cfg.yml"
     cfg.write_text(cfg.read_text() + "admin:\n  reset_progress: true\n")
-    at = _app(tab=_tab(at))
+    at.run()  # the changed config is read at the next page load
     assert not at.exception
     assert not [b for b in at.button if "Reset" in b.label]
     assert "lead_password" in _texts(at.info) and "docs/roles.md" in _texts(at.info)
