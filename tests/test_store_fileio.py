@@ -41,7 +41,7 @@ def test_masks_atomic_write_is_the_fileio_helper():
 
 
 def test_the_store_engine_writes_through_the_fileio_helper():
-    from dextr_core import store_storage
+    from dextr_core.store import journal as store_storage
 
     assert store_storage.atomic_write is fileio.atomic_write
 

@@ -2,23 +2,29 @@
 
 One store is shared by a team: one Streamlit server serves many browser sessions as threads, and
 two server processes may share one data folder. Every public method is one transaction under a
-thread lock and a file lock (``<store>.lock``); see :mod:`dextr_core.store_storage` for the files
+thread lock and a file lock (``<store>.lock``); see :mod:`dextr_core.store.journal` for the files
 on disk (a JSON snapshot plus an fsync'd journal, TinyDB as the document API over them). A method
-that returned has its change on disk: a ``kill -9`` afterwards loses nothing.
+that returned has its change on disk (a ``kill -9`` afterwards loses nothing); a method that
+raised changed nothing.
 
-Conventions
------------
-* Image ids are POSIX paths relative to the source folder (``sub/dir/img.jpg``).
-* Times are epoch seconds (``float``, UTC, as :func:`time.time` gives); durations are seconds.
-* Statuses: ``todo``, ``in_progress`` (claimed by ``annotator`` at ``claimed_at``), ``done``,
-  ``skipped``, ``unreadable``. An image that vanished from the source folder keeps its status and
-  gets ``missing=True``; it is not handed out and not counted in :meth:`ProgressStore.summary`
-  except as ``missing``.
-* A claim lapses ``claim_timeout_s`` after the holder's last activity (claim, heartbeat, object
-  added or removed); a lapsed image goes to the next annotator who asks.
+Claims
+------
+A claim is held by ``(annotator, session)``: ``session`` is a browser-session token (uuid hex) the
+caller makes, passed as the keyword ``session=`` to every mutating call. ``session=None`` (scripts,
+old callers) makes the annotator name the holder, as before. One image is held by one session at a
+time: the same name in another tab gets another image from :meth:`ProgressStore.claim_next` and a
+:class:`ClaimError` ("open in another tab or browser of yours") from :meth:`ProgressStore.claim`.
+A claim lapses ``claim_timeout_s`` after the holder's last activity (claim, heartbeat, object added
+or removed); a lapsed image goes to the next annotator who asks, and is re-taken silently by its
+holder if nobody took it. A call from a session whose claim moved to someone else is refused.
+Object adds are idempotent by ``ObjectRecord.object_id`` and removes by id are too, so a retry never
+duplicates; :meth:`ProgressStore.complete` calls the caller's ``write(objects)`` (the mask file)
+under the checked claim and marks the image done only if it returns.
 
-TinyDB tables: ``images`` (one document per image, its objects embedded as a list), ``events``
-(the append-only activity log) and ``meta`` (store creation, reset and legacy import facts).
+Conventions are in :mod:`dextr_core.store.records`; the folder scan, the DEXTR-AnnoTool import,
+reset and reconcile in :mod:`dextr_core.store.maintenance`. TinyDB tables: ``images`` (one
+document per image, its objects embedded as a list), ``events`` (the append-only activity log) and
+``meta`` (store creation, reset and legacy import facts).
 """
 
 from __future__ import annotations
@@ -26,196 +32,45 @@ from __future__ import annotations
 import heapq
 import math
 import os
-import re
 import statistics
 import time
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from pathlib import Path, PurePosixPath
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
-import yaml
 from filelock import FileLock
 from tinydb.table import Document
 
-from .errors import DextrError
-from .images import ImageReadError, image_size, is_image_file
-from .store_storage import (
-    JournaledStorage,
-    StoreBusyError,
-    StoreCorruptError,
-    StoreWriteError,
-    open_journaled_db,
+from ..fileio import fsync_dir
+from . import maintenance
+from .journal import JournaledStorage, StoreCorruptError, open_journaled_db
+from .records import (
+    _EVENTS,
+    _IMAGES,
+    _META,
+    _META_ID,
+    _OBJECT_ID_RE,
+    STATUSES,
+    ClaimError,
+    Event,
+    ImageRecord,
+    ObjectRecord,
+    StoreInputError,
+    SyncReport,
+    _document_problem,
+    _encode_points,
+    _free_name,
+    _is_default,
+    _iso,
+    _object_record,
+    _record,
+    _stamp,
+    _with_object_ids,
 )
 
-__all__ = [
-    "STATUSES",
-    "ClaimError",
-    "Event",
-    "ImageRecord",
-    "ObjectRecord",
-    "ProgressStore",
-    "StoreBusyError",
-    "StoreCorruptError",
-    "StoreInputError",
-    "StoreWriteError",
-    "SyncReport",
-]
-
-STATUSES = ("todo", "in_progress", "done", "skipped", "unreadable")
-#: DEXTR-AnnoTool's progress file, read once from the source folder.
-LEGACY_PROGRESS_NAME = ".anno_prog"
-#: Annotator name given to images imported from DEXTR-AnnoTool's progress file.
-LEGACY_ANNOTATOR = "DEXTR-AnnoTool"
-_IMAGES, _EVENTS, _META = "images", "events", "meta"
-_OBJECT_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
-_META_ID = 1
-
-
-class ClaimError(DextrError):
-    """The image is held by someone else (or not by you); the message names who and since when."""
-
-
-class StoreInputError(DextrError, ValueError):
-    """A call with bad input: unknown image id, bad points, empty annotator name, ..."""
-
-
-@dataclass
-class ObjectRecord:
-    """One accepted object of an image.
-
-    ``points`` are the clicks ``[[x, y], ...]`` in full-image pixels (at least 4; ``[]`` only for
-    objects imported from DEXTR-AnnoTool's mask files); ``index`` is the
-    1-based position in acceptance order (= its value in the label map); ``engine`` names the
-    segmenter that made the mask; ``created_at`` epoch seconds; ``seconds`` time spent on it.
-    """
-
-    image_id: str = ""
-    index: int = 0
-    label: str = "object"
-    points: list = field(default_factory=list)
-    engine: str = ""
-    annotator: str = ""
-    created_at: float | None = None
-    seconds: float = 0.0
-    #: Client-made id (uuid hex, 1-64 of ``[A-Za-z0-9_-]``); the store makes one when empty. An
-    #: add whose id is already stored on the image returns the stored record (a retry).
-    object_id: str = ""
-
-
-@dataclass
-class ImageRecord:
-    """The progress of one image (a copy: changing it changes nothing in the store).
-
-    ``width``/``height`` in pixels as shown upright (None when unreadable); times in epoch seconds
-    (None when not yet); ``seconds`` total time spent, summed over completions; ``error`` why it is
-    unreadable; ``missing`` True when the file vanished from the source folder; ``note`` the skip
-    reason or what the store changed on its own (reconcile, reopen); ``session`` the browser
-    session token holding the claim.
-    """
-
-    id: str
-    width: int | None = None
-    height: int | None = None
-    status: str = "todo"
-    annotator: str | None = None
-    claimed_at: float | None = None
-    updated_at: float | None = None
-    completed_at: float | None = None
-    n_objects: int = 0
-    seconds: float = 0.0
-    error: str | None = None
-    missing: bool = False
-    note: str | None = None
-    #: The browser session holding the claim (informational; None when unclaimed or not given).
-    session: str | None = None
-
-
-@dataclass
-class Event:
-    """One line of the activity log.
-
-    ``action`` is one of claimed, object_added, object_removed, completed, skipped, released,
-    reopened, unreadable, synced, legacy_import, reconciled, reset; ``annotator`` is who did it
-    (None for the store itself); ``detail`` holds action-specific facts (e.g. ``{"index": 2}``).
-    """
-
-    time: float
-    action: str
-    image_id: str | None
-    annotator: str | None
-    detail: dict = field(default_factory=dict)
-
-
-@dataclass
-class SyncReport:
-    """What :meth:`ProgressStore.sync` found; ``lines()`` says it in words."""
-
-    added: list[str] = field(default_factory=list)
-    vanished: list[str] = field(default_factory=list)
-    reappeared: list[str] = field(default_factory=list)
-    unreadable: list[str] = field(default_factory=list)
-    total: int = 0
-    #: counts by status of what was imported from DEXTR-AnnoTool's ``.anno_prog``, if it was
-    legacy_imported: dict[str, int] | None = None
-    legacy_file: Path | None = None
-    messages: list[str] = field(default_factory=list)
-
-    def lines(self) -> list[str]:
-        """Human-readable lines, one per fact (empty list when nothing changed)."""
-        out = []
-        if self.added:
-            out.append(f"{len(self.added)} new image(s) added")
-        if self.vanished:
-            out.append(
-                f"{len(self.vanished)} image(s) vanished from the source folder (kept in the "
-                f"store, not handed out): {_first(self.vanished)}"
-            )
-        if self.reappeared:
-            out.append(f"{len(self.reappeared)} image(s) are back: {_first(self.reappeared)}")
-        if self.unreadable:
-            out.append(f"{len(self.unreadable)} image(s) cannot be read: {_first(self.unreadable)}")
-        if self.legacy_imported is not None:
-            counts = ", ".join(f"{n} {s}" for s, n in sorted(self.legacy_imported.items()))
-            out.append(f"Imported DEXTR-AnnoTool progress from {self.legacy_file}: {counts}")
-        out.extend(self.messages)
-        return out
-
-
-def _first(ids: list[str], n: int = 5) -> str:
-    shown = ", ".join(ids[:n])
-    return shown + (f" and {len(ids) - n} more" if len(ids) > n else "")
-
-
-def _iso(t: float | None) -> str:
-    if t is None:
-        return "?"
-    return datetime.fromtimestamp(t, tz=UTC).strftime("%Y-%m-%d %H:%M UTC")
-
-
-def _stamp(t: float) -> str:
-    return datetime.fromtimestamp(t, tz=UTC).strftime("%Y%m%d-%H%M%S")
-
-
-_IMAGE_FIELDS = tuple(f for f in ImageRecord.__dataclass_fields__)
-
-
-def _record(doc: dict) -> ImageRecord:
-    return ImageRecord(**{f: doc[f] for f in _IMAGE_FIELDS if f in doc})
-
-
-def _is_default(value: Any) -> bool:
-    # Documents are kept sparse (a key at its default is left out) so that the snapshot of
-    # 100,000 images stays small and quick to parse; readers use .get() with these defaults.
-    return value is None or value is False or (isinstance(value, list | dict) and not value)
-
-
-def _new_image_doc(image_id: str, width, height, status="todo", error=None) -> dict:
-    doc = {"id": image_id, "width": width, "height": height, "status": status, "error": error}
-    return {k: v for k, v in doc.items() if not _is_default(v)}
+__all__ = ["ProgressStore", "open_store"]
 
 
 class ProgressStore:
@@ -224,10 +79,18 @@ class ProgressStore:
     ``path`` is the store's snapshot file (``admin.progress_file``; ``<path>.journal`` and
     ``<path>.lock`` live next to it). ``source_dir`` is scanned by :meth:`sync`; folders listed in
     ``exclude_dirs`` (e.g. a destination inside the source) and hidden files/folders are ignored.
-    ``clock`` returns epoch seconds (tests inject one). With ``recover_corrupt=True`` a store that
-    cannot be read is renamed to ``<name>.corrupt-<time>`` (journal too) and a new one started;
-    :attr:`recovered_from` then holds the renamed path. Otherwise a damaged store raises
-    :class:`StoreCorruptError` naming the file, which is left untouched.
+    ``clock`` returns epoch seconds (tests inject one).
+
+    ``destination`` (the mask folder), ``mask_suffix`` and ``save_format`` (``png``/``npy``) tell
+    the scan which files are masks when the source is the destination, and the DEXTR-AnnoTool
+    import where its masks are; ``labels`` (the configured labels) names imported objects;
+    ``legacy_file`` is DEXTR-AnnoTool's progress file (None: ``<source>/.anno_prog`` if it
+    exists). See :mod:`dextr_core.store.maintenance`.
+
+    A store whose files cannot be read raises :class:`StoreCorruptError` naming them, and they
+    are left untouched. With ``recover_corrupt=True`` both files are moved aside instead
+    (``<name>.corrupt-<time>``, ``<name>.journal.corrupt-<time>``: :attr:`recovered_files`, the
+    first also :attr:`recovered_from`) and a new, empty store is started.
     """
 
     def __init__(
@@ -240,19 +103,31 @@ class ProgressStore:
         exclude_dirs: Iterable[str | os.PathLike] = (),
         recover_corrupt: bool = False,
         compact_bytes: int | None = None,
+        legacy_file: str | os.PathLike | None = None,
+        mask_suffix: str | None = None,
+        save_format: str | None = None,
+        destination: str | os.PathLike | None = None,
+        labels: Sequence[str] = (),
     ):
         self.path = Path(path)
         self.source_dir = Path(source_dir)
+        self.legacy_file = None if legacy_file is None else Path(legacy_file)
+        self.mask_suffix = mask_suffix
+        self.save_format = save_format
+        self.destination = None if destination is None else Path(destination)
+        self.labels = tuple(str(label) for label in labels)
         self.claim_timeout_s = float(claim_timeout_s)
         self.clock = clock
         self.exclude_dirs = tuple(Path(d).resolve() for d in exclude_dirs)
         self.recovered_from: Path | None = None
+        self.recovered_files: list[Path] = []
         self._reset_indexes()
-        kwargs = {} if compact_bytes is None else {"compact_bytes": compact_bytes}
+        kwargs: dict[str, Any] = {"listener": self._on_change, "on_reload": self._rebuild_indexes,
+                                  "validate": _document_problem}
+        if compact_bytes is not None:
+            kwargs["compact_bytes"] = compact_bytes
         try:
-            self._storage = JournaledStorage(
-                self.path, listener=self._on_change, on_reload=self._rebuild_indexes, **kwargs
-            )
+            self._storage = JournaledStorage(self.path, **kwargs)
         except StoreCorruptError:
             if not recover_corrupt:
                 raise
@@ -266,19 +141,19 @@ class ProgressStore:
                 self._meta.insert(Document({"created_at": self.clock()}, doc_id=_META_ID))
 
     def _recover_corrupt(self, kwargs) -> JournaledStorage:
+        """Move the snapshot AND the journal aside (``*.corrupt-<UTC time>``, never over an
+        existing file: every old byte is kept), then start a new, empty store."""
         stamp = _stamp(time.time())
         journal = self.path.with_name(self.path.name + ".journal")
         with FileLock(str(self.path.with_name(self.path.name + ".lock"))):
-            backup = _free_name(self.path.with_name(f"{self.path.name}.corrupt-{stamp}"))
-            if self.path.exists():
-                os.replace(self.path, backup)
-            if journal.exists():
-                journal_backup = journal.with_name(f"{journal.name}.corrupt-{stamp}")
-                os.replace(journal, _free_name(journal_backup))
-        self.recovered_from = backup
-        return JournaledStorage(
-            self.path, listener=self._on_change, on_reload=self._rebuild_indexes, **kwargs
-        )
+            for old in (self.path, journal):
+                if old.exists():
+                    kept = _free_name(old.with_name(f"{old.name}.corrupt-{stamp}"))
+                    os.replace(old, kept)
+                    self.recovered_files.append(kept)
+            fsync_dir(self.path.parent)
+        self.recovered_from = self.recovered_files[0] if self.recovered_files else None
+        return JournaledStorage(self.path, **kwargs)
 
     def close(self) -> None:
         """Release the journal's file handle (the store cannot be used afterwards)."""
@@ -863,7 +738,7 @@ class ProgressStore:
                 return
             self._update(image_id, {
                 "status": "todo", "annotator": None, "claimed_at": None, "completed_at": None,
-                "updated_at": now, "error": None, "note": f"reopened by {by}",
+                "updated_at": now, "error": None, "note": f"reopened by {by}", "session": None,
                 "n_objects": len(doc.get("objects") or []),
             })
             self._log("reopened", image_id, by, was=doc["status"])
@@ -875,7 +750,7 @@ class ProgressStore:
             now = self.clock()
             self._update(image_id, {
                 "status": "unreadable", "error": str(error), "annotator": None,
-                "claimed_at": None, "updated_at": now, "resume": None,
+                "claimed_at": None, "updated_at": now, "resume": None, "session": None,
             })
             self._log("unreadable", image_id, doc.get("annotator"), error=str(error))
 
@@ -987,343 +862,51 @@ class ProgressStore:
                 "last_event": self._event_times[-1] if self._event_times else None,
             }
 
-    # ---- folder scan --------------------------------------------------------------------------
-
-    def _scan(self) -> list[str]:
-        root = self.source_dir
-        if not root.is_dir():
-            raise StoreInputError(
-                f"The source folder {root} does not exist or is not a folder; check "
-                "required.source in anno_cfg.yml."
-            )
-        found = []
-        for folder, dirs, files in os.walk(root):
-            here = Path(folder)
-            dirs[:] = sorted(
-                d for d in dirs
-                if not d.startswith(".") and (here / d).resolve() not in self.exclude_dirs
-            )
-            rel = here.relative_to(root)
-            for name in files:
-                if name.startswith(".") or not is_image_file(name):
-                    continue
-                found.append((PurePosixPath(*rel.parts) / name).as_posix())
-        found.sort()
-        return found
+    # ---- maintenance (dextr_core.store.maintenance) ----------------------------------------
 
     def sync(self) -> SyncReport:
-        """Scan the source folder: add new images, flag vanished ones ``missing``, import legacy.
-
-        Image sizes are read from the headers of new files only (an unreadable header makes the
-        image ``unreadable`` with the reason). The first sync also imports DEXTR-AnnoTool's
-        ``.anno_prog`` from the source folder, once (not after a :meth:`reset`).
-        """
-        found = self._scan()
-        with self._storage.transaction():
-            known = set(self._doc_of)
-        new_ids = [i for i in found if i not in known]
-        sizes: dict[str, tuple] = {}
-        for image_id in new_ids:
-            try:
-                sizes[image_id] = (*image_size(self.source_dir / image_id), None)
-            except ImageReadError as exc:
-                sizes[image_id] = (None, None, str(exc))
-        report = SyncReport()
-        found_set = set(found)
-        with self._storage.transaction():
-            report.added = self.add_images((i, *sizes[i]) for i in new_ids)
-            report.unreadable = [i for i in report.added if sizes[i][2]]
-            now = self.clock()
-            for image_id in sorted(set(self._doc_of) - found_set - self._missing):
-                self._update(image_id, {"missing": True, "updated_at": now})
-                report.vanished.append(image_id)
-            for image_id in sorted(self._missing & found_set):
-                self._update(image_id, {"missing": False, "updated_at": now})
-                report.reappeared.append(image_id)
-            self._import_legacy(report)
-            report.total = len(self._doc_of) - len(self._missing)
-            if report.added or report.vanished or report.reappeared:
-                self._log("synced", None, None, added=len(report.added),
-                          vanished=len(report.vanished), reappeared=len(report.reappeared))
-        return report
+        """Scan the source folder and import DEXTR-AnnoTool's progress once: see
+        :func:`dextr_core.store.maintenance.sync`."""
+        return maintenance.sync(self)
 
     def add_images(self, entries: Iterable[tuple]) -> list[str]:
-        """Add images without scanning: ``(image_id, width, height[, error])`` each; bulk API.
-
-        For tools and benchmarks that already know the images. Ids the store knows are left
-        alone; an ``error`` makes the image ``unreadable``. Returns the ids added. A later
-        :meth:`sync` flags ids that are not files of the source folder as missing.
-        """
-        added: list[str] = []
-        seen: set[str] = set()
-        with self._storage.transaction():
-            docs = []
-            next_id = self._max_image_doc + 1
-            for entry in entries:
-                image_id, width, height = entry[0], entry[1], entry[2]
-                error = entry[3] if len(entry) > 3 else None
-                if image_id in self._doc_of or image_id in seen:
-                    continue
-                seen.add(image_id)
-                doc = _new_image_doc(image_id, width, height,
-                                     "unreadable" if error else "todo", error)
-                docs.append(Document(doc, doc_id=next_id))
-                next_id += 1
-                added.append(image_id)
-            if docs:
-                self._images.insert_multiple(docs)
-        return added
-
-    def _import_legacy(self, report: SyncReport) -> None:
-        meta = self._meta.get(doc_id=_META_ID) or {}
-        if meta.get("legacy_import") is not None or meta.get("reset_at") is not None:
-            return
-        legacy = self.source_dir / LEGACY_PROGRESS_NAME
-        if not legacy.is_file():
-            return
-        try:
-            data = yaml.safe_load(legacy.read_text(encoding="utf-8", errors="replace"))
-        except (OSError, yaml.YAMLError) as exc:
-            report.messages.append(
-                f"DEXTR-AnnoTool progress file {legacy} could not be read ({exc}); it was not "
-                "imported. Fix or remove it; the next sync tries again."
-            )
-            return
-        if data is None:
-            data = {}
-        if not isinstance(data, dict):
-            report.messages.append(
-                f"DEXTR-AnnoTool progress file {legacy} is not a mapping of image name -> "
-                "yes/no/skip; it was not imported. Fix or remove it; the next sync tries again."
-            )
-            return
-        by_name: dict[str, list[str]] = defaultdict(list)
-        for image_id in self._doc_of:
-            by_name[PurePosixPath(image_id).name].append(image_id)
-        counts: Counter = Counter()
-        unknown, bad = [], []
-        stamp = legacy.stat().st_mtime
-        for key, value in data.items():
-            name = str(key).replace("\\", "/").removeprefix("./")
-            image_id = name if name in self._doc_of else None
-            if image_id is None and len(by_name.get(PurePosixPath(name).name, [])) == 1:
-                image_id = by_name[PurePosixPath(name).name][0]
-            if image_id is None:
-                unknown.append(str(key))
-                continue
-            status = _legacy_status(value)
-            if status is None:
-                bad.append(f"{key}: {value!r}")
-                continue
-            doc = self._raw(image_id)
-            if doc["status"] != "todo" or status == "todo":
-                counts["todo" if status == "todo" else "unchanged"] += 1
-                continue
-            self._update(image_id, {
-                "status": status, "annotator": LEGACY_ANNOTATOR, "completed_at": stamp,
-                "updated_at": stamp, "note": "imported from DEXTR-AnnoTool's .anno_prog",
-                "legacy": True,
-            })
-            counts[status] += 1
-        if unknown:
-            report.messages.append(
-                f"{len(unknown)} entr(y/ies) of {legacy} name no image in the source folder "
-                f"(ignored): {_first(unknown)}"
-            )
-        if bad:
-            report.messages.append(
-                f"{len(bad)} entr(y/ies) of {legacy} are not yes/no/skip (ignored): {_first(bad)}"
-            )
-        report.legacy_imported = dict(counts)
-        report.legacy_file = legacy
-        self._meta.update({"legacy_import": {"file": str(legacy), "at": self.clock(),
-                                             "counts": dict(counts)}}, doc_ids=[_META_ID])
-        self._log("legacy_import", None, None, file=str(legacy), **dict(counts))
-
-    # ---- start over / crash repair ------------------------------------------------------------
+        """Bulk add ``(image_id, width, height[, error])`` entries; returns the ids added. See
+        :func:`dextr_core.store.maintenance.add_images`."""
+        return maintenance.add_images(self, entries)
 
     def reset(self) -> Path:
-        """Start over: move the store to ``<name>.backup-<UTC time>`` next to it, return that path.
-
-        The new store is empty (call :meth:`sync` to scan the source again); DEXTR-AnnoTool's
-        progress file is not imported again, and :meth:`reconcile` does not adopt mask files
-        older than the reset. Other processes sharing the store notice on their next call.
-        """
-        with self._storage.transaction():
-            self._storage.compact()
-            now = self.clock()
-            backup = _free_name(self.path.with_name(f"{self.path.name}.backup-{_stamp(now)}"))
-            os.replace(self.path, backup)
-            self._storage.start_new_store({
-                _META: {str(_META_ID): {"created_at": now, "reset_at": now,
-                                        "reset_backup": str(backup)}},
-            })
-            self._log("reset", None, None, backup=str(backup))
-        return backup
+        """Start over; returns the backup of the old store. See
+        :func:`dextr_core.store.maintenance.reset`."""
+        return maintenance.reset(self)
 
     def reconcile(self, destination: str | os.PathLike, mask_suffix: str,
                   save_format: str) -> list[str]:
-        """Make records and mask files agree after a crash; return one line per fix.
-
-        * done with objects, mask file missing -> todo (objects' points kept, note says why).
-        * in_progress with objects, mask file newer than its last object -> done by its holder
-          (the app saved the mask, then stopped before recording it).
-        * todo without objects, mask file present (not older than a :meth:`reset`) -> done, with
-          ``n_objects`` = the largest label in the file, annotator unknown (work from before this
-          store, e.g. a store restarted after damage).
-        * done imported from DEXTR-AnnoTool -> ``n_objects`` read from its mask file.
-        Done images without objects need no mask file. Missing images are left alone.
-        """
-        from .masks import mask_path
-
-        dest = Path(destination)
-        existing = _files_under(dest)
-        stems = {os.path.splitext(p)[0] for p in existing}
-        lines: list[str] = []
-        with self._storage.transaction():
-            meta = self._meta.get(doc_id=_META_ID) or {}
-            reset_at = meta.get("reset_at")
-            now = self.clock()
-            for doc in sorted(self._storage.read().get(_IMAGES, {}).values(),
-                              key=lambda d: d["id"]):
-                if doc.get("missing"):
-                    continue
-                status, n_objects = doc["status"], len(doc.get("objects") or [])
-                if status not in ("done", "todo", "in_progress"):
-                    continue
-                if status == "done":
-                    wanted = n_objects > 0 or doc.get("legacy")
-                elif status == "in_progress":
-                    wanted = n_objects > 0
-                else:  # todo: only when a file of that name exists (cheap string test first)
-                    stem = os.path.splitext(doc["id"])[0] + mask_suffix
-                    wanted = n_objects == 0 and os.path.join(str(dest), stem) in stems
-                if not wanted:
-                    continue
-                try:
-                    mpath = mask_path(dest, doc["id"], mask_suffix, save_format)
-                except ValueError:
-                    continue
-                mtime = existing.get(str(mpath))
-                image_id = doc["id"]
-                if status == "done" and mtime is None and n_objects > 0:
-                    note = f"mask file {mpath} was missing; annotate again (clicks kept)"
-                    self._update(image_id, {"status": "todo", "annotator": None,
-                                            "completed_at": None, "claimed_at": None,
-                                            "updated_at": now, "note": note})
-                    lines.append(f"{image_id}: recorded done but {note}; set back to todo.")
-                elif status == "done" and mtime is not None and doc.get("legacy"):
-                    n = _count_labels(mpath)
-                    if n is not None:
-                        self._update(image_id, {"n_objects": n, "legacy": None})
-                        lines.append(f"{image_id}: {n} object(s) counted in {mpath} "
-                                     "(imported from DEXTR-AnnoTool).")
-                elif status == "in_progress" and mtime is not None and n_objects > 0:
-                    last = max(o.get("created_at") or 0.0 for o in doc["objects"])
-                    if mtime >= last:
-                        self._update(image_id, {"status": "done", "completed_at": mtime,
-                                                "claimed_at": None, "updated_at": now,
-                                                "n_objects": n_objects, "resume": None,
-                                                "note": "completed by reconcile: mask saved"})
-                        lines.append(f"{image_id}: mask {mpath} was saved but the image not "
-                                     f"marked done; marked done by {doc['annotator']}.")
-                elif (status == "todo" and n_objects == 0 and mtime is not None
-                      and (reset_at is None or mtime >= reset_at)):
-                    n = _count_labels(mpath)
-                    if n is None:
-                        lines.append(f"{image_id}: mask file {mpath} exists but cannot be read; "
-                                     "left as todo (annotating will overwrite it).")
-                        continue
-                    self._update(image_id, {"status": "done", "n_objects": n, "annotator": None,
-                                            "completed_at": mtime, "updated_at": now,
-                                            "note": f"mask file {mpath} found on disk"})
-                    lines.append(f"{image_id}: mask file {mpath} found for a todo image; marked "
-                                 f"done ({n} object(s)).")
-            if lines:
-                self._log("reconciled", None, None, fixes=len(lines))
-        return lines
+        """Make records and mask files agree after a crash; one line per fix. See
+        :func:`dextr_core.store.maintenance.reconcile`."""
+        return maintenance.reconcile(self, destination, mask_suffix, save_format)
 
 
-def _object_record(image_id: str, o: dict) -> ObjectRecord:
-    return ObjectRecord(image_id=image_id, index=o["index"], label=o["label"],
-                        points=_decode_points(o["points"]), engine=o["engine"],
-                        annotator=o["annotator"], created_at=o["created_at"],
-                        seconds=o["seconds"], object_id=o.get("object_id") or "")
+def open_store(location: str | os.PathLike, source_dir: str | os.PathLike,
+               **kwargs: Any) -> ProgressStore:
+    """Open the progress store at ``location`` for the images of ``source_dir``.
 
-
-def _with_object_ids(objects: list[dict]) -> list[dict]:
-    """The object list with an id on every object (ones stored before ids existed get one)."""
-    return [o if o.get("object_id") else dict(o, object_id=uuid.uuid4().hex) for o in objects]
-
-
-def _number_text(value: float) -> str:
-    text = f"{value:.2f}".rstrip("0").rstrip(".")
-    return "0" if text == "-0" else text
-
-
-def _encode_points(points: list[list[float]]) -> str:
-    """``[[x, y], ...]`` -> ``"x,y x,y ..."`` (1/100 px).
-
-    Points are stored as text because parsing hundreds of thousands of small JSON float lists is
-    what made opening a large store slow; the text form parses about five times faster.
+    ``location`` is the snapshot file's path (``admin.database`` / ``admin.progress_file``);
+    ``kwargs`` go to :class:`ProgressStore`. A ``postgresql://`` URL raises
+    :class:`StoreInputError`: that backend is not available yet (it plugs in here).
     """
-    return " ".join(f"{_number_text(x)},{_number_text(y)}" for x, y in points)
-
-
-def _decode_points(stored: str | list) -> list[list[float]]:
-    """The inverse of :func:`_encode_points` (a stored list is returned as floats too)."""
-    if isinstance(stored, list):
-        return [[float(x), float(y)] for x, y in stored]
-    return [[float(x), float(y)] for x, y in (pair.split(",") for pair in stored.split())]
-
-
-def _free_name(path: Path) -> Path:
-    if not path.exists():
-        return path
-    for i in range(1, 10_000):
-        candidate = path.with_name(f"{path.name}-{i}")
-        if not candidate.exists():
-            return candidate
-    raise StoreInputError(f"Too many backups named {path.name}-*; remove old ones.")
-
-
-def _legacy_status(value: Any) -> str | None:
-    if value is True:
-        return "done"
-    if value is False or value is None:
-        return "todo"
-    text = str(value).strip().lower()
-    if text in ("yes", "y", "true", "done", "1"):
-        return "done"
-    if text in ("no", "n", "false", "todo", "0", ""):
-        return "todo"
-    if text in ("skip", "skipped"):
-        return "skipped"
-    return None
-
-
-def _files_under(folder: Path) -> dict[str, float]:
-    """``{str(path): mtime}`` of every file under ``folder`` (hidden folders skipped)."""
-    out: dict[str, float] = {}
-    if not folder.is_dir():
-        return out
-    for here, dirs, files in os.walk(folder):
-        dirs[:] = [d for d in dirs if not d.startswith(".")]
-        for name in files:
-            path = os.path.join(here, name)
-            try:
-                out[path] = os.stat(path).st_mtime
-            except OSError:
-                continue
-    return out
-
-
-def _count_labels(path: Path) -> int | None:
-    """The largest label in a saved label map (= its number of objects), None if unreadable."""
-    from .masks import load_label_map
-
-    try:
-        labels = load_label_map(path)
-    except Exception:  # any unreadable mask is reported by the caller, never fatal
-        return None
-    return int(labels.max()) if labels.size else 0
+    text = os.fspath(location)
+    if isinstance(text, bytes):
+        text = os.fsdecode(text)
+    scheme = text.split("://", 1)[0].lower() if "://" in text else ""
+    if scheme in ("postgresql", "postgres") or scheme.startswith("postgresql+"):
+        raise StoreInputError(
+            f"admin.database is a PostgreSQL address ({scheme}://...), but the PostgreSQL "
+            "progress store is not available yet. Set admin.database to a file path (or remove "
+            "it to use admin.progress_file) for now."
+        )
+    if scheme:
+        raise StoreInputError(
+            f"admin.database {text!r} is a {scheme}:// address; the progress store is a file "
+            "path (e.g. images/.dextr_progress.json). Give a path instead."
+        )
+    return ProgressStore(text, source_dir, **kwargs)
