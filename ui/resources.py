@@ -167,7 +167,7 @@ def _store_keywords(cfg: AnnoConfig) -> dict:
 
     if hasattr(store_pkg, "open_store"):  # the store package of this session's contract
         kw.update(mask_suffix=cfg.mask_suffix, save_format=cfg.save_format,
-                  destination=cfg.destination,
+                  destination=cfg.destination, labels=tuple(cfg.labels),
                   legacy_file=getattr(cfg, "legacy_progress_file", None))
     return kw
 
