@@ -7,6 +7,7 @@ AnnotationSession` (full-image pixels), the objects' truth the store. Geometry i
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -86,6 +87,28 @@ def _background(sess, candidate) -> bytes:
     return data
 
 
+#: Canvas toolbar buttons that do nothing useful here: the page already follows every click
+#: (realtime), and click markers have no stacking order. Undo, redo, edit (drag a click),
+#: delete selected and reset all change the clicks and stay.
+UNUSED_TOOLS = ("Update the app with this drawing", "Bring forward", "Send backward")
+
+_PRUNE_TOOLBAR = """<script>
+if (!window.__dextrToolbar) {
+  window.__dextrToolbar = true;
+  const unused = new Set(%s);
+  const prune = () => document.querySelectorAll("div").forEach((host) => {
+    if (!host.shadowRoot) return;
+    host.shadowRoot.querySelectorAll(".dc-icon-button").forEach((button) => {
+      if (unused.has(button.getAttribute("aria-label"))) button.style.display = "none";
+    });
+  });
+  new MutationObserver(prune).observe(document.body, {childList: true, subtree: true});
+  setInterval(prune, 1000);
+  prune();
+}
+</script>"""
+
+
 def draw(sess, candidate) -> None:
     """The canvas of the open image (read-only images: a disabled canvas, no toolbar)."""
     from streamlit_drawable_canvas import st_canvas
@@ -102,6 +125,8 @@ def draw(sess, candidate) -> None:
         fill_color=cv.POINT_FILL, key=key, on_change=lambda: _on_canvas(sess, key),
         disabled=not sess.editable,  # a read-only image: no drawing, no toolbar
     )
+    st.html(_PRUNE_TOOLBAR % json.dumps(list(UNUSED_TOOLS)), unsafe_allow_javascript=True,
+            width=1)
     shown = cv.canvas_points(result.json_data)
     if sess.editable and len(shown) != len(sess.points):  # a value the callback did not see
         set_clicks(sess, shown)

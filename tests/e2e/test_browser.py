@@ -193,6 +193,22 @@ def _click_disc(page, scale: float) -> None:
     expect(page.get_by_text("4 clicks. Check the mask")).to_be_visible()
 
 
+def test_the_canvas_toolbar_shows_only_the_tools_that_change_the_clicks(server):
+    from playwright.sync_api import expect
+
+    url, _ = server
+    with chromium_page(1700, 1100) as page:
+        page.goto(f"{url}/?annotator={NAME}")
+        canvas = page.locator("canvas.upper-canvas")
+        canvas.wait_for()
+        canvas.hover()
+        for name in ("Undo", "Redo", "Edit", "Reset canvas & history"):
+            expect(page.get_by_role("button", name=name, exact=True)).to_be_visible()
+        for name in ("Update the app with this drawing", "Bring forward", "Send backward"):
+            expect(page.get_by_role("button", name=name, exact=True)).to_be_hidden()
+        page.screenshot(path=str(ARTIFACTS / "e2e_canvas_toolbar.png"))
+
+
 def test_the_accept_shortcut_works_right_after_choosing_a_class(server):
     """After a class is picked in the select box (the focus stays there), pressing A accepts
     the object with that class instead of typing into the box."""
