@@ -13,7 +13,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from ui import state
+from ui import resources as state
 from ui.messages import md
 
 APP_DIR = Path(__file__).resolve().parent

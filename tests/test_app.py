@@ -676,3 +676,34 @@ def test_a_damaged_store_cannot_be_replaced_without_a_lead(project):
     assert not [b for b in at.button if "new progress store" in b.label]
     assert "docs/roles.md" in _texts(at.info)
     assert progress.read_text().endswith('"do')
+
+
+def test_the_sidebar_gives_the_exact_install_command_when_the_fallback_runs(project, monkeypatch):
+    from dextr_core import download
+
+    monkeypatch.setattr(download, "install_command",
+                        lambda path: f"python -m dextr_core.download pascal-sbd --to '{path}'",
+                        raising=False)
+    at = _app()
+    assert not at.exception
+    cfg_weights = str(project / "models" / "dextr_pascal-sbd.h5")
+    codes = [c.value for c in at.sidebar.code]
+    assert codes and codes[0].startswith("python -m dextr_core.download pascal-sbd --to ")
+    assert "Fallback segmenter" in _texts(at.sidebar.warning)
+    assert cfg_weights.rsplit("/", 1)[-1] in codes[0]
+
+
+def test_the_sidebar_shows_the_engines_runtime_info(project, monkeypatch):
+    import ui.resources as resources
+
+    class Engine:
+        name, is_fallback = "DEXTR (test.h5)", False
+        runtime_info = "OpenVINO on CPU, bfloat16 (checked: min IoU 0.998)"
+
+        def segment(self, image, points):
+            return np.zeros(image.shape[:2], bool)
+
+    monkeypatch.setattr(resources, "engine", lambda: resources.Engine(Engine(), None))
+    at = _app()
+    assert not at.exception
+    assert "OpenVINO on CPU, bfloat16 (checked: min IoU 0.998)" in _texts(at.sidebar.caption)
