@@ -359,7 +359,7 @@ class AnnotationSession:
         """Add one click (full-image pixels); PointError when outside the image."""
         op = self._require_editable()
         op.points.append(list(self._checked_point(op, x, y)))
-        self._forget_pending(op)
+        self._points_changed(op)
 
     def set_points(self, points: Sequence[Sequence[float]]) -> None:
         """Replace the current clicks (e.g. by what the canvas shows); PointError when one is
@@ -368,21 +368,21 @@ class AnnotationSession:
         checked = [list(self._checked_point(op, p[0], p[1])) for p in points]
         if checked != op.points:
             op.points = checked
-            self._forget_pending(op)
+            self._points_changed(op)
 
     def undo(self) -> None:
         """Remove the last click (no-op without clicks)."""
         op = self._require_open()
         if op.points:
             op.points.pop()
-            self._forget_pending(op)
+            self._points_changed(op)
 
     def clear(self) -> None:
         """Remove all clicks of the current object."""
         op = self._require_open()
         op.points = []
         op.object_started = self.clock()
-        self._forget_pending(op)
+        self._points_changed(op)
 
     @property
     def candidate(self) -> Candidate | None:
@@ -616,7 +616,9 @@ class AnnotationSession:
                              "px) and was ignored; click inside the image.")
         return fx, fy
 
-    def _forget_pending(self, op: _Open) -> None:
+    def _points_changed(self, op: _Open) -> None:
+        """The clicks changed: the candidate is recomputed on demand (a pending Accept keeps its
+        object id only for the very clicks it was made with, see :meth:`accept`)."""
         op.candidate = None if len(op.points) < 4 else op.candidate
         if not op.points:
             op.object_started = self.clock()

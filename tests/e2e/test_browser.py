@@ -222,6 +222,12 @@ def test_the_accept_shortcut_works_right_after_choosing_a_class(server):
         page.goto(f"{url}/?annotator={NAME}")
         page.get_by_text("a_disc.png").first.wait_for()
         _click_disc(page, scale)
+        page.keyboard.press("u")  # right after a click on the photo: the shortcut works too
+        expect(page.get_by_text("Click the extreme points: 3 of 4.")).to_be_visible()
+        x, y = EXTREMES[3]
+        page.locator("canvas.upper-canvas").click(
+            position={"x": (x + 0.5) * scale, "y": (y + 0.5) * scale})
+        expect(page.get_by_text("4 clicks. Check the mask")).to_be_visible()
         page.get_by_test_id("stSelectbox").click()
         page.get_by_role("option", name="cat").click()
         expect(page.get_by_role("combobox", name="Class")).to_have_value("cat")
