@@ -466,11 +466,14 @@ def test_recovery_of_a_journal_without_its_snapshot_keeps_the_journal(tmp_path, 
 # ---- reset ---------------------------------------------------------------------------------------
 
 
-def test_a_reset_keeps_the_old_journal_beside_its_backup_and_the_backup_opens(store, source, clock):
+def test_a_reset_keeps_the_old_journal_too_and_the_backup_opens_by_itself(store, source, clock):
     do_one_image(store)
     expected = state(store)
+    journal = store._storage.journal_path
     backup = store.reset()
-    assert Path(str(backup) + ".journal").exists()
+    assert [p.name for p in store.path.parent.glob(store.path.name + ".backup-*")] == [backup.name]
+    kept = list(store.path.parent.glob(journal.name + ".backup-*"))
+    assert len(kept) == 1 and json.loads(kept[0].read_bytes())["generation"] >= 1
     old = open_store(backup, source, clock)
     assert state(old) == expected
     old.close()
@@ -503,7 +506,7 @@ def test_a_reset_that_fails_says_what_is_on_disk_and_loses_nothing(store, source
         with pytest.raises(StoreWriteError, match=f"Could not reset.*{outcome}"):
             store.reset()
     monkeypatch.undo()
-    backups = [p for p in store.path.parent.glob("*.backup-*") if not p.name.endswith(".journal")]
+    backups = list(store.path.parent.glob(store.path.name + ".backup-*"))
     if outcome == "Nothing was reset":
         assert state(store) == expected and reopened_state(store) == expected
     else:  # reset happened (perhaps without its meta): the old store opens from its backup
@@ -526,3 +529,53 @@ def test_an_opened_store_reads_its_files_once_not_on_every_call(store, source, c
     store.claim_next("bob")  # another instance's journal line: caught up, not reloaded
     assert again.summary()["by_status"]["in_progress"] == 1 and loads == []
     again.close()
+
+
+KILLED_IN_COMPACTION = """
+import os, signal, sys
+from dextr_core.store import ObjectRecord, ProgressStore, journal
+store = ProgressStore(sys.argv[1], sys.argv[1] + ".src", compact_bytes=int(sys.argv[2]))
+real = journal.JournaledStorage._write_journal
+def killed(self, store_id, generation, after):
+    if after is not None:  # a compaction: its snapshot is renamed, the new journal never comes
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real(self, store_id, generation, after)
+journal.JournaledStorage._write_journal = killed
+while (rec := store.claim_next("writer")) is not None:
+    store.add_object(rec.id, "writer", ObjectRecord(points=[[1, 1], [9, 1], [5, 0], [5, 9]]))
+    print(store.complete(rec.id, "writer", 1.0).id, flush=True)
+"""
+
+
+def test_a_process_killed_between_the_compactions_two_writes_loses_nothing(tmp_path):
+    import subprocess
+    import sys
+
+    path = tmp_path / "p.json"
+    s = ProgressStore(path, tmp_path / "none")
+    s.add_images((f"img{i:03d}.jpg", 10, 10) for i in range(60))
+    s._storage.compact()  # an empty journal: the writer compacts after a few images
+    s.close()
+    repo = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, PYTHONPATH=str(repo) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    out = subprocess.run([sys.executable, "-c", KILLED_IN_COMPACTION, str(path), "3000"],
+                         capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == -9
+    acknowledged = out.stdout.split()
+    assert acknowledged  # it got some work done before the compaction
+    snapshot = json.loads(path.read_bytes())
+    header = json.loads(Path(str(path) + ".journal").read_bytes().split(b"\n")[0])
+    assert header["generation"] == snapshot["covers"][0] == snapshot["generation"] - 1
+    again = ProgressStore(path, tmp_path / "none")  # opens: no corruption
+    assert {again.get(i).status for i in acknowledged} == {"done"}
+    # and goes on: the next compaction brings snapshot and journal together again
+    again.compact_bytes = 1
+    again._storage._compact_at = 1
+    rec = again.claim_next("next")
+    again.complete(rec.id, "next")
+    header = json.loads(Path(str(path) + ".journal").read_bytes().split(b"\n")[0])
+    assert header["generation"] == json.loads(path.read_bytes())["generation"]
+    again.close()
+    final = ProgressStore(path, tmp_path / "none")
+    assert {final.get(i).status for i in [*acknowledged, rec.id]} == {"done"}
+    final.close()
