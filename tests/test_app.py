@@ -554,7 +554,7 @@ def test_dextr_engine_end_to_end(project, seeded_dextr):
 
     at = _app()
     assert not at.exception
-    assert any("DEXTR (seeded_dextr.h5)" in s.value for s in at.success)
+    assert "DEXTR (seeded_dextr.h5)" in _texts(at.success)
     assert not any("Fallback" in w.value for w in at.warning)
     _accept(at, DISC_CLICKS, "disc")
     (obj,) = _store(project).objects("a.png")
