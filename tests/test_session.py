@@ -420,3 +420,40 @@ def test_an_unreadable_photo_is_marked_and_passed_over(project):
     assert s.open_next().image_id == "b.png"
     assert store.get("a.png").status == "unreadable"
     assert s.passed_over and "truncated" in s.passed_over[0]
+
+
+def test_a_store_that_fails_after_the_mask_was_written_leaves_the_image_open_for_a_retry(
+        project, monkeypatch):
+    from dextr_core.store import StoreWriteError
+
+    store, paths, _ = project
+    s = _session(project)
+    s.open_next()
+    _accept(s, A)
+    real = store.complete
+
+    def fails_after_writing(image_id, annotator, seconds=0.0, *, session=None, write=None):
+        write(store.objects(image_id))  # the mask file is written...
+        raise StoreWriteError("The last action was not saved: disk full. Free space, retry.")
+
+    monkeypatch.setattr(store, "complete", fails_after_writing)
+    with pytest.raises(StoreWriteError):
+        s.done()
+    assert store.get("a.png").status == "in_progress" and s.editable and s.image_id == "a.png"
+    monkeypatch.setattr(store, "complete", real)
+    s.done()
+    assert store.get("a.png").status == "done" and set(np.unique(_saved(paths))) == {0, 1}
+
+
+def test_next_to_a_skipped_image_says_so_and_edit_takes_it(project):
+    store, _, _ = project
+    s = _session(project)
+    s.open_next()
+    s.skip()
+    s.open_next()
+    status = s.prev()
+    assert status.status == "skipped" and "was skipped by ana" in status.reason
+    with pytest.raises(ReadOnlyError):
+        s.add_point(1, 1)
+    s.edit()
+    assert s.editable and store.get("a.png").status == "in_progress"
