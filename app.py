@@ -13,7 +13,8 @@ from pathlib import Path
 
 import streamlit as st
 
-from ui import state
+from ui import resources as state
+from ui.messages import md
 
 APP_DIR = Path(__file__).resolve().parent
 
@@ -30,25 +31,34 @@ def _page_list() -> list:
     ]
 
 
-def _engine_sidebar() -> None:
+def _install_command(weights) -> str:
+    """The exact shell command that puts the DEXTR weights where this server looks."""
+    from dextr_core import download
     from dextr_core.segmenters import DOWNLOAD_COMMAND
 
+    install = getattr(download, "install_command", None)  # edges branch; older: one command
+    return install(weights) if install is not None else DOWNLOAD_COMMAND
+
+
+def _engine_sidebar() -> None:
     cfg = state.config()
     engine = state.engine()
     seg = engine.segmenter
     with st.sidebar:
         if engine.weights_error:
-            st.error(f"The DEXTR weights could not be loaded, so the fallback segmenter is "
-                     f"used.\n\n{engine.weights_error}")
+            st.error("The DEXTR weights could not be loaded, so the fallback segmenter is "
+                     f"used.\n\n{md(engine.weights_error)}")
         if getattr(seg, "is_fallback", False):
-            st.warning(
-                f"**Fallback segmenter (GrabCut)**: no DEXTR weights at `{cfg.weights}`. "
-                f"Masks are rougher. Run `{DOWNLOAD_COMMAND}` and restart the server.",
-                icon=":material/warning:",
-            )
+            st.warning(f"**Fallback segmenter (GrabCut)**: no DEXTR weights at "
+                       f"{md(cfg.weights)}. Masks are rougher. Run this and restart the server:",
+                       icon=":material/warning:")
+            st.code(_install_command(cfg.weights), language="bash")
         else:
-            st.success(f"**{seg.name}** from `{cfg.weights}`", icon=":material/neurology:")
-        st.caption(f"Config: `{cfg.path}`")
+            st.success(f"**{md(seg.name)}** from {md(cfg.weights)}", icon=":material/neurology:")
+            info = getattr(seg, "runtime_info", "")
+            if info:
+                st.caption(md(info))
+        st.caption(f"Config: {md(cfg.path)}")
 
 
 def main() -> None:

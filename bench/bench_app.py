@@ -161,6 +161,7 @@ def bench_apptest(folder: Path, sizes: list[tuple[int, int]], repeat: int,
                   weights: Path | None) -> None:
     from streamlit.testing.v1 import AppTest
 
+    import ui.resources as resources
     import ui.state as state
     from dextr_core.images import load_image
 
@@ -170,9 +171,9 @@ def bench_apptest(folder: Path, sizes: list[tuple[int, int]], repeat: int,
         label = f"{width}x{height}"
         cfg = _project(folder / label, folder / f"photo_{label}.jpg")
         os.environ["ANNO_CFG"] = str(cfg)
-        real_engine = state.engine
+        real_engine = resources.engine
         stub = _StubSegmenter()
-        state.engine = lambda stub=stub: state.Engine(stub, None)
+        resources.engine = lambda stub=stub: resources.Engine(stub, None)
         try:
             at = AppTest.from_file(str(REPO / "app.py"), default_timeout=600)
             at.query_params["annotator"] = "bench"
@@ -198,7 +199,7 @@ def bench_apptest(folder: Path, sizes: list[tuple[int, int]], repeat: int,
             rows.append(("rerun with nothing new (4 points, cached overlay)", label,
                          statistics.median(idle_ms)))
         finally:
-            state.engine = real_engine
+            resources.engine = real_engine
 
         # Fourth click -> overlay with the real segmenter, outside Streamlit.
         from dextr_core.segmenters import load_segmenter

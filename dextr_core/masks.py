@@ -197,3 +197,47 @@ def split_label_map(labels: np.ndarray) -> list[np.ndarray]:
     a = np.asarray(labels)
     count = int(a.max()) if a.size else 0
     return [a == i for i in range(1, count + 1)]
+
+
+# ---- object mask files (one per accepted object, keyed by its object id) --------------------
+
+
+def object_mask_path(destination: str | os.PathLike, image_id: str, object_id: str) -> Path:
+    """Where one accepted object's mask is kept while (and after) its image is annotated.
+
+    ``<destination>/.drafts/<image_id>/<object_id>.png``: ``a/b/img.jpg`` with object id ``f00d``
+    -> ``<destination>/.drafts/a/b/img.jpg/f00d.png``. Raises ``ValueError`` for an object id that
+    is not a plain name (empty, with a slash or ``..``) and for image ids :func:`mask_path` refuses.
+    """
+    rel = _checked_image_id(image_id)
+    oid = str(object_id)
+    if not oid or "/" in oid or "\\" in oid or oid in (".", ".."):
+        raise ValueError(f"object id {object_id!r} must be a plain name such as a uuid hex")
+    return Path(destination, DRAFTS_DIR).joinpath(*rel.parts, f"{oid}.png")
+
+
+def save_object_mask(path: str | os.PathLike, mask: np.ndarray) -> None:
+    """Write one object's bool (H, W) mask atomically as a 1-bit PNG."""
+    m = np.asarray(mask)
+    if m.ndim != 2:
+        raise ValueError(f"an object mask is 2-D (H, W), got shape {m.shape}")
+    buffer = io.BytesIO()
+    Image.fromarray(m.astype(bool, copy=False)).save(buffer, format="PNG")  # mode "1"
+    atomic_write(path, buffer.getvalue())
+
+
+def load_object_mask(path: str | os.PathLike, shape: tuple[int, int] | None = None
+                     ) -> np.ndarray | None:
+    """One object's bool (H, W) mask from :func:`save_object_mask`, or None when the file is
+    missing, unreadable or (with ``shape`` = (H, W)) of another size: the caller then rebuilds the
+    mask another way (from the clicks)."""
+    p = Path(path)
+    try:
+        with Image.open(p) as img:
+            img.load()
+            a = np.asarray(img)
+    except (OSError, UnidentifiedImageError, SyntaxError, ValueError):
+        return None
+    if a.ndim != 2 or (shape is not None and a.shape != tuple(shape)):
+        return None
+    return a.astype(bool, copy=False)

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from dextr_core.masks import draft_path, load_label_map, mask_path
+from dextr_core.masks import load_label_map, mask_path, object_mask_path
 from dextr_core.store import ProgressStore
 
 REPO = Path(__file__).resolve().parents[1]
@@ -68,13 +69,25 @@ def project(tmp_path, monkeypatch):
     return tmp_path
 
 
-def _app(name: str | None = "ana"):
+def _app(name: str | None = "ana", *, tab: str | None = None, lead: bool = False):
+    """The app as one browser tab: ``tab`` the session token of an earlier tab's address (a
+    refresh of it), ``lead`` a configured lead password, given in this tab."""
     from streamlit.testing.v1 import AppTest
 
     at = AppTest.from_file(APP, default_timeout=TIMEOUT)
     if name:
         at.query_params["annotator"] = name
+    if tab:
+        at.query_params["tab"] = tab
+    if lead:
+        at.secrets["lead_password"] = "a-long-random-string"
+        at.session_state["dextr_lead_role"] = True
     return at.run()
+
+
+def _tab(at) -> str:
+    value = at.query_params["tab"]
+    return value[0] if isinstance(value, list) else value
 
 
 def _button(at, label: str):
@@ -83,10 +96,19 @@ def _button(at, label: str):
     return found[0]
 
 
+def _plain(text: str) -> str:
+    """Markdown made by ui.messages.md() read back as the characters it shows."""
+    return re.sub(r"\\(.)", r"\1", text)
+
+
+def _texts(elements) -> str:
+    return " ".join(_plain(e.value) for e in elements)
+
+
 def _current_image(at) -> str:
     for md in at.markdown:
         if md.value.startswith("**") and " px" in md.value:
-            return md.value.split("**")[1]
+            return _plain(md.value.split("**")[1])
     raise AssertionError("no image shown")
 
 
@@ -138,9 +160,8 @@ def test_accept_delete_done_writes_mask_and_record(project):
     _accept(at, DISC_CLICKS, "disc")
     _accept(at, SQUARE_CLICKS, "square")
     assert [m.value for m in at.markdown if m.value.startswith("**Objects")] == ["**Objects (2)**"]
-    draft = draft_path(project / "out", "a.png")
-    assert draft.is_file()
-    assert set(np.unique(load_label_map(draft))) == {0, 1, 2}
+    for obj in _store(project).objects("a.png"):  # each object's mask is its own file
+        assert object_mask_path(project / "out", "a.png", obj.object_id).is_file()
 
     # A third object, then delete it again.
     _accept(at, [[5, 90], [30, 90], [15, 80], [15, 99]], "disc")
@@ -167,15 +188,14 @@ def test_accept_delete_done_writes_mask_and_record(project):
     assert record.status == "done" and record.n_objects == 2 and record.annotator == "ana"
     objects = _store(project).objects("a.png")
     assert objects[0].points == DISC_CLICKS and objects[0].engine
-    assert not draft.exists()
     assert _current_image(at) == "b.png"  # moved on
 
 
 def test_objects_survive_a_new_session(project):
     at = _app()
     _accept(at, DISC_CLICKS, "disc")
-    # A browser refresh / server restart: a new session with the same name in the URL.
-    again = _app()
+    # A browser refresh / server restart: a new session with the same address (name and tab).
+    again = _app(tab=_tab(at))
     assert not again.exception
     assert _current_image(again) == "a.png"
     assert "**Objects (1)**" in [m.value for m in again.markdown]
@@ -188,11 +208,14 @@ def test_two_annotators_get_different_images(project):
     ana, ben = _app("ana"), _app("ben")
     assert _current_image(ana) == "a.png"
     assert _current_image(ben) == "b.png"
-    _button(ben, "Prev").click().run()  # a.png is held by ana: passed over, ben stays on b.png
-    assert _current_image(ben) == "b.png"
-    assert any("a.png" in i.value and "ana" in i.value for i in ben.info)
+    _button(ben, "Prev").click().run()  # a.png is held by ana: shown read-only, with why
+    assert _current_image(ben) == "a.png"
+    assert "a.png" in _texts(ben.warning) and "ana" in _texts(ben.warning)
+    assert _button(ben, "Accept object").disabled and _button(ben, "Image done").disabled
     store = _store(project)
-    assert store.get("a.png").annotator == "ana" and store.get("b.png").annotator == "ben"
+    assert store.get("a.png").annotator == "ana" and store.get("b.png").status == "todo"
+    _button(ben, "Next").click().run()
+    assert _current_image(ben) == "b.png" and _store(project).get("b.png").annotator == "ben"
 
 
 def test_switching_annotator_gives_the_image_back(project):
@@ -219,7 +242,7 @@ def test_going_back_to_a_done_image_shows_its_objects(project, monkeypatch):
     assert _current_image(at) == "b.png"
     saved = load_label_map(mask_path(project / "out", "a.png", "_mask", "png"))
 
-    import ui.state as state
+    import ui.resources as state
 
     class NoModel:  # the masks must come from the saved file, not from the model
         name, is_fallback = "no model", False
@@ -232,6 +255,10 @@ def test_going_back_to_a_done_image_shows_its_objects(project, monkeypatch):
     assert not at.exception
     assert _current_image(at) == "a.png"
     assert "**Objects (2)**" in [m.value for m in at.markdown]
+    assert "a.png is done by ana" in _texts(at.warning)  # its status, and what one may do
+    assert _store(project).get("a.png").status == "done"  # looking does not reopen it
+    assert _button(at, "Image done").disabled
+    _button(at, "Edit this image").click().run()
     assert _store(project).get("a.png").status == "in_progress"
     _button(at, "Image done").click().run()
     again = load_label_map(mask_path(project / "out", "a.png", "_mask", "png"))
@@ -261,15 +288,14 @@ def test_next_and_previous(project):
 def test_corrupt_images_are_passed_over_with_a_warning(project):
     # broken.jpg fails at the folder scan (header): named in a warning at the first page load.
     at = _app()
-    assert any("broken.jpg" in w.value for w in at.warning)
+    assert "broken.jpg" in _texts(at.warning)
     # truncated.jpg has a good header and fails when opened: after a.png, b.png and c.jpg.
     for _ in range(3):
         _button(at, "Image done").click().run()
         if [b for b in at.button if b.label == "Yes, save empty"]:
             _button(at, "Yes, save empty").click().run()
     assert not at.exception
-    warnings = " ".join(w.value for w in at.warning)
-    assert "truncated.jpg" in warnings
+    assert "truncated.jpg" in _texts(at.warning)
     store = _store(project)
     assert store.get("broken.jpg").status == "unreadable"
     assert store.get("truncated.jpg").status == "unreadable"
@@ -293,22 +319,22 @@ def test_more_clicks_refine_and_undo_goes_back(project):
     at = _app()
     at.session_state["anno_clicks"] = DISC_CLICKS
     at.run()
-    work = at.session_state["anno_work"]
-    first, first_background = work.candidate.copy(), work.background
+    sess = at.session_state["anno_session"]
+    first, first_background = sess.candidate.mask.copy(), at.session_state["anno_view"].background
     at.session_state["anno_clicks"] = [[110, 40]]  # a fifth click, on the square
     at.run()
     assert not at.exception
     assert any("5 clicks" in c.value for c in at.caption)
-    work = at.session_state["anno_work"]
-    assert len(work.candidate_points) == 5
-    assert not np.array_equal(work.candidate, first)
-    assert work.background != first_background  # the canvas shows the refined mask
-    five_background = work.background
+    sess = at.session_state["anno_session"]
+    assert len(sess.candidate.points) == 5
+    assert not np.array_equal(sess.candidate.mask, first)
+    five_background = at.session_state["anno_view"].background
+    assert five_background[1] != first_background[1]  # the canvas shows the refined mask
     _button(at, "Undo click").click().run()
     assert any("4 clicks" in c.value for c in at.caption)
-    again = at.session_state["anno_work"].candidate
+    again = at.session_state["anno_session"].candidate.mask
     assert (again & first).sum() / (again | first).sum() > 0.98
-    assert at.session_state["anno_work"].background != five_background
+    assert at.session_state["anno_view"].background[1] != five_background[1]
 
 
 def test_points_on_one_spot_warn_and_stay(project):
@@ -316,14 +342,14 @@ def test_points_on_one_spot_warn_and_stay(project):
     at.session_state["anno_clicks"] = [[50, 50]] * 4
     at.run()
     assert not at.exception
-    assert any("one spot" in w.value for w in at.warning)
+    assert "one spot" in _texts(at.warning)
     assert _button(at, "Accept object").disabled
     _button(at, "Undo click").click().run()
     assert any("3 of 4" in i.value for i in at.info)
 
 
 def test_a_failing_model_keeps_the_clicks(project, monkeypatch):
-    import ui.state as state
+    import ui.resources as state
 
     class Broken:
         name, is_fallback = "broken model", False
@@ -336,8 +362,8 @@ def test_a_failing_model_keeps_the_clicks(project, monkeypatch):
     at.session_state["anno_clicks"] = DISC_CLICKS
     at.run()
     assert not at.exception
-    assert any("broken model failed" in w.value and "out of memory" in w.value
-               for w in at.warning)
+    assert "broken model failed" in _texts(at.warning)
+    assert "out of memory" in _texts(at.warning)
     assert _button(at, "Accept object").disabled
     assert not _button(at, "Undo click").disabled
 
@@ -347,7 +373,7 @@ def test_click_outside_the_image_is_refused(project):
     at.session_state["anno_clicks"] = [[500, 20]]
     at.run()
     assert not at.exception
-    assert any("outside the image" in w.value for w in at.warning)
+    assert "outside the image" in _texts(at.warning)
     assert any("0 of 4" in i.value for i in at.info)
 
 
@@ -358,7 +384,7 @@ def test_broken_weights_shown_and_fallback_used(project):
     cfg.write_text(cfg.read_text() + "  weights: bad.h5\n")
     at = _app()
     assert not at.exception
-    assert any("bad.h5" in e.value for e in at.error)
+    assert "bad.h5" in _texts(at.error)
     assert any("Fallback segmenter" in w.value for w in at.warning)
     assert _current_image(at) == "a.png"
 
@@ -370,12 +396,13 @@ def test_reset_progress_asks_first(project):
     assert _store(project).get("a.png").status == "done"
     cfg = project / "anno_cfg.yml"
     cfg.write_text(cfg.read_text() + "admin:\n  reset_progress: true\n")
-    at = _app()
+    at = _app(lead=True)
     assert not at.exception
     assert _store(project).get("a.png").status == "done"  # nothing reset yet
     _button(at, "Reset the progress (keep a backup)").click().run()
     assert not at.exception
-    backups = list((project / "src").glob(".dextr_progress.json.backup-*"))
+    backups = [p for p in (project / "src").glob(".dextr_progress.json.backup-*")
+               if not p.name.endswith(".journal")]  # the store keeps its journal beside it
     assert len(backups) == 1
     assert _store(project).get("a.png").status in ("todo", "in_progress")
 
@@ -454,8 +481,9 @@ def test_huge_photo_is_shown_small_and_saved_full_size(project):
     at = _app()
     assert _current_image(at) == "huge.png"
     assert any("12000 x 9000 px" in m.value for m in at.markdown)
-    work = at.session_state["anno_work"]
-    assert work.display_size == (900, 675)
+    from ui.photos import display_size_for
+
+    assert display_size_for(at.session_state["anno_session"].size) == (800, 600)
     _accept(at, [[4000, 4500], [7999, 4500], [6000, 2500], [6000, 6499]])
     _button(at, "Image done").click().run()
     assert not at.exception
@@ -492,9 +520,9 @@ def test_full_image_cache_stays_within_its_budget(tmp_path):
 def test_damaged_progress_file_is_reported_and_can_be_replaced(project):
     progress = project / "src" / ".dextr_progress.json"
     progress.write_text('{"images": {"1": {"id": "a.png", "status": "do')  # cut short
-    at = _app()
+    at = _app(lead=True)
     assert not at.exception
-    errors = " ".join(e.value for e in at.error)
+    errors = _texts(at.error)
     assert str(progress) in errors and "damaged" in errors
     assert progress.read_text().endswith('"do')  # left exactly as it was
 
@@ -526,10 +554,156 @@ def test_dextr_engine_end_to_end(project, seeded_dextr):
 
     at = _app()
     assert not at.exception
-    assert any("DEXTR (seeded_dextr.h5)" in s.value for s in at.success)
+    assert "DEXTR (seeded_dextr.h5)" in _texts(at.success)
     assert not any("Fallback" in w.value for w in at.warning)
     _accept(at, DISC_CLICKS, "disc")
-    saved = load_label_map(draft_path(project / "out", "a.png")) == 1
+    (obj,) = _store(project).objects("a.png")
+    saved = np.asarray(Image.open(object_mask_path(project / "out", "a.png", obj.object_id)))
     # OpenVINO or the TensorFlow graph against eager Keras: pixels at the threshold may differ
     assert (saved != expected).mean() < 0.002
     assert [o.engine for o in _store(project).objects("a.png")] == ["DEXTR (seeded_dextr.h5)"]
+
+
+# ---- issue 11: the store is the truth, one tab one claim, truthful writes, escaping, roles ----
+
+
+def test_a_stale_tab_cannot_overwrite_the_mask_of_whoever_took_the_image_over(project):
+    import time
+
+    from dextr_core.store import ObjectRecord
+
+    at = _app("ana")
+    assert _current_image(at) == "a.png"
+    _accept(at, DISC_CLICKS, "disc")
+    # ana's claim lapses (an hour later, 30 min timeout); ben takes a.png, adds two objects and
+    # finishes it with his own two-object mask file.
+    later = ProgressStore(project / "src" / ".dextr_progress.json", project / "src",
+                          clock=lambda: time.time() + 3600)
+    assert later.claim_next("ben", session="ben-tab").id == "a.png"
+    target = mask_path(project / "out", "a.png", "_mask", "png")
+    bens = np.zeros((100, 160), np.uint8)
+    bens[:10, :10], bens[-10:, -10:] = 1, 2
+    for clicks in (DISC_CLICKS, SQUARE_CLICKS):
+        later.add_object("a.png", "ben", ObjectRecord(label="disc", points=clicks),
+                         session="ben-tab")
+    later.complete("a.png", "ben", session="ben-tab",
+                   write=lambda objects: Image.fromarray(bens).save(target))
+    later.close()
+    _button(at, "Image done").click().run()  # ana's stale tab
+    assert not at.exception
+    assert "ben" in _texts(at.error)
+    np.testing.assert_array_equal(load_label_map(target), bens)  # ben's mask, untouched
+    record = _store(project).get("a.png")
+    # ana's object stays on the image (objects are never dropped), ben's two are added
+    assert record.status == "done" and record.annotator == "ben" and record.n_objects == 3
+
+
+def test_two_tabs_with_one_name_get_different_images_and_the_mask_is_the_stores(project):
+    tab1, tab2 = _app("ana"), _app("ana")
+    assert _current_image(tab1) == "a.png"
+    assert _current_image(tab2) == "b.png"  # not the image the other tab holds
+    _accept(tab1, DISC_CLICKS, "disc")
+    _button(tab2, "Prev").click().run()
+    assert _current_image(tab2) == "a.png"
+    assert "another tab" in _texts(tab2.warning)
+    assert _button(tab2, "Accept object").disabled
+    assert "**Objects (1)**" in [m.value for m in tab2.markdown]  # what the store holds
+    _accept(tab1, SQUARE_CLICKS, "square")
+    _button(tab1, "Image done").click().run()
+    labels = load_label_map(mask_path(project / "out", "a.png", "_mask", "png"))
+    assert set(np.unique(labels)) == {0, 1, 2}
+    assert _store(project).get("a.png").n_objects == 2
+
+
+def test_a_full_disk_at_accept_stores_nothing_and_the_retry_stores_once(project, monkeypatch):
+    import errno
+
+    from dextr_core import masks
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    at = _app()
+    at.session_state["anno_clicks"] = DISC_CLICKS
+    at.run()
+    with monkeypatch.context() as patch:
+        patch.setattr(masks, "atomic_write", full)
+        _button(at, "Accept object").click().run()
+    assert not at.exception
+    assert "No space left" in _texts(at.error) and "Accept again" in _texts(at.error)
+    assert _store(project).objects("a.png") == []  # the page says not saved: nothing is
+    assert not _button(at, "Accept object").disabled  # the clicks are kept for the retry
+    _button(at, "Accept object").click().run()
+    assert len(_store(project).objects("a.png")) == 1
+    assert _button(at, "Accept object").disabled  # accepted: the clicks are gone
+    assert "**Objects (1)**" in [m.value for m in at.markdown]
+
+
+def test_a_name_and_a_label_with_markdown_are_shown_as_typed(project):
+    cfg = project / "anno_cfg.yml"
+    cfg.write_text(cfg.read_text().replace("labels: [disc, square]",
+                                           "labels: ['[link](http://host/x)', square]"))
+    name = "![x](http://host/b.png)"
+    at = _app(name)
+    assert not at.exception
+    shown = [c.value for c in at.caption if "Annotating as" in c.value]
+    assert shown and "](" not in shown[0] and name in _plain(shown[0])
+    _accept(at, DISC_CLICKS, "[link](http://host/x)")
+    for element in list(at.success) + list(at.markdown):
+        assert "](http" not in element.value, element.value
+    assert "Object 1 ([link](http://host/x)) accepted." in _texts(at.success)
+
+
+def test_a_reset_without_a_configured_lead_is_refused_and_says_how_to_configure_one(project):
+    at = _app()
+    _accept(at, DISC_CLICKS)
+    cfg = project / "anno_cfg.yml"
+    cfg.write_text(cfg.read_text() + "admin:\n  reset_progress: true\n")
+    at.run()  # the changed config is read at the next page load
+    assert not at.exception
+    assert not [b for b in at.button if "Reset" in b.label]
+    assert "lead_password" in _texts(at.info) and "docs/roles.md" in _texts(at.info)
+    assert len(_store(project).objects("a.png")) == 1  # nothing reset
+    assert _current_image(at) == "a.png"  # annotation goes on with the current progress
+    assert not list((project / "src").glob(".dextr_progress.json.backup-*"))
+
+
+def test_a_damaged_store_cannot_be_replaced_without_a_lead(project):
+    progress = project / "src" / ".dextr_progress.json"
+    progress.write_text('{"images": {"1": {"id": "a.png", "status": "do')
+    at = _app()
+    assert not at.exception
+    assert not [b for b in at.button if "new progress store" in b.label]
+    assert "docs/roles.md" in _texts(at.info)
+    assert progress.read_text().endswith('"do')
+
+
+def test_the_sidebar_gives_the_exact_install_command_when_the_fallback_runs(project, monkeypatch):
+    from dextr_core import download
+
+    monkeypatch.setattr(download, "install_command",
+                        lambda path: f"python -m dextr_core.download pascal-sbd --to '{path}'",
+                        raising=False)
+    at = _app()
+    assert not at.exception
+    cfg_weights = str(project / "models" / "dextr_pascal-sbd.h5")
+    codes = [c.value for c in at.sidebar.code]
+    assert codes and codes[0].startswith("python -m dextr_core.download pascal-sbd --to ")
+    assert "Fallback segmenter" in _texts(at.sidebar.warning)
+    assert cfg_weights.rsplit("/", 1)[-1] in codes[0]
+
+
+def test_the_sidebar_shows_the_engines_runtime_info(project, monkeypatch):
+    import ui.resources as resources
+
+    class Engine:
+        name, is_fallback = "DEXTR (test.h5)", False
+        runtime_info = "OpenVINO on CPU, bfloat16 (checked: min IoU 0.998)"
+
+        def segment(self, image, points):
+            return np.zeros(image.shape[:2], bool)
+
+    monkeypatch.setattr(resources, "engine", lambda: resources.Engine(Engine(), None))
+    at = _app()
+    assert not at.exception
+    assert "OpenVINO on CPU, bfloat16 (checked: min IoU 0.998)" in _texts(at.sidebar.caption)

@@ -3,7 +3,7 @@
 A temporary source folder holds a synthetic 1600 x 1200 photo with one clear object (a dark disc on
 a light, noisy background) and a sample photo. The test starts ``streamlit run app.py -- --config
 <tmp>/anno_cfg.yml`` on a free port, types an annotator name, clicks the disc's four extreme points
-on the canvas (the photo is shown at 900 x 675, so the clicks go through the fit scale), accepts,
+on the canvas (the photo is shown at 800 x 600, so the clicks go through the fit scale), accepts,
 finishes the image, and checks the saved mask file and the progress record. Screenshots go to
 test-artifacts/ (git-ignored).
 """
@@ -122,8 +122,10 @@ def test_annotate_one_object_in_chromium(server):
 
     url, root = server
     ARTIFACTS.mkdir(exist_ok=True)
-    # Shown at most 900 x 700, aspect kept: 1600 x 1200 -> 900 x 675.
-    scale = min(900 / WIDTH, 700 / HEIGHT, 1.0)
+    from ui.photos import display_size_for
+
+    # Shown at most ui.photos.DISPLAY_MAX, aspect kept: 1600 x 1200 -> 800 x 600.
+    scale = display_size_for((WIDTH, HEIGHT))[0] / WIDTH
     with chromium_page(1700, 1100) as page:
         page.goto(url)
         page.get_by_role("textbox", name="Your name").fill(NAME)
@@ -177,3 +179,104 @@ def test_a_page_address_on_a_fresh_server_goes_through_the_app(server):
         nav = page.get_by_test_id("stSidebarNav").inner_text().split()
         assert "Annotate" in nav and "Progress" in nav and "app" not in nav, nav
         assert page.url.endswith("/progress")
+
+
+def _click_disc(page, scale: float) -> None:
+    from playwright.sync_api import expect
+
+    canvas = page.locator("canvas.upper-canvas")
+    canvas.wait_for()
+    for k, (x, y) in enumerate(EXTREMES, start=1):
+        canvas.click(position={"x": (x + 0.5) * scale, "y": (y + 0.5) * scale})
+        if k < 4:
+            expect(page.get_by_text(f"Click the extreme points: {k} of 4.")).to_be_visible()
+    expect(page.get_by_text("4 clicks. Check the mask")).to_be_visible()
+
+
+def test_the_canvas_toolbar_shows_only_the_tools_that_change_the_clicks(server):
+    from playwright.sync_api import expect
+
+    url, _ = server
+    with chromium_page(1700, 1100) as page:
+        page.goto(f"{url}/?annotator={NAME}")
+        canvas = page.locator("canvas.upper-canvas")
+        canvas.wait_for()
+        canvas.hover()
+        for name in ("Undo", "Redo", "Edit", "Reset canvas & history"):
+            expect(page.get_by_role("button", name=name, exact=True)).to_be_visible()
+        for name in ("Update the app with this drawing", "Bring forward", "Send backward"):
+            expect(page.get_by_role("button", name=name, exact=True)).to_be_hidden()
+        page.screenshot(path=str(ARTIFACTS / "e2e_canvas_toolbar.png"))
+
+
+def test_the_accept_shortcut_works_right_after_choosing_a_class(server):
+    """After a class is picked in the select box (the focus stays there), pressing A accepts
+    the object with that class instead of typing into the box."""
+    from playwright.sync_api import expect
+
+    from ui.photos import display_size_for
+
+    url, root = server
+    scale = display_size_for((WIDTH, HEIGHT))[0] / WIDTH
+    with chromium_page(1700, 1100) as page:
+        page.goto(f"{url}/?annotator={NAME}")
+        page.get_by_text("a_disc.png").first.wait_for()
+        _click_disc(page, scale)
+        page.keyboard.press("u")  # right after a click on the photo: the shortcut works too
+        expect(page.get_by_text("Click the extreme points: 3 of 4.")).to_be_visible()
+        x, y = EXTREMES[3]
+        page.locator("canvas.upper-canvas").click(
+            position={"x": (x + 0.5) * scale, "y": (y + 0.5) * scale})
+        expect(page.get_by_text("4 clicks. Check the mask")).to_be_visible()
+        page.get_by_test_id("stSelectbox").click()
+        page.get_by_role("option", name="cat").click()
+        expect(page.get_by_role("combobox", name="Class")).to_have_value("cat")
+        # the page hands the focus back once the choice reached the server (one rerun)
+        page.wait_for_function(
+            "() => document.activeElement.getAttribute('aria-label') !== 'Class'")
+        page.keyboard.press("a")
+        expect(page.get_by_text("Objects (1)")).to_be_visible()
+        page.screenshot(path=str(ARTIFACTS / "e2e_shortcut_after_class.png"))
+
+    from dextr_core.store import ProgressStore
+
+    store = ProgressStore(root / "src" / ".dextr_progress.json", root / "src")
+    assert [o.label for o in store.objects("a_disc.png")] == ["cat"]
+
+
+_CONTENT_RIGHT = """() => {
+    const m = document.querySelector('[data-testid="stMainBlockContainer"]');
+    const r = m.getBoundingClientRect();
+    return r.right - parseFloat(getComputedStyle(m).paddingRight);
+}"""
+
+
+def _overlap(a: dict, b: dict) -> bool:
+    return (a["x"] < b["x"] + b["width"] and b["x"] < a["x"] + a["width"]
+            and a["y"] < b["y"] + b["height"] and b["y"] < a["y"] + a["height"])
+
+
+@pytest.mark.parametrize("width", [1280, 1366, 1600, 1920])
+def test_the_whole_photo_is_visible_beside_or_above_the_controls(server, width):
+    """At common window widths the canvas lies inside the page's content column, shown at its
+    full display size, and no control covers it (controls beside it, or below when narrow)."""
+    from ui.photos import display_size_for
+
+    url, _ = server
+    ARTIFACTS.mkdir(exist_ok=True)
+    shown = display_size_for((WIDTH, HEIGHT))
+    with chromium_page(width, 900) as page:
+        page.goto(f"{url}/?annotator=fit-{width}")
+        page.get_by_text("a_disc.png").first.wait_for()
+        canvas = page.locator("canvas.upper-canvas")
+        canvas.wait_for()
+        page.get_by_role("button", name="Accept object").wait_for()
+        box = canvas.bounding_box()
+        page.screenshot(path=str(ARTIFACTS / f"e2e_canvas_fit_{width}.png"), full_page=True)
+        assert abs(box["width"] - shown[0]) <= 1 and abs(box["height"] - shown[1]) <= 1, box
+        assert box["x"] + box["width"] <= page.evaluate(_CONTENT_RIGHT) + 0.5, (box, width)
+        for name in ("Accept object", "Image done", "Undo click", "Prev", "Next"):
+            control = page.get_by_role("button", name=name).bounding_box()
+            assert not _overlap(box, control), (name, box, control, width)
+        select = page.get_by_test_id("stSelectbox").bounding_box()
+        assert not _overlap(box, select), (select, box, width)

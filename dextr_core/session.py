@@ -1,0 +1,675 @@
+"""One annotator's work on one image in one browser session, as a plain object (no Streamlit).
+
+:class:`AnnotationSession` keeps what a person is doing right now (the open image, the clicks of
+the object being made, its candidate mask) and nothing else: the objects of the image are always
+read from the progress store, which is the single truth. It is the only writer of mask files:
+
+- **Accept** writes the object's mask as its own 1-bit file keyed by a client-made object id
+  (``<destination>/.drafts/<image id>/<object id>.png``), then adds the object to the store with
+  that id. A failure at either step leaves the clicks and the id in place, and the retry stores
+  the object once (the store's add is idempotent per object id).
+- **Image done** calls ``store.complete(..., write=...)``: inside the store's transaction, after
+  the claim is checked, the label map is built from the objects the store holds for the image at
+  that moment and written atomically; only then is the image marked done. A session whose claim
+  lapsed and moved to someone else is told (:class:`~dextr_core.store.ClaimError`) and writes
+  nothing.
+
+A session holds at most one image, claimed by ``(annotator, session token)``; an image held by
+another live session (another person, or the same name in another tab) opens read-only with the
+reason, and done or skipped images opened with Prev/Next open read-only with their status until
+:meth:`AnnotationSession.edit` claims them for correction.
+
+Messages are return values and exceptions (subclasses of :class:`~dextr_core.errors.DextrError`
+whose text says what to do); nothing is printed. Times come from the injected ``clock``.
+"""
+
+from __future__ import annotations
+
+import bisect
+import contextlib
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import DextrError
+from .images import ImageReadError, load_image
+from .masks import (
+    MaskFileError,
+    draft_path,
+    label_map,
+    load_label_map,
+    load_object_mask,
+    mask_path,
+    object_mask_path,
+    save_label_map,
+    save_object_mask,
+    split_label_map,
+)
+
+#: Seconds between two heartbeats on the held image (claim timeouts are minutes).
+HEARTBEAT_EVERY_S = 30.0
+#: Unreadable images passed over in one :meth:`AnnotationSession.open_next` at most.
+MAX_UNREADABLE_PER_OPEN = 50
+
+
+class SessionError(DextrError):
+    """An action that cannot be done now; the message says why and what to do instead."""
+
+
+class ReadOnlyError(SessionError):
+    """The open image is shown read-only (held elsewhere, done or skipped): nothing was changed."""
+
+
+class PointError(SessionError, ValueError):
+    """A click outside the image, or not a number."""
+
+
+class EmptyImageError(SessionError):
+    """*Image done* on an image without objects: call ``done(allow_empty=True)`` to confirm."""
+
+
+class WriteError(SessionError):
+    """A file could not be written (disk full, permissions); nothing was recorded as saved."""
+
+
+@dataclass(frozen=True)
+class SessionPaths:
+    """Where a session reads photos and writes masks (the config's values).
+
+    ``source``: folder of the photos (image ids are POSIX paths relative to it);
+    ``destination``: folder of the mask files; ``mask_suffix`` / ``save_format``: mask file
+    naming (see :func:`dextr_core.masks.mask_path`).
+    """
+
+    source: Path
+    destination: Path
+    mask_suffix: str = "_mask"
+    save_format: str = "png"
+
+    @classmethod
+    def from_config(cls, cfg) -> SessionPaths:
+        """The paths of an :class:`~dextr_core.config.AnnoConfig`."""
+        return cls(Path(cfg.source), Path(cfg.destination), cfg.mask_suffix, cfg.save_format)
+
+
+@dataclass(frozen=True)
+class ImageStatus:
+    """The open image as this session sees it.
+
+    ``status``: the store's status (todo, in_progress, done, skipped); ``holder``: the annotator
+    who holds or finished it (None when nobody); ``editable``: True when this session holds the
+    claim; ``reason``: why it is read-only (a sentence), None when editable.
+    """
+
+    image_id: str
+    status: str
+    holder: str | None
+    editable: bool
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """The mask of the current clicks (bool (H, W) at full resolution) or why there is none.
+
+    ``points``: the clicks it was made from (full-image (x, y)); ``error``: the segmenter's refusal
+    or failure as a sentence (``mask`` is None then); ``model_ms``: segmentation time in ms.
+    """
+
+    points: tuple
+    mask: np.ndarray | None
+    error: str | None
+    engine: str
+    model_ms: float = 0.0
+
+
+@dataclass(frozen=True)
+class DoneResult:
+    """What *Image done* saved: the image, its object count and the mask file."""
+
+    image_id: str
+    n_objects: int
+    path: Path
+
+
+@dataclass
+class _Open:
+    image_id: str
+    path: Path
+    shape: tuple[int, int]  # (H, W)
+    status: ImageStatus
+    opened_at: float
+    heartbeat_at: float
+    object_started: float
+    points: list = field(default_factory=list)
+    candidate: Candidate | None = None
+    pending_id: str | None = None  # object id of an Accept that failed, kept for the retry
+    pending_points: tuple | None = None
+
+
+class AnnotationSession:
+    """One annotator's work on one image at a time (like segment-anything's ``SamPredictor``
+    keeps one image's state in a plain object).
+
+    ``store``: a :class:`~dextr_core.store.ProgressStore` (claims by ``(annotator, session)``);
+    ``segmenter``: the engine (``name``, ``segment(image, points) -> bool (H, W)``);
+    ``paths``: :class:`SessionPaths`; ``annotator``: the person's name; ``session``: this browser
+    session's token (uuid hex; a fresh one when None); ``clock``: epoch seconds;
+    ``load``: path -> upright RGB uint8 (H, W, 3) photo (the UI passes its decoded-photo cache).
+    ``store`` and ``segmenter`` are plain attributes the caller may rebind (a new store handle).
+    """
+
+    def __init__(self, store, segmenter, paths: SessionPaths, annotator: str, *,
+                 session: str | None = None, clock: Callable[[], float] = time.time,
+                 load: Callable[[Path], np.ndarray] = load_image):
+        if not isinstance(annotator, str) or not annotator.strip():
+            raise SessionError("The annotator name is empty; enter your name to annotate.")
+        self.store = store
+        self.segmenter = segmenter
+        self.paths = paths
+        self.annotator = annotator.strip()
+        self.token = session or uuid.uuid4().hex
+        self.clock = clock
+        self.load = load
+        self._open: _Open | None = None
+        #: Images passed over by the last open_next / prev / next, as "id: why" sentences.
+        self.passed_over: list[str] = []
+        self._masks: dict[tuple[str, str], np.ndarray] = {}  # (image id, object id) -> packed
+
+    # ---- what is open ------------------------------------------------------------------------
+
+    @property
+    def image_id(self) -> str | None:
+        """The open image's id, None when none is open."""
+        return self._open.image_id if self._open else None
+
+    @property
+    def status(self) -> ImageStatus | None:
+        """The open image's :class:`ImageStatus` (None when none is open)."""
+        return self._open.status if self._open else None
+
+    @property
+    def editable(self) -> bool:
+        """True when an image is open and this session holds its claim."""
+        return bool(self._open and self._open.status.editable)
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(width, height) in pixels of the open image, upright; (0, 0) when none is open."""
+        return (self._open.shape[1], self._open.shape[0]) if self._open else (0, 0)
+
+    @property
+    def path(self) -> Path | None:
+        """The open photo's file."""
+        return self._open.path if self._open else None
+
+    @property
+    def points(self) -> list[list[float]]:
+        """The current object's clicks, full-image (x, y) pixels (a copy)."""
+        return [list(p) for p in self._open.points] if self._open else []
+
+    @property
+    def objects(self) -> list:
+        """The open image's objects exactly as the store holds them now (ObjectRecords)."""
+        if self._open is None:
+            return []
+        return list(self.store.objects(self._open.image_id))
+
+    def mask(self, obj) -> np.ndarray:
+        """The full-resolution bool (H, W) mask of one of :attr:`objects`.
+
+        From its object file, else the first version's draft label map or the saved mask file
+        (the label equal to its index), else recomputed from its clicks (all zeros when nothing
+        works, e.g. a model that refuses the points).
+        """
+        op = self._require_open()
+        key = (op.image_id, _object_key(obj))
+        packed = self._masks.get(key)
+        if packed is None:
+            mask = self._find_mask(op, obj)
+            packed = np.packbits(mask.ravel())
+            self._masks[key] = packed
+        n = op.shape[0] * op.shape[1]
+        return np.unpackbits(packed, count=n).astype(bool).reshape(op.shape)
+
+    # ---- opening -----------------------------------------------------------------------------
+
+    def open_next(self) -> ImageStatus | None:
+        """Claim and open the next image for this annotator (their own in this session first);
+        None when nothing is left. Unreadable files are marked so and passed over: their
+        messages are in :attr:`passed_over`."""
+        self.passed_over = []
+        self._leave()
+        for _ in range(MAX_UNREADABLE_PER_OPEN):
+            record = self.store.claim_next(self.annotator, session=self.token)
+            if record is None:
+                return None
+            try:
+                return self._show(record.id, claimed=True)
+            except ImageReadError as exc:
+                self.store.mark_unreadable(record.id, str(exc))
+                self.passed_over.append(f"{record.id}: {exc}")
+        return None
+
+    def open(self, image_id: str) -> ImageStatus:
+        """Open one image: claimed when free (or held by this session), read-only with the
+        reason when another live session holds it, read-only with its status when done or
+        skipped (see :meth:`edit`). The previously held image is given back afterwards.
+
+        Raises ImageReadError (the image is marked unreadable) and the store's errors for missing
+        or unreadable images; on any error the previous image stays open.
+        """
+        self.passed_over = []
+        return self._open_one(image_id)
+
+    def _open_one(self, image_id: str) -> ImageStatus:
+        record = self.store.get(image_id)
+        if record is None:
+            raise SessionError(f"There is no image {image_id} in the progress store; pick "
+                               "another image.")
+        if record.missing or record.status == "unreadable":
+            why = "is no longer in the source folder" if record.missing else "cannot be read"
+            raise SessionError(f"{image_id} {why}; it is passed over. A lead can see it on "
+                               "the Progress page.")
+        previous = self._open
+        try:
+            shape = self._shape(image_id)
+        except ImageReadError as exc:
+            self.store.mark_unreadable(image_id, str(exc))
+            raise
+        claimed, reason = False, None
+        if record.status in ("done", "skipped"):
+            reason = _finished_reason(record)
+        else:
+            from .store import ClaimError
+
+            try:
+                self.store.claim(image_id, self.annotator, session=self.token)
+                claimed = True
+            except ClaimError as exc:
+                reason = str(exc)
+        if previous is not None and previous.image_id != image_id and previous.status.editable:
+            self._give_back(previous.image_id)
+        return self._show(image_id, claimed=claimed, reason=reason, shape=shape)
+
+    def edit(self) -> ImageStatus:
+        """Claim the open read-only image (a done or skipped one to correct it, or one whose
+        holder left): it becomes editable; ClaimError when another live session still holds it."""
+        op = self._require_open()
+        if op.status.editable:
+            return op.status
+        self.store.claim(op.image_id, self.annotator, session=self.token)
+        return self._show(op.image_id, claimed=True, shape=op.shape)
+
+    def next(self) -> ImageStatus | None:
+        """Open the next image in id order (see :meth:`open`); None when there is none."""
+        return self._step(+1)
+
+    def prev(self) -> ImageStatus | None:
+        """Open the previous image in id order (see :meth:`open`); None when there is none."""
+        return self._step(-1)
+
+    def refresh(self) -> ImageStatus | None:
+        """Bring the open image's status in line with the store (call on every page draw).
+
+        Keeps this session's claim alive (a heartbeat every :data:`HEARTBEAT_EVERY_S`); when the
+        claim lapsed and someone else took the image, the image turns read-only with the reason.
+        """
+        op = self._open
+        if op is None:
+            return None
+        record = self.store.get(op.image_id)
+        if record is None:
+            self._open = None
+            return None
+        now = self.clock()
+        if not op.status.editable:
+            if _finished_reason(record) != op.status.reason and record.status in ("done",
+                                                                                  "skipped"):
+                op.status = ImageStatus(op.image_id, record.status, record.annotator, False,
+                                        _finished_reason(record))
+            return op.status
+        mine = (record.status == "in_progress" and record.annotator == self.annotator
+                and getattr(record, "session", None) in (None, self.token))
+        if mine and now - op.heartbeat_at < HEARTBEAT_EVERY_S:
+            return op.status
+        from .store import ClaimError
+
+        try:
+            if record.status == "todo":  # released by a lead meanwhile: take it again
+                self.store.claim(op.image_id, self.annotator, session=self.token)
+            else:
+                self.store.heartbeat(op.image_id, self.annotator, session=self.token)
+            op.heartbeat_at = now
+        except ClaimError as exc:
+            self._lost(exc)
+        return op.status
+
+    def release(self) -> None:
+        """Give the open image back unfinished (its objects stay in the store) and close it."""
+        self._leave()
+
+    # ---- clicks and the candidate ------------------------------------------------------------
+
+    def add_point(self, x: float, y: float) -> None:
+        """Add one click (full-image pixels); PointError when outside the image."""
+        op = self._require_editable()
+        op.points.append(list(self._checked_point(op, x, y)))
+        self._points_changed(op)
+
+    def set_points(self, points: Sequence[Sequence[float]]) -> None:
+        """Replace the current clicks (e.g. by what the canvas shows); PointError when one is
+        outside the image (the clicks are then unchanged)."""
+        op = self._require_editable()
+        checked = [list(self._checked_point(op, p[0], p[1])) for p in points]
+        if checked != op.points:
+            op.points = checked
+            self._points_changed(op)
+
+    def undo(self) -> None:
+        """Remove the last click (no-op without clicks)."""
+        op = self._require_open()
+        if op.points:
+            op.points.pop()
+            self._points_changed(op)
+
+    def clear(self) -> None:
+        """Remove all clicks of the current object."""
+        op = self._require_open()
+        op.points = []
+        op.object_started = self.clock()
+        self._points_changed(op)
+
+    @property
+    def candidate(self) -> Candidate | None:
+        """The mask of the current clicks (segmented once per set of >= 4 clicks), None with
+        fewer. A refusal (ValueError, e.g. all clicks on one spot) or a model failure gives a
+        Candidate with ``error`` set: the clicks are kept."""
+        op = self._open
+        if op is None or len(op.points) < 4:
+            return None
+        key = tuple(tuple(p) for p in op.points)
+        if op.candidate is not None and op.candidate.points == key:
+            return op.candidate
+        seg = self.segmenter
+        image = self.load(op.path)
+        t0 = time.perf_counter()
+        try:
+            mask = np.asarray(seg.segment(image, np.asarray(op.points, dtype=np.float64)),
+                              dtype=bool)
+            error = None
+        except ValueError as exc:
+            mask, error = None, str(exc)
+        except Exception as exc:  # a failing model must not cost the clicks
+            mask, error = None, f"the segmenter {seg.name} failed ({type(exc).__name__}: {exc})."
+        ms = (time.perf_counter() - t0) * 1000.0
+        op.candidate = Candidate(key, mask, error, str(getattr(seg, "name", "")), ms)
+        return op.candidate
+
+    # ---- actions -----------------------------------------------------------------------------
+
+    def accept(self, label: str):
+        """Store the candidate as an object with ``label``; returns the stored ObjectRecord.
+
+        Its mask file is written first, then the store add (with a client-made object id kept
+        until the add succeeds, so a retry after any failure stores it once). Raises
+        SessionError without a mask, WriteError when the mask cannot be written, ClaimError when
+        the claim was lost (the image turns read-only); the clicks are kept on every failure.
+        """
+        from .store import ClaimError, ObjectRecord
+
+        op = self._require_editable()
+        cand = self.candidate
+        if cand is None or cand.mask is None:
+            raise SessionError("Click the object's four extreme points first (left-most, "
+                               "right-most, top, bottom) and check the mask.")
+        if op.pending_id is None or op.pending_points != cand.points:
+            op.pending_id, op.pending_points = uuid.uuid4().hex, cand.points
+        object_id = op.pending_id
+        target = object_mask_path(self.paths.destination, op.image_id, object_id)
+        try:
+            save_object_mask(target, cand.mask)
+        except OSError as exc:
+            raise WriteError(_disk_message(exc, "The object was not saved",
+                                           "then press Accept again")) from exc
+        now = self.clock()
+        record = ObjectRecord(label=str(label), points=[list(p) for p in cand.points],
+                              engine=cand.engine, annotator=self.annotator,
+                              seconds=round(max(0.0, now - op.object_started), 3),
+                              object_id=object_id)
+        try:
+            stored = self.store.add_object(op.image_id, self.annotator, record,
+                                           session=self.token)
+        except ClaimError as exc:
+            self._lost(exc)
+            raise
+        except OSError as exc:
+            raise WriteError(_disk_message(exc, "The object was not saved",
+                                           "then press Accept again")) from exc
+        self._masks[(op.image_id, object_id)] = np.packbits(cand.mask.ravel())
+        op.pending_id = op.pending_points = None
+        op.points, op.candidate = [], None
+        op.object_started = now
+        return stored
+
+    def delete(self, obj) -> None:
+        """Remove one of :attr:`objects` (an ObjectRecord or its object id) from the store; an
+        object already gone is no error. ClaimError when the claim was lost."""
+        from .store import ClaimError
+
+        op = self._require_editable()
+        target = obj if isinstance(obj, str) else (getattr(obj, "object_id", "") or obj.index)
+        try:
+            self.store.remove_object(op.image_id, self.annotator, target, session=self.token)
+        except ClaimError as exc:
+            self._lost(exc)
+            raise
+        except OSError as exc:
+            raise WriteError(_disk_message(exc, "The object was not deleted",
+                                           "then delete it again")) from exc
+        if not isinstance(target, int):
+            self._masks.pop((op.image_id, target), None)
+            with contextlib.suppress(OSError):
+                object_mask_path(self.paths.destination, op.image_id, target).unlink()
+        else:  # index-addressed (objects of the first version): later ones move up
+            self._masks = {k: v for k, v in self._masks.items() if k[0] != op.image_id}
+
+    def done(self, allow_empty: bool = False) -> DoneResult:
+        """Finish the open image: the mask file is built from the store's objects inside
+        ``store.complete`` (after the claim check) and written atomically; the image closes.
+
+        Raises EmptyImageError for an image without objects unless ``allow_empty``, WriteError
+        when the mask file cannot be written (the image stays open and in progress), ClaimError
+        when the claim was lost (nothing is written; the image turns read-only).
+        """
+        from .store import ClaimError
+
+        op = self._require_editable()
+        if not allow_empty and not self.objects:
+            raise EmptyImageError(f"{op.image_id} has no object. Save it as done with an empty "
+                                  "mask?")
+        target = mask_path(self.paths.destination, op.image_id, self.paths.mask_suffix,
+                           self.paths.save_format)
+        written: list[int] = []
+
+        def write(objects) -> None:
+            labels = label_map([self.mask(o) for o in objects], op.shape)
+            save_label_map(target, labels)
+            written.append(len(objects))
+
+        seconds = round(max(0.0, self.clock() - op.opened_at), 3)
+        try:
+            self.store.complete(op.image_id, self.annotator, seconds, session=self.token,
+                                write=write)
+        except ClaimError as exc:
+            self._lost(exc)
+            raise
+        except OSError as exc:
+            raise WriteError(_disk_message(exc, f"{op.image_id} is not done yet",
+                                           "then press Image done again")) from exc
+        with contextlib.suppress(OSError):
+            draft_path(self.paths.destination, op.image_id).unlink()  # the first version's
+        n = written[0] if written else len(self.objects)
+        self._close()
+        return DoneResult(op.image_id, n, target)
+
+    def skip(self, reason: str = "skipped on the annotate page") -> str:
+        """Mark the open image skipped and close it; returns its id. ClaimError when the claim
+        was lost."""
+        from .store import ClaimError
+
+        op = self._require_editable()
+        try:
+            self.store.skip(op.image_id, self.annotator, reason=reason, session=self.token)
+        except ClaimError as exc:
+            self._lost(exc)
+            raise
+        except OSError as exc:
+            raise WriteError(_disk_message(exc, f"{op.image_id} was not skipped",
+                                           "then press Skip again")) from exc
+        self._close()
+        return op.image_id
+
+    # ---- internals ---------------------------------------------------------------------------
+
+    def _require_open(self) -> _Open:
+        if self._open is None:
+            raise SessionError("No image is open; open the next image first.")
+        return self._open
+
+    def _require_editable(self) -> _Open:
+        op = self._require_open()
+        if not op.status.editable:
+            raise ReadOnlyError(f"{op.image_id} is read-only here: {op.status.reason}")
+        return op
+
+    def _shape(self, image_id: str) -> tuple[int, int]:
+        image = self.load(self.paths.source / image_id)
+        return int(image.shape[0]), int(image.shape[1])
+
+    def _show(self, image_id: str, *, claimed: bool, reason: str | None = None,
+              shape: tuple[int, int] | None = None) -> ImageStatus:
+        if shape is None:
+            shape = self._shape(image_id)
+        record = self.store.get(image_id)
+        now = self.clock()
+        status = ImageStatus(image_id, record.status, record.annotator, claimed,
+                             None if claimed else reason)
+        self._masks = {k: v for k, v in self._masks.items() if k[0] == image_id}
+        self._open = _Open(image_id, self.paths.source / image_id, shape, status, now, now, now)
+        return status
+
+    def _step(self, step: int) -> ImageStatus | None:
+        self.passed_over = []
+        ids = self.store.image_ids()  # sorted
+        here = self.image_id
+        i = bisect.bisect_left(ids, here) if here is not None else len(ids)
+        if here is not None and (i >= len(ids) or ids[i] != here):
+            i = i - 1 if step > 0 else i  # the open image is gone from the store
+        j = i + step
+        while 0 <= j < len(ids):
+            record = self.store.get(ids[j])
+            if record is not None and not record.missing and record.status != "unreadable":
+                try:
+                    return self._open_one(ids[j])
+                except ImageReadError as exc:
+                    self.passed_over.append(f"{ids[j]}: {exc}")
+            j += step
+        return None
+
+    def _give_back(self, image_id: str) -> None:
+        from .store import ClaimError
+
+        with contextlib.suppress(ClaimError):
+            self.store.release(image_id, self.annotator, session=self.token)
+
+    def _leave(self) -> None:
+        if self._open is not None and self._open.status.editable:
+            self._give_back(self._open.image_id)
+        self._close()
+
+    def _close(self) -> None:
+        self._open = None
+        self._masks = {}
+
+    def _lost(self, exc: Exception) -> None:
+        """The store refused this session's claim: the image turns read-only with the reason."""
+        op = self._open
+        if op is None:
+            return
+        record = self.store.get(op.image_id)
+        op.status = ImageStatus(op.image_id, record.status if record else "todo",
+                                record.annotator if record else None, False, str(exc))
+
+    def _checked_point(self, op: _Open, x, y) -> tuple[float, float]:
+        try:
+            fx, fy = float(x), float(y)
+        except (TypeError, ValueError):
+            raise PointError(f"A click must be two numbers (x, y), got ({x!r}, {y!r}).") from None
+        height, width = op.shape
+        if not (0 <= fx <= width - 1 and 0 <= fy <= height - 1):
+            raise PointError(f"Click ({fx:g}, {fy:g}) is outside the image ({width} x {height} "
+                             "px) and was ignored; click inside the image.")
+        return fx, fy
+
+    def _points_changed(self, op: _Open) -> None:
+        """The clicks changed: the candidate is recomputed on demand (a pending Accept keeps its
+        object id only for the very clicks it was made with, see :meth:`accept`)."""
+        op.candidate = None if len(op.points) < 4 else op.candidate
+        if not op.points:
+            op.object_started = self.clock()
+
+    def _find_mask(self, op: _Open, obj) -> np.ndarray:
+        object_id = getattr(obj, "object_id", "")
+        if object_id:
+            found = load_object_mask(
+                object_mask_path(self.paths.destination, op.image_id, object_id), op.shape)
+            if found is not None:
+                return found
+        for source in (draft_path(self.paths.destination, op.image_id),
+                       mask_path(self.paths.destination, op.image_id, self.paths.mask_suffix,
+                                 self.paths.save_format)):
+            labels = _label_file(source, op.shape)
+            if labels is not None and int(obj.index) <= len(labels) and \
+                    labels[obj.index - 1].any():
+                return labels[obj.index - 1]
+        if obj.points:
+            try:
+                return np.asarray(self.segmenter.segment(
+                    self.load(op.path), np.asarray(obj.points, dtype=np.float64)), dtype=bool)
+            except Exception:  # a refusal or a failing model: the object shows empty
+                pass
+        return np.zeros(op.shape, dtype=bool)
+
+
+def _object_key(obj) -> str:
+    return getattr(obj, "object_id", "") or f"#{obj.index}"
+
+
+def _label_file(path: Path, shape: tuple[int, int]) -> list[np.ndarray] | None:
+    if not path.is_file():
+        return None
+    try:
+        labels = load_label_map(path)
+    except MaskFileError:
+        return None
+    return split_label_map(labels) if labels.shape == tuple(shape) else None
+
+
+def _finished_reason(record) -> str | None:
+    if record.status == "done":
+        who = f" by {record.annotator}" if record.annotator else ""
+        return f"{record.id} is done{who}. Press Edit to correct it."
+    if record.status == "skipped":
+        who = f" by {record.annotator}" if record.annotator else ""
+        return f"{record.id} was skipped{who}. Press Edit to annotate it."
+    return None
+
+
+def _disk_message(exc: OSError, what: str, then: str) -> str:
+    return (f"{what}: could not write to disk ({exc.strerror or exc}). Nothing already saved "
+            f"was lost; free some space or fix the folder's permissions, {then}.")

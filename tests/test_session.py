@@ -1,0 +1,459 @@
+"""AnnotationSession (dextr_core/session.py) against a real ProgressStore, without Streamlit.
+
+Photos are small synthetic arrays loaded through an injected loader; the segmenter is a fake
+whose mask is the clicks' bounding box (so every mask is known exactly); time comes from an
+injected clock. Failures are injected by monkeypatching the one atomic-write helper
+(``dextr_core.masks.atomic_write``) and the store's methods.
+"""
+
+from __future__ import annotations
+
+import errno
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from dextr_core import masks
+from dextr_core.session import (
+    AnnotationSession,
+    EmptyImageError,
+    PointError,
+    ReadOnlyError,
+    SessionPaths,
+    WriteError,
+)
+from dextr_core.store import ClaimError, ObjectRecord, ProgressStore
+
+H, W = 60, 80
+A = [[10, 20], [30, 20], [20, 10], [20, 30]]  # box x 10..30, y 10..30
+B = [[40, 5], [70, 5], [55, 2], [55, 40]]  # box x 40..70, y 2..40
+
+
+def _box(points) -> np.ndarray:
+    pts = np.asarray(points)
+    out = np.zeros((H, W), bool)
+    x0, y0 = pts.min(axis=0).astype(int)
+    x1, y1 = pts.max(axis=0).astype(int)
+    out[y0:y1 + 1, x0:x1 + 1] = True
+    return out
+
+
+class BoxSegmenter:
+    """The clicks' bounding box as the mask; ``calls`` counts segmentations."""
+
+    name = "box"
+    is_fallback = False
+
+    def __init__(self):
+        self.calls = 0
+
+    def segment(self, image, points):
+        self.calls += 1
+        pts = np.asarray(points)
+        if np.ptp(pts, axis=0).max() < 1:
+            raise ValueError("all clicks are on one spot; click the object's extreme points.")
+        return _box(pts)
+
+
+class Clock:
+    def __init__(self, t: float = 1_000_000.0):
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+@pytest.fixture
+def project(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("a.png", "b.png", "c.png"):
+        Image.fromarray(np.full((H, W, 3), 200, np.uint8)).save(src / name)
+    clock = Clock()
+    store = ProgressStore(src / ".dextr_progress.json", src, claim_timeout_s=600, clock=clock)
+    store.sync()
+    paths = SessionPaths(src, tmp_path / "out", "_mask", "png")
+    return store, paths, clock
+
+
+def _session(project, name="ana", token=None, segmenter=None) -> AnnotationSession:
+    store, paths, clock = project
+    return AnnotationSession(store, segmenter or BoxSegmenter(), paths, name, session=token,
+                             clock=clock, load=lambda p: np.full((H, W, 3), 200, np.uint8))
+
+
+def _accept(s: AnnotationSession, points, label="thing"):
+    s.set_points(points)
+    return s.accept(label)
+
+
+def _saved(paths, image_id="a.png") -> np.ndarray:
+    return masks.load_label_map(masks.mask_path(paths.destination, image_id, "_mask", "png"))
+
+
+def _enospc(*args, **kwargs):
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+# ---- the store is the truth -------------------------------------------------------------------
+
+
+def test_accept_writes_the_objects_mask_file_then_the_store_record(project):
+    store, paths, _ = project
+    s = _session(project)
+    assert s.open_next().image_id == "a.png"
+    stored = _accept(s, A, "cat")
+    assert stored.object_id and stored.label == "cat" and stored.engine == "box"
+    (record,) = store.objects("a.png")
+    assert record.object_id == stored.object_id and record.points == A
+    file = masks.object_mask_path(paths.destination, "a.png", stored.object_id)
+    np.testing.assert_array_equal(masks.load_object_mask(file), _box(A))
+    assert Image.open(file).mode == "1"
+    assert s.points == [] and s.candidate is None
+
+
+def test_the_objects_shown_are_always_what_the_store_holds(project):
+    store, _, _ = project
+    s = _session(project)
+    s.open_next()
+    first = _accept(s, A)
+    _accept(s, B)
+    assert [o.object_id for o in s.objects] == [o.object_id for o in store.objects("a.png")]
+    s.delete(first)
+    assert [o.points for o in s.objects] == [B] == [o.points for o in store.objects("a.png")]
+    s.delete(first.object_id)  # a retried delete of an object already gone changes nothing
+    assert len(store.objects("a.png")) == 1
+
+
+def test_done_builds_the_mask_file_from_the_stores_objects(project):
+    store, paths, _ = project
+    s = _session(project)
+    s.open_next()
+    _accept(s, A)
+    _accept(s, B)
+    result = s.done()
+    assert result.image_id == "a.png" and result.n_objects == 2
+    labels = _saved(paths)
+    np.testing.assert_array_equal(labels == 1, _box(A) & ~_box(B))
+    np.testing.assert_array_equal(labels == 2, _box(B))
+    assert store.get("a.png").status == "done" and store.get("a.png").n_objects == 2
+    assert s.image_id is None
+
+
+def test_an_object_without_its_file_is_recomputed_from_its_clicks_at_done(project):
+    store, paths, _ = project
+    s = _session(project, token="t1")
+    s.open_next()
+    stored = _accept(s, A)
+    masks.object_mask_path(paths.destination, "a.png", stored.object_id).unlink()
+    fresh = _session(project, token="t1")  # the same browser session after a server restart
+    fresh.open_next()
+    fresh.done()
+    np.testing.assert_array_equal(_saved(paths) == 1, _box(A))
+
+
+def test_the_first_versions_single_draft_is_still_read(project):
+    store, paths, _ = project
+    store.claim("a.png", "ana", session="t1")
+    store.add_object("a.png", "ana", ObjectRecord(label="x", points=A), session="t1")
+    old = np.zeros((H, W), np.uint8)
+    old[0:5, 0:5] = 1  # differs from the clicks' box: the draft must win over recomputing
+    masks.save_label_map(masks.draft_path(paths.destination, "a.png"), old)
+    seg = BoxSegmenter()
+    s = _session(project, token="t1", segmenter=seg)
+    s.open("a.png")
+    np.testing.assert_array_equal(s.mask(s.objects[0]), old == 1)
+    s.done()
+    np.testing.assert_array_equal(_saved(paths), old)
+    assert seg.calls == 0
+    assert not masks.draft_path(paths.destination, "a.png").exists()
+
+
+# ---- claims -----------------------------------------------------------------------------------
+
+
+def test_a_lapsed_claim_taken_by_another_cannot_overwrite_their_mask(project):
+    store, paths, clock = project
+    ana = _session(project, "ana")
+    ana.open_next()
+    _accept(ana, A)
+    clock.t += 601  # ana left the image open past the claim timeout
+    ben = _session(project, "ben")
+    assert ben.open_next().image_id == "a.png"
+    _accept(ben, B)
+    ben.done()
+    bens = _saved(paths).copy()
+    assert set(np.unique(bens)) == {0, 1, 2}
+    with pytest.raises(ClaimError):
+        ana.done()
+    np.testing.assert_array_equal(_saved(paths), bens)  # nothing written
+    assert not ana.editable and "ben" in ana.status.reason
+    assert store.get("a.png").annotator == "ben" and store.get("a.png").n_objects == 2
+
+
+def test_a_claim_lapsing_mid_edit_refuses_the_next_accept_and_stores_nothing(project):
+    store, _, clock = project
+    ana = _session(project, "ana")
+    ana.open_next()
+    ana.set_points(A)
+    clock.t += 601
+    ben = _session(project, "ben")
+    ben.open_next()
+    with pytest.raises(ClaimError):
+        ana.accept("thing")
+    assert store.objects("a.png") == []
+    assert ana.status.editable is False and "ben" in ana.status.reason
+    with pytest.raises(ReadOnlyError):
+        ana.accept("thing")
+
+
+def test_a_lapsed_claim_nobody_took_goes_on_silently(project):
+    store, paths, clock = project
+    ana = _session(project, "ana")
+    ana.open_next()
+    clock.t += 601
+    ana.refresh()
+    assert ana.editable
+    _accept(ana, A)
+    ana.done()
+    assert store.get("a.png").status == "done"
+
+
+def test_a_refresh_shows_that_the_claim_moved(project):
+    _, _, clock = project
+    ana = _session(project, "ana")
+    ana.open_next()
+    clock.t += 601
+    _session(project, "ben").open_next()
+    status = ana.refresh()
+    assert not status.editable and "ben" in status.reason
+
+
+def test_two_sessions_with_one_name_never_share_an_image(project):
+    store, paths, _ = project
+    tab1, tab2 = _session(project, "ana", "tab1"), _session(project, "ana", "tab2")
+    assert tab1.open_next().image_id == "a.png"
+    assert tab2.open_next().image_id == "b.png"  # not a.png again
+    status = tab2.open("a.png")
+    assert not status.editable and "another tab" in status.reason
+    assert store.get("b.png").status == "todo"  # tab2 gave b.png back when it moved
+    with pytest.raises(ReadOnlyError):
+        tab2.set_points(A)
+    _accept(tab1, A)
+    tab1.done()
+    assert set(np.unique(_saved(paths))) == {0, 1}
+    assert store.get("a.png").n_objects == 1
+
+
+# ---- failures at each write step --------------------------------------------------------------
+
+
+def test_a_full_disk_at_the_object_mask_stores_nothing_and_the_retry_stores_once(project,
+                                                                                monkeypatch):
+    store, paths, _ = project
+    s = _session(project)
+    s.open_next()
+    s.set_points(A)
+    monkeypatch.setattr(masks, "atomic_write", _enospc)
+    with pytest.raises(WriteError, match="Accept again"):
+        s.accept("thing")
+    assert store.objects("a.png") == [] and s.points == A
+    monkeypatch.undo()
+    s.accept("thing")
+    assert len(store.objects("a.png")) == 1
+
+
+@pytest.mark.parametrize("stored_before_failing", [False, True])
+def test_a_failing_store_add_keeps_the_object_id_and_the_retry_never_duplicates(
+        project, monkeypatch, stored_before_failing):
+    store, _, _ = project
+    s = _session(project)
+    s.open_next()
+    s.set_points(A)
+    real = store.add_object
+    ids = []
+
+    def failing(image_id, annotator, obj, **kw):
+        ids.append(obj.object_id)
+        if stored_before_failing:  # the worst case: the add reached the disk, the reply did not
+            real(image_id, annotator, obj, **kw)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(store, "add_object", failing)
+    with pytest.raises(WriteError):
+        s.accept("thing")
+    assert s.points == A
+    monkeypatch.setattr(store, "add_object", lambda *a, **kw: (ids.append(a[2].object_id),
+                                                              real(*a, **kw))[1])
+    s.accept("thing")
+    assert ids[0] == ids[1]  # the same client-made id
+    assert [o.object_id for o in store.objects("a.png")] == [ids[0]]
+
+
+def test_a_full_disk_at_the_mask_file_leaves_the_image_in_progress(project, monkeypatch):
+    store, paths, _ = project
+    s = _session(project)
+    s.open_next()
+    _accept(s, A)
+    monkeypatch.setattr(masks, "atomic_write", _enospc)
+    with pytest.raises(WriteError, match="Image done again"):
+        s.done()
+    assert store.get("a.png").status == "in_progress"
+    assert not masks.mask_path(paths.destination, "a.png", "_mask", "png").exists()
+    assert s.image_id == "a.png" and s.editable
+    monkeypatch.undo()
+    s.done()
+    assert store.get("a.png").status == "done"
+    assert set(np.unique(_saved(paths))) == {0, 1}
+
+
+# ---- points, candidate, navigation ------------------------------------------------------------
+
+
+def test_clicks_outside_the_image_are_refused(project):
+    s = _session(project)
+    s.open_next()
+    s.add_point(1, 1)
+    with pytest.raises(PointError, match="outside the image"):
+        s.add_point(W + 5, 1)
+    with pytest.raises(PointError):
+        s.set_points([[1, 1], [-3, 2]])
+    assert s.points == [[1.0, 1.0]]
+
+
+def test_the_candidate_is_segmented_once_per_set_of_clicks(project):
+    seg = BoxSegmenter()
+    s = _session(project, segmenter=seg)
+    s.open_next()
+    for p in A[:3]:
+        s.add_point(*p)
+    assert s.candidate is None
+    s.add_point(*A[3])
+    first = s.candidate
+    assert s.candidate is first and seg.calls == 1
+    np.testing.assert_array_equal(first.mask, _box(A))
+    s.undo()
+    assert s.candidate is None and len(s.points) == 3
+
+
+def test_a_refused_or_failing_segmentation_keeps_the_clicks(project):
+    class Broken(BoxSegmenter):
+        name = "broken model"
+
+        def segment(self, image, points):
+            raise RuntimeError("out of memory")
+
+    s = _session(project)
+    s.open_next()
+    s.set_points([[5, 5]] * 4)
+    assert "one spot" in s.candidate.error and s.candidate.mask is None
+    with pytest.raises(Exception, match="four extreme points"):
+        s.accept("thing")
+    s.segmenter = Broken()
+    s.set_points(A)
+    assert "broken model failed" in s.candidate.error and "out of memory" in s.candidate.error
+    assert s.points == A
+
+
+def test_an_empty_image_needs_confirmation(project):
+    store, paths, _ = project
+    s = _session(project)
+    s.open_next()
+    with pytest.raises(EmptyImageError):
+        s.done()
+    assert store.get("a.png").status == "in_progress"
+    s.done(allow_empty=True)
+    assert _saved(paths).max() == 0 and store.get("a.png").status == "done"
+
+
+def test_prev_to_a_done_image_shows_its_status_and_edit_claims_it(project):
+    store, paths, _ = project
+    s = _session(project)
+    s.open_next()
+    _accept(s, A)
+    s.done()
+    s.open_next()
+    status = s.prev()
+    assert status.image_id == "a.png" and status.status == "done" and not status.editable
+    assert "done by ana" in status.reason
+    assert store.get("a.png").status == "done"  # looking does not reopen it
+    assert store.get("b.png").status == "todo"  # b.png was given back
+    assert [o.points for o in s.objects] == [A]
+    s.edit()
+    assert s.editable and store.get("a.png").status == "in_progress"
+    _accept(s, B)
+    s.done()
+    assert set(np.unique(_saved(paths))) == {0, 1, 2}
+
+
+def test_next_past_the_last_image_says_none(project):
+    s = _session(project)
+    s.open("c.png")
+    assert s.next() is None
+    assert s.image_id == "c.png" and s.editable
+
+
+def test_skip_and_release(project):
+    store, _, _ = project
+    s = _session(project)
+    s.open_next()
+    assert s.skip() == "a.png"
+    assert store.get("a.png").status == "skipped"
+    s.open_next()
+    _accept(s, A)
+    s.release()
+    assert store.get("b.png").status == "todo" and len(store.objects("b.png")) == 1
+
+
+def test_an_unreadable_photo_is_marked_and_passed_over(project):
+    store, paths, _ = project
+
+    def load(path):
+        if path.name == "a.png":
+            from dextr_core.images import ImageReadError
+
+            raise ImageReadError(f"{path} is truncated; replace the file.")
+        return np.full((H, W, 3), 200, np.uint8)
+
+    s = AnnotationSession(store, BoxSegmenter(), paths, "ana", clock=project[2], load=load)
+    assert s.open_next().image_id == "b.png"
+    assert store.get("a.png").status == "unreadable"
+    assert s.passed_over and "truncated" in s.passed_over[0]
+
+
+def test_a_store_that_fails_after_the_mask_was_written_leaves_the_image_open_for_a_retry(
+        project, monkeypatch):
+    from dextr_core.store import StoreWriteError
+
+    store, paths, _ = project
+    s = _session(project)
+    s.open_next()
+    _accept(s, A)
+    real = store.complete
+
+    def fails_after_writing(image_id, annotator, seconds=0.0, *, session=None, write=None):
+        write(store.objects(image_id))  # the mask file is written...
+        raise StoreWriteError("The last action was not saved: disk full. Free space, retry.")
+
+    monkeypatch.setattr(store, "complete", fails_after_writing)
+    with pytest.raises(StoreWriteError):
+        s.done()
+    assert store.get("a.png").status == "in_progress" and s.editable and s.image_id == "a.png"
+    monkeypatch.setattr(store, "complete", real)
+    s.done()
+    assert store.get("a.png").status == "done" and set(np.unique(_saved(paths))) == {0, 1}
+
+
+def test_next_to_a_skipped_image_says_so_and_edit_takes_it(project):
+    store, _, _ = project
+    s = _session(project)
+    s.open_next()
+    s.skip()
+    s.open_next()
+    status = s.prev()
+    assert status.status == "skipped" and "was skipped by ana" in status.reason
+    with pytest.raises(ReadOnlyError):
+        s.add_point(1, 1)
+    s.edit()
+    assert s.editable and store.get("a.png").status == "in_progress"

@@ -1,0 +1,133 @@
+"""The photo on the annotate page: a point-mode drawing canvas over the display copy, with the
+accepted objects and the candidate mask burnt in, and its clicks handed to the session.
+
+Only Streamlit drawing lives here; the clicks' truth is the :class:`~dextr_core.session.
+AnnotationSession` (full-image pixels), the objects' truth the store. Geometry is ui/canvas.py.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+import numpy as np
+import streamlit as st
+
+from dextr_core.errors import DextrError
+from ui import canvas as cv
+from ui import photos
+from ui.messages import clear, md, say
+from ui.overlay import draw_overlay, fit_mask
+
+_VIEW = "anno_view"
+
+
+@dataclass
+class View:
+    """What the page keeps for drawing (no annotation state): the canvas generation (bumped
+    when the page changes the clicks, which mounts a fresh canvas), display-size masks and the
+    last background."""
+
+    generation: int = 0
+    drawing: tuple | None = None
+    small: dict = field(default_factory=dict)
+    background: tuple | None = None
+    confirm_empty: bool = False
+
+
+def view() -> View:
+    """This browser session's :class:`View`."""
+    return st.session_state.setdefault(_VIEW, View())
+
+
+def _on_canvas(sess, key: str) -> None:
+    """Canvas callback: the canvas's point markers become the current clicks."""
+    value = st.session_state.get(key) or {}
+    raw = (value.get("drawing") or {}).get("raw") if hasattr(value, "get") else None
+    if raw is None or not sess.editable:
+        return
+    set_clicks(sess, cv.canvas_points(raw))
+
+
+def set_clicks(sess, shown: np.ndarray) -> None:
+    """Canvas px (N, 2) -> the session's clicks; messages go only when the clicks changed (a
+    fresh canvas resends its drawing, which is no new action)."""
+    full = cv.canvas_to_image(shown, display_size(sess), sess.size)
+    if len(full) != len(sess.points):
+        clear()
+    try:
+        sess.set_points([[float(x), float(y)] for x, y in full])
+    except DextrError as exc:
+        say("warning", md(exc))
+
+
+def display_size(sess) -> tuple[int, int]:
+    """(width, height) in CSS px the open photo is shown at (see ui.photos.display_size_for)."""
+    return photos.display_size_for(sess.size)
+
+
+def _background(sess, candidate) -> bytes:
+    state, size = view(), display_size(sess)
+    objects = sess.objects
+    keys = [(sess.image_id, o.object_id or f"#{o.index}") for o in objects]
+    key = (sess.image_id, tuple(keys), candidate.points if candidate is not None else None)
+    if state.background is not None and state.background[0] == key:
+        return state.background[1]
+    state.small = {k: v for k, v in state.small.items() if k in keys}
+    small = []
+    for k, obj in zip(keys, objects, strict=True):
+        if k not in state.small:
+            state.small[k] = fit_mask(sess.mask(obj), (size[1], size[0]))
+        small.append(state.small[k])
+    if candidate is not None and candidate.mask is not None:
+        small.append(fit_mask(candidate.mask, (size[1], size[0])))
+    shown = photos.display_image(sess.path)
+    data = photos.encode_jpeg(draw_overlay(shown.image, small)) if small else shown.jpeg
+    state.background = (key, data)
+    return data
+
+
+#: Canvas toolbar buttons that do nothing useful here: the page already follows every click
+#: (realtime), and click markers have no stacking order. Undo, redo, edit (drag a click),
+#: delete selected and reset all change the clicks and stay.
+UNUSED_TOOLS = ("Update the app with this drawing", "Bring forward", "Send backward")
+
+_PRUNE_TOOLBAR = """<script>
+if (!window.__dextrToolbar) {
+  window.__dextrToolbar = true;
+  const unused = new Set(%s);
+  const prune = () => document.querySelectorAll("div").forEach((host) => {
+    if (!host.shadowRoot) return;
+    host.shadowRoot.querySelectorAll(".dc-icon-button").forEach((button) => {
+      if (unused.has(button.getAttribute("aria-label"))) button.style.display = "none";
+    });
+  });
+  new MutationObserver(prune).observe(document.body, {childList: true, subtree: true});
+  setInterval(prune, 1000);
+  prune();
+}
+</script>"""
+
+
+def draw(sess, candidate) -> None:
+    """The canvas of the open image (read-only images: a disabled canvas, no toolbar)."""
+    from streamlit_drawable_canvas import st_canvas
+
+    state, size = view(), display_size(sess)
+    key = cv.canvas_key(sess.image_id, state.generation)
+    if state.drawing is None or state.drawing[0] != key:  # fixed for a generation
+        xy = cv.image_to_canvas(sess.points, size, sess.size)
+        state.drawing = (key, cv.points_drawing(xy))
+    result = st_canvas(
+        drawing_mode="point", background_image=_background(sess, candidate), width=size[0],
+        height=size[1], initial_drawing=state.drawing[1], point_display_radius=cv.POINT_RADIUS,
+        stroke_width=cv.POINT_STROKE, stroke_color=cv.POINT_STROKE_COLOUR,
+        fill_color=cv.POINT_FILL, key=key, on_change=lambda: _on_canvas(sess, key),
+        disabled=not sess.editable,  # a read-only image: no drawing, no toolbar
+    )
+    st.html(_PRUNE_TOOLBAR % json.dumps(list(UNUSED_TOOLS)), unsafe_allow_javascript=True,
+            width=1)
+    shown = cv.canvas_points(result.json_data)
+    if sess.editable and len(shown) != len(sess.points):  # a value the callback did not see
+        set_clicks(sess, shown)
+        st.rerun()

@@ -1,0 +1,310 @@
+"""Process-wide resources shared by the pages: the config, the segmenter, the progress store.
+
+Decoded photos live in :mod:`ui.photos`; :mod:`ui.state` re-exports the names of both.
+
+Streamlit runs every page script once per interaction; what is expensive or must be shared by all
+annotators (the DEXTR network, the TinyDB store, decoded photos) is created once per server process
+with ``st.cache_resource`` and handed out from here. Per-browser values (the annotator's name) live
+in ``st.session_state`` and the URL (``?annotator=NAME``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import streamlit as st
+
+from dextr_core.config import AnnoConfig, ConfigError, load_config
+
+#: The repository root (the folder holding app.py and the default anno_cfg.yml).
+APP_DIR = Path(__file__).resolve().parents[1]
+
+#: Environment variable naming the config file when ``--config`` is not given.
+CONFIG_ENV = "ANNO_CFG"
+
+#: Query-parameter / session key holding the annotator's name.
+ANNOTATOR_KEY = "annotator"
+
+
+#: Set by app.py on its first run in this server process (see :func:`run_through_app`).
+app_has_run = threading.Event()
+
+
+def run_through_app() -> None:
+    """Call first in every page: make sure app.py (navigation, sidebar) is what runs the page.
+
+    Because this project keeps its pages in ``pages/``, Streamlit starts each server process in
+    its old multipage mode and stays there until app.py calls ``st.navigation``: when the first
+    request of a fresh server is a page's own address (a lead's bookmark of ``/progress``), it
+    runs that page file alone, with an automatic page list and no sidebar. Until app.py has run
+    once in this process, this turns that mode off and reruns, so the same address is served
+    through app.py like every later request. (Streamlit's AppTest switches the old mode back on
+    before each of its runs; app.py has run by then, so its runs are left alone.)
+    """
+    from streamlit.runtime.pages_manager import PagesManager
+
+    if PagesManager.uses_pages_directory and not app_has_run.is_set():
+        PagesManager.uses_pages_directory = False
+        st.rerun()
+
+
+def config_path() -> Path:
+    """The config file to use, as an absolute path.
+
+    Order: ``--config FILE`` after ``--`` on the command line (``streamlit run app.py -- --config
+    FILE``; unknown arguments are ignored), else the ``ANNO_CFG`` environment variable, else
+    ``anno_cfg.yml`` next to app.py.
+    """
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    parser.add_argument("--config")
+    known, _ = parser.parse_known_args(sys.argv[1:])
+    if known.config:
+        return Path(os.path.expanduser(known.config)).absolute()
+    env = os.environ.get(CONFIG_ENV, "").strip()
+    if env:
+        return Path(os.path.expanduser(env)).absolute()
+    return APP_DIR / "anno_cfg.yml"
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return -1.0
+
+
+@st.cache_resource(show_spinner=False, max_entries=8)
+def _load_config(path: str, mtime: float) -> AnnoConfig:
+    # Keyed on the file's mtime so that an edited config is read again at the next page load.
+    del mtime
+    return load_config(path)
+
+
+def config() -> AnnoConfig:
+    """The validated config of this server process (read once, re-read if the file changes).
+
+    On a :class:`~dextr_core.config.ConfigError` it shows one ``st.error`` per problem (each names
+    the key and the fix) and stops the script with ``st.stop()``: users never see a traceback.
+    """
+    path = config_path()
+    try:
+        return _load_config(str(path), _mtime(path))
+    except ConfigError as exc:
+        st.error(f"The config file **{exc.path}** cannot be used. Fix it and reload the page.")
+        for problem in exc.problems:
+            st.error(problem)
+        st.stop()
+        raise  # st.stop() raises; this line only reassures type checkers
+
+
+# --------------------------------------------------------------------------------------------
+# Segmenter
+
+
+@dataclass(frozen=True)
+class Engine:
+    """The segmenter in use and, when a weights file exists but could not be loaded, why."""
+
+    segmenter: object
+    weights_error: str | None
+
+
+@st.cache_resource(show_spinner="Loading the segmentation model...", max_entries=2)
+def _load_engine(weights: str, threshold: float) -> Engine:
+    from dextr_core.segmenters import load_segmenter
+
+    try:
+        return Engine(load_segmenter(weights, threshold=threshold), None)
+    except Exception as exc:  # WeightsError (a broken file) and anything the model build raises
+        from dextr_core.fallback import GrabCutSegmenter
+
+        from_weights = type(exc).__name__ == "WeightsError"
+        message = str(exc) if from_weights else f"{type(exc).__name__}: {exc}"
+        return Engine(GrabCutSegmenter(), message)
+
+
+def engine() -> Engine:
+    """The process-wide :class:`Engine` for the current config (see :func:`segmenter`)."""
+    cfg = config()
+    return _load_engine(str(cfg.weights), float(cfg.threshold))
+
+
+def segmenter():
+    """The segmenter shared by all sessions of this server process (one model in memory).
+
+    DEXTR when ``optional.weights`` exists and loads, else the GrabCut fallback. A weights file
+    that exists but is broken does not stop the app: the fallback is used and
+    :func:`engine` ``().weights_error`` holds the message to show.
+    """
+    return engine().segmenter
+
+
+# --------------------------------------------------------------------------------------------
+# Progress store
+
+
+@dataclass
+class StoreHandle:
+    """The opened store plus what happened when it was opened (shown once on the pages)."""
+
+    store: object
+    sync_report: object | None
+    reconciled: list
+    reset_pending: bool
+    lock: threading.Lock
+
+
+def _store_keywords(cfg: AnnoConfig) -> dict:
+    """The store's constructor keywords for ``cfg`` (those this store version knows)."""
+    kw = {"claim_timeout_s": float(cfg.claim_timeout_min) * 60.0,
+          "exclude_dirs": (cfg.destination,)}
+    from dextr_core import store as store_pkg
+
+    if hasattr(store_pkg, "open_store"):  # the store package of this session's contract
+        kw.update(mask_suffix=cfg.mask_suffix, save_format=cfg.save_format,
+                  destination=cfg.destination, labels=tuple(cfg.labels),
+                  legacy_file=getattr(cfg, "legacy_progress_file", None))
+    return kw
+
+
+def _new_store(cfg: AnnoConfig, **extra):
+    from dextr_core import store as store_pkg
+
+    location = getattr(cfg, "database", None) or cfg.progress_file
+    opener = getattr(store_pkg, "open_store", None)
+    if opener is None:
+        return store_pkg.ProgressStore(cfg.progress_file, cfg.source, **_store_keywords(cfg),
+                                       **extra)
+    return opener(location, cfg.source, **_store_keywords(cfg), **extra)
+
+
+@st.cache_resource(show_spinner="Opening the progress file...", max_entries=4)
+def _open_store(cfg_key: str, _cfg: AnnoConfig) -> StoreHandle:
+    # Keyed on the config's repr (all its values); the config object itself is not hashed.
+    cfg = _cfg
+    first_run = not Path(cfg.progress_file).exists()
+    store_ = _new_store(cfg)
+    report = store_.sync() if (cfg.update or first_run) else None
+    reconciled = list(store_.reconcile(cfg.destination, cfg.mask_suffix, cfg.save_format) or [])
+    return StoreHandle(store_, report, reconciled, bool(cfg.reset_progress) and not first_run,
+                       threading.Lock())
+
+
+def store_handle() -> StoreHandle:
+    """The :class:`StoreHandle` of the current config (opened once per server process).
+
+    A progress file that cannot be opened (damaged, unwritable) shows its message with
+    ``st.error`` and stops the script; the file is left untouched. For a damaged file the page
+    offers to start a new store (a lead's decision where the lead role is configured): the
+    damaged files are kept aside as ``*.corrupt-<time>`` and the new store is rebuilt from the
+    source folder, finished images being recognised by their mask files.
+    """
+    from dextr_core.errors import DextrError
+    from dextr_core.store import StoreCorruptError
+
+    cfg = config()
+    try:
+        return _open_store(repr(cfg), cfg)
+    except StoreCorruptError as exc:
+        st.error(str(exc))
+        _offer_new_store(cfg)
+        st.stop()
+        raise
+    except (DextrError, OSError) as exc:
+        st.error(f"The progress file {cfg.progress_file} cannot be opened: {exc}")
+        st.stop()
+        raise
+
+
+def _offer_new_store(cfg: AnnoConfig) -> None:
+    """The button that replaces a damaged progress store (kept aside) by a new one: a lead's
+    decision; with no lead configured nobody can, and the page says how to configure one."""
+    from ui import roles
+
+    st.info("Only a lead can start a new progress store (the damaged files are kept aside as "
+            "`*.corrupt-<time>`); annotation waits until then.")
+    if not roles.lead_gate(st.container()):
+        return
+    if st.button("Start a new progress store (the damaged file is kept aside)"):
+        fresh = _new_store(cfg, recover_corrupt=True)
+        try:
+            fresh.sync()
+        finally:
+            fresh.close()
+        _open_store.clear()
+        st.rerun()
+
+
+def store():
+    """The progress store shared by all sessions: opened once per process for the current config.
+
+    At opening it is synced with the source folder when ``optional.update`` is true or the
+    progress file is new, and reconciled with the mask files in the destination.
+    ``admin.reset_progress: true`` never resets silently: :func:`reset_pending` stays true until
+    someone confirms (:func:`confirm_reset`) or declines (:func:`decline_reset`) on the page.
+    """
+    return store_handle().store
+
+
+def reset_pending() -> bool:
+    """True while the config asks for a progress reset that nobody has confirmed or declined."""
+    return store_handle().reset_pending
+
+
+def confirm_reset() -> Path:
+    """Reset the progress store (the store backs the old file up first); returns the backup path.
+
+    The store is synced with the source folder again afterwards. Only once per process.
+    """
+    cfg = config()
+    handle = store_handle()
+    with handle.lock:
+        if not handle.reset_pending:
+            raise RuntimeError("no progress reset is pending")
+        backup = handle.store.reset()
+        handle.sync_report = handle.store.sync()
+        handle.reconciled = list(
+            handle.store.reconcile(cfg.destination, cfg.mask_suffix, cfg.save_format) or []
+        )
+        handle.reset_pending = False
+    return Path(backup)
+
+
+def decline_reset() -> None:
+    """Keep the existing progress although the config says ``reset_progress: true``."""
+    handle = store_handle()
+    with handle.lock:
+        handle.reset_pending = False
+
+
+# --------------------------------------------------------------------------------------------
+# Annotator
+
+
+def annotator() -> str | None:
+    """The name this browser session gave, or None.
+
+    Read from ``st.session_state`` or, after a page refresh, from the URL (``?annotator=NAME``).
+    """
+    name = st.session_state.get(ANNOTATOR_KEY)
+    if not name:
+        name = st.query_params.get(ANNOTATOR_KEY)
+    name = (name or "").strip()
+    return name or None
+
+
+def set_annotator(name: str | None) -> None:
+    """Remember (or with None / "" forget) the annotator's name in the session and the URL."""
+    name = (name or "").strip()
+    if name:
+        st.session_state[ANNOTATOR_KEY] = name
+        st.query_params[ANNOTATOR_KEY] = name
+    else:
+        st.session_state.pop(ANNOTATOR_KEY, None)
+        if ANNOTATOR_KEY in st.query_params:
+            del st.query_params[ANNOTATOR_KEY]
