@@ -18,7 +18,9 @@ from ui.messages import md
 
 APP_DIR = Path(__file__).resolve().parent
 
-st.set_page_config(page_title="DEXTR annotator", page_icon=":material/touch_app:",
+# The tab icon is a file the app serves itself: an emoji or a Material icon there would make the
+# browser fetch a font or an image from the internet, which an internal network does not reach.
+st.set_page_config(page_title="DEXTR annotator", page_icon=str(APP_DIR / "ui" / "icon.png"),
                    layout="wide")
 
 
@@ -34,10 +36,8 @@ def _page_list() -> list:
 def _install_command(weights) -> str:
     """The exact shell command that puts the DEXTR weights where this server looks."""
     from dextr_core import download
-    from dextr_core.segmenters import DOWNLOAD_COMMAND
 
-    install = getattr(download, "install_command", None)  # edges branch; older: one command
-    return install(weights) if install is not None else DOWNLOAD_COMMAND
+    return download.install_command(weights)
 
 
 def _engine_sidebar() -> None:
@@ -48,7 +48,7 @@ def _engine_sidebar() -> None:
         if engine.weights_error:
             st.error("The DEXTR weights could not be loaded, so the fallback segmenter is "
                      f"used.\n\n{md(engine.weights_error)}")
-        if getattr(seg, "is_fallback", False):
+        if seg.is_fallback:
             st.warning(f"**Fallback segmenter (GrabCut)**: no DEXTR weights at "
                        f"{md(cfg.weights)}. Masks are rougher. Run this and restart the server:",
                        icon=":material/warning:")
@@ -59,6 +59,8 @@ def _engine_sidebar() -> None:
             if info:
                 st.caption(md(info))
         st.caption(f"Config: {md(cfg.path)}")
+        for warning in cfg.warnings:
+            st.warning(md(warning))
 
 
 def main() -> None:

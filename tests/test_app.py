@@ -69,12 +69,14 @@ def project(tmp_path, monkeypatch):
     return tmp_path
 
 
-def _app(name: str | None = "ana", *, tab: str | None = None, lead: bool = False):
+def _app(name: str | None = "ana", *, tab: str | None = None, lead: bool = False,
+         timeout: float = TIMEOUT):
     """The app as one browser tab: ``tab`` the session token of an earlier tab's address (a
-    refresh of it), ``lead`` a configured lead password, given in this tab."""
+    refresh of it), ``lead`` a configured lead password, given in this tab; ``timeout`` seconds
+    per script run."""
     from streamlit.testing.v1 import AppTest
 
-    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at = AppTest.from_file(APP, default_timeout=timeout)
     if name:
         at.query_params["annotator"] = name
     if tab:
@@ -552,7 +554,7 @@ def test_dextr_engine_end_to_end(project, seeded_dextr):
     cfg = project / "anno_cfg.yml"
     cfg.write_text(cfg.read_text() + f"  weights: {weights}\n  threshold: {threshold}\n")
 
-    at = _app()
+    at = _app(timeout=900)  # the first run builds the network and its OpenVINO export
     assert not at.exception
     assert "DEXTR (seeded_dextr.h5)" in _texts(at.success)
     assert not any("Fallback" in w.value for w in at.warning)

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import streamlit as st
 
+from dextr_core import images
 from dextr_core.config import AnnoConfig, ConfigError, load_config
 
 #: The repository root (the folder holding app.py and the default anno_cfg.yml).
@@ -93,13 +94,15 @@ def config() -> AnnoConfig:
     """
     path = config_path()
     try:
-        return _load_config(str(path), _mtime(path))
+        cfg = _load_config(str(path), _mtime(path))
     except ConfigError as exc:
         st.error(f"The config file **{exc.path}** cannot be used. Fix it and reload the page.")
         for problem in exc.problems:
             st.error(problem)
         st.stop()
         raise  # st.stop() raises; this line only reassures type checkers
+    images.set_max_pixels(cfg.max_image_pixels)  # optional.max_image_megapixels, process-wide
+    return cfg
 
 
 # --------------------------------------------------------------------------------------------
@@ -161,34 +164,25 @@ class StoreHandle:
 
 def _store_keywords(cfg: AnnoConfig) -> dict:
     """The store's constructor keywords for ``cfg`` (those this store version knows)."""
-    kw = {"claim_timeout_s": float(cfg.claim_timeout_min) * 60.0,
-          "exclude_dirs": (cfg.destination,)}
-    from dextr_core import store as store_pkg
-
-    if hasattr(store_pkg, "open_store"):  # the store package of this session's contract
-        kw.update(mask_suffix=cfg.mask_suffix, save_format=cfg.save_format,
-                  destination=cfg.destination, labels=tuple(cfg.labels),
-                  legacy_file=getattr(cfg, "legacy_progress_file", None))
-    return kw
+    return {"claim_timeout_s": float(cfg.claim_timeout_min) * 60.0,
+            "exclude_dirs": (cfg.destination,), "mask_suffix": cfg.mask_suffix,
+            "save_format": cfg.save_format, "destination": cfg.destination,
+            "labels": tuple(cfg.labels), "legacy_file": cfg.legacy_progress_file}
 
 
 def _new_store(cfg: AnnoConfig, **extra):
-    from dextr_core import store as store_pkg
+    from dextr_core.store import open_store
 
-    location = getattr(cfg, "database", None) or cfg.progress_file
-    opener = getattr(store_pkg, "open_store", None)
-    if opener is None:
-        return store_pkg.ProgressStore(cfg.progress_file, cfg.source, **_store_keywords(cfg),
-                                       **extra)
-    return opener(location, cfg.source, **_store_keywords(cfg), **extra)
+    return open_store(cfg.database or cfg.progress_file, cfg.source, **_store_keywords(cfg),
+                      **extra)
 
 
 @st.cache_resource(show_spinner="Opening the progress file...", max_entries=4)
 def _open_store(cfg_key: str, _cfg: AnnoConfig) -> StoreHandle:
     # Keyed on the config's repr (all its values); the config object itself is not hashed.
     cfg = _cfg
-    first_run = not Path(cfg.progress_file).exists()
     store_ = _new_store(cfg)
+    first_run = len(store_) == 0
     report = store_.sync() if (cfg.update or first_run) else None
     reconciled = list(store_.reconcile(cfg.destination, cfg.mask_suffix, cfg.save_format) or [])
     return StoreHandle(store_, report, reconciled, bool(cfg.reset_progress) and not first_run,
