@@ -302,11 +302,12 @@ class GrabCutSegmenter:
             img = to_rgb_uint8(img)
         height, width = img.shape[:2]
         pts = validate_points(points, img.shape)
-        # The extreme points: the first point reaching each side of the box; any other point is
-        # a click on the object's border between them.
-        extreme_index = [int(np.argmin(pts[:, 0])), int(np.argmin(pts[:, 1])),
-                         int(np.argmax(pts[:, 0])), int(np.argmax(pts[:, 1]))]
-        border_index = [i for i in range(len(pts)) if i not in extreme_index]
+        # The extreme points: of the first four points, the first to reach each side of their
+        # box; the 5th and later points are clicks on the object's border.
+        first = pts[:4]
+        extreme_index = [int(np.argmin(first[:, 0])), int(np.argmin(first[:, 1])),
+                         int(np.argmax(first[:, 0])), int(np.argmax(first[:, 1]))]
+        border_index = list(range(4, len(pts)))
         bx0, by0 = int(np.floor(pts[:, 0].min())), int(np.floor(pts[:, 1].min()))
         bx1, by1 = int(np.ceil(pts[:, 0].max())), int(np.ceil(pts[:, 1].max()))
         pad = max(8, int(round(self.margin * max(bx1 - bx0 + 1, by1 - by0 + 1))))
