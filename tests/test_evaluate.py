@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dextr_core.evaluate import DatasetError, EvalResult, evaluate, iou, main
+from dextr_core.evaluate import DatasetError, EvalResult, evaluate, iou, main, next_click
 from dextr_core.points import extreme_points
 
 REPO = Path(__file__).resolve().parents[1]
@@ -206,3 +206,102 @@ def test_corrupt_image_is_skipped_with_its_reason(tmp_path, capsys):
     captured = capsys.readouterr()
     assert "skipped im1" in captured.err
     assert "(1 skipped)" in captured.out
+
+
+def test_next_click_lies_on_the_object_border_next_to_the_largest_error():
+    truth = np.zeros((60, 80), bool)
+    truth[10:50, 10:70] = True
+    prediction = truth.copy()
+    prediction[20:40, 50:70] = False  # a missed 20 x 20 square at the right border
+    prediction[10:12, 10:12] = False  # and a small miss, which must not attract the click
+    x, y = next_click(prediction, truth)
+    assert truth[y, x]
+    assert x == 69 and 20 <= y <= 40  # on the right border, level with the square
+
+
+def test_next_click_for_taken_in_background_is_on_the_border_it_crossed():
+    truth = np.zeros((60, 80), bool)
+    truth[10:50, 10:40] = True
+    prediction = truth.copy()
+    prediction[10:50, 40:75] = True  # background right of the object taken in
+    x, y = next_click(prediction, truth)
+    assert (x, truth[y, x]) == (39, True)
+
+
+def test_next_click_is_none_for_a_perfect_mask_and_respects_the_ignore_band():
+    truth = np.zeros((30, 30), bool)
+    truth[5:25, 5:25] = True
+    assert next_click(truth, truth) is None
+    wrong = truth.copy()
+    wrong[5:25, 24] = False  # wrong only inside the band that does not count
+    valid = np.ones_like(truth)
+    valid[:, 23:26] = False
+    assert next_click(wrong, truth, valid) is None
+
+
+class ClickCountingSegmenter:
+    """Returns the truth with a 40-pixel column cut away per missing click (fewer pixels wrong
+    as clicks come), recording the points it was given."""
+
+    name = "counting"
+    is_fallback = False
+
+    def __init__(self, truth):
+        self.truth = truth
+        self.calls = []
+
+    def segment(self, image, points):
+        self.calls.append(np.asarray(points).copy())
+        mask = self.truth.copy()
+        missing = max(0, 8 - len(points))
+        xs = np.nonzero(self.truth.any(axis=0))[0]
+        if missing:
+            mask[:, xs[-1] - 2 * missing + 1 :] = False
+        return mask
+
+
+def test_extra_clicks_are_simulated_and_reported_after_4_6_and_8(tmp_path):
+    root = write_dataset(tmp_path / "ds", n=1)
+    truth = np.asarray(Image.open(root / "masks" / "im0.png")) > 127
+    seg = ClickCountingSegmenter(truth)
+    result = evaluate(root, seg, clicks=(4, 6, 8))
+    assert [len(c) for c in seg.calls] == [4, 5, 6, 7, 8]
+    np.testing.assert_array_equal(seg.calls[0], extreme_points(truth))
+    for call in seg.calls[1:]:  # every extra click is an object pixel, appended at the end
+        x, y = call[-1]
+        assert truth[y, x]
+    obj = result.objects[0]
+    assert obj.click_ious[8] == 1.0
+    assert obj.click_ious[4] < obj.click_ious[6] < obj.click_ious[8]
+    assert obj.iou == obj.click_ious[4]
+    assert result.miou_at(6) == obj.click_ious[6] and np.isnan(result.miou_at(5))
+
+
+def test_clicks_stop_once_the_mask_is_perfect(tmp_path):
+    root = write_dataset(tmp_path / "ds", n=1)
+    truth = np.asarray(Image.open(root / "masks" / "im0.png")) > 127
+    seg = OracleSegmenter([truth])
+    result = evaluate(root, seg, clicks=(4, 8))
+    assert len(seg.calls) == 1 and result.objects[0].click_ious == {4: 1.0, 8: 1.0}
+
+
+def test_every_nth_pair_and_bad_click_counts(tmp_path):
+    root = write_dataset(tmp_path / "ds", n=3)
+    from dextr_core.fallback import GrabCutSegmenter
+
+    result = evaluate(root, GrabCutSegmenter(edges="sobel"), every=2)
+    assert [o.id for o in result.objects] == ["im0", "im2"]
+    with pytest.raises(ValueError, match="4 extreme points"):
+        evaluate(root, GrabCutSegmenter(edges="sobel"), clicks=(3,))
+    with pytest.raises(ValueError, match="every"):
+        evaluate(root, GrabCutSegmenter(edges="sobel"), every=0)
+
+
+def test_cli_reports_miou_per_click_count(tmp_path, capsys):
+    root = write_dataset(tmp_path / "ds", n=2)
+    assert main([str(root), "--segmenter", "fallback", "--clicks", "4", "6", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"mIoU after 4 clicks: +\d\.\d{4}", out)
+    assert re.search(r"mIoU after 6 clicks: +\d\.\d{4}", out)
+    assert main([str(root), "--clicks", "2", "--no-progress"]) == 2
+    assert "--clicks" in capsys.readouterr().err

