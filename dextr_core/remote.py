@@ -23,8 +23,8 @@ Wire protocol (version :data:`PROTOCOL`), under the service's URL ``http://host:
   "points": [[x, y], ...]}`` -> ``200`` with a ``.npy`` body: float32 ``(512, 512)`` in [0, 1];
   ``400`` with a JSON ``{"error": ...}`` for a request the service cannot use.
 
-Failures: connection errors, timeouts and HTTP 502/503/504 (Ray Serve's answer while replicas
-start or are overloaded) are retried ``retries`` times with a growing pause; after that
+Failures: connection errors, timeouts and HTTP 500/502/503/504 (Ray Serve's answers while
+replicas start, are overloaded or die) are retried ``retries`` times with a growing pause; after that
 :class:`ModelServiceError` says the service is not answering, how to start it and that the local
 engine is offered instead. :func:`load_remote_or_fallback` is what the app calls at start.
 """
@@ -59,8 +59,10 @@ from .processing import (
 
 #: Version of the wire protocol; the service refuses requests of another version.
 PROTOCOL = 1
-#: HTTP statuses that mean "try again": the proxy found no replica ready (503) or one failed.
-RETRY_STATUSES = frozenset({502, 503, 504})
+#: HTTP statuses that mean "try again": no replica ready (503), or the replica that had the request
+#: failed (500: Ray Serve's answer when a replica dies mid-request). A /predict changes nothing on
+#: the service, so a retry can never do anything twice.
+RETRY_STATUSES = frozenset({500, 502, 503, 504})
 #: How to start the service (shown in error messages).
 START_COMMAND = "python -m dextr_core.serve --weights models/dextr_pascal-sbd.h5 --port 8000"
 
@@ -194,7 +196,7 @@ class RemoteSegmenter:
     ``python -m dextr_core.serve`` (e.g. ``http://gpu1:8000/dextr``). ``threshold``: mask =
     probability > threshold, applied here. ``timeout``: seconds to wait for one answer (a forward
     on a busy CPU replica can take several seconds; the first after a replica starts more).
-    ``retries``: further tries after a connection error, a timeout or HTTP 502/503/504, pausing
+    ``retries``: further tries after a connection error, a timeout or HTTP 500/502/503/504, pausing
     ``backoff * 2**k`` seconds before try k+1 (``sleep`` is injectable for tests). ``check``:
     ask the service for its name now (``GET /info``) and raise :class:`ModelServiceError` if it
     does not answer; without it ``name`` is generic until the first answer. Thread-safe.
@@ -209,7 +211,7 @@ class RemoteSegmenter:
         *,
         timeout: float = 30.0,
         retries: int = 2,
-        backoff: float = 0.5,
+        backoff: float = 1.0,
         check: bool = True,
         sleep: Callable[[float], None] = time.sleep,
     ):
@@ -250,7 +252,7 @@ class RemoteSegmenter:
                     raise ModelServiceError(
                         self.url, f"HTTP {exc.code} {detail}".strip(), refused=True
                     ) from exc
-                last = f"HTTP {exc.code} (no replica ready)"
+                last = f"HTTP {exc.code} {detail}".strip()
             except (urllib.error.URLError, OSError) as exc:  # refused, reset, timed out
                 last = _describe(exc)
         tries = self.retries + 1

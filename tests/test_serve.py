@@ -8,6 +8,7 @@ bad requests); and ONE slow test serving the seeded DEXTR network through the co
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -43,6 +44,16 @@ def fake_forward(batch: np.ndarray) -> np.ndarray:
     heat = batch[..., 3] / 255.0
     colour = (batch[..., 0] - 0.5 * batch[..., 1] - 0.5 * batch[..., 2]) / 255.0
     return (1.0 / (1.0 + np.exp(-(8.0 * heat - 3.0 + 2.0 * colour)))).astype(np.float32)
+
+
+def fragile_forward(marker: str, batch: np.ndarray) -> np.ndarray:
+    """``fake_forward``, except that the replica process dies (as if the GPU worker crashed)
+    when the file ``marker`` exists; the file is removed first, so only one replica dies."""
+    try:
+        os.remove(marker)
+    except FileNotFoundError:
+        return fake_forward(batch)
+    os._exit(1)
 
 
 def in_process(image, points, threshold=0.8):
@@ -269,7 +280,7 @@ def test_no_replica_ready_is_retried_and_the_retry_gives_the_mask(stub):
     image, points = IMAGES["16-bit gray"]
     pauses: list[float] = []
     segmenter = RemoteSegmenter(stub.url, check=False, retries=2, sleep=pauses.append)
-    stub.plan = [503, 502]
+    stub.plan = [503, 500]
     assert np.array_equal(segmenter.segment(image, points), in_process(image, points)[1])
     assert stub.requests == ["/dextr/predict"] * 3 and len(pauses) == 2
 
@@ -394,10 +405,11 @@ def _start_ray():
 
 
 @pytest.fixture(scope="class")
-def ray_service():
+def ray_service(tmp_path_factory):
     """Two applications on one local Ray instance (loopback): ``/dextr`` (batches of up to 8,
     10 ms wait) and ``/batch`` (batches of exactly 4: it waits up to 60 s for the 4th request).
-    Both serve ``fake_forward``. Yields their URLs; Serve and Ray are stopped afterwards."""
+    Both serve ``fake_forward``; ``/fragile`` serves ``fragile_forward``. Yields their URLs and the
+    fragile one's marker file; Serve and Ray are stopped afterwards."""
     pytest.importorskip("ray.serve", reason="ray[serve] is not installed (requirements-dev.txt)")
     import ray
     from ray import cloudpickle
@@ -412,7 +424,15 @@ def ray_service():
         url = serve.start({**common, "max_batch_size": 8, "batch_wait_ms": 10}, port=port)
         app = serve.build_app({**common, "max_batch_size": 4, "batch_wait_ms": 60_000})
         ray_serve.run(app, name="dextr-batch", route_prefix="/batch")
-        yield {"url": url, "batch_url": f"http://127.0.0.1:{port}/batch"}
+        marker = tmp_path_factory.mktemp("fragile") / "die-once"
+        fragile = {**common, "forward": functools.partial(fragile_forward, str(marker))}
+        ray_serve.run(serve.build_app(fragile), name="dextr-fragile", route_prefix="/fragile")
+        yield {
+            "url": url,
+            "batch_url": f"http://127.0.0.1:{port}/batch",
+            "fragile_url": f"http://127.0.0.1:{port}/fragile",
+            "marker": marker,
+        }
     finally:
         ray_serve.shutdown()
         ray.shutdown()
@@ -456,6 +476,22 @@ class TestOnRayServe:
         for (image, points), (_, prob) in zip(cases, answers, strict=True):
             x, _ = make_input(image, points)
             assert np.array_equal(prob, fake_forward(x[None])[0])
+
+    def test_a_replica_that_dies_mid_request_is_replaced_and_the_retry_gets_the_mask(
+        self, ray_service
+    ):
+        image, points = IMAGES["colour, box past the border"]
+        pauses: list[float] = []
+
+        def pause(seconds):  # Ray needs a few seconds to notice and replace the replica
+            pauses.append(seconds)
+            time.sleep(2)
+
+        segmenter = RemoteSegmenter(ray_service["fragile_url"], retries=90, sleep=pause)
+        ray_service["marker"].write_text("die")
+        assert np.array_equal(segmenter.segment(image, points), in_process(image, points)[1])
+        assert not ray_service["marker"].exists()  # the replica did die on this request
+        assert pauses  # and the client retried
 
     def test_a_request_the_service_cannot_use_gets_400_with_the_reason(self, ray_service):
         request = urllib.request.Request(
