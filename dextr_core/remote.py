@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import http.client
 import io
 import json
 import socket
@@ -74,15 +75,15 @@ class ModelServiceError(DextrError):
     to do: start the service or fix ``optional.model_server``; the local engine is offered.
     """
 
-    def __init__(self, url: str, reason: str, *, refused: bool = False):
+    def __init__(self, url: str, reason: str, *, refused: bool = False, text: str | None = None):
         self.url, self.reason, self.refused = url, reason, refused
-        if refused:
+        if text is None and refused:
             text = (
                 f"The DEXTR model service at {url} refused the request: {reason}. Check that the "
                 "service and this app run the same version of dextr_core (docs/scale-out.md). "
                 "The local engine is offered meanwhile."
             )
-        else:
+        elif text is None:
             text = (
                 f"The DEXTR model service at {url} is not answering ({reason}). Start it "
                 f"(`{START_COMMAND}`, see docs/scale-out.md) or correct optional.model_server "
@@ -217,7 +218,14 @@ class RemoteSegmenter:
     ):
         if not str(url).startswith(("http://", "https://")):
             raise ModelServiceError(
-                str(url), "the address must start with http:// or https://", refused=True
+                str(url),
+                "not an http:// address",
+                refused=True,
+                text=(
+                    f"The model service address {str(url)!r} is not an http:// or https:// "
+                    "address; set optional.model_server to one such as http://gpu1:8000/dextr "
+                    "(python -m dextr_core.serve prints it). The local engine is used meanwhile."
+                ),
             )
         if not 0.0 < float(threshold) < 1.0:
             raise ValueError(f"threshold must be between 0 and 1 (exclusive), got {threshold!r}")
@@ -245,7 +253,7 @@ class RemoteSegmenter:
                 with urllib.request.urlopen(request, timeout=self.timeout) as answer:
                     return answer.read()
             except urllib.error.HTTPError as exc:
-                detail = exc.read().decode("utf-8", "replace")[:300]
+                detail = " ".join(exc.read().decode("utf-8", "replace").split())[:300]
                 if exc.code not in RETRY_STATUSES:
                     with contextlib.suppress(ValueError, AttributeError):
                         detail = json.loads(detail).get("error", detail)
@@ -253,7 +261,8 @@ class RemoteSegmenter:
                         self.url, f"HTTP {exc.code} {detail}".strip(), refused=True
                     ) from exc
                 last = f"HTTP {exc.code} {detail}".strip()
-            except (urllib.error.URLError, OSError) as exc:  # refused, reset, timed out
+            except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
+                # refused, reset, timed out, or cut off mid-answer (a replica dying)
                 last = _describe(exc)
         tries = self.retries + 1
         raise ModelServiceError(self.url, f"{last}; {tries} {'try' if tries == 1 else 'tries'}")

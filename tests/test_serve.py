@@ -93,7 +93,8 @@ IMAGES = _images()
 class Stub:
     """An HTTP server on loopback answering ``/info`` and ``/predict`` like the service
     (``serve.predict_body`` with ``fake_forward``), except for the scripted answers in ``plan``:
-    an int is answered as that HTTP status, ``"hang"`` waits until the test ends."""
+    an int is answered as that HTTP status, ``"hang"`` waits until the test ends, ``"cut"``
+    breaks the answer off after a few bytes."""
 
     def __init__(self, info=None):
         self.plan: list = []
@@ -118,6 +119,13 @@ class Stub:
                 action = stub.plan.pop(0) if stub.plan else "ok"
                 if action == "hang":
                     stub.release.wait(30)
+                    return True
+                if action == "cut":  # the answer breaks off, as when a replica dies mid-reply
+                    self.send_response(200)
+                    self.send_header("Content-Length", "1000000")
+                    self.end_headers()
+                    self.wfile.write(b"\x93NUMPY")
+                    self.close_connection = True
                     return True
                 if isinstance(action, int):
                     error = json.dumps({"error": f"scripted {action}"}).encode()
@@ -285,6 +293,14 @@ def test_no_replica_ready_is_retried_and_the_retry_gives_the_mask(stub):
     assert stub.requests == ["/dextr/predict"] * 3 and len(pauses) == 2
 
 
+def test_an_answer_cut_off_midway_is_retried(stub):
+    image, points = IMAGES["RGBA"]
+    segmenter = RemoteSegmenter(stub.url, check=False, retries=1, sleep=lambda s: 0)
+    stub.plan = ["cut"]
+    assert np.array_equal(segmenter.segment(image, points), in_process(image, points)[1])
+    assert len(stub.requests) == 2
+
+
 def test_an_answer_slower_than_the_timeout_is_retried_then_reported(stub):
     image, points = IMAGES["RGBA"]
     segmenter = RemoteSegmenter(stub.url, check=False, timeout=0.3, retries=1, sleep=lambda s: 0)
@@ -320,7 +336,7 @@ def test_an_address_that_is_not_a_dextr_service_is_refused():
             RemoteSegmenter(other.url)
     finally:
         other.close()
-    with pytest.raises(ModelServiceError, match="must start with http://"):
+    with pytest.raises(ModelServiceError, match="'gpu1:8000/dextr' is not an http:// or https"):
         RemoteSegmenter("gpu1:8000/dextr")
 
 
