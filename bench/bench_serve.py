@@ -139,37 +139,36 @@ def main(argv=None) -> int:
                     port=port,  # Serve keeps its first proxy port for the whole instance
                 )
                 ready = time.perf_counter() - t0
-                info = RemoteSegmenter(url, timeout=600).info
-                for clients in args.clients:
-                    cell = run_cell(url, clients, objects(args.requests, rng))
-                    rows.append({"replicas": replicas, "clients": clients, "ready": ready, **cell})
+                if not rows:  # the header, once the engine is known; rows follow as measured
+                    info = RemoteSegmenter(url, timeout=600).info
                     print(
-                        f"# {replicas} replica(s), {clients} client(s): {cell['rate']:.2f} obj/s",
-                        file=sys.stderr,
+                        f"Model service throughput, {started:%Y-%m-%d %H:%M} UTC, {cpu_name()}, "
+                        f"{os.cpu_count()} cores (shared), load average at start "
+                        f"{os.getloadavg()[0]:.1f}, Python {platform.python_version()}, "
+                        f"Ray {ray.__version__}; engine {info.get('name')} "
+                        f"({info.get('runtime')}); {args.requests} objects per row (at least "
+                        "one per client), 640 x 480 image, clients and service on this machine."
+                    )
+                    print()
+                    print(
+                        "| replicas | clients | objects/s | latency p50 (s) | latency p95 (s) "
+                        "| wall (s) | replicas ready after (s) | load average |"
+                    )
+                    print("|---:|---:|---:|---:|---:|---:|---:|---:|", flush=True)
+                for clients in args.clients:
+                    work = objects(max(args.requests, clients), rng)
+                    r = run_cell(url, clients, work)
+                    rows.append(r)
+                    print(
+                        f"| {replicas} | {clients} | {r['rate']:.2f} | {r['p50']:.2f} | "
+                        f"{r['p95']:.2f} | {r['wall']:.1f} | {ready:.0f} | "
+                        f"{os.getloadavg()[0]:.1f} |",
                         flush=True,
                     )
                 ray_serve.delete(serve.APP_NAME)
         finally:
             ray_serve.shutdown()
             ray.shutdown()
-
-    print(
-        f"Model service throughput, {started:%Y-%m-%d %H:%M} UTC, {cpu_name()}, "
-        f"{os.cpu_count()} cores (shared), Python {platform.python_version()}, "
-        f"Ray {ray.__version__}; engine {info.get('name')} ({info.get('runtime')}); "
-        f"{args.requests} objects per row, 640 x 480 image, client and service on this machine."
-    )
-    print()
-    print(
-        "| replicas | clients | objects/s | latency p50 (s) | latency p95 (s) | wall (s) "
-        "| replicas ready after (s) |"
-    )
-    print("|---:|---:|---:|---:|---:|---:|---:|")
-    for r in rows:
-        print(
-            f"| {r['replicas']} | {r['clients']} | {r['rate']:.2f} | {r['p50']:.2f} | "
-            f"{r['p95']:.2f} | {r['wall']:.1f} | {r['ready']:.0f} |"
-        )
     return 0
 
 

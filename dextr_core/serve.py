@@ -3,7 +3,8 @@
 One deployment, :class:`DextrService`, holds the network (loaded once per replica) and answers the
 protocol of :mod:`dextr_core.remote` (``GET <prefix>/info``, ``POST <prefix>/predict``). Requests
 that arrive together are run as one batch (``@serve.batch``: up to ``max_batch_size`` inputs,
-waiting at most ``batch_wait_ms`` for the batch to fill). The number of replicas is fixed
+8 by default on GPU replicas and 1 on CPU ones, waiting at most ``batch_wait_ms`` for the batch
+to fill). The number of replicas is fixed
 (``--replicas N``) or autoscaled between ``--replicas`` and ``--max-replicas`` by Ray Serve on the
 number of requests in flight per replica. Ray runs the replicas on a cluster: a new local one by
 default, or an existing one with ``--address auto`` / ``ray://head:10001`` (GPU workers: give each
@@ -214,6 +215,19 @@ def deployment_options(
     return options
 
 
+def default_batch_size(num_gpus: float, asked: int | None = None) -> int:
+    """``asked`` if given, else 8 for replicas with a GPU and 1 on CPU.
+
+    On a CPU a batch runs as consecutive forwards (OpenVINO is compiled for one input) and every
+    request in it is answered when the last one is done: batches of 8 made each click wait for
+    eight forwards (docs/benchmarks-dextr.md, "Model service"). A GPU runs 8 inputs in about the
+    time of one, so there batching is what raises throughput.
+    """
+    if asked is not None:
+        return int(asked)
+    return 8 if num_gpus > 0 else 1
+
+
 def _require_serve():
     if serve is None:
         raise ServeSetupError(
@@ -227,8 +241,8 @@ def build_app(args: dict):
     """The Ray Serve application (``import_path: dextr_core.serve:build_app`` in a config file).
 
     ``args`` keys: ``weights`` (required unless ``forward``), ``runtime``, ``replicas``,
-    ``max_replicas``, ``max_batch_size``, ``batch_wait_ms``, ``num_cpus``, ``num_gpus``, and for
-    programs ``forward`` + ``name`` (see :class:`DextrService`).
+    ``max_replicas``, ``max_batch_size`` (default: :func:`default_batch_size`),
+    ``batch_wait_ms``, ``num_cpus``, ``num_gpus``, and for programs ``forward`` + ``name`` (see :class:`DextrService`).
     """
     serve_api = _require_serve()
     args = dict(args)
@@ -240,13 +254,14 @@ def build_app(args: dict):
                 f"Weights file not found: {weights}. Give the path of a DEXTR .h5 file that "
                 "every Ray worker can read (python -m dextr_core.download pascal-sbd fetches one)."
             )
-    max_batch_size = int(args.pop("max_batch_size", 8))
+    num_gpus = float(args.pop("num_gpus", 0.0))
+    max_batch_size = default_batch_size(num_gpus, args.pop("max_batch_size", None))
     options = deployment_options(
         int(args.pop("replicas", 1)),
         None if args.get("max_replicas") is None else int(args.pop("max_replicas")),
         max_batch_size=max_batch_size,
         num_cpus=float(args.pop("num_cpus", 1.0)),
-        num_gpus=float(args.pop("num_gpus", 0.0)),
+        num_gpus=num_gpus,
     )
     args.pop("max_replicas", None)
     unknown = set(args) - {"runtime", "batch_wait_ms", "forward", "name"}
@@ -292,7 +307,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: all)")
     p.add_argument("--route-prefix", default=DEFAULT_PREFIX, help="URL path of the service")
     p.add_argument("--runtime", default="auto", help="network runtime, as DEXTR_RUNTIME")
-    p.add_argument("--max-batch-size", type=int, default=8, help="requests run as one batch")
+    p.add_argument(
+        "--max-batch-size",
+        type=int,
+        default=None,
+        help="requests run as one batch (default: 8 with --num-gpus, else 1)",
+    )
     p.add_argument("--batch-wait-ms", type=float, default=10.0, help="longest wait for a batch")
     p.add_argument("--num-cpus", type=float, default=1.0, help="CPUs reserved per replica")
     p.add_argument("--num-gpus", type=float, default=0.0, help="GPUs per replica (e.g. 1)")

@@ -375,6 +375,14 @@ def test_a_fixed_replica_count_or_an_autoscaling_range_becomes_the_deployment_op
     }
 
 
+def test_gpu_replicas_batch_by_default_and_cpu_replicas_do_not():
+    # on a CPU a batch is consecutive forwards answered together: every click would wait for all
+    assert serve.default_batch_size(num_gpus=1) == 8
+    assert serve.default_batch_size(num_gpus=0.5) == 8
+    assert serve.default_batch_size(num_gpus=0) == 1
+    assert serve.default_batch_size(num_gpus=0, asked=4) == 4
+
+
 @pytest.mark.parametrize(
     ("replicas", "max_replicas", "batch", "says"),
     [
