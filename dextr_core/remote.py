@@ -13,8 +13,8 @@ The service builds the point heatmap from the points (the same
 :func:`dextr_core.processing.point_heatmap`), runs the network and answers with its 512 x 512
 probability map; the client resizes it to the box and pastes it into the image
 (:func:`dextr_core.processing.paste_mask`), as :class:`dextr_core.segmenters.DextrSegmenter` does.
-So a request is at most ~0.8 MB (usually 0.2-0.6 MB) and an answer 1 MB whatever the photo's
-size, and the masks equal the in-process ones for the same weights (tests/test_serve.py).
+So a request is at most about 1 MB (0.35-0.7 MB for the sample photos) and an answer 1 MB
+whatever the photo's size, and the masks equal the in-process ones for the same weights (tests/test_serve.py).
 
 Wire protocol (version :data:`PROTOCOL`), under the service's URL ``http://host:port/<prefix>``:
 
