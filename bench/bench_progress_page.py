@@ -202,7 +202,7 @@ def main() -> None:
 
         # What the first render is made of (each timed once, outside Streamlit).
         from dextr_core.config import load_config
-        from pages import progress
+        from ui import progress_view as progress
 
         cfg = load_config(cfg_path)
         t0 = time.perf_counter()

@@ -1,9 +1,17 @@
 """Fetch the published DEXTR weights: ``python -m dextr_core.download [pascal-sbd|pascal|coco]``.
 
-The file is written to ``<dest>/<name>.part`` and renamed to ``<dest>/<name>`` only once the whole
-file has arrived and opens as a DEXTR weights file (HDF5 with the expected layer names), so an
+One weights location rule, shared by the config, this command, the sidebar and models/README.md:
+the server looks for the file that ``optional.weights`` names, relative to the config file's
+folder, by default ``<config folder>/models/dextr_pascal-sbd.h5`` (:func:`default_weights_path`).
+This command saves exactly there: ``--config FILE`` reads that config's ``optional.weights``;
+with no option it uses the config the app would use by default (``$ANNO_CFG``, ``./anno_cfg.yml``,
+else the sample next to app.py). ``--out FILE`` or ``--dest DIR`` save elsewhere.
+:func:`install_command` is the exact command for a given path (the sidebar shows it).
+
+The file is written to ``<final>.part`` and renamed to its final name only once the whole file
+has arrived and opens as a DEXTR weights file (HDF5 with the expected layer names), so an
 interrupted download never leaves a broken file under the real name. Without internet access, put
-the file in models/ by hand (models/README.md). Exit code 0 on success, 1 on any failure.
+the file there by hand (models/README.md). Exit code 0 on success, 1 on any failure.
 """
 
 from __future__ import annotations
@@ -12,12 +20,12 @@ import argparse
 import contextlib
 import http.client
 import os
+import shlex
+import shutil
 import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
-
-import h5py
 
 from .errors import DextrError
 from .weights import expected_layer_names
@@ -30,9 +38,50 @@ WEIGHT_FILES = {
     "pascal": "dextr_pascal.h5",
     "coco": "dextr_coco.h5",
 }
-#: Default destination: models/ of this repository.
-DEFAULT_DEST = Path(__file__).resolve().parents[1] / "models"
+#: The weights file a config uses when ``optional.weights`` is not given.
+DEFAULT_WEIGHTS_FILE = WEIGHT_FILES["pascal-sbd"]
+#: Folder (relative to the config file's folder) of the default weights file.
+DEFAULT_WEIGHTS_FOLDER = "models"
 CHUNK_BYTES = 1 << 20
+
+
+def default_weights_path(config_dir: str | os.PathLike | None = None) -> Path:
+    """The weights file a config in ``config_dir`` uses when it names none (absolute path):
+    ``<config_dir>/models/dextr_pascal-sbd.h5``. ``config_dir`` None: the folder of the config the
+    app uses by default (:func:`dextr_core.launch.default_config_path`)."""
+    if config_dir is None:
+        from .launch import default_config_path
+
+        config_dir = default_config_path().parent
+    return Path(os.path.abspath(Path(config_dir).expanduser())) / DEFAULT_WEIGHTS_FOLDER \
+        / DEFAULT_WEIGHTS_FILE
+
+
+#: Kept for callers of the first version: the default folder of the default config.
+DEFAULT_DEST = default_weights_path().parent
+
+
+def _python() -> str:
+    """``python`` when that is this interpreter on PATH, else this interpreter's full path."""
+    found = shutil.which("python")
+    if found and os.path.realpath(found) == os.path.realpath(sys.executable):
+        return "python"
+    return shlex.quote(sys.executable)
+
+
+def model_for(path: str | os.PathLike) -> str:
+    """The model key whose published file name is ``path``'s name, else "pascal-sbd"."""
+    name = Path(path).name
+    return next((m for m, f in WEIGHT_FILES.items() if f == name), "pascal-sbd")
+
+
+def install_command(path: str | os.PathLike) -> str:
+    """The exact shell command that downloads the weights and saves them as ``path`` (the file
+    the server looks for), e.g. ``python -m dextr_core.download pascal-sbd --out
+    /srv/anno/models/dextr_pascal-sbd.h5``. It works from any folder (absolute path, quoted)."""
+    target = Path(os.path.abspath(Path(path).expanduser()))
+    return (f"{_python()} -m dextr_core.download {model_for(target)} "
+            f"--out {shlex.quote(str(target))}")
 
 
 class DownloadError(DextrError):
@@ -41,6 +90,8 @@ class DownloadError(DextrError):
 
 def check_weights_layout(path: str | os.PathLike) -> None:
     """Raise :class:`DownloadError` unless ``path`` opens as HDF5 and lists every DEXTR layer."""
+    import h5py
+
     try:
         with h5py.File(path, "r") as f:
             names = {
@@ -71,8 +122,10 @@ def download(
     url_base: str = URL_BASE,
     timeout: float = 60.0,
     progress: bool = True,
+    out: str | os.PathLike | None = None,
 ) -> Path:
-    """Download the published weights ``model`` (a key of :data:`WEIGHT_FILES`) into ``dest``.
+    """Download the published weights ``model`` (a key of :data:`WEIGHT_FILES`) into ``dest``
+    under its published name, or as the file ``out`` when given.
 
     Returns the final path. Raises :class:`DownloadError` (offline, HTTP error, interrupted
     transfer, not a DEXTR file); then no file exists under the final name that was not there
@@ -83,10 +136,10 @@ def download(
     if model not in WEIGHT_FILES:
         raise DownloadError(f"unknown model {model!r}; choose one of {', '.join(WEIGHT_FILES)}")
     file_name = WEIGHT_FILES[model]
-    dest = Path(dest)
     url = url_base.rstrip("/") + "/" + file_name
-    final = dest / file_name
-    part = dest / (file_name + ".part")
+    final = Path(out) if out is not None else Path(dest) / file_name
+    dest = final.parent
+    part = final.with_name(final.name + ".part")
     dest.mkdir(parents=True, exist_ok=True)
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response:
@@ -125,36 +178,68 @@ def download(
     raise DownloadError(
         f"Could not download {url}: {error}. No file was saved as {final}. "
         f"Check the internet connection (or proxy settings) and try again, or: "
-        f"{_manual_route(url, dest, file_name)}"
+        f"{_manual_route(url, dest, final.name)}"
     )
+
+
+def _target(args: argparse.Namespace) -> tuple[str, Path, str | None]:
+    """(model, final path, note) from the command line: --out, --dest, --config, else the
+    default config's optional.weights."""
+    if args.out is not None:
+        return args.model or model_for(args.out), Path(args.out).expanduser().absolute(), None
+    if args.dest is not None:
+        model = args.model or "pascal-sbd"
+        return model, Path(args.dest).expanduser().absolute() / WEIGHT_FILES[model], None
+    from .config import ConfigError, load_config
+    from .launch import default_config_path
+
+    config = Path(args.config).expanduser().absolute() if args.config else default_config_path()
+    try:
+        weights = load_config(config).weights
+        note = f"the file optional.weights of {config} names"
+    except ConfigError as exc:
+        if args.config:
+            raise
+        weights = default_weights_path(config.parent)
+        note = f"the default for a config in {config.parent} ({exc.problems[0]})"
+    return args.model or model_for(weights), weights, note
 
 
 def main(argv: list[str] | None = None) -> int:
     """Command line entry; returns the exit code (0 success, 1 failure)."""
     parser = argparse.ArgumentParser(
         prog="python -m dextr_core.download",
-        description="Download published DEXTR weights into models/ (or --dest).",
+        description="Download published DEXTR weights to where the server looks for them: "
+                    "optional.weights of the config (--config, default: $ANNO_CFG, "
+                    "./anno_cfg.yml, else the sample config), or --out FILE / --dest DIR.",
     )
     parser.add_argument(
         "model",
         nargs="?",
-        default="pascal-sbd",
+        default=None,
         choices=sorted(WEIGHT_FILES),
-        help="which weights (default: pascal-sbd, the best on PASCAL)",
+        help="which weights (default: the one the config names, else pascal-sbd, the best on "
+             "PASCAL)",
     )
-    parser.add_argument(
-        "--dest",
-        type=Path,
-        default=DEFAULT_DEST,
-        help=f"folder to save into (default: {DEFAULT_DEST})",
-    )
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--config", help="save as this config's optional.weights")
+    where.add_argument("--out", type=Path, help="save as this file")
+    where.add_argument("--dest", type=Path,
+                       help="save into this folder under the published name")
     parser.add_argument("--url-base", default=URL_BASE, help=argparse.SUPPRESS)
     parser.add_argument(
         "--force", action="store_true", help="download again even if a valid file is already there"
     )
     args = parser.parse_args(argv)
+    from .config import ConfigError
 
-    existing = args.dest / WEIGHT_FILES[args.model]
+    try:
+        model, existing, note = _target(args)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    if note:
+        print(f"Weights go to {existing}: {note}.")
     if existing.is_file() and not args.force:
         try:
             check_weights_layout(existing)
@@ -167,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{existing} is already there (use --force to download it again).")
             return 0
     try:
-        path = download(args.model, args.dest, url_base=args.url_base)
+        path = download(model, existing.parent, url_base=args.url_base, out=existing)
     except DownloadError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -4,7 +4,17 @@ The masks come from the per-image label maps in the config's destination folder 
 object ``i``) and the labels, clicks, annotator and engine from the progress store's object records
 (``store.objects(image_id)``, index ``i`` = value ``i``). Everything is written atomically: a
 folder export is built in a temporary folder next to ``out`` and renamed into place, a file export
-(JSON or ``.zip``) is written to a temporary file and renamed.
+(JSON or ``.zip``) is written to a temporary file and renamed. An overwrite writes the new export
+completely first; only then is the old one moved aside (and removed once the new one is in place),
+so a failure at any point leaves the old export as it was and nothing half-written under ``out``.
+Folders and files get the process umask's permissions (like ``mkdir`` and ``open``).
+
+An export never touches what the tool reads or manages: ``out`` may not be, or contain, the source
+or destination folder, the config's folder or the progress file's folder, nor lie inside the
+source, the destination or the progress file's folder (the app's own ``exports/`` next to the
+config is fine), nor be the config file, the progress store's files or DEXTR-AnnoTool's progress
+file. A folder export carries a ``.dextr-export`` marker; an existing folder is replaced only if it
+has that marker or is empty.
 
 Command line::
 
@@ -42,6 +52,8 @@ FORMATS = ("coco", "masks", "palette")
 STATUSES = ("done", "skipped", "in_progress", "todo", "all")
 
 ProgressCallback = Callable[[int, int], None]
+#: File in every folder export: an existing folder is replaced only when it holds this (or is empty).
+MARKER_NAME = ".dextr-export"
 
 
 class ExportError(DextrError):
@@ -242,6 +254,43 @@ def _entries_palette(config: Any, store: _Store, status: str,
         yield rel.with_name(f"{rel.stem}.png").as_posix(), palette_png(lm)
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _replace_keeping_old(built: Path, out: Path) -> None:
+    """Put the complete new export ``built`` at ``out``; an old export there is moved aside
+    first and removed only once the new one is in place (put back if that rename fails)."""
+    old = None
+    if out.exists():
+        old = out.with_name(f".{out.name}.old-{os.getpid()}-{_dt.datetime.now():%H%M%S%f}")
+        os.replace(out, old)
+    try:
+        os.replace(built, out)
+    except BaseException:
+        if old is not None:
+            os.replace(old, out)
+        raise
+    if old is not None:
+        if old.is_dir():
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):
+                old.unlink()
+    _fsync_dir(out.parent)
+
+
+def _fsync_dir(folder: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
 def _write_zip(out: Path, entries: Iterable[tuple[str, bytes]]) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
@@ -254,8 +303,8 @@ def _write_zip(out: Path, entries: Iterable[tuple[str, bytes]]) -> None:
                 zf.writestr(name, data, compress_type=kind)
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, out)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp made it 0600
+        _replace_keeping_old(Path(tmp), out)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
@@ -266,22 +315,75 @@ def _write_folder(out: Path, entries: Iterable[tuple[str, bytes]]) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp made it 0700: others could not read it
         # The folder as a whole is what appears atomically (one rename below), so its files are
         # written plainly: an fsync per file would make a 10,000-image export crawl.
         for name, data in entries:
             path = tmp / name
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(data)
-        old = None
-        if out.exists():
-            old = out.with_name(f".{out.name}.old-{os.getpid()}")
-            os.replace(out, old)
-        os.replace(tmp, out)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        (tmp / MARKER_NAME).write_text("Written by python -m dextr_core.export; the export "
+                                       "replaces this folder only while this file is here.\n")
+        _replace_keeping_old(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _real(path: Any) -> Path:
+    return Path(os.path.realpath(Path(path).expanduser()))
+
+
+def check_target(config: Any, out: str | os.PathLike) -> Path:
+    """The absolute export path for ``out``, or :class:`ExportError` when an export (or an
+    overwrite) there could touch what the tool reads or manages (see the module docstring)."""
+    target = Path(out).expanduser().absolute()
+    real = _real(target)
+    progress = getattr(config, "progress_file", None)
+    legacy = getattr(config, "legacy_progress_file", None)
+    cfg_file = getattr(config, "path", None)
+    folders: list[tuple[Path, str, bool]] = [
+        (_real(config.source), "required.source (the photos)", True),
+        (_real(config.destination), "required.destination (the masks)", True),
+    ]
+    cfg_dir = _real(cfg_file).parent if cfg_file is not None else None
+    if cfg_dir is not None:
+        folders.append((cfg_dir, "the config file's folder", False))
+    if progress is not None:
+        folder = _real(progress).parent
+        folders.append((folder, "the progress file's folder (admin.progress_file)",
+                        folder != cfg_dir))
+    for folder, what, no_inside in folders:
+        if real == folder or real in folder.parents:
+            raise ExportError(f"export path {target} is or contains {what} ({folder}); an export "
+                              "there could replace it. Choose a path outside it, e.g. a new "
+                              "folder next to the config file")
+        if no_inside and folder in real.parents:
+            raise ExportError(f"export path {target} is inside {what} ({folder}); choose a path "
+                              "outside the folders the tool manages")
+    files = [(cfg_file, "the config file")]
+    if progress is not None:
+        files.append((progress, "the progress file"))
+    if legacy is not None:
+        files.append((legacy, "DEXTR-AnnoTool's progress file"))
+    for path, what in files:
+        if path is None:
+            continue
+        p = _real(path)
+        if real == p or (what == "the progress file" and real.parent == p.parent
+                         and real.name.startswith(p.name)):
+            raise ExportError(f"export path {target} is {what} ({p}) or one of its companion "
+                              "files; choose another path")
+    return target
+
+
+def _check_replaceable_folder(target: Path) -> None:
+    if not target.is_dir() or (target / MARKER_NAME).is_file():
+        return
+    if any(target.iterdir()):
+        raise ExportError(f"{target} is a folder that was not written by an export (it has no "
+                          f"{MARKER_NAME} file); --overwrite replaces only exports. Choose "
+                          "another --out, or empty or remove that folder yourself")
 
 
 def run_export(
@@ -303,27 +405,24 @@ def run_export(
     "png" | "npy", default the config's) or "palette" (one mode-P PNG per image, ``a/b/img.png``).
     ``as_zip``: write one ``.zip`` file at ``out`` instead. ``progress(done, total)`` is called
     after each image. Raises :class:`ExportError` when ``out`` exists and ``overwrite`` is false,
-    or when ``out`` is inside the source or destination folder (an export there would mix with the
-    files the tool manages). The previous export at ``out`` stays intact until the new one is
-    complete.
+    when ``out`` could touch what the tool reads or manages (:func:`check_target`), or when an
+    existing folder at ``out`` is not an earlier export. The previous export at ``out`` stays
+    intact until the new one is complete; if the export fails, it is still there, unchanged.
     """
     if fmt not in FORMATS:
         raise ExportError(f"unknown export format {fmt!r}; use one of {', '.join(FORMATS)}")
     save_format = save_format or config.save_format
     if save_format not in ("png", "npy"):
         raise ExportError(f"unknown mask format {save_format!r}; use png or npy")
-    target = Path(out).expanduser().absolute()
-    for folder, key in ((config.source, "required.source"),
-                        (config.destination, "required.destination")):
-        folder = Path(folder).absolute()
-        if target == folder or folder in target.parents:
-            raise ExportError(f"export path {target} is inside {key} ({folder}); choose a path "
-                              "outside the folders the tool manages")
+    target = check_target(config, out)
     if target.exists() and not overwrite:
         raise ExportError(f"{target} already exists; choose another --out or pass --overwrite to "
                           "replace it")
     if target.exists() and not as_zip and fmt != "coco" and not target.is_dir():
         raise ExportError(f"{target} is a file; a {fmt} export is a folder (or use --zip)")
+    if target.is_dir() and (as_zip or fmt == "coco"):
+        raise ExportError(f"{target} is a folder; this export is one file: choose a file name")
+    _check_replaceable_folder(target)
     result = ExportResult(path=target, format=fmt)
 
     if fmt == "coco":
@@ -335,8 +434,6 @@ def run_export(
         if as_zip:
             _write_zip(target, [("annotations.json", data)])
         else:
-            if target.is_dir():
-                raise ExportError(f"{target} is a folder; a COCO export is one .json file")
             atomic_write(target, data)
         return result
 
@@ -352,13 +449,17 @@ def run_export(
 
 
 def _open_store(config: Any):
-    from .store import ProgressStore
+    from . import store as store_pkg
 
-    if not Path(config.progress_file).is_file():
-        raise ExportError(f"no progress file at {config.progress_file}: nothing has been "
+    location = str(getattr(config, "database", "") or config.progress_file)
+    if "://" not in location and not Path(location).is_file():
+        raise ExportError(f"no progress file at {location}: nothing has been "
                           "annotated with this config yet (check admin.progress_file)")
-    return ProgressStore(config.progress_file, config.source,
-                         claim_timeout_s=float(config.claim_timeout_min) * 60.0)
+    kw = {"claim_timeout_s": float(config.claim_timeout_min) * 60.0}
+    opener = getattr(store_pkg, "open_store", None)  # the store package; older: the class
+    if opener is not None:
+        return opener(location, config.source, **kw)
+    return store_pkg.ProgressStore(location, config.source, **kw)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,13 +13,55 @@ from .errors import DextrError
 #: File extensions the tool treats as images (compared in lower case).
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
-# Very large scans are legitimate here (the app is tested with 12000 x 9000); keep Pillow's
-# decompression-bomb guard, but well above that.
-Image.MAX_IMAGE_PIXELS = 400_000_000
+#: Default pixel budget (width x height): larger images are refused from their header, before
+#: any pixel is decoded. Very large scans are legitimate here (the app is tested with
+#: 12000 x 9000 = 108 MP). ``optional.max_image_megapixels`` sets it per config.
+DEFAULT_MAX_PIXELS = 200_000_000
+_max_pixels = DEFAULT_MAX_PIXELS
+
+# This module's budget replaces Pillow's process-wide decompression-bomb guard: Pillow's raises
+# DecompressionBombError from Image.open (before the size can be reported) and only above twice
+# its limit. Every reader here checks the header's size against the budget before decoding.
+Image.MAX_IMAGE_PIXELS = None
 
 
 class ImageReadError(DextrError):
-    """An image file that cannot be decoded; the message names the file and what to do."""
+    """An image file that cannot be decoded (or is over the pixel budget); the message names the
+    file, its size where known, and what to do."""
+
+
+def set_max_pixels(n: int | None) -> None:
+    """Set the process-wide pixel budget used when a reader gets no ``max_pixels`` (None: back
+    to :data:`DEFAULT_MAX_PIXELS`). ``n`` is width x height in pixels, above 0."""
+    global _max_pixels
+    if n is None:
+        _max_pixels = DEFAULT_MAX_PIXELS
+        return
+    if int(n) <= 0:
+        raise ValueError(f"max_pixels must be above 0, got {n}")
+    _max_pixels = int(n)
+
+
+def max_pixels() -> int:
+    """The process-wide pixel budget (width x height) in force."""
+    return _max_pixels
+
+
+def _megapixels(n: int) -> str:
+    mp = n / 1_000_000
+    return f"{mp:.0f}" if mp >= 10 else f"{mp:.3g}"
+
+
+def _check_budget(p: Path, size: tuple[int, int], limit: int | None) -> None:
+    limit = _max_pixels if limit is None else int(limit)
+    width, height = size
+    if width * height > limit:
+        raise ImageReadError(
+            f"Image {p} is {width} x {height} px = {_megapixels(width * height)} MP, over the "
+            f"{_megapixels(limit)} MP limit; it was not decoded. Scale it down (or split it), "
+            "or raise optional.max_image_megapixels in the config if this server has the memory "
+            "for it."
+        )
 
 
 def is_image_file(path: str | os.PathLike) -> bool:
@@ -77,42 +119,56 @@ def _pil_to_rgb_array(img: Image.Image) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(img.convert("RGB"), dtype=np.uint8))
 
 
-def load_image(path: str | os.PathLike) -> np.ndarray:
+def load_image(path: str | os.PathLike, max_pixels: int | None = None) -> np.ndarray:
     """Read an image file as an upright H x W x 3 uint8 RGB array.
 
     EXIF orientation is applied (the array is what a viewer shows); grayscale, palette, 16-bit and
     RGBA files are converted (transparent pixels become white). Raises :class:`ImageReadError`
-    naming the file when it is missing, truncated or not an image.
+    naming the file when it is missing, truncated or not an image, or when its header says it is
+    over ``max_pixels`` (width x height; default :func:`max_pixels`), before decoding it.
     """
     p = Path(path)
     try:
         with Image.open(p) as img:
+            _check_budget(p, img.size, max_pixels)
             img.load()
             img = ImageOps.exif_transpose(img)
             return _pil_to_rgb_array(img)
     except FileNotFoundError:
         raise ImageReadError(f"Image not found: {p}. Check the source folder in anno_cfg.yml.") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+    except ImageReadError:
+        raise
+    except MemoryError as exc:
+        raise ImageReadError(f"Image {p} is too large to decode in this server's memory; scale it "
+                             "down or lower optional.max_image_megapixels.") from exc
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError,
+            Image.DecompressionBombError) as exc:
         raise ImageReadError(
             f"Cannot read image {p}: {exc}. The file is corrupt or not an image; "
             "replace it or remove it from the source folder."
         ) from exc
 
 
-def image_size(path: str | os.PathLike) -> tuple[int, int]:
-    """(width, height) of an image file as shown upright, read from its header only.
+def image_size(path: str | os.PathLike, max_pixels: int | None = None) -> tuple[int, int]:
+    """(width, height) in pixels of an image file as shown upright, read from its header only.
 
-    Raises :class:`ImageReadError` when the header cannot be read.
+    Raises :class:`ImageReadError` when the header cannot be read, or when the image is over
+    ``max_pixels`` (width x height; default :func:`max_pixels`), so that a scan marks it unreadable
+    before anything tries to decode it.
     """
     p = Path(path)
     try:
         with Image.open(p) as img:
             width, height = img.size
+            _check_budget(p, (width, height), max_pixels)
             try:
                 orientation = img.getexif().get(0x0112, 1)
             except Exception:  # a damaged EXIF block must not hide the image
                 orientation = 1
-    except (FileNotFoundError, UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+    except ImageReadError:
+        raise
+    except (FileNotFoundError, UnidentifiedImageError, OSError, SyntaxError, ValueError,
+            Image.DecompressionBombError) as exc:
         raise ImageReadError(
             f"Cannot read image {p}: {exc}. The file is corrupt or not an image; "
             "replace it or remove it from the source folder."

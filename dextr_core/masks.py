@@ -8,10 +8,8 @@ DEXTR-AnnoTool's masks.
 
 from __future__ import annotations
 
-import contextlib
 import io
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 
@@ -19,6 +17,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from .errors import DextrError
+from .fileio import atomic_write  # noqa: F401  (re-exported: the one atomic-write helper)
 
 #: The formats a label map can be saved in (``optional.save_format``).
 SAVE_FORMATS = ("png", "npy")
@@ -32,48 +31,6 @@ MAX_OBJECTS = 65535
 
 class MaskFileError(DextrError):
     """A mask file that cannot be read as a label map; the message names the file and the fix."""
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Flush a folder's entry table so that a rename in it survives a power cut (POSIX only)."""
-    if os.name != "posix":
-        return
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        with contextlib.suppress(OSError):
-            os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see either the old file or the whole new one.
-
-    The bytes go to a temporary file in the same folder, which is flushed, fsynced and then renamed
-    over ``path`` (``os.replace``); the folder is fsynced afterwards. Missing parent folders are
-    created. On any error the temporary file is removed and the old file (if any) is untouched.
-    """
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        # mkstemp creates the file 0600; give it the permissions a normal open() would.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp_name, 0o666 & ~umask)
-        os.replace(tmp_name, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp_name)
-        raise
-    _fsync_dir(target.parent)
 
 
 def _checked_image_id(image_id: str) -> PurePosixPath:

@@ -89,7 +89,8 @@ admin:
     assert cfg.weights == project.parent / "w" / "dextr_coco.h5"
     assert cfg.threshold == 0.5
     assert cfg.claim_timeout_min == 2.0
-    assert cfg.progress_file == project / "state" / "progress.json"
+    # admin.progress_file is relative to required.source (DEXTR-AnnoTool's rule)
+    assert cfg.progress_file == project / "images" / "state" / "progress.json"
     assert cfg.reset_progress is True
 
 
@@ -240,3 +241,142 @@ def test_config_error_is_a_dextr_error(tmp_path: Path):
 
     with pytest.raises(DextrError):
         load_config(tmp_path / "missing.yml")
+
+
+# --- admin.progress_file: DEXTR-AnnoTool's rule and its progress file -------------------------
+
+
+def test_progress_file_is_relative_to_the_source_folder(project: Path):
+    cfg = load_config(write_cfg(project, MINIMAL + "admin:\n  progress_file: progress.json\n"))
+    assert cfg.progress_file == project / "images" / "progress.json"
+    assert cfg.database == str(project / "images" / "progress.json")
+    assert cfg.legacy_progress_file is None
+
+
+def test_a_dextr_annotool_progress_file_is_imported_and_the_store_lives_beside_it(project: Path):
+    (project / "images" / ".anno_prog").write_text("required: []\nannotated: {}\n")
+    cfg = load_config(write_cfg(project, MINIMAL + "admin:\n  progress_file: .anno_prog\n"))
+    assert cfg.legacy_progress_file == project / "images" / ".anno_prog"
+    assert cfg.progress_file == project / "images" / ".dextr_progress.json"
+    assert cfg.progress_file != cfg.legacy_progress_file
+    assert not (project / ".anno_prog").exists(), "nothing is written next to the config"
+
+
+def test_default_progress_file_finds_a_legacy_anno_prog_in_the_source(project: Path):
+    cfg = load_config(write_cfg(project, MINIMAL))
+    assert cfg.legacy_progress_file is None
+    (project / "images" / ".anno_prog").write_text("annotated: {}\n")
+    cfg = load_config(write_cfg(project, MINIMAL))
+    assert cfg.legacy_progress_file == project / "images" / ".anno_prog"
+    assert cfg.progress_file == project / "images" / ".dextr_progress.json"
+
+
+def test_an_existing_store_next_to_the_config_keeps_being_used_with_a_warning(project: Path):
+    (project / "state").mkdir()
+    (project / "state" / "progress.json").write_text("{}")
+    cfg = load_config(write_cfg(project, MINIMAL + "admin:\n  progress_file: state/progress.json\n"))
+    assert cfg.progress_file == project / "state" / "progress.json"
+    (warning,) = cfg.warnings
+    assert "admin.progress_file" in warning and "relative to required.source" in warning
+
+
+def test_the_repository_sample_config_keeps_its_progress_file():
+    repo = Path(__file__).resolve().parents[1]
+    cfg = load_config(repo / "anno_cfg.yml")
+    assert cfg.progress_file == repo / "samples" / "images" / ".dextr_progress.json"
+    assert cfg.source == repo / "samples" / "images"
+    assert cfg.max_image_pixels == 200_000_000
+
+
+def test_progress_file_naming_a_folder_is_refused(project: Path):
+    (project / "images" / "state").mkdir()
+    path = write_cfg(project, MINIMAL + "admin:\n  progress_file: state\n")
+    assert "folder" in one_problem(path, "admin.progress_file")
+
+
+# --- new optional keys -------------------------------------------------------------------------
+
+
+def test_max_image_megapixels_and_database(project: Path):
+    cfg = load_config(write_cfg(project, MINIMAL + "optional:\n  max_image_megapixels: 1.5\n"
+                                "admin:\n  database: postgresql://db.example/anno\n"))
+    assert cfg.max_image_pixels == 1_500_000
+    assert cfg.database == "postgresql://db.example/anno"
+    path = write_cfg(project, MINIMAL + "optional:\n  max_image_megapixels: 0\n")
+    assert "above 0" in one_problem(path, "optional.max_image_megapixels")
+    path = write_cfg(project, MINIMAL + "admin:\n  database: mysql://x/y\n")
+    assert "postgresql://" in one_problem(path, "admin.database")
+
+
+# --- config at the edges -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", [".inf", "-.inf", ".nan", ".NaN"])
+def test_non_finite_numbers_are_refused(project: Path, value: str):
+    path = write_cfg(project, MINIMAL + f"optional:\n  claim_timeout_min: {value}\n"
+                     f"  threshold: {value}\n  max_image_megapixels: {value}\n")
+    for key in ("optional.claim_timeout_min", "optional.threshold",
+                "optional.max_image_megapixels"):
+        problem = one_problem(path, key)
+        assert "finite" in problem and value.lower().lstrip("-.") in problem.lower()
+
+
+def test_a_duplicate_key_is_named_with_both_lines(project: Path):
+    path = write_cfg(project, "required:\n  source: images\n  destination: masks\n"
+                     "optional:\n  claim_timeout_min: 30\n  labels: [a]\n"
+                     "  claim_timeout_min: 5\n")
+    (problem,) = problems_of(path)
+    assert problem.startswith("optional.claim_timeout_min:")
+    assert "line 5" in problem and "line 7" in problem and "keep one" in problem
+
+
+def test_a_duplicate_section_is_named_with_both_lines(project: Path):
+    path = write_cfg(project, MINIMAL + "admin:\n  reset_progress: false\n"
+                     "admin:\n  reset_progress: true\n")
+    (problem,) = problems_of(path)
+    assert problem.startswith("admin:") and "line 4" in problem and "line 6" in problem
+
+
+def test_source_equal_destination_with_a_photo_named_like_a_mask_is_refused(project: Path):
+    (project / "images" / "a.jpg").write_bytes(b"x")
+    (project / "images" / "a_mask.png").write_bytes(b"x")  # a mask of a.jpg: fine
+    text = "required:\n  source: images\n  destination: images\n"
+    load_config(write_cfg(project, text))
+    (project / "images" / "sub").mkdir()
+    (project / "images" / "sub" / "b_mask.jpg").write_bytes(b"x")  # a photo: would be hidden
+    problem = one_problem(write_cfg(project, text), "required.destination")
+    assert "b_mask.jpg" in problem and "another destination" in problem
+    # npy masks cannot be mistaken for photos
+    load_config(write_cfg(project, text + "optional:\n  save_format: npy\n"))
+
+
+def test_an_over_long_mask_suffix_is_refused_before_any_save(project: Path):
+    from dextr_core.config import name_max
+
+    limit = name_max(project)
+    path = write_cfg(project, MINIMAL + f"optional:\n  mask_suffix: _{'m' * 300}\n")
+    problem = one_problem(path, "optional.mask_suffix")
+    assert str(limit) in problem and "short" in problem
+
+
+def test_a_suffix_too_long_for_one_photo_name_names_that_photo(project: Path):
+    from dextr_core.config import TEMP_NAME_MARGIN, name_max
+
+    limit = name_max(project) - TEMP_NAME_MARGIN
+    stem = "p" * (limit - len("_mask.png") - 5)
+    (project / "images" / f"{stem}.jpg").write_bytes(b"x")
+    load_config(write_cfg(project, MINIMAL))
+    path = write_cfg(project, MINIMAL + "optional:\n  mask_suffix: _longer_mask\n")
+    assert f"{stem}.jpg" in one_problem(path, "optional.mask_suffix")
+
+
+def test_this_tools_own_store_under_a_yaml_like_name_is_kept_as_the_store(project: Path):
+    from dextr_core.store import ProgressStore
+
+    store = ProgressStore(project / "images" / "progress.db", project / "images")
+    store.sync()
+    store.close()
+    cfg = load_config(write_cfg(project, MINIMAL + "admin:\n  progress_file: progress.db\n"))
+    assert cfg.progress_file == project / "images" / "progress.db"
+    assert cfg.legacy_progress_file is None, "it must not be imported as DEXTR-AnnoTool's file"
+    assert any("this tool's progress store" in w for w in cfg.warnings)

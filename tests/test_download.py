@@ -173,3 +173,64 @@ def test_connection_refused_as_a_command(tmp_path):
     assert "Could not download" in result.stderr and "refused" in result.stderr.lower()
     assert "put it in" in result.stderr and "models/README.md" in result.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+# --- one weights location rule ----------------------------------------------------------------
+
+
+def test_default_weights_path_is_models_next_to_the_config(tmp_path):
+    from dextr_core.config import load_config
+    from dextr_core.download import default_weights_path
+
+    (tmp_path / "images").mkdir()
+    cfg_file = tmp_path / "anno_cfg.yml"
+    cfg_file.write_text("required:\n  source: images\n  destination: masks\n")
+    assert default_weights_path(tmp_path) == tmp_path / "models" / "dextr_pascal-sbd.h5"
+    assert load_config(cfg_file).weights == default_weights_path(tmp_path)
+    assert default_weights_path() == REPO / "models" / "dextr_pascal-sbd.h5"
+
+
+def test_download_with_a_config_outside_the_repository_saves_where_that_server_looks(
+        tmp_path, good_file, monkeypatch):
+    from dextr_core.config import load_config
+
+    project = tmp_path / "project"
+    (project / "images").mkdir(parents=True)
+    cfg_file = project / "anno_cfg.yml"
+    cfg_file.write_text("required:\n  source: images\n  destination: masks\n")
+    monkeypatch.chdir(tmp_path)
+    with Server({"/share/DEXTR/dextr_pascal-sbd.h5": good_file}) as server:
+        assert main(["--config", str(cfg_file), "--url-base", server.url]) == 0
+    assert load_config(cfg_file).weights.read_bytes() == good_file
+    assert not (REPO / "models" / "dextr_pascal-sbd.h5.part").exists()
+
+
+def test_without_options_the_default_config_names_the_file(tmp_path, good_file, monkeypatch):
+    project = tmp_path / "p"
+    (project / "images").mkdir(parents=True)
+    (project / "anno_cfg.yml").write_text(
+        "required:\n  source: images\n  destination: masks\noptional:\n  weights: w/coco.h5\n")
+    monkeypatch.setenv("ANNO_CFG", str(project / "anno_cfg.yml"))
+    with Server({"/share/DEXTR/dextr_pascal-sbd.h5": good_file}) as server:
+        assert main(["--url-base", server.url]) == 0
+    assert (project / "w" / "coco.h5").read_bytes() == good_file
+
+
+def test_install_command_is_the_exact_command_that_puts_the_file_there(tmp_path, good_file):
+    import shlex
+
+    from dextr_core.download import install_command
+
+    target = tmp_path / "odd folder" / "models" / "dextr_coco.h5"
+    command = install_command(target)
+    assert "-m dextr_core.download coco --out" in command
+    argv = shlex.split(command)
+    assert argv[-1] == str(target)
+    with Server({"/share/DEXTR/dextr_coco.h5": good_file}) as server:
+        python = sys.executable if argv[0] == "python" else argv[0]
+        result = subprocess.run([python, *argv[1:], "--url-base", server.url], cwd=tmp_path,
+                                capture_output=True, text=True, timeout=120,
+                                env={**__import__("os").environ, "PYTHONPATH": str(REPO)})
+    assert result.returncode == 0, result.stderr
+    assert target.read_bytes() == good_file
+

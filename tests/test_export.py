@@ -131,7 +131,7 @@ def test_masks_export(project, tmp_path: Path, fmt: str):
     result = run_export(cfg, store, "masks", out, save_format=fmt)
     assert result.images == 2
     files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
-    assert files == [f"a_mask.{fmt}", f"sub/b_mask.{fmt}"]
+    assert files == [".dextr-export", f"a_mask.{fmt}", f"sub/b_mask.{fmt}"]
     for image_id in ("a.png", "sub/b.jpg"):
         original = load_label_map(mask_path(cfg.destination, image_id, "_mask", "png"))
         copied = load_label_map(mask_path(out, image_id, "_mask", fmt))
@@ -178,6 +178,7 @@ def test_overwriting_a_folder_export_replaces_it_whole(project, tmp_path: Path):
     out = tmp_path / "pal"
     out.mkdir()
     (out / "stale.png").write_bytes(b"old")
+    (out / ".dextr-export").write_text("an earlier export")
     run_export(cfg, store, "palette", out, overwrite=True)
     assert sorted(p.name for p in out.rglob("*.png")) == ["a.png", "b.png"]
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".pal")] == []
@@ -218,3 +219,173 @@ def test_palette_png_of_uint16_map_wraps_ids():
     img = Image.open(io.BytesIO(palette_png(labels)))
     assert img.mode == "P"
     np.testing.assert_array_equal(np.asarray(img), [[0, 1, 255], [1, 45, 255]])
+
+
+# --- exports cannot destroy inputs; an overwrite never loses the old export --------------------
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_a_masks_export_over_the_folder_holding_the_source_is_refused(project, tmp_path: Path):
+    cfg, store = project
+    before = _snapshot(tmp_path)
+    assert "images/a.png" in before and "anno_cfg.yml" in before
+    for target in (tmp_path, cfg.source, cfg.destination, cfg.source.parent):
+        with pytest.raises(ExportError, match="is or contains"):
+            run_export(cfg, store, "masks", target, overwrite=True)
+    assert _snapshot(tmp_path) == before, "photos, masks, progress and config are all kept"
+
+
+def test_the_cli_refuses_an_overwrite_of_the_folder_holding_the_photos(project, tmp_path: Path,
+                                                                     capsys):
+    cfg, _ = project
+    code = main(["--config", str(cfg.path), "--format", "masks", "--out", str(tmp_path),
+                 "--overwrite"])
+    assert code == 1
+    assert "is or contains required.source" in capsys.readouterr().err
+    assert (cfg.source / "a.png").is_file() and cfg.path.is_file()
+
+
+def test_the_progress_files_folder_and_its_files_are_refused(tmp_path: Path, project):
+    from dataclasses import replace
+
+    cfg, store = project
+    state = tmp_path / "state"
+    state.mkdir()
+    moved = replace(cfg, progress_file=state / "p.json")
+    with pytest.raises(ExportError, match="is or contains the progress file's folder"):
+        run_export(moved, store, "palette", state, overwrite=True)
+    with pytest.raises(ExportError, match="is inside the progress file's folder"):
+        run_export(moved, store, "palette", state / "pal", overwrite=True)
+    with pytest.raises(ExportError, match="the progress file"):
+        run_export(moved, store, "coco", state / "p.json.journal", overwrite=True)
+    with pytest.raises(ExportError, match="the config file"):
+        run_export(cfg, store, "coco", cfg.path, overwrite=True)
+    # next to the config (the app's own exports/ folder) is fine
+    run_export(cfg, store, "coco", tmp_path / "exports" / "c.json")
+
+
+def test_overwrite_replaces_only_folders_that_are_exports(project, tmp_path: Path):
+    cfg, store = project
+    mine = tmp_path / "holiday"
+    mine.mkdir()
+    (mine / "photo.jpg").write_bytes(b"not an export")
+    with pytest.raises(ExportError, match=r"not written by an export.*\.dextr-export"):
+        run_export(cfg, store, "masks", mine, overwrite=True)
+    assert (mine / "photo.jpg").read_bytes() == b"not an export"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    run_export(cfg, store, "masks", empty, overwrite=True)
+    run_export(cfg, store, "masks", empty, overwrite=True)  # its own export: replaced
+    assert (empty / "a_mask.png").is_file()
+
+
+def _failing_after(n: int):
+    import errno
+
+    real = Path.write_bytes
+    calls = {"n": 0}
+
+    def write_bytes(self, data):
+        calls["n"] += 1
+        if calls["n"] > n:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(self, data)
+
+    return write_bytes
+
+
+def test_a_failure_mid_export_keeps_the_old_export_and_leaves_no_half_folder(
+        project, tmp_path: Path, monkeypatch):
+    cfg, store = project
+    out = tmp_path / "labelmaps"
+    run_export(cfg, store, "masks", out)
+    old = _snapshot(out)
+    monkeypatch.setattr(Path, "write_bytes", _failing_after(1))
+    with pytest.raises(OSError, match="No space"):
+        run_export(cfg, store, "masks", out, overwrite=True)
+    monkeypatch.undo()
+    assert _snapshot(out) == old
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".labelmaps")) == []
+
+
+def test_a_failure_while_the_new_export_is_renamed_into_place_puts_the_old_one_back(
+        project, tmp_path: Path, monkeypatch):
+    import errno
+    import os
+
+    cfg, store = project
+    out = tmp_path / "labelmaps"
+    run_export(cfg, store, "masks", out)
+    old = _snapshot(out)
+    real = os.replace
+
+    def replace(src, dst):
+        if Path(src).name.endswith(".tmp") and Path(dst) == out:
+            raise OSError(errno.EIO, "I/O error")
+        return real(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+    with pytest.raises(OSError, match="I/O error"):
+        run_export(cfg, store, "masks", out, overwrite=True)
+    monkeypatch.undo()
+    assert _snapshot(out) == old
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".labelmaps")] == []
+
+
+def test_the_old_export_is_moved_aside_only_after_the_new_one_is_complete(
+        project, tmp_path: Path, monkeypatch):
+    import os
+
+    cfg, store = project
+    out = tmp_path / "pal.zip"
+    run_export(cfg, store, "palette", out, as_zip=True)
+    events = []
+    real = os.replace
+
+    def replace(src, dst):
+        events.append((Path(src).name, Path(dst).name, zipfile.is_zipfile(src)))
+        return real(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+    run_export(cfg, store, "palette", out, as_zip=True, overwrite=True)
+    first_src, first_dst, _ = events[0]
+    assert first_src == "pal.zip" and first_dst.startswith(".pal.zip.old-")
+    assert events[1][1] == "pal.zip" and events[1][2], "the new zip was complete when moved in"
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".pal")] == []
+
+
+def test_a_failure_mid_zip_keeps_the_old_zip(project, tmp_path: Path, monkeypatch):
+    cfg, store = project
+    out = tmp_path / "pal.zip"
+    run_export(cfg, store, "palette", out, as_zip=True)
+    old = out.read_bytes()
+    from dextr_core import export
+
+    def broken(labels):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(export, "palette_png", broken)
+    with pytest.raises(OSError):
+        run_export(cfg, store, "palette", out, as_zip=True, overwrite=True)
+    assert out.read_bytes() == old
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".pal")] == []
+
+
+def test_exported_folders_and_zips_get_the_process_umask(project, tmp_path: Path):
+    import os
+
+    cfg, store = project
+    old = os.umask(0o022)
+    try:
+        run_export(cfg, store, "masks", tmp_path / "m")
+        run_export(cfg, store, "palette", tmp_path / "p.zip", as_zip=True)
+    finally:
+        os.umask(old)
+    assert (tmp_path / "m").stat().st_mode & 0o777 == 0o755
+    assert (tmp_path / "m" / "sub").stat().st_mode & 0o777 == 0o755
+    assert (tmp_path / "m" / "a_mask.png").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "p.zip").stat().st_mode & 0o777 == 0o644

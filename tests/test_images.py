@@ -101,3 +101,110 @@ def test_to_rgb_uint8_rejects_other_shapes():
 def test_image_extensions_any_case():
     assert is_image_file("a/B.JPG") and is_image_file("x.WebP") and is_image_file("t.tif")
     assert not is_image_file("notes.txt") and not is_image_file("mask.npy")
+
+
+# --- the pixel budget: checked from the header, before decoding -------------------------------
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    import struct
+    import zlib
+
+    return (struct.pack(">I", len(data)) + kind + data
+            + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+
+
+def write_bilevel_png(path, width: int, height: int) -> None:
+    """A valid 1-bit grayscale PNG, all black, written row by row (a 40000 x 40000 one is about
+    200 KB on disk and 1.6 G pixels decoded)."""
+    import struct
+    import zlib
+
+    row = b"\0" * (1 + (width + 7) // 8)  # filter byte 0 + packed bits
+    packer = zlib.compressobj(9)
+    parts = [packer.compress(row) for _ in range(height)]
+    parts.append(packer.flush())
+    ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    with open(path, "wb") as out:
+        out.write(b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr)
+                  + _png_chunk(b"IDAT", b"".join(parts)) + _png_chunk(b"IEND", b""))
+
+
+@pytest.fixture(scope="module")
+def huge_png(tmp_path_factory):
+    path = tmp_path_factory.mktemp("bomb") / "huge.png"
+    write_bilevel_png(path, 40000, 40000)
+    return path
+
+
+def test_a_40000_px_square_png_is_refused_with_its_size_by_image_size(huge_png):
+    assert huge_png.stat().st_size < 1_000_000
+    with pytest.raises(ImageReadError) as info:
+        image_size(huge_png)
+    message = str(info.value)
+    assert "40000 x 40000 px = 1600 MP" in message and "200 MP limit" in message
+    assert "huge.png" in message and "max_image_megapixels" in message
+
+
+def test_a_40000_px_square_png_is_refused_by_load_image_without_decoding(huge_png, monkeypatch):
+    from PIL import ImageFile
+
+    def no_decoding(self):
+        raise AssertionError("the pixels were decoded")
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", no_decoding)
+    with pytest.raises(ImageReadError, match="1600 MP, over the 200 MP limit"):
+        load_image(huge_png)
+
+
+def test_the_pixel_budget_can_be_set_per_call_and_per_process(tmp_path):
+    from dextr_core import images
+
+    path = tmp_path / "small.png"
+    write_bilevel_png(path, 300, 200)
+    assert image_size(path) == (300, 200)
+    with pytest.raises(ImageReadError, match=r"300 x 200 px = 0.06 MP, over the 0.05 MP limit"):
+        image_size(path, max_pixels=50_000)
+    assert load_image(path, max_pixels=60_000).shape == (200, 300, 3)
+    try:
+        images.set_max_pixels(59_999)
+        with pytest.raises(ImageReadError, match="over the"):
+            load_image(path)
+    finally:
+        images.set_max_pixels(None)
+    assert images.max_pixels() == images.DEFAULT_MAX_PIXELS == 200_000_000
+    assert load_image(path).shape == (200, 300, 3)
+
+
+def test_pillows_decompression_bomb_error_never_escapes(tmp_path, monkeypatch):
+    from PIL import Image
+
+    path = tmp_path / "bomb.png"
+    write_bilevel_png(path, 100, 100)
+
+    def bomb(*args, **kwargs):
+        raise Image.DecompressionBombError("Image size (10000 pixels) exceeds limit")
+
+    monkeypatch.setattr(Image, "open", bomb)
+    for reader in (image_size, load_image):
+        with pytest.raises(ImageReadError, match="bomb.png"):
+            reader(path)
+
+
+def test_a_folder_scan_marks_the_huge_png_unreadable_and_adds_the_other_photos(huge_png, tmp_path):
+    import shutil
+
+    from dextr_core.store import ProgressStore
+
+    source = tmp_path / "photos"
+    source.mkdir()
+    shutil.copy(huge_png, source / "scan.png")
+    write_bilevel_png(source / "fine.png", 64, 48)
+    store = ProgressStore(tmp_path / "progress.json", source)
+    try:
+        report = store.sync()
+        assert sorted(report.added) == ["fine.png", "scan.png"]
+        assert report.unreadable == ["scan.png"]
+        assert store.get("fine.png").width == 64
+    finally:
+        store.close()

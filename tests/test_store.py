@@ -20,7 +20,7 @@ from dextr_core.store import (
     StoreCorruptError,
     StoreInputError,
 )
-from dextr_core.store_storage import JournaledStorage, open_journaled_db
+from dextr_core.store.journal import JournaledStorage, open_journaled_db
 
 POINTS = [[1, 5], [30, 6], [15, 1], [16, 25]]
 
@@ -552,7 +552,7 @@ def test_reset_and_compaction_by_one_instance_are_seen_by_another(tmp_path, sour
 
 
 def test_failed_write_is_reported_and_nothing_saved_is_lost(store, monkeypatch):
-    from dextr_core import store_storage
+    from dextr_core.store import journal as store_storage
 
     first = store.claim_next("ann")
     store.complete(first.id, "ann", 4)
@@ -576,7 +576,7 @@ def test_failed_write_is_reported_and_nothing_saved_is_lost(store, monkeypatch):
 def test_lock_held_too_long_is_a_clear_error(store):
     from filelock import FileLock
 
-    from dextr_core.store_storage import StoreBusyError
+    from dextr_core.store.journal import StoreBusyError
 
     store._storage._file_lock.timeout = 0.2
     with FileLock(str(store._storage.lock_path)), pytest.raises(StoreBusyError, match="locked"):

@@ -1,8 +1,9 @@
 """Loading the published DEXTR HDF5 layout: every layer gets exactly its values; bad files fail
 with a message naming the file, the layer and what to do.
 
-The files are written here by hand with h5py from ``../shared/dextr/weights-manifest.json`` (the
-published layer order and weight names), independently of the loader under test.
+The files are written here by hand with h5py from ``tests/data/weights-manifest.json`` (a copy of
+``../shared/dextr/weights-manifest.json``: the published layer order and weight names),
+independently of the loader under test.
 """
 
 from __future__ import annotations
@@ -230,3 +231,21 @@ def test_save_dextr_weights_round_trip(model, tmp_path, published_file):
     for name, arrays in expected.items():
         for got, want in zip(again[name], arrays, strict=True):
             np.testing.assert_array_equal(got, want)
+
+
+def test_the_vendored_manifest_is_the_shared_one():
+    """tests/data/weights-manifest.json is a copy of ../shared/dextr/weights-manifest.json."""
+    import json
+
+    from conftest import MANIFEST, SHARED
+
+    shared = SHARED / "dextr" / "weights-manifest.json"
+    if not shared.is_file():
+        pytest.skip("nothing to compare with: ../shared/dextr is not present")
+    assert json.loads(MANIFEST.read_text()) == json.loads(shared.read_text())
+
+
+def test_the_manifest_lists_the_layers_the_downloader_checks(spec_manifest):
+    from dextr_core.weights import expected_layer_names
+
+    assert sorted(name for name, _, _ in spec_manifest) == sorted(expected_layer_names())

@@ -3,20 +3,32 @@
 Two ways to be a lead, both configured in ``.streamlit/secrets.toml`` (see docs/roles.md):
 
 * ``lead_password = "..."``: a lead types it once per browser session (compared in constant time
-  with ``hmac.compare_digest``; remembered in ``st.session_state``);
-* Streamlit's built-in OIDC login (an ``[auth]`` section): a lead signs in with ``st.login()`` and
-  their e-mail address is in ``lead_emails = ["..."]``.
+  with ``hmac.compare_digest``; remembered in ``st.session_state``). Wrong passwords are limited
+  per browser session, per source address and per server process, with a growing delay
+  (:class:`AttemptLimiter`), so new sessions or tabs do not give an attacker new tries;
+* Streamlit's built-in OIDC login (an ``[auth]`` section): a lead signs in with ``st.login()``,
+  the identity provider says the e-mail address is verified (``email_verified`` true) and it is in
+  ``lead_emails = ["..."]``.
 
-With neither configured nobody is a lead, and :func:`lead_gate` says how to configure it.
+With neither configured nobody is a lead, and :func:`lead_gate` says how to configure it. A
+secrets file that does not parse is reported with its path and line (:func:`secrets_problem`) and
+the lead role stays off until it is fixed.
 """
 
 from __future__ import annotations
 
 import hmac
-from collections.abc import Mapping
+import threading
+import time
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import streamlit as st
+
+from ui.messages import md
 
 _SESSION_KEY = "dextr_lead_role"
 _PASSWORD_FIELD = "dextr_lead_password_input"
@@ -24,11 +36,147 @@ _PASSWORD_FIELD = "dextr_lead_password_input"
 MAX_PASSWORD_ATTEMPTS = 5
 
 
+@dataclass
+class AttemptLimiter:
+    """Wrong lead passwords, counted per source address and for the whole server process.
+
+    Within ``window_s`` seconds: after ``k`` wrong passwords from one address its next try waits
+    ``base_delay_s * 2 ** (k - 1)`` seconds (at most ``max_delay_s``); after ``max_per_address``
+    it is locked until the window has passed; after ``max_total`` from all addresses together
+    every password try is refused until the window has passed (a restart clears it). A right
+    password clears its address's count. While an address waits, tries are refused unchecked, so
+    sending them faster gains nothing. ``clock`` is injected for tests (seconds, monotonic).
+    Thread-safe: one instance serves every session of the process.
+    """
+
+    max_per_address: int = 5
+    max_total: int = 20
+    window_s: float = 900.0
+    base_delay_s: float = 1.0
+    max_delay_s: float = 60.0
+    clock: Callable[[], float] = time.monotonic
+    _failures: dict[str, list[float]] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def _recent(self, now: float) -> dict[str, list[float]]:
+        for address in list(self._failures):
+            kept = [t for t in self._failures[address] if now - t < self.window_s]
+            if kept:
+                self._failures[address] = kept
+            else:
+                del self._failures[address]
+        return self._failures
+
+    def refusal(self, address: str) -> str | None:
+        """Why a try from ``address`` is refused now (a sentence), or None when it may go on."""
+        with self._lock:
+            now = self.clock()
+            failures = self._recent(now)
+            total = sum(len(v) for v in failures.values())
+            if total >= self.max_total:
+                wait = min(min(v) for v in failures.values()) + self.window_s - now
+                return (f"Too many wrong lead passwords on this server ({total} in "
+                        f"{self.window_s / 60:.0f} min); password sign-in is paused for "
+                        f"{_minutes(wait)}. Use the lead login, or restart the server.")
+            mine = failures.get(address, [])
+            if len(mine) >= self.max_per_address:
+                wait = min(mine) + self.window_s - now
+                return (f"Too many wrong lead passwords from this address ({len(mine)}); try "
+                        f"again in {_minutes(wait)}.")
+            if mine:
+                delay = min(self.base_delay_s * 2 ** (len(mine) - 1), self.max_delay_s)
+                wait = max(mine) + delay - now
+                if wait > 0:
+                    return f"Wait {wait:.0f} s before the next try (wrong lead password)."
+        return None
+
+    def failure(self, address: str) -> None:
+        """Count a wrong password from ``address``."""
+        with self._lock:
+            self._failures.setdefault(address, []).append(self.clock())
+
+    def success(self, address: str) -> None:
+        """A right password from ``address``: its count starts over."""
+        with self._lock:
+            self._failures.pop(address, None)
+
+    def reset(self) -> None:
+        """Forget every count (tests; a restart does the same)."""
+        with self._lock:
+            self._failures.clear()
+
+
+def _minutes(seconds: float) -> str:
+    return f"{max(1, round(seconds / 60))} min"
+
+
+#: The server process's limiter (module state: shared by every session of this process).
+LIMITER = AttemptLimiter()
+
+
+def client_address() -> str:
+    """Where this session's connection comes from: ``st.context.ip_address`` (Streamlit 1.67;
+    None for a connection from this machine). For a local connection, which is what a reverse
+    proxy on this machine looks like, the proxy's ``X-Forwarded-For`` (the last address, the one
+    the proxy itself saw) or ``X-Real-Ip`` header names the client; a remote client's own headers
+    are not trusted (anyone can send them). "local" when nothing is known."""
+    try:
+        ip = st.context.ip_address
+    except Exception:  # no script context (a plain import, a bare test)
+        ip = None
+    if isinstance(ip, str) and ip:
+        return ip
+    try:
+        headers = st.context.headers
+        forwarded = headers.get("X-Forwarded-For") or ""
+        real = headers.get("X-Real-Ip") or ""
+    except Exception:
+        forwarded = real = ""
+    forwarded = forwarded if isinstance(forwarded, str) else ""
+    real = real if isinstance(real, str) else ""
+    hops = [h.strip() for h in forwarded.split(",") if h.strip()]
+    if hops:
+        return hops[-1]
+    return real.strip() or "local"
+
+
+def _secrets_files() -> list[Path]:
+    try:
+        from streamlit import config
+
+        files = config.get_option("secrets.files") or []
+    except Exception:
+        files = []
+    return [Path(f) for f in files]
+
+
+def secrets_problem() -> str | None:
+    """A sentence naming the secrets file that does not parse (path, line, what is wrong), or
+    None when every secrets file Streamlit reads parses (or there is none)."""
+    for path in _secrets_files():
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            continue
+        except (OSError, UnicodeDecodeError) as exc:
+            return f"{path} cannot be read ({exc}); fix its permissions or encoding"
+        try:
+            tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            return (f"{path} is not valid TOML: {exc}. Fix that line (values in quotes, e.g. "
+                    'lead_password = "..."; see .streamlit/secrets.toml.example) and restart '
+                    "the app")
+    return None
+
+
 def _secrets() -> Mapping[str, Any]:
-    """``st.secrets`` as a plain mapping, or {} when there is no secrets file or it is broken."""
+    """``st.secrets`` as a plain mapping; {} when there is no secrets file, or when one does not
+    parse (then :func:`secrets_problem` says which and where, and nobody is a lead)."""
+    if secrets_problem() is not None:
+        return {}
     try:
         return st.secrets.to_dict()
-    except Exception:  # no secrets.toml (FileNotFoundError) or a TOML error: no lead configured
+    except Exception:  # no secrets.toml (StreamlitSecretNotFoundError): no lead configured
         return {}
 
 
@@ -63,16 +211,25 @@ def is_configured() -> bool:
     return lead_password() is not None or bool(oidc_providers() and lead_emails())
 
 
-def _oidc_email() -> str | None:
+def _signed_in_email() -> tuple[str | None, bool]:
+    """(the OIDC user's e-mail in lower case or None, whether the provider verified it)."""
     if not oidc_providers():
-        return None
+        return None, False
     try:
         if not st.user.is_logged_in:
-            return None
+            return None, False
         email = st.user.get("email")
+        verified = st.user.get("email_verified")
     except Exception:  # st.user unavailable (no auth support installed)
-        return None
-    return str(email).strip().lower() if email else None
+        return None, False
+    verified = verified is True or (isinstance(verified, str) and verified.lower() == "true")
+    return (str(email).strip().lower() if email else None), verified
+
+
+def _oidc_email() -> str | None:
+    """The signed-in OIDC user's e-mail, only when the identity provider verified it."""
+    email, verified = _signed_in_email()
+    return email if verified else None
 
 
 def is_lead() -> bool:
@@ -96,16 +253,24 @@ def sign_out() -> None:
 
 def _check_password() -> None:
     typed = st.session_state.get(_PASSWORD_FIELD, "")
+    st.session_state[_PASSWORD_FIELD] = ""  # never keep the password in the widget
     expected = lead_password()
     attempts = st.session_state.get("dextr_lead_attempts", 0)
-    if expected is None or attempts >= MAX_PASSWORD_ATTEMPTS:
+    if expected is None or attempts >= MAX_PASSWORD_ATTEMPTS or not typed:
         return
-    if typed and hmac.compare_digest(typed.encode("utf-8"), expected.encode("utf-8")):
+    address = client_address()
+    refusal = LIMITER.refusal(address)
+    if refusal is not None:
+        st.session_state["dextr_lead_refusal"] = refusal  # the try was not even checked
+        return
+    st.session_state.pop("dextr_lead_refusal", None)
+    if hmac.compare_digest(typed.encode("utf-8"), expected.encode("utf-8")):
         st.session_state[_SESSION_KEY] = True
         st.session_state["dextr_lead_attempts"] = 0
-    elif typed:
+        LIMITER.success(address)
+    else:
         st.session_state["dextr_lead_attempts"] = attempts + 1
-    st.session_state[_PASSWORD_FIELD] = ""  # never keep the password in the widget
+        LIMITER.failure(address)
 
 
 def lead_gate(container: Any = None) -> bool:
@@ -116,12 +281,17 @@ def lead_gate(container: Any = None) -> bool:
     """
     box = container if container is not None else st.sidebar
     if is_lead():
-        box.success(f"Lead role: {lead_name()}")
+        box.success(f"Lead role: {md(lead_name())}")
         if st.session_state.get(_SESSION_KEY):
             box.button("Leave the lead role", on_click=sign_out, key="dextr_lead_signout")
         elif oidc_providers():
             box.button("Log out", on_click=st.logout, key="dextr_lead_logout")
         return True
+
+    problem = secrets_problem()
+    if problem is not None:
+        box.error(f"Lead access is off: {problem}.")
+        return False
 
     if not is_configured():
         box.info(
@@ -139,11 +309,19 @@ def lead_gate(container: Any = None) -> bool:
             box.text_input("Lead password", type="password", key=_PASSWORD_FIELD,
                            on_change=_check_password,
                            help="Leads can reopen images, export and reset progress.")
-            if attempts:
+            refusal = st.session_state.get("dextr_lead_refusal")
+            if refusal:
+                box.warning(refusal)
+            elif attempts:
                 box.warning(f"Wrong lead password ({attempts} of {MAX_PASSWORD_ATTEMPTS} tries).")
-    email = _oidc_email()
+    email, verified = _signed_in_email()
     if email is not None:
-        box.warning(f"{email} is signed in but is not in `lead_emails`.")
+        if not verified:
+            box.warning(f"{md(email)} is signed in, but the identity provider has not verified "
+                        "that address (email_verified is not true), so it cannot be a lead; "
+                        "verify it with the provider and sign in again.")
+        else:
+            box.warning(f"{md(email)} is signed in but is not in `lead_emails`.")
         box.button("Log out", on_click=st.logout, key="dextr_lead_logout")
     elif lead_emails():
         for provider in oidc_providers():

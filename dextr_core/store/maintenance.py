@@ -1,0 +1,518 @@
+"""Store maintenance: scanning the source folder, the DEXTR-AnnoTool import, reset, reconcile.
+
+These are the store's jobs that are not one annotator's work on one image. Each function takes the
+:class:`~dextr_core.store.progress_store.ProgressStore` (the methods of the same names delegate
+here) and runs as store transactions like every other call.
+
+Scan rules (:func:`sync`)
+-------------------------
+* Every image file (by extension, any case) under the source folder, recursively; hidden files and
+  folders (``.name``) and the folders in ``exclude_dirs`` (a destination inside the source) are
+  skipped. When the source folder IS the destination (``destination`` given and equal), files
+  whose stem ends with ``mask_suffix`` are the masks and are never queued.
+* New files get their size from the header (:func:`dextr_core.images.image_size`, which refuses
+  images over the pixel budget); a file whose header cannot be read (``ImageReadError``, or an
+  ``OSError`` such as a file that vanished while scanning) is added as ``unreadable`` with the
+  reason, named in the :class:`SyncReport`, and the scan goes on.
+
+DEXTR-AnnoTool import (:func:`import_legacy`)
+--------------------------------------------
+The seed tool's progress file (``legacy_file``; default ``<source>/.anno_prog``) is read, never
+written, on the first sync that finds it (not after a reset). Its format, written by ruamel.yaml::
+
+    required:
+    - a.jpg
+    - sub/b.jpg
+    annotated:
+      a.jpg: yes
+      sub/b.jpg: skip
+
+``yes`` -> done, ``skip`` -> skipped, ``no`` -> todo (PyYAML reads yes/no as booleans; the strings
+and true/false are accepted too). The first version's flat mapping ``{image: yes/no/skip}`` is read
+the same way. Names are matched as paths relative to the source, else by a unique file name. Only
+todo images change. A file that cannot be read or parsed, or is not of that shape, is reported in
+the SyncReport and NOT recorded as imported: the next sync tries again. An image imported as done
+whose mask file exists in the destination (``<stem><mask_suffix>.<save_format>``; .png or .npy
+when no save_format is given) gets one object per label ``1..max`` of that mask (points ``[]``, engine
+``DEXTR-AnnoTool``, label the first configured label or ``object``), so its objects count and are
+exported; the mask file is left untouched.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections import Counter, defaultdict
+from collections.abc import Iterable
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, Any
+
+import yaml
+from tinydb.table import Document
+
+from ..images import ImageReadError, image_size, is_image_file
+from .records import (
+    _IMAGES,
+    _META,
+    _META_ID,
+    LEGACY_ANNOTATOR,
+    LEGACY_PROGRESS_NAME,
+    StoreInputError,
+    StoreWriteError,
+    SyncReport,
+    _first,
+    _free_name,
+    _new_image_doc,
+    _stamp,
+)
+
+if TYPE_CHECKING:
+    from .progress_store import ProgressStore
+
+__all__ = ["add_images", "import_legacy", "reconcile", "reset", "scan", "sync"]
+
+#: Engine name of the objects read from DEXTR-AnnoTool's mask files.
+LEGACY_ENGINE = "DEXTR-AnnoTool"
+
+
+def _same_folder(a: Path | None, b: Path | None) -> bool:
+    if a is None or b is None:
+        return False
+    try:
+        return a.resolve() == b.resolve()
+    except OSError:
+        return False
+
+
+def scan(store: ProgressStore) -> list[str]:
+    """The image ids found in the source folder (sorted), by the scan rules above."""
+    root = store.source_dir
+    if not root.is_dir():
+        raise StoreInputError(
+            f"The source folder {root} does not exist or is not a folder; check "
+            "required.source in anno_cfg.yml."
+        )
+    suffix = store.mask_suffix
+    skip_masks = bool(suffix) and _same_folder(root, store.destination)
+    found = []
+    for folder, dirs, files in os.walk(root):
+        here = Path(folder)
+        dirs[:] = sorted(
+            d for d in dirs
+            if not d.startswith(".") and (here / d).resolve() not in store.exclude_dirs
+        )
+        rel = here.relative_to(root)
+        for name in files:
+            if name.startswith(".") or not is_image_file(name):
+                continue
+            if skip_masks and os.path.splitext(name)[0].endswith(suffix):
+                continue
+            found.append((PurePosixPath(*rel.parts) / name).as_posix())
+    found.sort()
+    return found
+
+
+def sync(store: ProgressStore) -> SyncReport:
+    """Scan the source folder: add new images, flag vanished ones ``missing``, import legacy.
+
+    Image sizes are read from the headers of new files only (an unreadable header makes the
+    image ``unreadable`` with the reason, and the scan goes on). The first sync that finds
+    DEXTR-AnnoTool's progress file imports it, once (not after a :func:`reset`).
+    """
+    found = scan(store)
+    with store._storage.transaction():
+        known = set(store._doc_of)
+    new_ids = [i for i in found if i not in known]
+    sizes: dict[str, tuple] = {}
+    for image_id in new_ids:
+        try:
+            sizes[image_id] = (*image_size(store.source_dir / image_id), None)
+        except (ImageReadError, OSError) as exc:
+            sizes[image_id] = (None, None, str(exc))
+    report = SyncReport()
+    found_set = set(found)
+    with store._storage.transaction():
+        report.added = add_images(store, ((i, *sizes[i]) for i in new_ids))
+        report.unreadable = [i for i in report.added if sizes[i][2]]
+        report.unreadable_reasons = {i: sizes[i][2] for i in report.unreadable}
+        now = store.clock()
+        for image_id in sorted(set(store._doc_of) - found_set - store._missing):
+            store._update(image_id, {"missing": True, "updated_at": now})
+            report.vanished.append(image_id)
+        for image_id in sorted(store._missing & found_set):
+            store._update(image_id, {"missing": False, "updated_at": now})
+            report.reappeared.append(image_id)
+        import_legacy(store, report)
+        report.total = len(store._doc_of) - len(store._missing)
+        if report.added or report.vanished or report.reappeared:
+            store._log("synced", None, None, added=len(report.added),
+                       vanished=len(report.vanished), reappeared=len(report.reappeared))
+    return report
+
+
+def add_images(store: ProgressStore, entries: Iterable[tuple]) -> list[str]:
+    """Add images without scanning: ``(image_id, width, height[, error])`` each; bulk API.
+
+    For tools and benchmarks that already know the images. Ids the store knows are left
+    alone; an ``error`` makes the image ``unreadable``. Returns the ids added. A later
+    :func:`sync` flags ids that are not files of the source folder as missing.
+    """
+    added: list[str] = []
+    seen: set[str] = set()
+    with store._storage.transaction():
+        docs = []
+        next_id = store._max_image_doc + 1
+        for entry in entries:
+            image_id, width, height = entry[0], entry[1], entry[2]
+            error = entry[3] if len(entry) > 3 else None
+            if image_id in store._doc_of or image_id in seen:
+                continue
+            seen.add(image_id)
+            doc = _new_image_doc(image_id, width, height,
+                                 "unreadable" if error else "todo", error)
+            docs.append(Document(doc, doc_id=next_id))
+            next_id += 1
+            added.append(image_id)
+        if docs:
+            store._images.insert_multiple(docs)
+    return added
+
+
+# ---- DEXTR-AnnoTool import ----------------------------------------------------------------------
+
+
+def _legacy_entries(legacy: Path, data: Any) -> tuple[dict | None, list[str], str | None]:
+    """``(annotated mapping, required names, problem)`` of a parsed progress file."""
+    if data is None:
+        return {}, [], None
+    if not isinstance(data, dict):
+        return None, [], (f"is not a mapping (it holds a {type(data).__name__}); DEXTR-AnnoTool "
+                          "writes 'required:' (a list) and 'annotated:' (image: yes/no/skip)")
+    if "annotated" in data or "required" in data:
+        annotated = data.get("annotated")
+        required = data.get("required")
+        if annotated is None:
+            annotated = {}
+        if not isinstance(annotated, dict):
+            return None, [], (f"has 'annotated:' holding a {type(annotated).__name__}, not a "
+                              "mapping of image: yes/no/skip")
+        if required is None:
+            required = []
+        if not isinstance(required, list):
+            return None, [], (f"has 'required:' holding a {type(required).__name__}, not a list "
+                              "of images")
+        return annotated, [str(r) for r in required], None
+    return data, [], None  # the first version's flat mapping {image: yes/no/skip}
+
+
+def import_legacy(store: ProgressStore, report: SyncReport) -> None:
+    """Import DEXTR-AnnoTool's progress file once (see the module docstring); inside sync."""
+    meta = store._meta.get(doc_id=_META_ID) or {}
+    if meta.get("legacy_import") is not None or meta.get("reset_at") is not None:
+        return
+    explicit = store.legacy_file is not None
+    legacy = store.legacy_file if explicit else store.source_dir / LEGACY_PROGRESS_NAME
+    if not legacy.is_file():
+        if explicit:
+            report.messages.append(
+                f"DEXTR-AnnoTool progress file {legacy} (admin.progress_file) was not found; "
+                "nothing was imported. Check the path; the next sync tries again."
+            )
+        return
+    try:
+        text = legacy.read_text(encoding="utf-8-sig")
+        data = yaml.safe_load(text)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        report.messages.append(
+            f"DEXTR-AnnoTool progress file {legacy} could not be read ({exc}); it was not "
+            "imported. Fix or remove it; the next sync tries again."
+        )
+        return
+    annotated, required, problem = _legacy_entries(legacy, data)
+    if annotated is None:
+        report.messages.append(
+            f"DEXTR-AnnoTool progress file {legacy} {problem}; it was not imported. Fix or "
+            "remove it; the next sync tries again."
+        )
+        return
+    by_name: dict[str, list[str]] = defaultdict(list)
+    for image_id in store._doc_of:
+        by_name[PurePosixPath(image_id).name].append(image_id)
+
+    def resolve(key: Any) -> str | None:
+        name = str(key).replace("\\", "/").removeprefix("./")
+        if name in store._doc_of:
+            return name
+        matches = by_name.get(PurePosixPath(name).name, [])
+        return matches[0] if len(matches) == 1 else None
+
+    counts: Counter = Counter()
+    unknown, bad = [], []
+    with_masks = 0
+    stamp = legacy.stat().st_mtime
+    for key, value in annotated.items():
+        image_id = resolve(key)
+        if image_id is None:
+            unknown.append(str(key))
+            continue
+        status = _legacy_status(value)
+        if status is None:
+            bad.append(f"{key}: {value!r}")
+            continue
+        doc = store._raw(image_id)
+        if doc["status"] != "todo" or status == "todo":
+            counts["todo" if status == "todo" else "unchanged"] += 1
+            continue
+        fields: dict[str, Any] = {
+            "status": status, "annotator": LEGACY_ANNOTATOR, "completed_at": stamp,
+            "updated_at": stamp, "note": f"imported from DEXTR-AnnoTool's {legacy.name}",
+            "legacy": True,
+        }
+        if status == "done" and not doc.get("objects"):
+            objects = _objects_from_mask(store, image_id)
+            if objects:
+                fields.update({"objects": objects, "n_objects": len(objects), "legacy": None})
+                with_masks += 1
+        store._update(image_id, fields)
+        counts[status] += 1
+    missing_required = [r for r in required if resolve(r) is None]
+    if unknown:
+        report.messages.append(
+            f"{len(unknown)} entr(y/ies) of {legacy} name no image in the source folder "
+            f"(ignored): {_first(unknown)}"
+        )
+    if missing_required:
+        report.messages.append(
+            f"{len(missing_required)} image(s) listed under 'required:' in {legacy} are not in "
+            f"the source folder: {_first(missing_required)}"
+        )
+    if bad:
+        report.messages.append(
+            f"{len(bad)} entr(y/ies) of {legacy} are not yes/no/skip (ignored): {_first(bad)}"
+        )
+    if with_masks:
+        report.messages.append(
+            f"{with_masks} image(s) imported as done had mask files in {store.destination}; "
+            "their objects were read from them (the files are unchanged)"
+        )
+    report.legacy_imported = dict(counts)
+    report.legacy_file = legacy
+    store._meta.update({"legacy_import": {"file": str(legacy), "at": store.clock(),
+                                          "counts": dict(counts)}}, doc_ids=[_META_ID])
+    store._log("legacy_import", None, None, file=str(legacy), **dict(counts))
+
+
+def _legacy_mask_file(store: ProgressStore, image_id: str) -> Path | None:
+    """The existing mask file of an image in the destination (in save_format), or None."""
+    from ..masks import SAVE_FORMATS, mask_path
+
+    if store.destination is None or store.mask_suffix is None:
+        return None
+    # The configured format only (exports and reconcile read that one); both when not given.
+    formats = [store.save_format] if store.save_format in SAVE_FORMATS else list(SAVE_FORMATS)
+    for fmt in formats:
+        try:
+            path = mask_path(store.destination, image_id, store.mask_suffix, fmt)
+        except ValueError:
+            return None
+        if path.is_file():
+            return path
+    return None
+
+
+def _objects_from_mask(store: ProgressStore, image_id: str) -> list[dict]:
+    """One object document per label 1..max of the image's existing mask file ([] if none)."""
+    path = _legacy_mask_file(store, image_id)
+    if path is None:
+        return []
+    n = _count_labels(path)
+    if not n:
+        return []
+    try:
+        created = path.stat().st_mtime
+    except OSError:
+        created = store.clock()
+    label = store.labels[0] if store.labels else "object"
+    return [
+        {"object_id": uuid.uuid4().hex, "index": i, "label": label, "points": "",
+         "engine": LEGACY_ENGINE, "annotator": LEGACY_ANNOTATOR, "created_at": created,
+         "seconds": 0.0}
+        for i in range(1, n + 1)
+    ]
+
+
+# ---- start over / crash repair ------------------------------------------------------------------
+
+
+def reset(store: ProgressStore) -> Path:
+    """Start over: move the store to ``<name>.backup-<UTC time>`` next to it, return that path.
+
+    The store is compacted first, so that backup holds everything and opens as a store by itself
+    (``ProgressStore(backup, ...)``); the journal, by then only its header, is kept too, as
+    ``<name>.journal.backup-<UTC time>``. The new store is empty (call :meth:`sync` to scan the
+    source again); DEXTR-AnnoTool's progress file is not imported again, and :meth:`reconcile`
+    does not adopt mask files older than the reset. Other processes sharing the store notice on
+    their next call. Raises :class:`StoreWriteError` saying what is on disk if a step fails.
+    """
+    with store._storage.transaction():
+        now = store.clock()
+        backup = _free_name(store.path.with_name(f"{store.path.name}.backup-{_stamp(now)}"))
+        journal = store._storage.journal_path
+        backup_journal = _free_name(journal.with_name(f"{journal.name}.backup-{_stamp(now)}"))
+        step, moved = "write a snapshot of the store", False
+        try:
+            store._storage.compact()
+            # The journal first, then the snapshot: a crash between the two leaves the old
+            # snapshot alone, which opens as the old store (it holds the whole journal).
+            step = f"move the journal to {backup_journal}"
+            os.replace(journal, backup_journal)
+            step = f"move the store to {backup}"
+            os.replace(store.path, backup)
+            step, moved = "write the new, empty store", True
+            store._storage.start_new_store({
+                _META: {str(_META_ID): {"created_at": now, "reset_at": now,
+                                        "reset_backup": str(backup)}},
+            })
+        except OSError as exc:
+            store._storage.reload_on_next_use()
+            state = (f"The old store is kept as {backup} (journal {backup_journal})."
+                     if moved else "Nothing was reset; the store is as it was.")
+            raise StoreWriteError(
+                f"Could not reset the progress store {store.path}: could not {step} ({exc}). "
+                f"{state} Check the disk space and the folder's permissions, then try again."
+            ) from exc
+        store._log("reset", None, None, backup=str(backup))
+    return backup
+
+def reconcile(store: ProgressStore, destination: str | os.PathLike, mask_suffix: str,
+              save_format: str) -> list[str]:
+    """Make records and mask files agree after a crash; return one line per fix.
+
+    * done with objects, mask file missing -> todo (objects' points kept, note says why; objects
+      imported from that DEXTR-AnnoTool mask file, which have no points, are dropped with it).
+    * in_progress with objects, mask file newer than its last object -> done by its holder
+      (the app saved the mask, then stopped before recording it).
+    * todo without objects, mask file present (not older than a :meth:`reset`) -> done, with
+      ``n_objects`` = the largest label in the file, annotator unknown (work from before this
+      store, e.g. a store restarted after damage).
+    * done imported from DEXTR-AnnoTool -> ``n_objects`` read from its mask file.
+    Done images without objects need no mask file. Missing images are left alone.
+    """
+    from ..masks import mask_path
+
+    dest = Path(destination)
+    existing = _files_under(dest)
+    stems = {os.path.splitext(p)[0] for p in existing}
+    lines: list[str] = []
+    with store._storage.transaction():
+        meta = store._meta.get(doc_id=_META_ID) or {}
+        reset_at = meta.get("reset_at")
+        now = store.clock()
+        for doc in sorted(store._storage.read().get(_IMAGES, {}).values(),
+                          key=lambda d: d["id"]):
+            if doc.get("missing"):
+                continue
+            status, n_objects = doc["status"], len(doc.get("objects") or [])
+            if status not in ("done", "todo", "in_progress"):
+                continue
+            if status == "done":
+                wanted = n_objects > 0 or doc.get("legacy")
+            elif status == "in_progress":
+                wanted = n_objects > 0
+            else:  # todo: only when a file of that name exists (cheap string test first)
+                stem = os.path.splitext(doc["id"])[0] + mask_suffix
+                wanted = n_objects == 0 and os.path.join(str(dest), stem) in stems
+            if not wanted:
+                continue
+            try:
+                mpath = mask_path(dest, doc["id"], mask_suffix, save_format)
+            except ValueError:
+                continue
+            mtime = existing.get(str(mpath))
+            image_id = doc["id"]
+            if status == "done" and mtime is None and n_objects > 0:
+                # Objects read from a DEXTR-AnnoTool mask (no clicks) existed only in that file.
+                kept = [o for o in doc["objects"] if o.get("points")]
+                kept = [dict(o, index=i) for i, o in enumerate(kept, start=1)]
+                note = f"mask file {mpath} was missing; annotate again (clicks kept)"
+                if len(kept) < n_objects:
+                    note = (f"mask file {mpath} was missing; annotate again ({n_objects - len(kept)}"
+                            " object(s) imported from that DEXTR-AnnoTool mask are gone with it)")
+                store._update(image_id, {"status": "todo", "annotator": None,
+                                         "completed_at": None, "claimed_at": None,
+                                         "updated_at": now, "note": note, "objects": kept,
+                                         "n_objects": len(kept)})
+                lines.append(f"{image_id}: recorded done but {note}; set back to todo.")
+            elif status == "done" and mtime is not None and doc.get("legacy"):
+                n = _count_labels(mpath)
+                if n is not None:
+                    store._update(image_id, {"n_objects": n, "legacy": None})
+                    lines.append(f"{image_id}: {n} object(s) counted in {mpath} "
+                                 "(imported from DEXTR-AnnoTool).")
+            elif status == "in_progress" and mtime is not None and n_objects > 0:
+                last = max(o.get("created_at") or 0.0 for o in doc["objects"])
+                if mtime >= last:
+                    store._update(image_id, {"status": "done", "completed_at": mtime,
+                                            "claimed_at": None, "updated_at": now,
+                                            "n_objects": n_objects, "resume": None,
+                                            "note": "completed by reconcile: mask saved",
+                                            "session": None})
+                    lines.append(f"{image_id}: mask {mpath} was saved but the image not "
+                                 f"marked done; marked done by {doc['annotator']}.")
+            elif (status == "todo" and n_objects == 0 and mtime is not None
+                  and (reset_at is None or mtime >= reset_at)):
+                n = _count_labels(mpath)
+                if n is None:
+                    lines.append(f"{image_id}: mask file {mpath} exists but cannot be read; "
+                                 "left as todo (annotating will overwrite it).")
+                    continue
+                store._update(image_id, {"status": "done", "n_objects": n, "annotator": None,
+                                        "completed_at": mtime, "updated_at": now,
+                                        "note": f"mask file {mpath} found on disk"})
+                lines.append(f"{image_id}: mask file {mpath} found for a todo image; marked "
+                             f"done ({n} object(s)).")
+        if lines:
+            store._log("reconciled", None, None, fixes=len(lines))
+    return lines
+
+
+def _legacy_status(value: Any) -> str | None:
+    if value is True:
+        return "done"
+    if value is False or value is None:
+        return "todo"
+    text = str(value).strip().lower()
+    if text in ("yes", "y", "true", "done", "1"):
+        return "done"
+    if text in ("no", "n", "false", "todo", "0", ""):
+        return "todo"
+    if text in ("skip", "skipped"):
+        return "skipped"
+    return None
+
+
+def _files_under(folder: Path) -> dict[str, float]:
+    """``{str(path): mtime}`` of every file under ``folder`` (hidden folders skipped)."""
+    out: dict[str, float] = {}
+    if not folder.is_dir():
+        return out
+    for here, dirs, files in os.walk(folder):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        for name in files:
+            path = os.path.join(here, name)
+            try:
+                out[path] = os.stat(path).st_mtime
+            except OSError:
+                continue
+    return out
+
+
+def _count_labels(path: Path) -> int | None:
+    """The largest label in a saved label map (= its number of objects), None if unreadable."""
+    from ..masks import load_label_map
+
+    try:
+        labels = load_label_map(path)
+    except Exception:  # any unreadable mask is reported by the caller, never fatal
+        return None
+    return int(labels.max()) if labels.size else 0
