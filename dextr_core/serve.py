@@ -329,6 +329,11 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         _require_serve()
+        if not Path(args.weights).expanduser().is_file():  # before Ray's slow start
+            raise ServeSetupError(
+                f"Weights file not found: {args.weights}. Give the path of a DEXTR .h5 file "
+                "(python -m dextr_core.download pascal-sbd fetches one)."
+            )
         import ray
 
         if args.address is None:  # a local cluster: its workers import dextr_core from here

@@ -403,6 +403,15 @@ def test_the_command_line_without_ray_says_how_to_install_it(monkeypatch, capsys
     assert "pip install 'ray[serve]" in err and "the app itself runs without it" in err
 
 
+def test_the_command_line_names_a_missing_weights_file_before_starting_ray(
+    monkeypatch, capsys, tmp_path
+):
+    ray = pytest.importorskip("ray", reason="ray[serve] is not installed (requirements-dev.txt)")
+    monkeypatch.setattr(ray, "init", lambda *a, **k: pytest.fail("Ray was started"))
+    assert serve.main(["--weights", str(tmp_path / "missing.h5")]) == 2
+    assert "Weights file not found" in capsys.readouterr().err
+
+
 def test_a_missing_weights_file_is_named_before_any_replica_starts(tmp_path):
     pytest.importorskip("ray.serve", reason="ray[serve] is not installed (requirements-dev.txt)")
     with pytest.raises(serve.ServeSetupError, match=r"Weights file not found: .*nothing\.h5"):
