@@ -13,6 +13,7 @@ from pathlib import Path
 
 import streamlit as st
 
+from dextr_core.remote import RemoteSegmenter
 from ui import resources as state
 from ui.messages import md
 
@@ -45,9 +46,16 @@ def _engine_sidebar() -> None:
     engine = state.engine()
     seg = engine.segmenter
     with st.sidebar:
-        if engine.weights_error:
+        if engine.weights_error and cfg.model_server:
+            st.error("The model service does not answer, so this server runs the model "
+                     f"itself.\n\n{md(engine.weights_error)}")
+            st.button("Ask the model service again", on_click=state.retry_model_service)
+        elif engine.weights_error:
             st.error("The DEXTR weights could not be loaded, so the fallback segmenter is "
                      f"used.\n\n{md(engine.weights_error)}")
+        elif cfg.model_server and not isinstance(seg, RemoteSegmenter):
+            st.info("This session runs the model in this server (the model service was down).")
+            st.button("Ask the model service again", on_click=state.retry_model_service)
         if seg.is_fallback:
             st.warning(f"**Fallback segmenter (GrabCut)**: no DEXTR weights at "
                        f"{md(cfg.weights)}. Masks are rougher. Run this and restart the server:",

@@ -75,6 +75,7 @@ KNOWN_KEYS: dict[str, tuple[str, ...]] = {
         "threshold",
         "claim_timeout_min",
         "max_image_megapixels",
+        "model_server",
     ),
     "admin": ("progress_file", "database", "reset_progress"),
 }
@@ -104,8 +105,9 @@ class AnnoConfig:
     ``legacy_progress_file`` (DEXTR-AnnoTool's YAML progress file to import, never written; None
     when there is none), ``max_image_pixels`` (width x height above which a photo is refused before
     decoding), ``database`` (where the store lives: a file path as text, or a ``postgresql://``
-    URL; default ``str(progress_file)``), ``warnings`` (things that still work but should be fixed,
-    for the app to show).
+    URL; default ``str(progress_file)``), ``model_server`` (the address of a DEXTR model service,
+    ``http://host:port/...``, see :mod:`dextr_core.serve`; "" = run the model in this process),
+    ``warnings`` (things that still work but should be fixed, for the app to show).
     """
 
     path: Path
@@ -123,6 +125,7 @@ class AnnoConfig:
     legacy_progress_file: Path | None = None
     max_image_pixels: int = int(DEFAULT_MAX_IMAGE_MEGAPIXELS * 1_000_000)
     database: str = ""
+    model_server: str = ""
     warnings: tuple[str, ...] = ()
 
 
@@ -328,6 +331,7 @@ def load_config(path: str | os.PathLike) -> AnnoConfig:
         check.problem("optional.max_image_megapixels",
                       f"must be above 0 megapixels, got {megapixels}; e.g. 200")
         megapixels = DEFAULT_MAX_IMAGE_MEGAPIXELS
+    model_server = _model_server(check, optional)
     warnings: list[str] = []
     progress_file, legacy_file = _progress_files(check, admin, source, cfg_path.parent, warnings)
     database = _database(check, admin, source, progress_file)
@@ -354,8 +358,23 @@ def load_config(path: str | os.PathLike) -> AnnoConfig:
         legacy_progress_file=legacy_file,
         max_image_pixels=int(round(megapixels * 1_000_000)),
         database=database or str(progress_file),
+        model_server=model_server,
         warnings=tuple(warnings),
     )
+
+
+def _model_server(check: _Checker, optional: dict) -> str:
+    value = optional.get("model_server")
+    if value is None or value == "":
+        return ""
+    text = str(value).strip() if isinstance(value, str) else None
+    if not text or not text.lower().startswith(("http://", "https://")):
+        check.problem("optional.model_server",
+                      f"must be the model service's http:// or https:// address, got {value!r}; "
+                      "e.g. http://gpu1:8000/dextr (start it with python -m dextr_core.serve), "
+                      "or remove the key to run the model in this server")
+        return ""
+    return text
 
 
 def _progress_files(check: _Checker, admin: dict, source: Path | None, config_dir: Path,

@@ -393,9 +393,10 @@ class AnnotationSession:
         if op is None or len(op.points) < 4:
             return None
         key = tuple(tuple(p) for p in op.points)
-        if op.candidate is not None and op.candidate.points == key:
-            return op.candidate
         seg = self.segmenter
+        if (op.candidate is not None and op.candidate.points == key
+                and op.candidate.engine == str(getattr(seg, "name", ""))):
+            return op.candidate
         image = self.load(op.path)
         t0 = time.perf_counter()
         try:

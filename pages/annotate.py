@@ -20,6 +20,7 @@ import numpy as np
 import streamlit as st
 
 from dextr_core.errors import DextrError
+from dextr_core.remote import RemoteSegmenter
 from dextr_core.session import AnnotationSession, EmptyImageError, SessionPaths
 from ui import photo_canvas, photos, prompts, resources
 from ui.messages import clear, md, say, show
@@ -166,6 +167,10 @@ def _controls(sess, candidate, cfg) -> None:
     if candidate is not None and candidate.error:
         st.warning(f"No mask for these clicks: {md(candidate.error)} Undo the last click or "
                    "clear the clicks.")
+        if isinstance(sess.segmenter, RemoteSegmenter):  # the model service stopped answering
+            st.button("Use the local engine", on_click=resources.use_local_engine,
+                      width="stretch", help="Run the model in this server until the service "
+                      "answers again (the sidebar can ask it again)")
     elif status.editable and n < 4:
         st.info(f"Click the extreme points: {n} of 4.")
     elif status.editable:

@@ -709,3 +709,49 @@ def test_the_sidebar_shows_the_engines_runtime_info(project, monkeypatch):
     at = _app()
     assert not at.exception
     assert "OpenVINO on CPU, bfloat16 (checked: min IoU 0.998)" in _texts(at.sidebar.caption)
+
+
+def test_a_model_service_that_does_not_answer_is_said_and_the_local_engine_runs(project):
+    import socket
+
+    with socket.socket() as s:  # a loopback port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cfg = project / "anno_cfg.yml"
+    cfg.write_text(cfg.read_text() + f"  model_server: http://127.0.0.1:{port}/dextr\n")
+    at = _app()
+    assert not at.exception
+    assert "model service does not answer" in _texts(at.error)
+    _button(at, "Ask the model service again")
+    _accept(at, DISC_CLICKS, "disc")
+    (obj,) = _store(project).objects("a.png")
+    assert obj.engine.startswith("GrabCut fallback")
+
+
+def test_when_the_service_stops_answering_mid_session_the_page_offers_the_local_engine(
+        project, monkeypatch):
+    from dextr_core.remote import RemoteSegmenter
+    from ui import resources
+
+    class DownService(RemoteSegmenter):
+        def __init__(self):  # no connection at construction
+            self.name, self.is_fallback = "DEXTR (model service http://gpu1:8000/dextr)", False
+
+        def segment(self, image, points):
+            raise ConnectionError("the model service does not answer")
+
+    local = resources.Engine(__import__("dextr_core.fallback").fallback.GrabCutSegmenter(), None)
+    service = resources.Engine(DownService(), None)
+    monkeypatch.setattr(resources, "_load_engine",
+                        lambda weights, threshold, server="": service if server else local)
+    cfg = project / "anno_cfg.yml"
+    cfg.write_text(cfg.read_text() + "  model_server: http://gpu1:8000/dextr\n")
+    at = _app()
+    at.session_state["anno_clicks"] = DISC_CLICKS
+    at.run()
+    assert "does not answer" in _texts(at.warning)
+    _button(at, "Use the local engine").click().run()
+    assert not at.exception
+    _button(at, "Accept object").click().run()
+    (obj,) = _store(project).objects("a.png")
+    assert obj.engine.startswith("GrabCut fallback")

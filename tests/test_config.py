@@ -380,3 +380,13 @@ def test_this_tools_own_store_under_a_yaml_like_name_is_kept_as_the_store(projec
     assert cfg.progress_file == project / "images" / "progress.db"
     assert cfg.legacy_progress_file is None, "it must not be imported as DEXTR-AnnoTool's file"
     assert any("this tool's progress store" in w for w in cfg.warnings)
+
+
+def test_a_model_server_address_is_kept_and_anything_but_http_is_refused_with_the_fix(project):
+    cfg = load_config(write_cfg(project, MINIMAL + "optional:\n  model_server: http://gpu1:8000/dextr\n"))
+    assert cfg.model_server == "http://gpu1:8000/dextr"
+    assert load_config(write_cfg(project, MINIMAL)).model_server == ""
+    with pytest.raises(ConfigError) as err:
+        load_config(write_cfg(project, MINIMAL + "optional:\n  model_server: gpu1:8000\n"))
+    (problem,) = err.value.problems
+    assert "optional.model_server" in problem and "http://" in problem

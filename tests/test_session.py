@@ -457,3 +457,19 @@ def test_next_to_a_skipped_image_says_so_and_edit_takes_it(project):
         s.add_point(1, 1)
     s.edit()
     assert s.editable and store.get("a.png").status == "in_progress"
+
+
+def test_a_candidate_that_failed_is_made_again_once_another_engine_runs(project):
+    class DownService:
+        name = "DEXTR (model service http://gpu1:8000/dextr)"
+        is_fallback = False
+
+        def segment(self, image, points):
+            raise ConnectionError("the model service does not answer")
+
+    s = _session(project, segmenter=DownService())
+    s.open_next()
+    s.set_points(A)
+    assert s.candidate.error and "does not answer" in s.candidate.error
+    s.segmenter = BoxSegmenter()  # the page hands the session the local engine
+    assert s.candidate.error is None and s.candidate.mask.any()

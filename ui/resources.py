@@ -117,10 +117,16 @@ class Engine:
     weights_error: str | None
 
 
-@st.cache_resource(show_spinner="Loading the segmentation model...", max_entries=2)
-def _load_engine(weights: str, threshold: float) -> Engine:
+@st.cache_resource(show_spinner="Loading the segmentation model...", max_entries=4)
+def _load_engine(weights: str, threshold: float, model_server: str = "") -> Engine:
     from dextr_core.segmenters import load_segmenter
 
+    if model_server:  # the team's model service; the local engine while it does not answer
+        from dextr_core.remote import load_remote_or_fallback
+
+        choice = load_remote_or_fallback(
+            model_server, lambda: _load_engine(weights, threshold).segmenter, threshold=threshold)
+        return Engine(choice.segmenter, None if choice.error is None else str(choice.error))
     try:
         return Engine(load_segmenter(weights, threshold=threshold), None)
     except Exception as exc:  # WeightsError (a broken file) and anything the model build raises
@@ -131,10 +137,32 @@ def _load_engine(weights: str, threshold: float) -> Engine:
         return Engine(GrabCutSegmenter(), message)
 
 
+#: Session key: this browser session chose the local engine while the model service was down.
+LOCAL_ENGINE_KEY = "engine_local"
+
+
 def engine() -> Engine:
-    """The process-wide :class:`Engine` for the current config (see :func:`segmenter`)."""
+    """The process-wide :class:`Engine` for the current config (see :func:`segmenter`).
+
+    With ``optional.model_server`` the model service (or, when it does not answer at start, the
+    local engine with the service's message as ``weights_error``); a session that chose the local
+    engine with :func:`use_local_engine` gets the local one.
+    """
     cfg = config()
-    return _load_engine(str(cfg.weights), float(cfg.threshold))
+    server = "" if st.session_state.get(LOCAL_ENGINE_KEY) else cfg.model_server
+    return _load_engine(str(cfg.weights), float(cfg.threshold), server)
+
+
+def use_local_engine() -> None:
+    """This browser session runs the model in this server process from now on (the model
+    service stopped answering)."""
+    st.session_state[LOCAL_ENGINE_KEY] = True
+
+
+def retry_model_service() -> None:
+    """Ask the model service again: forget the engine choice made while it was down."""
+    st.session_state.pop(LOCAL_ENGINE_KEY, None)
+    _load_engine.clear()
 
 
 def segmenter():
