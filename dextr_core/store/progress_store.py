@@ -886,27 +886,38 @@ class ProgressStore:
         return maintenance.reconcile(self, destination, mask_suffix, save_format)
 
 
-def open_store(location: str | os.PathLike, source_dir: str | os.PathLike,
+def open_store(location: str | os.PathLike | None, source_dir: str | os.PathLike,
                **kwargs: Any) -> ProgressStore:
     """Open the progress store at ``location`` for the images of ``source_dir``.
 
-    ``location`` is the snapshot file's path (``admin.database`` / ``admin.progress_file``);
-    ``kwargs`` go to :class:`ProgressStore`. A ``postgresql://`` URL raises
-    :class:`StoreInputError`: that backend is not available yet (it plugs in here).
+    ``location`` is the snapshot file's path (``admin.database`` / ``admin.progress_file``) or a
+    ``postgresql://user@host/db`` URL (:class:`dextr_core.store.postgres.PostgresStore`, a
+    subclass with the same API). The environment variable ``DEXTR_DATABASE_URL``, when set,
+    overrides a file ``location`` (and is used when ``location`` is None), so every server of a
+    deployment can be pointed at one database without editing configs. ``kwargs`` go to the
+    store's constructor.
     """
-    text = os.fspath(location)
+    env = os.environ.get("DEXTR_DATABASE_URL", "").strip()
+    text = os.fspath(location) if location is not None else ""
     if isinstance(text, bytes):
         text = os.fsdecode(text)
-    scheme = text.split("://", 1)[0].lower() if "://" in text else ""
-    if scheme in ("postgresql", "postgres") or scheme.startswith("postgresql+"):
+    if env and "://" not in text:
+        text = env
+    if not text:
         raise StoreInputError(
-            f"admin.database is a PostgreSQL address ({scheme}://...), but the PostgreSQL "
-            "progress store is not available yet. Set admin.database to a file path (or remove "
-            "it to use admin.progress_file) for now."
+            "No progress store location: set admin.database (a file path or postgresql:// URL) "
+            "or the environment variable DEXTR_DATABASE_URL."
         )
+    scheme = text.split("://", 1)[0].lower() if "://" in text else ""
+    if scheme.startswith("postgresql+"):  # SQLAlchemy-style "postgresql+psycopg://"
+        scheme, text = "postgresql", "postgresql://" + text.split("://", 1)[1]
+    if scheme in ("postgresql", "postgres"):
+        from .postgres import PostgresStore
+
+        return PostgresStore(text, source_dir, **kwargs)
     if scheme:
         raise StoreInputError(
             f"admin.database {text!r} is a {scheme}:// address; the progress store is a file "
-            "path (e.g. images/.dextr_progress.json). Give a path instead."
+            "path (e.g. images/.dextr_progress.json) or a postgresql://user@host/database URL."
         )
     return ProgressStore(text, source_dir, **kwargs)
