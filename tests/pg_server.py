@@ -139,3 +139,8 @@ def store_location(store_backend, request, tmp_path) -> str | Path:
     if store_backend == "tinydb":
         return tmp_path / "progress.json"
     return request.getfixturevalue("pg_url")
+
+
+#: Decorator for a test that uses ``store``/``store_location`` but checks the file store's files:
+#: it runs on TinyDB only (direct parametrisation overrides the ``store_backend`` fixture).
+tinydb_only = pytest.mark.parametrize("store_backend", ["tinydb"])
