@@ -20,6 +20,7 @@ store_location  # noqa: F401``.
 
 from __future__ import annotations
 
+import atexit
 import glob
 import os
 import shutil
@@ -109,14 +110,20 @@ class PgServer:
             shutil.rmtree(self.folder, ignore_errors=True)
 
 
+_SERVER: list[PgServer] = []
+
+
 @pytest.fixture(scope="session")
 def pg_server():
-    """A throwaway PostgreSQL server for this test session (skips if none can run here)."""
-    server = PgServer()
-    try:
-        yield server
-    finally:
-        server.stop()
+    """A throwaway PostgreSQL server for this test session (skips if none can run here).
+
+    One server per process even though several test modules import this fixture (each import
+    registers its own session fixture): it is started once and stopped when Python exits.
+    """
+    if not _SERVER:
+        _SERVER.append(PgServer())
+        atexit.register(_SERVER[0].stop)
+    return _SERVER[0]
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+import pg_server as pg
 import pytest
 from PIL import Image
 from tinydb import Query
@@ -22,7 +23,13 @@ from dextr_core.store import (
     open_store,
 )
 from dextr_core.store.journal import JournaledStorage, open_journaled_db
-from pg_server import pg_server, pg_url, store_backend, store_location, tinydb_only  # noqa: F401
+
+# The throwaway PostgreSQL server and the backend parametrisation (tests/pg_server.py).
+pg_server = pg.pg_server
+pg_url = pg.pg_url
+store_backend = pg.store_backend
+store_location = pg.store_location
+tinydb_only = pg.tinydb_only
 
 POINTS = [[1, 5], [30, 6], [15, 1], [16, 25]]
 

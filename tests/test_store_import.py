@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+import pg_server as pg
 import pytest
 from test_store import Clock, make_image
 
@@ -15,10 +16,15 @@ from dextr_core.images import ImageReadError
 from dextr_core.masks import mask_path, save_label_map
 from dextr_core.store import LEGACY_ANNOTATOR, ProgressStore, maintenance, open_store
 from dextr_core.store.records import StoreInputError, StoreWriteError
-from pg_server import pg_server, pg_url, store_backend, tinydb_only  # noqa: F401
 
 # Exactly what DEXTR-AnnoTool's ruamel.yaml (round-trip dumper, YAML 1.2) writes for its progress:
 # yes/no stay plain, so PyYAML (YAML 1.1) reads them as booleans.
+# The throwaway PostgreSQL server and the backend parametrisation (tests/pg_server.py).
+pg_server = pg.pg_server
+pg_url = pg.pg_url
+store_backend = pg.store_backend
+tinydb_only = pg.tinydb_only
+
 RUAMEL_TEXT = """\
 required:
 - a.jpg

@@ -139,18 +139,83 @@ def _import_driver():
 
 
 class _Tx:
-    """One open transaction of one thread: its connection and the rows it has locked."""
+    """One open transaction of one thread: its connection and the rows it has locked.
 
-    def __init__(self, conn):
-        self.conn = conn
+    Row updates and events are buffered (``pending_*``) and written in ONE statement before the
+    next statement of the transaction and before COMMIT (:meth:`flush`): a claim or a completion
+    costs a few round trips to the server instead of one per field change. :attr:`conn` flushes
+    before every statement it runs, so reads in the transaction always see its own changes.
+    """
+
+    def __init__(self, raw, jsonb):
+        self.raw = raw
+        self.conn = _Conn(self)
+        self._jsonb = jsonb
         self.docs: dict[str, dict] = {}  # image docs read under FOR UPDATE (or written) here
         self.ids: dict[str, None] | None = None  # every image id, loaded on demand (maintenance)
         self.missing: set[str] | None = None
+        self.pending_docs: dict[str, dict] = {}
+        self.pending_events: list[tuple] = []
 
     def forget(self) -> None:
         self.docs.clear()
         self.ids = None
         self.missing = None
+        self.pending_docs.clear()
+        self.pending_events.clear()
+
+    def flush(self) -> None:
+        """Write the buffered row updates and events (one statement)."""
+        docs, events = self.pending_docs, self.pending_events
+        if not docs and not events:
+            return
+        parts, params = [], []
+        if docs:
+            rows = ", ".join(["(%s::text, %s::text, %s::boolean, %s::text, %s::float8, "
+                              "%s::jsonb)"] * len(docs))
+            parts.append(
+                f"u AS (UPDATE dextr_images AS i SET status = v.status, missing = v.missing, "
+                f"annotator = v.annotator, claimed_at = v.claimed_at, doc = v.doc FROM "
+                f"(VALUES {rows}) AS v (id, status, missing, annotator, claimed_at, doc) "
+                f"WHERE i.id = v.id)")
+            for image_id, doc in docs.items():
+                params += [image_id, doc["status"], bool(doc.get("missing")), doc.get("annotator"),
+                           doc.get("claimed_at"), self._jsonb(doc)]
+        if events:
+            rows = ", ".join(["(%s::float8, %s::text, %s::text, %s::text, %s::jsonb)"]
+                             * len(events))
+            tail = (f"INSERT INTO dextr_events (time, action, image_id, annotator, detail) "
+                    f"VALUES {rows}")
+            for event in events:
+                params += list(event)
+        else:
+            tail = "SELECT 1"
+        sql = (f"WITH {', '.join(parts)} {tail}" if parts else tail)
+        self.pending_docs, self.pending_events = {}, []
+        try:
+            self.raw.execute(sql, params)
+        except BaseException:
+            self.forget()
+            raise
+
+
+class _Conn:
+    """The transaction's connection as the store code uses it: every use flushes first."""
+
+    def __init__(self, tx: _Tx):
+        self._tx = tx
+
+    def execute(self, sql, params=None):
+        self._tx.flush()
+        return self._tx.raw.execute(sql, params)
+
+    def cursor(self):
+        self._tx.flush()
+        return self._tx.raw.cursor()
+
+    def transaction(self):
+        self._tx.flush()
+        return self._tx.raw.transaction()
 
 
 class _Storage:
@@ -174,6 +239,7 @@ class _Storage:
             try:
                 with tx.conn.transaction():
                     yield tx
+                    tx.flush()  # inside the savepoint: a later savepoint's rollback keeps it
             except BaseException:
                 tx.forget()  # rolled back to the savepoint: re-read rows (they stay locked)
                 raise
@@ -181,14 +247,16 @@ class _Storage:
         store = self._store
         psycopg = store._psycopg
         try:
-            with store._pool.connection(timeout=store.connect_timeout_s) as conn:
-                with conn.transaction():
-                    tx = _Tx(conn)
-                    self._local.tx = tx
-                    try:
-                        yield tx
-                    finally:
-                        self._local.tx = None
+            with (store._pool.connection(timeout=store.connect_timeout_s) as conn,
+                  conn.transaction()):
+                tx = _Tx(conn, store._Jsonb)
+                self._local.tx = tx
+                try:
+                    yield tx
+                    tx.flush()
+                finally:
+                    self._local.tx = None
+                    conn._dextr_used = time.monotonic()
         except (psycopg.errors.LockNotAvailable, psycopg.errors.DeadlockDetected,
                 psycopg.errors.SerializationFailure, psycopg.errors.QueryCanceled) as exc:
             raise StoreBusyError(
@@ -316,7 +384,7 @@ class PostgresStore(ProgressStore):
         self._pool = self._psycopg_pool.ConnectionPool(
             self.url, min_size=1, max_size=max(1, int(pool_size)), open=False,
             kwargs={"autocommit": True}, configure=configure,
-            check=self._psycopg_pool.ConnectionPool.check_connection,
+            check=self._check_idle_connection,
             name=f"dextr-store-{id(self):x}",
         )
         try:
@@ -333,6 +401,13 @@ class PostgresStore(ProgressStore):
         except BaseException:
             self._pool.close()
             raise
+
+    def _check_idle_connection(self, conn) -> None:
+        """Before a call uses a pooled connection idle for over 2 s, check it is still alive
+        (a restarted server or a dropped link): a dead one is replaced instead of failing the
+        call. A connection used the moment before is not checked (saves a round trip)."""
+        if time.monotonic() - getattr(conn, "_dextr_used", 0.0) > 2.0:
+            self._psycopg_pool.ConnectionPool.check_connection(conn)
 
     # ---- schema ---------------------------------------------------------------------------------
 
@@ -417,21 +492,13 @@ class PostgresStore(ProgressStore):
                 doc.pop(key, None)
             else:
                 doc[key] = value
-        tx.conn.execute(
-            "UPDATE dextr_images SET status = %s, missing = %s, annotator = %s, claimed_at = %s, "
-            "doc = %s WHERE id = %s",
-            (doc["status"], bool(doc.get("missing")), doc.get("annotator"),
-             doc.get("claimed_at"), self._Jsonb(doc), image_id))
-        tx.docs[image_id] = doc
+        tx.docs[image_id] = tx.pending_docs[image_id] = doc
         if tx.missing is not None:
             (tx.missing.add if doc.get("missing") else tx.missing.discard)(image_id)
 
     def _log(self, action: str, image_id: str | None, annotator: str | None, **detail) -> None:
         tx = self._storage.current()
-        tx.conn.execute(
-            "INSERT INTO dextr_events (time, action, image_id, annotator, detail) "
-            "VALUES (%s, %s, %s, %s, %s)",
-            (self.clock(), action, image_id, annotator, self._Jsonb(detail)))
+        tx.pending_events.append((self.clock(), action, image_id, annotator, self._Jsonb(detail)))
 
     def _select_docs(self, tx: _Tx, sql: str, params: Sequence = ()) -> list[dict]:
         docs = [r[0] for r in tx.conn.execute(sql, params)]
@@ -458,23 +525,25 @@ class PostgresStore(ProgressStore):
                 else:  # our own lapsed claim from another tab: this tab takes it over
                     self._take(doc, annotator, now, session)
                 return _record(self._raw(doc["id"]))
-            lapsed = self._select_docs(
-                tx, "SELECT doc FROM dextr_images WHERE status = 'in_progress' AND NOT missing "
-                "AND (claimed_at IS NULL OR claimed_at <= %s) ORDER BY id FOR UPDATE SKIP LOCKED",
-                (now - self.claim_timeout_s,))
             candidates = []
-            for doc in lapsed:
-                if not self._lapsed(doc, now):
+            rows = tx.conn.execute(
+                "WITH lapsed AS (SELECT doc FROM dextr_images WHERE status = 'in_progress' "
+                "AND NOT missing AND (claimed_at IS NULL OR claimed_at <= %s) ORDER BY id "
+                "FOR UPDATE SKIP LOCKED), todo AS (SELECT doc FROM dextr_images WHERE "
+                "status = 'todo' AND NOT missing ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED) "
+                "SELECT doc, true FROM lapsed UNION ALL SELECT doc, false FROM todo",
+                (now - self.claim_timeout_s,)).fetchall()
+            for doc, was_claimed in rows:
+                tx.docs[doc["id"]] = doc
+                if not was_claimed:
+                    candidates.append(doc["id"])
+                elif not self._lapsed(doc, now):
                     continue
-                if doc.get("resume"):
+                elif doc.get("resume"):
                     self._update(doc["id"], self._unclaimed_fields(doc, now))
                     self._log("released", doc["id"], doc.get("annotator"), lapsed=True)
                 else:
                     candidates.append(doc["id"])
-            todo = self._select_docs(
-                tx, "SELECT doc FROM dextr_images WHERE status = 'todo' AND NOT missing "
-                "ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED")
-            candidates.extend(d["id"] for d in todo)
             if not candidates:
                 return None
             chosen = min(candidates)
@@ -651,3 +720,82 @@ class PostgresStore(ProgressStore):
             return [r[0] for r in tx.conn.execute(
                 "SELECT nspname FROM pg_namespace WHERE nspname LIKE 'dextr_backup_%%' "
                 "ORDER BY nspname")]
+
+
+# ---- moving a project from the file store ---------------------------------------------------------
+
+
+def _comparable(store: ProgressStore) -> dict[str, Any]:
+    return {"images": store.images(), "objects": store.objects(), "events": store.events(),
+            "summary": store.summary()}
+
+
+def copy_to_postgres(file: str | os.PathLike, url: str, source_dir: str | os.PathLike = ".",
+                     *, replace: bool = False, clock: Callable[[], float] = time.time,
+                     check: Callable[[PostgresStore], None] | None = None) -> dict[str, int]:
+    """Copy the file store ``file`` into the database at ``url``, verified; return the counts.
+
+    The file store's lock is held throughout (its servers wait, so the copy is one consistent
+    moment). Everything is written in ONE database transaction, then read back inside it and
+    compared with the file store: every image record, every object, every event and the
+    summary must be equal, else nothing is committed and :class:`StoreInputError` says what
+    differs. A database that already holds images or events is refused unless ``replace``
+    (then its rows are replaced). ``check`` is called with the target store before the
+    comparison (tests inject a fault there). Returns ``{"images", "objects", "events"}``.
+    The file is never changed.
+    """
+    src_path = Path(file)
+    if not src_path.is_file():
+        raise StoreInputError(f"There is no progress store file {src_path}; give the path of "
+                              "the project's .dextr_progress.json (admin.progress_file).")
+    src = ProgressStore(src_path, source_dir, clock=clock)
+    dst = PostgresStore(url, source_dir, clock=clock, pool_size=1)
+    try:
+        with src._storage.transaction():
+            tables = src._storage.read()
+            images = [tables.get("images", {})[k] for k in sorted(tables.get("images", {}), key=int)]
+            events = [tables.get("events", {})[k] for k in sorted(tables.get("events", {}), key=int)]
+            meta = dict(tables.get("meta", {}).get(str(_META_ID)) or {})
+            with dst._storage.transaction() as tx:
+                conn = tx.conn
+                dst._maintenance_lock(tx)
+                n_images = conn.execute("SELECT count(*) FROM dextr_images").fetchone()[0]
+                n_events = conn.execute("SELECT count(*) FROM dextr_events").fetchone()[0]
+                if (n_images or n_events) and not replace:
+                    raise StoreInputError(
+                        f"The database {dst.path} already holds a progress store ({n_images} "
+                        f"images, {n_events} events); nothing was copied. Copy into an empty "
+                        "database, or pass --replace to overwrite it (its rows are lost)."
+                    )
+                conn.execute("TRUNCATE dextr_images, dextr_events")
+                conn.execute("ALTER SEQUENCE dextr_events_seq_seq RESTART")
+                dst._images.insert_multiple(images)
+                with conn.cursor().copy("COPY dextr_events (time, action, image_id, annotator, "
+                                        "detail) FROM STDIN") as out:
+                    for e in events:
+                        out.write_row((e["time"], e["action"], e.get("image_id"),
+                                       e.get("annotator"), dst._Jsonb(e.get("detail") or {})))
+                # the columns the indexes use are copies of the documents' fields
+                conn.execute(
+                    "UPDATE dextr_images SET missing = coalesce((doc->>'missing')::boolean, "
+                    "false), annotator = doc->>'annotator', claimed_at = "
+                    "(doc->>'claimed_at')::float8")
+                conn.execute("DELETE FROM dextr_meta")
+                conn.execute("INSERT INTO dextr_meta (key, doc) VALUES (%s, %s)",
+                             (_META_ID, dst._Jsonb(dict(meta, copied_from=str(src_path)))))
+                if check is not None:
+                    check(dst)
+                want, got = _comparable(src), _comparable(dst)
+                different = [k for k in want if want[k] != got[k]]
+                if different:
+                    raise StoreInputError(
+                        f"The copy in {dst.path} differs from {src_path} in its "
+                        f"{', '.join(different)}; nothing was committed. Report this; the file "
+                        "store is unchanged."
+                    )
+                counts = {"images": len(want["images"]), "objects": len(want["objects"]),
+                          "events": len(want["events"])}
+    finally:
+        dst.close()
+        src.close()
+    return counts
