@@ -48,7 +48,8 @@ def _find_bin(name: str) -> str | None:
 class PgServer:
     """A running throwaway server: :attr:`url` of its ``postgres`` database, :meth:`new_db`."""
 
-    def __init__(self) -> None:
+    def __init__(self, durable: bool = False) -> None:
+        """``durable=True`` keeps PostgreSQL's default fsync / synchronous_commit (benchmarks)."""
         initdb, self.pg_ctl = _find_bin("initdb"), _find_bin("pg_ctl")
         if initdb is None or self.pg_ctl is None:
             pytest.skip(f"PostgreSQL server binaries (initdb, pg_ctl) are not installed; {SETUP_HINT}")
@@ -73,8 +74,9 @@ class PgServer:
         self.log = self.folder / "server.log"
         self._run([initdb, "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8",
                    "--no-locale", "--no-sync"])
-        options = (f"-k {self.folder} -c listen_addresses='' -c fsync=off "
-                   "-c full_page_writes=off -c synchronous_commit=off -c max_connections=200")
+        options = f"-k {self.folder} -c listen_addresses='' -c max_connections=200"
+        if not durable:
+            options += " -c fsync=off -c full_page_writes=off -c synchronous_commit=off"
         self._run([self.pg_ctl, "-D", str(self.data), "-l", str(self.log), "-w", "-t", "60",
                    "-o", options, "start"])
         self.url = f"postgresql://postgres@/postgres?host={self.folder}"
