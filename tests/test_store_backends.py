@@ -134,6 +134,19 @@ def test_a_lost_connection_fails_the_call_then_the_next_call_reconnects(store, p
     assert store.get("a.jpg").status == "done" and "marked done by ana" in fixes[0]
 
 
+def test_connections_the_database_dropped_while_idle_are_replaced_without_an_error(store, pg_url):
+    import psycopg
+
+    store.claim("a.jpg", "ana")
+    with psycopg.connect(pg_url, autocommit=True) as admin:  # e.g. a database restart
+        admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE "
+                      "datname = current_database() AND pid <> pg_backend_pid()")
+    for conn in list(store._pool._pool):  # as if idle for a while (no sleeping in tests)
+        conn._dextr_used = 0.0
+    store.heartbeat("a.jpg", "ana")
+    assert store.get("a.jpg").status == "in_progress"
+
+
 def test_two_servers_see_each_others_changes_at_once(store, pg_url, source, clock):
     other = open_store(pg_url, source, claim_timeout_s=600, clock=clock)
     store.claim("a.jpg", "ana")
