@@ -466,11 +466,14 @@ def test_recovery_of_a_journal_without_its_snapshot_keeps_the_journal(tmp_path, 
 # ---- reset ---------------------------------------------------------------------------------------
 
 
-def test_a_reset_keeps_the_old_journal_beside_its_backup_and_the_backup_opens(store, source, clock):
+def test_a_reset_keeps_the_old_journal_too_and_the_backup_opens_by_itself(store, source, clock):
     do_one_image(store)
     expected = state(store)
+    journal = store._storage.journal_path
     backup = store.reset()
-    assert Path(str(backup) + ".journal").exists()
+    assert [p.name for p in store.path.parent.glob(store.path.name + ".backup-*")] == [backup.name]
+    kept = list(store.path.parent.glob(journal.name + ".backup-*"))
+    assert len(kept) == 1 and json.loads(kept[0].read_bytes())["generation"] >= 1
     old = open_store(backup, source, clock)
     assert state(old) == expected
     old.close()
@@ -503,7 +506,7 @@ def test_a_reset_that_fails_says_what_is_on_disk_and_loses_nothing(store, source
         with pytest.raises(StoreWriteError, match=f"Could not reset.*{outcome}"):
             store.reset()
     monkeypatch.undo()
-    backups = [p for p in store.path.parent.glob("*.backup-*") if not p.name.endswith(".journal")]
+    backups = list(store.path.parent.glob(store.path.name + ".backup-*"))
     if outcome == "Nothing was reset":
         assert state(store) == expected and reopened_state(store) == expected
     else:  # reset happened (perhaps without its meta): the old store opens from its backup
@@ -513,3 +516,16 @@ def test_a_reset_that_fails_says_what_is_on_disk_and_loses_nothing(store, source
         assert old.get(done).status == "done" and state(old) == expected
         old.close()
         assert reopened_state(store)[0] == []
+
+
+def test_an_opened_store_reads_its_files_once_not_on_every_call(store, source, clock):
+    again = open_store(store.path, source, clock)
+    loads = []
+    real = again._storage._load
+    again._storage._load = lambda: (loads.append(1), real())[1]
+    for _ in range(3):
+        do_one_image(again)
+    assert loads == []
+    store.claim_next("bob")  # another instance's journal line: caught up, not reloaded
+    assert again.summary()["by_status"]["in_progress"] == 1 and loads == []
+    again.close()

@@ -361,7 +361,9 @@ class JournaledStorage(Storage):
 
     def _read_snapshot(self) -> tuple[str, int, Tables, Any]:
         try:
-            raw = self.path.read_bytes()
+            with open(self.path, "rb") as f:
+                self._snapshot_ino = os.fstat(f.fileno()).st_ino
+                raw = f.read()
         except OSError as exc:
             raise StoreCorruptError(
                 f"Cannot read the progress store {self.path}: {exc}. Check the file's permissions.",

@@ -347,15 +347,18 @@ def _objects_from_mask(store: ProgressStore, image_id: str) -> list[dict]:
 def reset(store: ProgressStore) -> Path:
     """Start over: move the store to ``<name>.backup-<UTC time>`` next to it, return that path.
 
-    The new store is empty (call :meth:`sync` to scan the source again); DEXTR-AnnoTool's
-    progress file is not imported again, and :meth:`reconcile` does not adopt mask files
-    older than the reset. Other processes sharing the store notice on their next call.
+    The store is compacted first, so that backup holds everything and opens as a store by itself
+    (``ProgressStore(backup, ...)``); the journal, by then only its header, is kept too, as
+    ``<name>.journal.backup-<UTC time>``. The new store is empty (call :meth:`sync` to scan the
+    source again); DEXTR-AnnoTool's progress file is not imported again, and :meth:`reconcile`
+    does not adopt mask files older than the reset. Other processes sharing the store notice on
+    their next call. Raises :class:`StoreWriteError` saying what is on disk if a step fails.
     """
     with store._storage.transaction():
         now = store.clock()
         backup = _free_name(store.path.with_name(f"{store.path.name}.backup-{_stamp(now)}"))
-        backup_journal = backup.with_name(backup.name + ".journal")
         journal = store._storage.journal_path
+        backup_journal = _free_name(journal.with_name(f"{journal.name}.backup-{_stamp(now)}"))
         step, moved = "write a snapshot of the store", False
         try:
             store._storage.compact()
