@@ -258,3 +258,56 @@ def test_a_write_callback_that_raises_leaves_the_store_unchanged(store):
     again.close()
     # and the same session can finish once the disk has room
     assert store.complete("a.jpg", "ana", session=TAB1, write=lambda objs: None).status == "done"
+
+
+# ---- retries after a failed write ---------------------------------------------------------------
+
+
+def test_an_add_that_failed_on_a_full_disk_and_is_retried_stores_one_object(store, monkeypatch):
+    import os
+
+    from dextr_core.store import StoreWriteError
+
+    store.claim("a.jpg", "ana", session=TAB1)
+    oid = uuid.uuid4().hex
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device (simulated)")
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(StoreWriteError, match="not saved"):
+        store.add_object("a.jpg", "ana", obj(object_id=oid), session=TAB1)
+    monkeypatch.undo()
+    assert store.objects("a.jpg") == []  # the failed add is not in memory either
+    stored = store.add_object("a.jpg", "ana", obj(object_id=oid), session=TAB1)
+    store.add_object("a.jpg", "ana", obj(object_id=oid), session=TAB1)  # a second retry
+    assert [o.object_id for o in store.objects("a.jpg")] == [oid] and stored.index == 1
+    assert [o.object_id for o in reopen(store).objects("a.jpg")] == [oid]
+
+
+def test_a_complete_whose_record_fails_after_the_write_is_not_done_and_can_be_retried(
+    store, monkeypatch
+):
+    import os
+
+    from dextr_core.store import StoreWriteError
+
+    store.claim("a.jpg", "ana", session=TAB1)
+    store.add_object("a.jpg", "ana", obj(), session=TAB1)
+    writes = []
+    real_fsync = os.fsync
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device (simulated)")
+
+    def write(objects):  # the mask file is written, then the disk fills up
+        writes.append(len(objects))
+        monkeypatch.setattr(os, "fsync", full)
+
+    with pytest.raises(StoreWriteError):
+        store.complete("a.jpg", "ana", session=TAB1, write=write)
+    monkeypatch.setattr(os, "fsync", real_fsync)
+    assert store.get("a.jpg").status == "in_progress"  # not done: the caller was told so
+    assert reopen(store).get("a.jpg").status == "in_progress"
+    rec = store.complete("a.jpg", "ana", session=TAB1, write=lambda objs: writes.append(len(objs)))
+    assert rec.status == "done" and writes == [1, 1]  # the mask is written again from the store

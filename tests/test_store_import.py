@@ -361,3 +361,21 @@ def test_open_store_with_an_unreachable_postgresql_url_says_so_without_the_passw
 def test_open_store_with_another_url_asks_for_a_path(tmp_path, source):
     with pytest.raises(StoreInputError, match="file path"):
         open_store("mysql://db/x", source)
+
+
+def test_a_deleted_seed_mask_takes_its_imported_objects_with_it_on_reconcile(
+    tmp_path, source, clock
+):
+    dest = tmp_path / "masks"
+    (source / ".anno_prog").write_text("a.jpg: yes\n")
+    path = _seed_mask(dest, "a.jpg", 2)
+    store = new_store(tmp_path, source, clock, destination=dest, mask_suffix="_mask",
+                      save_format="png")
+    store.sync()
+    path.unlink()
+    lines = store.reconcile(dest, "_mask", "png")
+    assert len(lines) == 1 and "imported from that DEXTR-AnnoTool mask are gone" in lines[0]
+    rec = store.get("a.jpg")
+    assert (rec.status, rec.n_objects) == ("todo", 0) and store.objects("a.jpg") == []
+    assert store.summary()["objects"] == 0
+    store.close()

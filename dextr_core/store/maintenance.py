@@ -388,7 +388,8 @@ def reconcile(store: ProgressStore, destination: str | os.PathLike, mask_suffix:
               save_format: str) -> list[str]:
     """Make records and mask files agree after a crash; return one line per fix.
 
-    * done with objects, mask file missing -> todo (objects' points kept, note says why).
+    * done with objects, mask file missing -> todo (objects' points kept, note says why; objects
+      imported from that DEXTR-AnnoTool mask file, which have no points, are dropped with it).
     * in_progress with objects, mask file newer than its last object -> done by its holder
       (the app saved the mask, then stopped before recording it).
     * todo without objects, mask file present (not older than a :meth:`reset`) -> done, with
@@ -430,10 +431,17 @@ def reconcile(store: ProgressStore, destination: str | os.PathLike, mask_suffix:
             mtime = existing.get(str(mpath))
             image_id = doc["id"]
             if status == "done" and mtime is None and n_objects > 0:
+                # Objects read from a DEXTR-AnnoTool mask (no clicks) existed only in that file.
+                kept = [o for o in doc["objects"] if o.get("points")]
+                kept = [dict(o, index=i) for i, o in enumerate(kept, start=1)]
                 note = f"mask file {mpath} was missing; annotate again (clicks kept)"
+                if len(kept) < n_objects:
+                    note = (f"mask file {mpath} was missing; annotate again ({n_objects - len(kept)}"
+                            " object(s) imported from that DEXTR-AnnoTool mask are gone with it)")
                 store._update(image_id, {"status": "todo", "annotator": None,
-                                        "completed_at": None, "claimed_at": None,
-                                        "updated_at": now, "note": note})
+                                         "completed_at": None, "claimed_at": None,
+                                         "updated_at": now, "note": note, "objects": kept,
+                                         "n_objects": len(kept)})
                 lines.append(f"{image_id}: recorded done but {note}; set back to todo.")
             elif status == "done" and mtime is not None and doc.get("legacy"):
                 n = _count_labels(mpath)
