@@ -230,6 +230,9 @@ def test_dextr_database_url_selects_the_database(pg_url, source, tmp_path, monke
     assert isinstance(s, PostgresStore)
     s.close()
     monkeypatch.delenv("DEXTR_DATABASE_URL")
+    s = open_store(Path(pg_url), source)  # a URL that went through Path() lost a slash
+    assert isinstance(s, PostgresStore) and len(s) == 0
+    s.close()
     with pytest.raises(StoreInputError, match="DEXTR_DATABASE_URL"):
         open_store(None, source)
 

@@ -32,6 +32,7 @@ from __future__ import annotations
 import heapq
 import math
 import os
+import re
 import statistics
 import time
 import uuid
@@ -901,6 +902,9 @@ def open_store(location: str | os.PathLike | None, source_dir: str | os.PathLike
     text = os.fspath(location) if location is not None else ""
     if isinstance(text, bytes):
         text = os.fsdecode(text)
+    lost = re.match(r"(?i)(postgres(?:ql)?(?:\+\w+)?):/(?!/)", text)
+    if lost and not isinstance(location, str):  # a URL passed as a Path lost one slash
+        text = f"{lost.group(1)}://{text[lost.end():]}"
     if env and "://" not in text:
         text = env
     if not text:
