@@ -94,6 +94,53 @@ def test_a_write_callback_that_raises_leaves_the_database_unchanged(store, pg_ur
     assert store.complete("a.jpg", "ana", session=TAB1, write=lambda o: None).status == "done"
 
 
+def refuse_events(url: str, refuse: bool) -> None:
+    """Make the database refuse (or accept again) every new event row: a write failing on the
+    server's side, as with a full disk, for the transactions that write an event."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        if refuse:
+            conn.execute("ALTER TABLE dextr_events ADD CONSTRAINT refused CHECK (false) NOT VALID")
+        else:
+            conn.execute("ALTER TABLE dextr_events DROP CONSTRAINT refused")
+
+
+def test_an_add_the_database_refused_and_is_retried_stores_one_object(store, pg_url):
+    import uuid
+
+    store.claim("a.jpg", "ana", session=TAB1)
+    oid = uuid.uuid4().hex
+    refuse_events(pg_url, True)
+    with pytest.raises(StoreWriteError, match="may not have been saved.*never duplicates"):
+        store.add_object("a.jpg", "ana", ObjectRecord(points=POINTS, object_id=oid),
+                         session=TAB1)
+    refuse_events(pg_url, False)
+    assert store.objects("a.jpg") == []
+    stored = store.add_object("a.jpg", "ana", ObjectRecord(points=POINTS, object_id=oid),
+                              session=TAB1)
+    store.add_object("a.jpg", "ana", ObjectRecord(points=POINTS, object_id=oid), session=TAB1)
+    assert [o.object_id for o in store.objects("a.jpg")] == [oid] and stored.index == 1
+
+
+def test_a_complete_the_database_refused_after_the_write_is_not_done_and_can_be_retried(
+        store, pg_url):
+    store.claim("a.jpg", "ana", session=TAB1)
+    store.add_object("a.jpg", "ana", obj(), session=TAB1)
+    writes = []
+
+    def write(objects):  # the mask file is written, then the database refuses the record
+        writes.append(len(objects))
+        refuse_events(pg_url, True)
+
+    with pytest.raises(StoreWriteError):
+        store.complete("a.jpg", "ana", session=TAB1, write=write)
+    refuse_events(pg_url, False)
+    assert store.get("a.jpg").status == "in_progress"
+    rec = store.complete("a.jpg", "ana", session=TAB1, write=lambda objs: writes.append(len(objs)))
+    assert rec.status == "done" and writes == [1, 1]
+
+
 def test_a_row_another_server_holds_is_skipped_by_claim_next_and_busy_for_a_claim(store, pg_url):
     import psycopg
 

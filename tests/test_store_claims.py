@@ -263,6 +263,7 @@ def test_a_write_callback_that_raises_leaves_the_store_unchanged(store):
 # ---- retries after a failed write ---------------------------------------------------------------
 
 
+@tinydb_only  # PostgreSQL: the same in test_store_backends.py
 def test_an_add_that_failed_on_a_full_disk_and_is_retried_stores_one_object(store, monkeypatch):
     import os
 
@@ -285,6 +286,7 @@ def test_an_add_that_failed_on_a_full_disk_and_is_retried_stores_one_object(stor
     assert [o.object_id for o in reopen(store).objects("a.jpg")] == [oid]
 
 
+@tinydb_only  # PostgreSQL: the same in test_store_backends.py
 def test_a_complete_whose_record_fails_after_the_write_is_not_done_and_can_be_retried(
     store, monkeypatch
 ):
