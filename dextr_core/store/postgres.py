@@ -156,6 +156,7 @@ class _Tx:
         self.missing: set[str] | None = None
         self.pending_docs: dict[str, dict] = {}
         self.pending_events: list[tuple] = []
+        self.fresh = True  # no statement run yet (SET TRANSACTION still possible)
 
     def forget(self) -> None:
         self.docs.clear()
@@ -192,6 +193,7 @@ class _Tx:
             tail = "SELECT 1"
         sql = (f"WITH {', '.join(parts)} {tail}" if parts else tail)
         self.pending_docs, self.pending_events = {}, []
+        self.fresh = False
         try:
             self.raw.execute(sql, params)
         except BaseException:
@@ -207,6 +209,7 @@ class _Conn:
 
     def execute(self, sql, params=None):
         self._tx.flush()
+        self._tx.fresh = False
         return self._tx.raw.execute(sql, params)
 
     def cursor(self):
@@ -215,6 +218,7 @@ class _Conn:
 
     def transaction(self):
         self._tx.flush()
+        self._tx.fresh = False
         return self._tx.raw.transaction()
 
 
@@ -614,6 +618,8 @@ class PostgresStore(ProgressStore):
         """See :meth:`ProgressStore.summary` (same keys and figures, computed by SQL)."""
         with self._storage.transaction() as tx:
             conn = tx.conn
+            if tx.fresh:  # its own transaction: all figures from one snapshot of the database
+                conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             now = self.clock()
             by_status = dict.fromkeys(STATUSES, 0)
             total_objects, total_seconds = 0, 0.0
