@@ -237,27 +237,43 @@ def test_the_schema_is_versioned_and_a_newer_database_is_refused(store, pg_url, 
 
 
 def test_a_database_of_an_older_schema_is_migrated_in_order_keeping_its_data(
-        store, pg_url, source, monkeypatch):
+        pg_url, source, clock, monkeypatch):
     import psycopg
 
     from dextr_core.store import postgres
 
-    store.claim("a.jpg", "ana")
-    store.add_object("a.jpg", "ana", obj())
-    before = (store.images(), store.objects(), store.events())
-    newer = [*postgres.MIGRATIONS,
-             (2, "ALTER TABLE dextr_images ADD COLUMN reviewed boolean NOT NULL DEFAULT false"),
-             (3, "CREATE INDEX dextr_images_reviewed ON dextr_images (id) WHERE reviewed")]
-    monkeypatch.setattr(postgres, "MIGRATIONS", newer)
-    monkeypatch.setattr(postgres, "SCHEMA_VERSION", 3)
-    upgraded = postgres.PostgresStore(pg_url, source, claim_timeout_s=600, clock=store.clock)
-    assert upgraded.schema_version() == 3
-    assert (upgraded.images(), upgraded.objects(), upgraded.events()) == before
+    real = list(postgres.MIGRATIONS)
+    old = postgres.PostgresStore(pg_url, source, claim_timeout_s=600, clock=clock)
+    old.sync()
+    old.claim("a.jpg", "ana")
+    old.add_object("a.jpg", "ana", obj())
+    old.add_object("a.jpg", "ana", obj())
+    old.complete("a.jpg", "ana", 7.5)
+    old.claim("b.jpg", "ben")
+    old.add_object("b.jpg", "ben", obj())
+    before = (old.images(), old.objects(), old.events(), old.summary())
+    old.close()
+    with psycopg.connect(pg_url) as conn:  # back to what migration 1 alone made
+        conn.execute("ALTER TABLE dextr_images DROP COLUMN seconds, DROP COLUMN n_objects, "
+                     "DROP COLUMN object_annotators")
+        conn.execute("DELETE FROM dextr_schema_version WHERE version > 1")
+    top = real[-1][0]
+    monkeypatch.setattr(postgres, "MIGRATIONS", [
+        *real, (top + 1, "ALTER TABLE dextr_images ADD COLUMN reviewed boolean NOT NULL "
+                         "DEFAULT false"),
+        (top + 2, "CREATE INDEX dextr_images_reviewed ON dextr_images (id) WHERE reviewed")])
+    monkeypatch.setattr(postgres, "SCHEMA_VERSION", top + 2)
+    upgraded = postgres.PostgresStore(pg_url, source, claim_timeout_s=600, clock=clock)
+    assert upgraded.schema_version() == top + 2
+    # the summary comes from migration 2's columns now, filled from the old documents
+    assert (upgraded.images(), upgraded.objects(), upgraded.events(),
+            upgraded.summary()) == before
+    assert before[3]["objects"] == 3 and before[3]["annotators"]["ana"]["seconds"] == 7.5
     with psycopg.connect(pg_url) as conn:
         versions = [r[0] for r in conn.execute(
             "SELECT version FROM dextr_schema_version ORDER BY version")]
         reviewed = conn.execute("SELECT count(*) FROM dextr_images WHERE NOT reviewed").fetchone()
-    assert versions == [1, 2, 3] and reviewed == (3,)
+    assert versions == list(range(1, top + 3)) and reviewed == (3,)
     upgraded.close()
 
 
@@ -265,13 +281,14 @@ def test_a_failed_migration_changes_nothing(store, pg_url, source, monkeypatch):
     from dextr_core.store import postgres
 
     before = dump(pg_url)
-    monkeypatch.setattr(postgres, "MIGRATIONS", [*postgres.MIGRATIONS,
-                                                 (2, "ALTER TABLE dextr_images ADD COLUMN ok int"),
-                                                 (3, "ALTER TABLE no_such_table ADD COLUMN x int")])
-    monkeypatch.setattr(postgres, "SCHEMA_VERSION", 3)
+    top = postgres.SCHEMA_VERSION
+    monkeypatch.setattr(postgres, "MIGRATIONS", [
+        *postgres.MIGRATIONS, (top + 1, "ALTER TABLE dextr_images ADD COLUMN ok int"),
+        (top + 2, "ALTER TABLE no_such_table ADD COLUMN x int")])
+    monkeypatch.setattr(postgres, "SCHEMA_VERSION", top + 2)
     with pytest.raises(StoreWriteError, match="could not be used"):
         postgres.PostgresStore(pg_url, source)
-    assert dump(pg_url) == before  # migration 2 was rolled back with 3
+    assert dump(pg_url) == before  # the first new migration was rolled back with the second
 
 
 def test_reset_copies_every_table_into_a_backup_schema_and_starts_empty(store, pg_url, clock):

@@ -31,12 +31,15 @@ How it keeps the file store's promises
 Schema (tables prefixed ``dextr_`` in the connection's schema; version in ``dextr_schema_version``,
 migrations in :data:`MIGRATIONS`, applied in order under an advisory lock when a store is opened)::
 
-    dextr_images(id text COLLATE "C" PRIMARY KEY, status, missing, annotator, claimed_at, doc jsonb)
+    dextr_images(id text COLLATE "C" PRIMARY KEY, status, missing, annotator, claimed_at,
+                 seconds, n_objects, object_annotators, doc jsonb)
     dextr_events(seq bigserial PRIMARY KEY, time, action, image_id, annotator, detail jsonb)
     dextr_meta(key int PRIMARY KEY, doc jsonb)
 
 ``doc`` is exactly the file store's sparse image document (see :mod:`dextr_core.store.records`);
-``status``/``missing``/``annotator``/``claimed_at`` are copies of its fields for the indexes.
+``status``/``missing``/``annotator``/``claimed_at`` are copies of its fields for the indexes, and
+``seconds``/``n_objects``/``object_annotators`` (``{annotator: objects}``, NULL without objects)
+for :meth:`PostgresStore.summary` (migration 2); :func:`_columns` derives them all from the doc.
 ``reset`` copies the four tables into a new schema ``dextr_backup_<UTC time>`` of the same database
 (in the same transaction that empties them) and returns that schema's name.
 """
@@ -99,6 +102,21 @@ MIGRATIONS: list[tuple[int, str]] = [
         CREATE INDEX dextr_events_time ON dextr_events (time);
         CREATE TABLE dextr_meta (key integer PRIMARY KEY, doc jsonb NOT NULL);
     """),
+    # summary() figures as columns (reading them out of every JSON document took most of its time)
+    (2, """
+        ALTER TABLE dextr_images
+            ADD COLUMN seconds double precision NOT NULL DEFAULT 0,
+            ADD COLUMN n_objects integer NOT NULL DEFAULT 0,
+            ADD COLUMN object_annotators jsonb;
+        UPDATE dextr_images SET
+            seconds = coalesce((doc->>'seconds')::float8, 0),
+            n_objects = coalesce((doc->>'n_objects')::int, 0),
+            object_annotators = (
+                SELECT jsonb_object_agg(who, n) FROM (
+                    SELECT coalesce(o->>'annotator', '') AS who, count(*) AS n
+                    FROM jsonb_array_elements(coalesce(doc->'objects', '[]'::jsonb)) AS o
+                    GROUP BY 1) AS per_annotator);
+    """),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 _TABLES = ("dextr_images", "dextr_events", "dextr_meta", "dextr_schema_version")
@@ -138,6 +156,20 @@ def _import_driver():
     return psycopg, psycopg_pool, Jsonb
 
 
+def _columns(doc: dict, jsonb) -> tuple:
+    """The row's copies of ``doc``'s fields, in the order of :data:`_COLUMNS` (after ``id``)."""
+    objects = doc.get("objects") or ()
+    by = Counter(o.get("annotator") or "" for o in objects)
+    return (doc["status"], bool(doc.get("missing")), doc.get("annotator"), doc.get("claimed_at"),
+            float(doc.get("seconds") or 0.0), int(doc.get("n_objects") or 0),
+            jsonb(dict(by)) if by else None, jsonb(doc))
+
+
+_COLUMNS = ("status", "missing", "annotator", "claimed_at", "seconds", "n_objects",
+            "object_annotators", "doc")
+_CASTS = ("text", "boolean", "text", "float8", "float8", "integer", "jsonb", "jsonb")
+
+
 class _Tx:
     """One open transaction of one thread: its connection and the rows it has locked.
 
@@ -172,16 +204,14 @@ class _Tx:
             return
         parts, params = [], []
         if docs:
-            rows = ", ".join(["(%s::text, %s::text, %s::boolean, %s::text, %s::float8, "
-                              "%s::jsonb)"] * len(docs))
+            row = "(%s::text, " + ", ".join(f"%s::{c}" for c in _CASTS) + ")"
+            rows = ", ".join([row] * len(docs))
+            sets = ", ".join(f"{c} = v.{c}" for c in _COLUMNS)
             parts.append(
-                f"u AS (UPDATE dextr_images AS i SET status = v.status, missing = v.missing, "
-                f"annotator = v.annotator, claimed_at = v.claimed_at, doc = v.doc FROM "
-                f"(VALUES {rows}) AS v (id, status, missing, annotator, claimed_at, doc) "
-                f"WHERE i.id = v.id)")
+                f"u AS (UPDATE dextr_images AS i SET {sets} FROM (VALUES {rows}) AS v "
+                f"(id, {', '.join(_COLUMNS)}) WHERE i.id = v.id)")
             for image_id, doc in docs.items():
-                params += [image_id, doc["status"], bool(doc.get("missing")), doc.get("annotator"),
-                           doc.get("claimed_at"), self._jsonb(doc)]
+                params += [image_id, *_columns(doc, self._jsonb)]
         if events:
             rows = ", ".join(["(%s::float8, %s::text, %s::text, %s::text, %s::jsonb)"]
                              * len(events))
@@ -320,14 +350,15 @@ class _Images:
         if not docs:
             return
         conn = tx.conn
-        conn.execute("CREATE TEMP TABLE IF NOT EXISTS dextr_new_images "
-                     "(id text, status text, doc jsonb) ON COMMIT DELETE ROWS")
-        conn.execute("DELETE FROM dextr_new_images")
-        with conn.cursor().copy("COPY dextr_new_images (id, status, doc) FROM STDIN") as copy:
+        columns = ", ".join(("id", *_COLUMNS))
+        conn.execute("CREATE TEMP TABLE IF NOT EXISTS dextr_new_rows (LIKE dextr_images) "
+                     "ON COMMIT DELETE ROWS")
+        conn.execute("DELETE FROM dextr_new_rows")
+        with conn.cursor().copy(f"COPY dextr_new_rows ({columns}) FROM STDIN") as copy:
             for doc in docs:
-                copy.write_row((doc["id"], doc["status"], store._Jsonb(doc)))
-        conn.execute("INSERT INTO dextr_images (id, status, doc) SELECT id, status, doc "
-                     "FROM dextr_new_images ON CONFLICT (id) DO NOTHING")
+                copy.write_row((doc["id"], *_columns(doc, store._Jsonb)))
+        conn.execute(f"INSERT INTO dextr_images ({columns}) SELECT {columns} "
+                     "FROM dextr_new_rows ON CONFLICT (id) DO NOTHING")
         if tx.ids is not None:
             tx.ids.update((d["id"], None) for d in docs)
 
@@ -623,36 +654,37 @@ class PostgresStore(ProgressStore):
             now = self.clock()
             by_status = dict.fromkeys(STATUSES, 0)
             total_objects, total_seconds = 0, 0.0
-            for status, n, n_obj, secs in conn.execute(
-                "SELECT status, count(*), sum(jsonb_array_length(coalesce(doc->'objects', "
-                "'[]'::jsonb))), sum(coalesce((doc->>'seconds')::float8, 0)) FROM dextr_images "
-                "WHERE NOT missing GROUP BY status"
+            for status, n, secs in conn.execute(
+                "SELECT status, count(*), sum(seconds) FROM dextr_images WHERE NOT missing "
+                "GROUP BY status"
             ):
                 by_status[status] = int(n)
-                total_objects += int(n_obj or 0)
                 total_seconds += float(secs or 0.0)
             missing = conn.execute(
                 "SELECT count(*) FROM dextr_images WHERE missing").fetchone()[0]
+            objects = Counter({who: int(n) for who, n in conn.execute(
+                "SELECT o.key, sum(o.value::int) FROM dextr_images, "
+                "jsonb_each_text(object_annotators) AS o WHERE NOT missing "
+                "AND object_annotators IS NOT NULL GROUP BY o.key")})
+            total_objects = sum(objects.values())
             done: Counter = Counter()
             skipped: Counter = Counter()
             seconds: Counter = Counter()
-            spo: dict[str, list[float]] = defaultdict(list)
-            for who, status, secs, n in conn.execute(
-                "SELECT coalesce(annotator, ''), status, coalesce((doc->>'seconds')::float8, 0), "
-                "coalesce((doc->>'n_objects')::int, 0) FROM dextr_images "
-                "WHERE NOT missing AND status IN ('done', 'skipped')"
+            for who, status, n, secs in conn.execute(
+                "SELECT coalesce(annotator, ''), status, count(*), sum(seconds) FROM "
+                "dextr_images WHERE NOT missing AND status IN ('done', 'skipped') GROUP BY 1, 2"
             ):
                 if status == "done":
-                    done[who] += 1
-                    seconds[who] += secs
-                    if n > 0:
-                        spo[who].append(secs / n)
+                    done[who] += int(n)
+                    seconds[who] += float(secs or 0.0)
                 else:
-                    skipped[who] += 1
-            objects = Counter(dict(conn.execute(
-                "SELECT coalesce(o->>'annotator', ''), count(*) FROM dextr_images, "
-                "jsonb_array_elements(doc->'objects') o WHERE NOT missing AND doc ? 'objects' "
-                "GROUP BY 1").fetchall()))
+                    skipped[who] += int(n)
+            spo: dict[str, list[float]] = defaultdict(list)
+            for who, secs, n in conn.execute(
+                "SELECT coalesce(annotator, ''), seconds, n_objects FROM dextr_images "
+                "WHERE NOT missing AND status = 'done' AND n_objects > 0"
+            ):
+                spo[who].append(secs / n)
             last = dict(conn.execute(
                 "SELECT annotator, max(time) FROM dextr_events WHERE annotator IS NOT NULL "
                 "AND annotator <> '' GROUP BY annotator").fetchall())
@@ -781,11 +813,6 @@ def copy_to_postgres(file: str | os.PathLike, url: str, source_dir: str | os.Pat
                     for e in events:
                         out.write_row((e["time"], e["action"], e.get("image_id"),
                                        e.get("annotator"), dst._Jsonb(e.get("detail") or {})))
-                # the columns the indexes use are copies of the documents' fields
-                conn.execute(
-                    "UPDATE dextr_images SET missing = coalesce((doc->>'missing')::boolean, "
-                    "false), annotator = doc->>'annotator', claimed_at = "
-                    "(doc->>'claimed_at')::float8")
                 conn.execute("DELETE FROM dextr_meta")
                 conn.execute("INSERT INTO dextr_meta (key, doc) VALUES (%s, %s)",
                              (_META_ID, dst._Jsonb(dict(meta, copied_from=str(src_path)))))
