@@ -654,31 +654,30 @@ class PostgresStore(ProgressStore):
             now = self.clock()
             by_status = dict.fromkeys(STATUSES, 0)
             total_objects, total_seconds = 0, 0.0
-            for status, n, secs in conn.execute(
-                "SELECT status, count(*), sum(seconds) FROM dextr_images WHERE NOT missing "
-                "GROUP BY status"
+            missing = 0
+            done: Counter = Counter()
+            skipped: Counter = Counter()
+            seconds: Counter = Counter()
+            # one pass over the images for the counts and times by status and annotator
+            for is_missing, status, who, n, secs in conn.execute(
+                "SELECT missing, status, coalesce(annotator, ''), count(*), sum(seconds) "
+                "FROM dextr_images GROUP BY 1, 2, 3"
             ):
-                by_status[status] = int(n)
+                if is_missing:
+                    missing += int(n)
+                    continue
+                by_status[status] += int(n)
                 total_seconds += float(secs or 0.0)
-            missing = conn.execute(
-                "SELECT count(*) FROM dextr_images WHERE missing").fetchone()[0]
+                if status == "done":
+                    done[who] += int(n)
+                    seconds[who] += float(secs or 0.0)
+                elif status == "skipped":
+                    skipped[who] += int(n)
             objects = Counter({who: int(n) for who, n in conn.execute(
                 "SELECT o.key, sum(o.value::int) FROM dextr_images, "
                 "jsonb_each_text(object_annotators) AS o WHERE NOT missing "
                 "AND object_annotators IS NOT NULL GROUP BY o.key")})
             total_objects = sum(objects.values())
-            done: Counter = Counter()
-            skipped: Counter = Counter()
-            seconds: Counter = Counter()
-            for who, status, n, secs in conn.execute(
-                "SELECT coalesce(annotator, ''), status, count(*), sum(seconds) FROM "
-                "dextr_images WHERE NOT missing AND status IN ('done', 'skipped') GROUP BY 1, 2"
-            ):
-                if status == "done":
-                    done[who] += int(n)
-                    seconds[who] += float(secs or 0.0)
-                else:
-                    skipped[who] += int(n)
             spo: dict[str, list[float]] = defaultdict(list)
             for who, secs, n in conn.execute(
                 "SELECT coalesce(annotator, ''), seconds, n_objects FROM dextr_images "
