@@ -34,6 +34,8 @@ from dextr_core.store import (
 
 pg_server = pg.pg_server
 pg_url = pg.pg_url
+store_backend = pg.store_backend
+store_location = pg.store_location
 
 REPO = Path(__file__).resolve().parents[1]
 TAB1 = "a1" * 16
@@ -75,6 +77,41 @@ def dump(url: str) -> tuple:
 
 def obj() -> ObjectRecord:
     return ObjectRecord(points=POINTS, label="cat")
+
+
+# ---- on both backends ----------------------------------------------------------------------------
+
+
+def test_events_name_what_was_there_before_the_change(store_location, source, clock):
+    """reopen / a lapsed correction / mark_unreadable log the status and holder they replaced
+    (the file store once read them after its in-place update: 'was: todo', a KeyError)."""
+    s = open_store(store_location, source, claim_timeout_s=600, clock=clock)
+    s.sync()
+    s.claim("a.jpg", "ana")
+    s.complete("a.jpg", "ana")
+    s.claim("a.jpg", "ben")  # ben corrects ana's image
+    s.reopen("a.jpg", "lead")  # it no longer falls back to done
+    s.reopen("b.jpg", "lead")  # todo: nothing to do
+    s.claim("c.jpg", "cy")
+    s.complete("c.jpg", "cy")
+    s.reopen("c.jpg", "lead")
+    s.claim("b.jpg", "dan")
+    s.mark_unreadable("b.jpg", "truncated file")
+    s.claim("c.jpg", "eve")
+    s.complete("c.jpg", "eve")
+    s.claim("c.jpg", "fay")  # a correction fay leaves to lapse
+    clock.advance(601)
+    assert s.claim_next("gus").id == "a.jpg"  # ben's lapsed claim is handed out
+    logged = [(e.action, e.image_id, e.annotator, e.detail) for e in s.events()
+              if e.action in ("reopened", "unreadable", "released")]
+    assert logged == [
+        ("reopened", "a.jpg", "lead", {"was": "done"}),
+        ("reopened", "c.jpg", "lead", {"was": "done"}),
+        ("unreadable", "b.jpg", "dan", {"error": "truncated file"}),
+        ("released", "c.jpg", "fay", {"lapsed": True}),
+    ]
+    assert s.get("c.jpg").status == "done" and s.get("c.jpg").annotator == "eve"
+    s.close()
 
 
 # ---- transactions and row locks -------------------------------------------------------------------

@@ -449,8 +449,9 @@ class ProgressStore:
             for image_id in lapsed:
                 doc = self._raw(image_id)
                 if doc.get("resume"):
+                    holder = doc.get("annotator")  # read before the update changes doc
                     self._update(image_id, self._unclaimed_fields(doc, now))
-                    self._log("released", image_id, doc.get("annotator"), lapsed=True)
+                    self._log("released", image_id, holder, lapsed=True)
                 else:
                     candidates.append(image_id)
             heap = self._todo_heap
@@ -732,28 +733,31 @@ class ProgressStore:
             now = self.clock()
             if doc["status"] == "in_progress":
                 if doc.get("resume"):
+                    was = doc["resume"]["status"]  # read before the update drops it
                     self._update(image_id, {"resume": None, "updated_at": now})
-                    self._log("reopened", image_id, by, was=doc["resume"]["status"])
+                    self._log("reopened", image_id, by, was=was)
                 return
             if doc["status"] == "todo":
                 return
+            was = doc["status"]  # read before the update changes doc
             self._update(image_id, {
                 "status": "todo", "annotator": None, "claimed_at": None, "completed_at": None,
                 "updated_at": now, "error": None, "note": f"reopened by {by}", "session": None,
                 "n_objects": len(doc.get("objects") or []),
             })
-            self._log("reopened", image_id, by, was=doc["status"])
+            self._log("reopened", image_id, by, was=was)
 
     def mark_unreadable(self, image_id: str, error: str) -> None:
         """Record that the image file cannot be read (``error`` says why); it is not handed out."""
         with self._storage.transaction():
             doc = self._require(image_id)
             now = self.clock()
+            holder = doc.get("annotator")  # read before the update changes doc
             self._update(image_id, {
                 "status": "unreadable", "error": str(error), "annotator": None,
                 "claimed_at": None, "updated_at": now, "resume": None, "session": None,
             })
-            self._log("unreadable", image_id, doc.get("annotator"), error=str(error))
+            self._log("unreadable", image_id, holder, error=str(error))
 
     # ---- reading ------------------------------------------------------------------------------
 
