@@ -1,6 +1,7 @@
 """Benchmark the progress store at 100,000 images; prints a table.
 
     python bench/bench_store.py [--images 100000] [--ops 300] [--done-fraction 0.3]
+                                [--backend tinydb|postgresql] [--url postgresql://...]
 
 Builds a store in a temporary folder through the bulk API (fake ids, no image files), with a share
 of the images already done (two objects each, with their activity events) so that the file has a
@@ -10,6 +11,12 @@ indexes), claim_next / add_object / complete / skip / heartbeat / get (median an
 snapshot rewrite that happens each time the journal passes 16 MB), and the file sizes. Finally it
 opens the store again with a journal to replay. Wall-clock milliseconds, plus the CPU time of the
 first open (less sensitive to a busy machine).
+
+``--backend postgresql`` builds the same file store, moves it into PostgreSQL with
+``dextr_core.store.postgres.copy_to_postgres`` (timed: the ``copy`` row) and times the same calls
+on a :class:`PostgresStore` (no compaction or journal rows). Without ``--url`` it starts a
+throwaway local server (tests/pg_server.py) with PostgreSQL's default durability (fsync on,
+synchronous commit), so every write waits for its WAL flush like the file store's fsync.
 """
 
 from __future__ import annotations
@@ -71,6 +78,10 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=100_000)
     parser.add_argument("--ops", type=int, default=300)
     parser.add_argument("--done-fraction", type=float, default=0.3)
+    parser.add_argument("--backend", choices=("tinydb", "postgresql"), default="tinydb")
+    parser.add_argument("--url", default=None,
+                        help="postgresql:// URL of an empty database (default: a throwaway "
+                             "local server)")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -78,13 +89,33 @@ def main() -> None:
         build_s = build(path, args.images, args.done_fraction)
         snapshot_mb = path.stat().st_size / 1e6
 
-        cpu0 = time.process_time()
-        open_ms, store = timed(ProgressStore, path, Path(tmp) / "no-source")
-        open_cpu_ms = (time.process_time() - cpu0) * 1000.0
-        rows: list[tuple[str, str, str]] = [
-            ("open (snapshot only)", f"{open_ms:.0f}", ""),
-            ("open (snapshot only), CPU time", f"{open_cpu_ms:.0f}", ""),
-        ]
+        server = None
+        if args.backend == "postgresql":
+            url = args.url
+            if url is None:
+                sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+                from pg_server import PgServer
+
+                server = PgServer(durable=True)
+                url = server.url_of(server.new_db())
+            from dextr_core.store.postgres import PostgresStore, copy_to_postgres
+
+            copy_ms, _ = timed(copy_to_postgres, path, url, Path(tmp) / "no-source")
+            cpu0 = time.process_time()
+            open_ms, store = timed(PostgresStore, url, Path(tmp) / "no-source")
+            open_cpu_ms = (time.process_time() - cpu0) * 1000.0
+            rows: list[tuple[str, str, str]] = [
+                ("copy from the file store (verified)", f"{copy_ms:.0f}", ""),
+                ("open (connect, schema check)", f"{open_ms:.0f}", ""),
+            ]
+        else:
+            cpu0 = time.process_time()
+            open_ms, store = timed(ProgressStore, path, Path(tmp) / "no-source")
+            open_cpu_ms = (time.process_time() - cpu0) * 1000.0
+            rows = [
+                ("open (snapshot only)", f"{open_ms:.0f}", ""),
+                ("open (snapshot only), CPU time", f"{open_cpu_ms:.0f}", ""),
+            ]
 
         timings: dict[str, list[float]] = {k: [] for k in (
             "claim_next", "add_object", "heartbeat", "complete", "skip", "get")}
@@ -115,24 +146,32 @@ def main() -> None:
         rows.append(("objects() - every object (n=3)", f"{statistics.median(objects_ms):.0f}", ""))
         events_ms = [timed(store.events, None, 50)[0] for _ in range(5)]
         rows.append(("events(limit=50) (n=5)", f"{statistics.median(events_ms):.2f}", ""))
-        journal_kb = store._storage.journal_size / 1e3
-        compact_ms, _ = timed(store._storage.compact)
-        rows.append(("compaction (every 16 MB of journal)", f"{compact_ms:.0f}", ""))
-        store.close()
+        if args.backend == "postgresql":
+            n_events = len(store.events())
+            summary = store.summary()
+            store.close()
+            if server is not None:
+                server.stop()
+            journal_kb = 0.0
+        else:
+            journal_kb = store._storage.journal_size / 1e3
+            compact_ms, _ = timed(store._storage.compact)
+            rows.append(("compaction (every 16 MB of journal)", f"{compact_ms:.0f}", ""))
+            store.close()
 
-        # write some more so that the next open has a journal to replay
-        extra = ProgressStore(path, Path(tmp) / "no-source")
-        for _ in range(args.ops):
-            rec = extra.claim_next("late")
-            extra.complete(rec.id, "late", 3.0)
-        extra.close()
-        reopen_ms, store = timed(ProgressStore, path, Path(tmp) / "no-source")
-        rows.append((f"open (snapshot + {args.ops} journal lines)", f"{reopen_ms:.0f}", ""))
-        n_events = len(store._event_ids)
-        summary = store.summary()
-        store.close()
+            # write some more so that the next open has a journal to replay
+            extra = ProgressStore(path, Path(tmp) / "no-source")
+            for _ in range(args.ops):
+                rec = extra.claim_next("late")
+                extra.complete(rec.id, "late", 3.0)
+            extra.close()
+            reopen_ms, store = timed(ProgressStore, path, Path(tmp) / "no-source")
+            rows.append((f"open (snapshot + {args.ops} journal lines)", f"{reopen_ms:.0f}", ""))
+            n_events = len(store._event_ids)
+            summary = store.summary()
+            store.close()
 
-    print(f"Progress store benchmark: {args.images} images, {summary['by_status']['done']} done, "
+    print(f"Progress store benchmark ({args.backend}): {args.images} images, {summary['by_status']['done']} done, "
           f"{n_events} events; build (not timed) {build_s:.1f} s")
     print(f"snapshot file {snapshot_mb:.1f} MB; journal after the timed writes {journal_kb:.0f} kB")
     print()

@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+import pg_server as pg
 import pytest
 from PIL import Image
 from tinydb import Query
@@ -19,8 +20,16 @@ from dextr_core.store import (
     ProgressStore,
     StoreCorruptError,
     StoreInputError,
+    open_store,
 )
 from dextr_core.store.journal import JournaledStorage, open_journaled_db
+
+# The throwaway PostgreSQL server and the backend parametrisation (tests/pg_server.py).
+pg_server = pg.pg_server
+pg_url = pg.pg_url
+store_backend = pg.store_backend
+store_location = pg.store_location
+tinydb_only = pg.tinydb_only
 
 POINTS = [[1, 5], [30, 6], [15, 1], [16, 25]]
 
@@ -60,27 +69,27 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def store(tmp_path, source, clock) -> ProgressStore:
-    s = ProgressStore(tmp_path / "progress.json", source, claim_timeout_s=600, clock=clock)
+def store(store_location, source, clock) -> ProgressStore:
+    s = open_store(store_location, source, claim_timeout_s=600, clock=clock)
     s.sync()
     yield s
     s.close()
 
 
 def reopen(s: ProgressStore, **kwargs) -> ProgressStore:
-    return ProgressStore(s.path, s.source_dir, claim_timeout_s=s.claim_timeout_s,
-                         clock=s.clock, **kwargs)
+    return open_store(getattr(s, "url", s.path), s.source_dir, claim_timeout_s=s.claim_timeout_s,
+                      clock=s.clock, **kwargs)
 
 
 # ---- sync ----------------------------------------------------------------------------------------
 
 
-def test_sync_scans_recursively_any_case_and_ignores_hidden_and_other_files(tmp_path, source):
+def test_sync_scans_recursively_any_case_and_ignores_hidden_and_other_files(tmp_path, store_location, source):
     make_image(source / ".hidden.jpg")
     make_image(source / ".drafts" / "x.png")
     (source / "notes.txt").write_text("not an image")
     (source / "broken.jpg").write_bytes(b"\xff\xd8 truncated")
-    s = ProgressStore(tmp_path / "p.json", source)
+    s = open_store(store_location, source)
     report = s.sync()
     expected = sorted(["a.jpg", "b.PNG", "c.jpeg", "sub/d.JPG", "sub/deeper/e.tif", "f.webp",
                        "wide.png", "broken.jpg"])
@@ -95,9 +104,9 @@ def test_sync_scans_recursively_any_case_and_ignores_hidden_and_other_files(tmp_
     assert s.sync().added == []  # nothing new the second time
 
 
-def test_sync_excludes_destination_inside_source(tmp_path, source):
+def test_sync_excludes_destination_inside_source(tmp_path, store_location, source):
     make_image(source / "masks" / "a_mask.png")
-    s = ProgressStore(tmp_path / "p.json", source, exclude_dirs=[source / "masks"])
+    s = open_store(store_location, source, exclude_dirs=[source / "masks"])
     assert not any(i.startswith("masks/") for i in s.sync().added)
 
 
@@ -121,8 +130,8 @@ def test_sync_picks_up_new_and_flags_vanished_images(store, source):
     assert not store.get("a.jpg").missing
 
 
-def test_missing_source_folder_is_a_clear_error(tmp_path):
-    s = ProgressStore(tmp_path / "p.json", tmp_path / "nowhere")
+def test_missing_source_folder_is_a_clear_error(tmp_path, store_location):
+    s = open_store(store_location, tmp_path / "nowhere")
     with pytest.raises(StoreInputError, match="required.source"):
         s.sync()
 
@@ -328,12 +337,12 @@ def test_everything_persists_across_reopen(store, clock):
 # ---- legacy import, reset ------------------------------------------------------------------------
 
 
-def test_anno_prog_is_imported_once(tmp_path, source):
+def test_anno_prog_is_imported_once(tmp_path, store_location, source):
     (source / ".anno_prog").write_text(
         "a.jpg: yes\nb.PNG: no\nc.jpeg: skip\nd.JPG: True\nf.webp: False\nghost.jpg: yes\n"
         "wide.png: maybe\n"
     )
-    s = ProgressStore(tmp_path / "p.json", source)
+    s = open_store(store_location, source)
     report = s.sync()
     assert report.legacy_imported == {"done": 2, "skipped": 1, "todo": 2}
     assert report.legacy_file == source / ".anno_prog"
@@ -350,9 +359,9 @@ def test_anno_prog_is_imported_once(tmp_path, source):
     assert s.get("a.jpg").status == "todo" and s.get("b.PNG").status == "todo"
 
 
-def test_broken_anno_prog_is_reported_not_fatal(tmp_path, source):
+def test_broken_anno_prog_is_reported_not_fatal(tmp_path, store_location, source):
     (source / ".anno_prog").write_text("a.jpg: [unclosed\n")
-    s = ProgressStore(tmp_path / "p.json", source)
+    s = open_store(store_location, source)
     report = s.sync()
     assert report.legacy_imported is None
     assert any(".anno_prog" in m and "not imported" in m for m in report.messages)
@@ -360,6 +369,7 @@ def test_broken_anno_prog_is_reported_not_fatal(tmp_path, source):
     assert s.sync().legacy_imported == {"done": 1}  # fixed file: imported on the next sync
 
 
+@tinydb_only
 def test_reset_backs_up_and_starts_over(store, source, clock):
     rec = store.claim_next("ann")
     store.complete(rec.id, "ann", 3)
@@ -381,6 +391,7 @@ def test_reset_backs_up_and_starts_over(store, source, clock):
 # ---- corruption ----------------------------------------------------------------------------------
 
 
+@tinydb_only
 def test_corrupt_store_raises_with_path_and_leaves_the_file(store):
     store.claim_next("ann")
     store.close()
@@ -404,6 +415,7 @@ def test_foreign_json_is_not_taken_for_a_store(tmp_path, source):
         ProgressStore(path, source)
 
 
+@tinydb_only
 def test_damaged_journal_middle_line_is_corrupt_but_torn_tail_is_dropped(store, clock):
     a = store.claim_next("ann")
     store.complete(a.id, "ann")
@@ -479,11 +491,11 @@ def test_reconcile_after_reset_ignores_old_masks(store, tmp_path, clock):
     assert store.get("a.jpg").status == "todo"
 
 
-def test_reconcile_counts_objects_of_imported_images(tmp_path, source):
+def test_reconcile_counts_objects_of_imported_images(tmp_path, store_location, source):
     (source / ".anno_prog").write_text("a.jpg: yes\n")
     dest = tmp_path / "masks"
     _save_mask(dest, "a.jpg", 2)
-    s = ProgressStore(tmp_path / "p.json", source)
+    s = open_store(store_location, source)
     s.sync()
     assert s.get("a.jpg").n_objects == 0
     lines = s.reconcile(dest, "_mask", "png")
@@ -551,6 +563,7 @@ def test_reset_and_compaction_by_one_instance_are_seen_by_another(tmp_path, sour
     assert backup.exists()
 
 
+@tinydb_only
 def test_failed_write_is_reported_and_nothing_saved_is_lost(store, monkeypatch):
     from dextr_core.store import journal as store_storage
 
@@ -573,6 +586,7 @@ def test_failed_write_is_reported_and_nothing_saved_is_lost(store, monkeypatch):
     assert reopen(store).images() == store.images()
 
 
+@tinydb_only
 def test_lock_held_too_long_is_a_clear_error(store):
     from filelock import FileLock
 
@@ -583,9 +597,9 @@ def test_lock_held_too_long_is_a_clear_error(store):
         store.claim_next("ann")
 
 
-def test_empty_store_answers_calmly(tmp_path):
+def test_empty_store_answers_calmly(tmp_path, store_location):
     (tmp_path / "empty").mkdir()
-    s = ProgressStore(tmp_path / "p.json", tmp_path / "empty")
+    s = open_store(store_location, tmp_path / "empty")
     assert s.claim_next("ann") is None
     assert s.summary()["total"] == 0 and s.summary()["annotators"] == {}
     assert s.images() == [] and s.objects() == [] and s.events() == [] and s.image_ids() == []
@@ -593,6 +607,7 @@ def test_empty_store_answers_calmly(tmp_path):
     assert s.reconcile(tmp_path / "masks", "_mask", "png") == []
 
 
+@tinydb_only
 def test_temp_files_of_a_killed_writer_are_cleaned_up(store):
     leftover = store.path.with_name(f".{store.path.name}.tmp-999-1")
     leftover.write_bytes(b'{"half": ')

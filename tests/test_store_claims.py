@@ -6,10 +6,18 @@ from __future__ import annotations
 import errno
 import uuid
 
+import pg_server as pg
 import pytest
 from test_store import POINTS, Clock, make_image
 
-from dextr_core.store import ClaimError, ObjectRecord, ProgressStore, StoreInputError
+from dextr_core.store import ClaimError, ObjectRecord, ProgressStore, StoreInputError, open_store
+
+# The throwaway PostgreSQL server and the backend parametrisation (tests/pg_server.py).
+pg_server = pg.pg_server
+pg_url = pg.pg_url
+store_backend = pg.store_backend
+store_location = pg.store_location
+tinydb_only = pg.tinydb_only
 
 TAB1, TAB2, BEN = "a1" * 16, "a2" * 16, "b1" * 16
 
@@ -20,18 +28,19 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def store(tmp_path, clock) -> ProgressStore:
+def store(tmp_path, store_location, clock) -> ProgressStore:
     src = tmp_path / "images"
     for name in ["a.jpg", "b.jpg", "c.jpg"]:
         make_image(src / name)
-    s = ProgressStore(tmp_path / "progress.json", src, claim_timeout_s=600, clock=clock)
+    s = open_store(store_location, src, claim_timeout_s=600, clock=clock)
     s.sync()
     yield s
     s.close()
 
 
 def reopen(s: ProgressStore) -> ProgressStore:
-    return ProgressStore(s.path, s.source_dir, claim_timeout_s=s.claim_timeout_s, clock=s.clock)
+    return open_store(getattr(s, "url", s.path), s.source_dir, claim_timeout_s=s.claim_timeout_s,
+                      clock=s.clock)
 
 
 def obj(**kw) -> ObjectRecord:
@@ -192,6 +201,7 @@ def test_remove_by_object_id_is_idempotent_and_renumbers(store):
         store.remove_object("a.jpg", "ana", True, session=TAB1)
 
 
+@tinydb_only
 def test_objects_stored_before_object_ids_get_ids_when_the_list_next_changes(store):
     store.claim("a.jpg", "ana")
     store.add_object("a.jpg", "ana", obj())
@@ -229,6 +239,7 @@ def test_complete_calls_write_with_the_stored_objects_then_marks_done(store):
     assert len(seen) == 1
 
 
+@tinydb_only
 def test_a_write_callback_that_raises_leaves_the_store_unchanged(store):
     store.claim("a.jpg", "ana", session=TAB1)
     store.add_object("a.jpg", "ana", obj(), session=TAB1)
@@ -252,6 +263,7 @@ def test_a_write_callback_that_raises_leaves_the_store_unchanged(store):
 # ---- retries after a failed write ---------------------------------------------------------------
 
 
+@tinydb_only  # PostgreSQL: the same in test_store_backends.py
 def test_an_add_that_failed_on_a_full_disk_and_is_retried_stores_one_object(store, monkeypatch):
     import os
 
@@ -274,6 +286,7 @@ def test_an_add_that_failed_on_a_full_disk_and_is_retried_stores_one_object(stor
     assert [o.object_id for o in reopen(store).objects("a.jpg")] == [oid]
 
 
+@tinydb_only  # PostgreSQL: the same in test_store_backends.py
 def test_a_complete_whose_record_fails_after_the_write_is_not_done_and_can_be_retried(
     store, monkeypatch
 ):

@@ -8,16 +8,23 @@ import os
 from pathlib import Path
 
 import numpy as np
+import pg_server as pg
 import pytest
 from test_store import Clock, make_image
 
 from dextr_core.images import ImageReadError
 from dextr_core.masks import mask_path, save_label_map
 from dextr_core.store import LEGACY_ANNOTATOR, ProgressStore, maintenance, open_store
-from dextr_core.store.records import StoreInputError
+from dextr_core.store.records import StoreInputError, StoreWriteError
 
 # Exactly what DEXTR-AnnoTool's ruamel.yaml (round-trip dumper, YAML 1.2) writes for its progress:
 # yes/no stay plain, so PyYAML (YAML 1.1) reads them as booleans.
+# The throwaway PostgreSQL server and the backend parametrisation (tests/pg_server.py).
+pg_server = pg.pg_server
+pg_url = pg.pg_url
+store_backend = pg.store_backend
+tinydb_only = pg.tinydb_only
+
 RUAMEL_TEXT = """\
 required:
 - a.jpg
@@ -36,6 +43,7 @@ RUAMEL_DATA = {
 }
 
 
+@tinydb_only
 def test_the_fixture_is_what_ruamel_yaml_writes():
     ruamel = pytest.importorskip("ruamel.yaml")
     out = io.StringIO()
@@ -56,8 +64,21 @@ def source(tmp_path) -> Path:
     return src
 
 
+_PG_LOCATIONS: dict[Path, str] = {}
+
+
+@pytest.fixture(autouse=True)
+def _backend(store_backend, tmp_path, request):
+    """Every test here runs on both backends; new_store() opens the test's one."""
+    if store_backend == "postgresql":
+        _PG_LOCATIONS[tmp_path] = request.getfixturevalue("pg_url")
+    yield store_backend
+    _PG_LOCATIONS.pop(tmp_path, None)
+
+
 def new_store(tmp_path, source, clock, **kw) -> ProgressStore:
-    return ProgressStore(tmp_path / "store" / "progress.json", source, clock=clock, **kw)
+    location = _PG_LOCATIONS.get(tmp_path, tmp_path / "store" / "progress.json")
+    return open_store(location, source, clock=clock, **kw)
 
 
 def statuses(store: ProgressStore) -> dict[str, str]:
@@ -193,7 +214,7 @@ def test_imported_done_images_with_a_mask_file_get_its_labels_as_objects(tmp_pat
     assert any("2 image(s) imported as done had mask files" in line for line in report.lines())
     assert {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in (a, e)} == before  # untouched
     # they survive a reopen, and reconcile has nothing left to fix for them
-    again = ProgressStore(store.path, source, clock=clock)
+    again = open_store(getattr(store, "url", store.path), source, clock=clock)
     assert again.objects("a.jpg") == objs
     assert again.reconcile(dest, "_mask", "png") == []
     again.close()
@@ -247,6 +268,7 @@ def test_an_imported_image_with_objects_can_be_reopened_and_extended(tmp_path, s
 # ---- scan rules --------------------------------------------------------------------------------
 
 
+@tinydb_only
 def test_masks_beside_the_photos_are_not_queued_when_source_is_destination(tmp_path, clock):
     src = tmp_path / "photos"
     for name in ["a.jpg", "a_mask.png", "sub/b.png", "sub/b_mask.png", "masked.jpg"]:
@@ -264,6 +286,7 @@ def test_masks_beside_the_photos_are_not_queued_when_source_is_destination(tmp_p
     other.close()
 
 
+@tinydb_only
 def test_masks_queued_by_an_earlier_scan_are_flagged_missing_not_handed_out(tmp_path, clock):
     src = tmp_path / "photos"
     for name in ["a.jpg", "a_mask.png"]:
@@ -310,6 +333,7 @@ def test_an_unreadable_header_marks_the_image_unreadable_names_it_and_the_scan_g
 # ---- open_store ----------------------------------------------------------------------------------
 
 
+@tinydb_only
 def test_open_store_opens_a_file_store(tmp_path, source, clock):
     store = open_store(tmp_path / "p.json", source, clock=clock, mask_suffix="_mask")
     assert isinstance(store, ProgressStore) and store.mask_suffix == "_mask"
@@ -321,14 +345,19 @@ def test_open_store_opens_a_file_store(tmp_path, source, clock):
     again.close()
 
 
-@pytest.mark.parametrize("url", ["postgresql://team@db/annotations", "postgres://db/x",
-                                 "postgresql+psycopg://db/x"])
-def test_open_store_with_a_postgresql_url_says_it_is_not_available_yet(tmp_path, source, url):
-    with pytest.raises(StoreInputError, match="not available yet"):
-        open_store(url, source)
+@tinydb_only
+@pytest.mark.parametrize("url", ["postgresql://team:secret@127.0.0.1:1/annotations",
+                                 "postgres://127.0.0.1:1/x", "postgresql+psycopg://127.0.0.1:1/x"])
+def test_open_store_with_an_unreachable_postgresql_url_says_so_without_the_password(
+        tmp_path, source, url):
+    pytest.importorskip("psycopg")
+    with pytest.raises(StoreWriteError, match="Could not connect to the progress database") as err:
+        open_store(url, source, connect_timeout_s=1)
+    assert "secret" not in str(err.value) and "127.0.0.1:1" in str(err.value)
     assert not os.path.exists("postgresql:")
 
 
+@tinydb_only
 def test_open_store_with_another_url_asks_for_a_path(tmp_path, source):
     with pytest.raises(StoreInputError, match="file path"):
         open_store("mysql://db/x", source)

@@ -32,6 +32,7 @@ from __future__ import annotations
 import heapq
 import math
 import os
+import re
 import statistics
 import time
 import uuid
@@ -448,8 +449,9 @@ class ProgressStore:
             for image_id in lapsed:
                 doc = self._raw(image_id)
                 if doc.get("resume"):
+                    holder = doc.get("annotator")  # read before the update changes doc
                     self._update(image_id, self._unclaimed_fields(doc, now))
-                    self._log("released", image_id, doc.get("annotator"), lapsed=True)
+                    self._log("released", image_id, holder, lapsed=True)
                 else:
                     candidates.append(image_id)
             heap = self._todo_heap
@@ -731,28 +733,31 @@ class ProgressStore:
             now = self.clock()
             if doc["status"] == "in_progress":
                 if doc.get("resume"):
+                    was = doc["resume"]["status"]  # read before the update drops it
                     self._update(image_id, {"resume": None, "updated_at": now})
-                    self._log("reopened", image_id, by, was=doc["resume"]["status"])
+                    self._log("reopened", image_id, by, was=was)
                 return
             if doc["status"] == "todo":
                 return
+            was = doc["status"]  # read before the update changes doc
             self._update(image_id, {
                 "status": "todo", "annotator": None, "claimed_at": None, "completed_at": None,
                 "updated_at": now, "error": None, "note": f"reopened by {by}", "session": None,
                 "n_objects": len(doc.get("objects") or []),
             })
-            self._log("reopened", image_id, by, was=doc["status"])
+            self._log("reopened", image_id, by, was=was)
 
     def mark_unreadable(self, image_id: str, error: str) -> None:
         """Record that the image file cannot be read (``error`` says why); it is not handed out."""
         with self._storage.transaction():
             doc = self._require(image_id)
             now = self.clock()
+            holder = doc.get("annotator")  # read before the update changes doc
             self._update(image_id, {
                 "status": "unreadable", "error": str(error), "annotator": None,
                 "claimed_at": None, "updated_at": now, "resume": None, "session": None,
             })
-            self._log("unreadable", image_id, doc.get("annotator"), error=str(error))
+            self._log("unreadable", image_id, holder, error=str(error))
 
     # ---- reading ------------------------------------------------------------------------------
 
@@ -886,27 +891,41 @@ class ProgressStore:
         return maintenance.reconcile(self, destination, mask_suffix, save_format)
 
 
-def open_store(location: str | os.PathLike, source_dir: str | os.PathLike,
+def open_store(location: str | os.PathLike | None, source_dir: str | os.PathLike,
                **kwargs: Any) -> ProgressStore:
     """Open the progress store at ``location`` for the images of ``source_dir``.
 
-    ``location`` is the snapshot file's path (``admin.database`` / ``admin.progress_file``);
-    ``kwargs`` go to :class:`ProgressStore`. A ``postgresql://`` URL raises
-    :class:`StoreInputError`: that backend is not available yet (it plugs in here).
+    ``location`` is the snapshot file's path (``admin.database`` / ``admin.progress_file``) or a
+    ``postgresql://user@host/db`` URL (:class:`dextr_core.store.postgres.PostgresStore`, a
+    subclass with the same API). The environment variable ``DEXTR_DATABASE_URL``, when set,
+    overrides a file ``location`` (and is used when ``location`` is None), so every server of a
+    deployment can be pointed at one database without editing configs. ``kwargs`` go to the
+    store's constructor.
     """
-    text = os.fspath(location)
+    env = os.environ.get("DEXTR_DATABASE_URL", "").strip()
+    text = os.fspath(location) if location is not None else ""
     if isinstance(text, bytes):
         text = os.fsdecode(text)
-    scheme = text.split("://", 1)[0].lower() if "://" in text else ""
-    if scheme in ("postgresql", "postgres") or scheme.startswith("postgresql+"):
+    lost = re.match(r"(?i)(postgres(?:ql)?(?:\+\w+)?):/(?!/)", text)
+    if lost and not isinstance(location, str):  # a URL passed as a Path lost one slash
+        text = f"{lost.group(1)}://{text[lost.end():]}"
+    if env and "://" not in text:
+        text = env
+    if not text:
         raise StoreInputError(
-            f"admin.database is a PostgreSQL address ({scheme}://...), but the PostgreSQL "
-            "progress store is not available yet. Set admin.database to a file path (or remove "
-            "it to use admin.progress_file) for now."
+            "No progress store location: set admin.database (a file path or postgresql:// URL) "
+            "or the environment variable DEXTR_DATABASE_URL."
         )
+    scheme = text.split("://", 1)[0].lower() if "://" in text else ""
+    if scheme.startswith("postgresql+"):  # SQLAlchemy-style "postgresql+psycopg://"
+        scheme, text = "postgresql", "postgresql://" + text.split("://", 1)[1]
+    if scheme in ("postgresql", "postgres"):
+        from .postgres import PostgresStore
+
+        return PostgresStore(text, source_dir, **kwargs)
     if scheme:
         raise StoreInputError(
             f"admin.database {text!r} is a {scheme}:// address; the progress store is a file "
-            "path (e.g. images/.dextr_progress.json). Give a path instead."
+            "path (e.g. images/.dextr_progress.json) or a postgresql://user@host/database URL."
         )
     return ProgressStore(text, source_dir, **kwargs)

@@ -1,0 +1,833 @@
+"""The progress store on PostgreSQL: the same API and guarantees as the TinyDB file store.
+
+Selected by a ``postgresql://`` location in :func:`dextr_core.store.open_store` (``admin.database``
+or the environment variable ``DEXTR_DATABASE_URL``). Several app servers on several machines can
+share one database; the file store cannot be shared across machines (file locks over network
+filesystems are unreliable).
+
+How it keeps the file store's promises
+--------------------------------------
+* Every public method is ONE database transaction (psycopg 3, a :class:`psycopg_pool.ConnectionPool`
+  of connections per store object; nested calls inside a transaction are savepoints). A method that
+  returned has committed; a method that raised rolled back, so it changed nothing.
+* An image is changed only while its row is locked (``SELECT ... FOR UPDATE``): claims, objects,
+  completion and skips of one image are serialised across every server; ``claim_next`` picks its
+  todo image with ``FOR UPDATE SKIP LOCKED``, so concurrent annotators never wait for each other and
+  never get the same image (the status is checked again under the lock).
+* ``complete(write=...)`` checks the claim under the row lock, calls ``write(objects)`` and only then
+  marks the image done and commits. If ``write`` raises, the transaction is rolled back. If the
+  COMMIT itself fails after ``write`` returned (the database went away), the mask file exists and the
+  image is still in progress: :meth:`ProgressStore.reconcile` marks it done later, as after a crash
+  of the file store.
+* The claim rules, messages and validation are the file store's own code: this class inherits
+  :class:`~dextr_core.store.progress_store.ProgressStore` and replaces only its storage primitives
+  (``_raw``, ``_update``, ``_log``, the transaction, the maintenance adapters) and the methods that
+  read the file store's in-memory indexes (``claim_next``, ``summary``, the readers). The folder
+  scan, the DEXTR-AnnoTool import and reconcile are :mod:`dextr_core.store.maintenance`'s code,
+  running on the adapters below.
+* Maintenance (sync, import, reconcile, reset) takes a transaction-level advisory lock, so two
+  servers never scan at the same time.
+
+Schema (tables prefixed ``dextr_`` in the connection's schema; version in ``dextr_schema_version``,
+migrations in :data:`MIGRATIONS`, applied in order under an advisory lock when a store is opened)::
+
+    dextr_images(id text COLLATE "C" PRIMARY KEY, status, missing, annotator, claimed_at,
+                 seconds, n_objects, object_annotators, doc jsonb)
+    dextr_events(seq bigserial PRIMARY KEY, time, action, image_id, annotator, detail jsonb)
+    dextr_meta(key int PRIMARY KEY, doc jsonb)
+
+``doc`` is exactly the file store's sparse image document (see :mod:`dextr_core.store.records`);
+``status``/``missing``/``annotator``/``claimed_at`` are copies of its fields for the indexes, and
+``seconds``/``n_objects``/``object_annotators`` (``{annotator: objects}``, NULL without objects)
+for :meth:`PostgresStore.summary` (migration 2); :func:`_columns` derives them all from the doc.
+``reset`` copies the four tables into a new schema ``dextr_backup_<UTC time>`` of the same database
+(in the same transaction that empties them) and returns that schema's name.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import statistics
+import threading
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from .journal import StoreBusyError, StoreWriteError
+from .progress_store import ProgressStore
+from .records import (
+    _IMAGES,
+    _META_ID,
+    STATUSES,
+    Event,
+    ImageRecord,
+    ObjectRecord,
+    StoreInputError,
+    _is_default,
+    _object_record,
+    _record,
+    _stamp,
+)
+
+__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "PostgresStore", "is_postgres_url", "redact_url"]
+
+#: ``(version, SQL)`` applied in order; a database at a higher version than this list is refused.
+MIGRATIONS: list[tuple[int, str]] = [
+    (1, """
+        CREATE TABLE dextr_images (
+            id text COLLATE "C" PRIMARY KEY,
+            status text NOT NULL,
+            missing boolean NOT NULL DEFAULT false,
+            annotator text,
+            claimed_at double precision,
+            doc jsonb NOT NULL
+        );
+        CREATE INDEX dextr_images_todo ON dextr_images (id) WHERE status = 'todo' AND NOT missing;
+        CREATE INDEX dextr_images_claims ON dextr_images (annotator, id)
+            WHERE status = 'in_progress';
+        CREATE INDEX dextr_images_status ON dextr_images (status);
+        CREATE TABLE dextr_events (
+            seq bigserial PRIMARY KEY,
+            time double precision NOT NULL,
+            action text NOT NULL,
+            image_id text,
+            annotator text,
+            detail jsonb NOT NULL DEFAULT '{}'
+        );
+        CREATE INDEX dextr_events_time ON dextr_events (time);
+        CREATE TABLE dextr_meta (key integer PRIMARY KEY, doc jsonb NOT NULL);
+    """),
+    # summary() figures as columns (reading them out of every JSON document took most of its time)
+    (2, """
+        ALTER TABLE dextr_images
+            ADD COLUMN seconds double precision NOT NULL DEFAULT 0,
+            ADD COLUMN n_objects integer NOT NULL DEFAULT 0,
+            ADD COLUMN object_annotators jsonb;
+        UPDATE dextr_images SET
+            seconds = coalesce((doc->>'seconds')::float8, 0),
+            n_objects = coalesce((doc->>'n_objects')::int, 0),
+            object_annotators = (
+                SELECT jsonb_object_agg(who, n) FROM (
+                    SELECT coalesce(o->>'annotator', '') AS who, count(*) AS n
+                    FROM jsonb_array_elements(coalesce(doc->'objects', '[]'::jsonb)) AS o
+                    GROUP BY 1) AS per_annotator);
+    """),
+]
+SCHEMA_VERSION = MIGRATIONS[-1][0]
+_TABLES = ("dextr_images", "dextr_events", "dextr_meta", "dextr_schema_version")
+#: advisory lock keys: schema migrations, maintenance (sync/import/reconcile/reset/copy)
+_LOCK_MIGRATE, _LOCK_MAINTENANCE = 0x64657874_01, 0x64657874_02
+
+
+def is_postgres_url(location: str) -> bool:
+    """Whether ``location`` is a ``postgresql://`` / ``postgres://`` address."""
+    scheme = location.split("://", 1)[0].lower() if "://" in location else ""
+    return scheme in ("postgresql", "postgres")
+
+
+def redact_url(url: str) -> str:
+    """``url`` without its password (for messages and logs)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port:
+        host += f":{parts.port}"
+    netloc = f"{parts.username}:***@{host}" if parts.username else host
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _import_driver():
+    try:
+        import psycopg
+        import psycopg_pool
+        from psycopg.types.json import Jsonb
+    except ImportError as exc:  # pragma: no cover - depends on the installation
+        raise StoreInputError(
+            "admin.database is a PostgreSQL address, but the PostgreSQL driver is not installed "
+            f"({exc}). Install it with: pip install 'psycopg[binary]' psycopg-pool (see "
+            "requirements-dev.txt), or set admin.database to a file path."
+        ) from None
+    return psycopg, psycopg_pool, Jsonb
+
+
+def _columns(doc: dict, jsonb) -> tuple:
+    """The row's copies of ``doc``'s fields, in the order of :data:`_COLUMNS` (after ``id``)."""
+    objects = doc.get("objects") or ()
+    by = Counter(o.get("annotator") or "" for o in objects)
+    return (doc["status"], bool(doc.get("missing")), doc.get("annotator"), doc.get("claimed_at"),
+            float(doc.get("seconds") or 0.0), int(doc.get("n_objects") or 0),
+            jsonb(dict(by)) if by else None, jsonb(doc))
+
+
+_COLUMNS = ("status", "missing", "annotator", "claimed_at", "seconds", "n_objects",
+            "object_annotators", "doc")
+_CASTS = ("text", "boolean", "text", "float8", "float8", "integer", "jsonb", "jsonb")
+
+
+class _Tx:
+    """One open transaction of one thread: its connection and the rows it has locked.
+
+    Row updates and events are buffered (``pending_*``) and written in ONE statement before the
+    next statement of the transaction and before COMMIT (:meth:`flush`): a claim or a completion
+    costs a few round trips to the server instead of one per field change. :attr:`conn` flushes
+    before every statement it runs, so reads in the transaction always see its own changes.
+    """
+
+    def __init__(self, raw, jsonb):
+        self.raw = raw
+        self.conn = _Conn(self)
+        self._jsonb = jsonb
+        self.docs: dict[str, dict] = {}  # image docs read under FOR UPDATE (or written) here
+        self.ids: dict[str, None] | None = None  # every image id, loaded on demand (maintenance)
+        self.missing: set[str] | None = None
+        self.pending_docs: dict[str, dict] = {}
+        self.pending_events: list[tuple] = []
+        self.fresh = True  # no statement run yet (SET TRANSACTION still possible)
+
+    def forget(self) -> None:
+        self.docs.clear()
+        self.ids = None
+        self.missing = None
+        self.pending_docs.clear()
+        self.pending_events.clear()
+
+    def flush(self) -> None:
+        """Write the buffered row updates and events (one statement)."""
+        docs, events = self.pending_docs, self.pending_events
+        if not docs and not events:
+            return
+        parts, params = [], []
+        if docs:
+            row = "(%s::text, " + ", ".join(f"%s::{c}" for c in _CASTS) + ")"
+            rows = ", ".join([row] * len(docs))
+            sets = ", ".join(f"{c} = v.{c}" for c in _COLUMNS)
+            parts.append(
+                f"u AS (UPDATE dextr_images AS i SET {sets} FROM (VALUES {rows}) AS v "
+                f"(id, {', '.join(_COLUMNS)}) WHERE i.id = v.id)")
+            for image_id, doc in docs.items():
+                params += [image_id, *_columns(doc, self._jsonb)]
+        if events:
+            rows = ", ".join(["(%s::float8, %s::text, %s::text, %s::text, %s::jsonb)"]
+                             * len(events))
+            tail = (f"INSERT INTO dextr_events (time, action, image_id, annotator, detail) "
+                    f"VALUES {rows}")
+            for event in events:
+                params += list(event)
+        else:
+            tail = "SELECT 1"
+        sql = (f"WITH {', '.join(parts)} {tail}" if parts else tail)
+        self.pending_docs, self.pending_events = {}, []
+        self.fresh = False
+        try:
+            self.raw.execute(sql, params)
+        except BaseException:
+            self.forget()
+            raise
+
+
+class _Conn:
+    """The transaction's connection as the store code uses it: every use flushes first."""
+
+    def __init__(self, tx: _Tx):
+        self._tx = tx
+
+    def execute(self, sql, params=None):
+        self._tx.flush()
+        self._tx.fresh = False
+        return self._tx.raw.execute(sql, params)
+
+    def cursor(self):
+        self._tx.flush()
+        return self._tx.raw.cursor()
+
+    def transaction(self):
+        self._tx.flush()
+        self._tx.fresh = False
+        return self._tx.raw.transaction()
+
+
+class _Storage:
+    """The transaction context (``store._storage.transaction()``) and ``read()`` for maintenance."""
+
+    def __init__(self, store: PostgresStore):
+        self._store = store
+        self._local = threading.local()
+
+    def current(self) -> _Tx:
+        tx = getattr(self._local, "tx", None)
+        if tx is None:
+            raise RuntimeError("a PostgresStore helper was called outside a transaction")
+        return tx
+
+    @contextmanager
+    def transaction(self) -> Iterator[_Tx]:
+        """One transaction per outermost call (savepoints inside); errors become store errors."""
+        tx = getattr(self._local, "tx", None)
+        if tx is not None:
+            try:
+                with tx.conn.transaction():
+                    yield tx
+                    tx.flush()  # inside the savepoint: a later savepoint's rollback keeps it
+            except BaseException:
+                tx.forget()  # rolled back to the savepoint: re-read rows (they stay locked)
+                raise
+            return
+        store = self._store
+        psycopg = store._psycopg
+        try:
+            with (store._pool.connection(timeout=store.connect_timeout_s) as conn,
+                  conn.transaction()):
+                tx = _Tx(conn, store._Jsonb)
+                self._local.tx = tx
+                try:
+                    yield tx
+                    tx.flush()
+                finally:
+                    self._local.tx = None
+                    conn._dextr_used = time.monotonic()
+        except (psycopg.errors.LockNotAvailable, psycopg.errors.DeadlockDetected,
+                psycopg.errors.SerializationFailure, psycopg.errors.QueryCanceled) as exc:
+            raise StoreBusyError(
+                f"The progress database {store.path} is busy ({_first_line(exc)}); nothing was "
+                "changed. Try again in a moment."
+            ) from exc
+        except (psycopg.Error, store._psycopg_pool.PoolTimeout) as exc:
+            raise StoreWriteError(
+                f"The progress database {store.path} could not be used ({_first_line(exc)}). "
+                "Your last change may not have been saved; check that the database server is "
+                "running and reachable, then try again (a retry never duplicates an object)."
+            ) from exc
+
+    def read(self) -> dict[str, dict]:
+        """``{"images": {id: doc}}`` of every image, locked for this transaction (reconcile)."""
+        tx = self.current()
+        rows = tx.conn.execute(
+            "SELECT id, doc FROM dextr_images ORDER BY id FOR UPDATE").fetchall()
+        tx.docs.update((i, d) for i, d in rows)
+        return {_IMAGES: {i: d for i, d in rows}}
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+class _Meta:
+    """The ``meta`` table adapter (``get(doc_id=1)``, ``update(fields, doc_ids=[1])``)."""
+
+    def __init__(self, store: PostgresStore):
+        self._store = store
+
+    def get(self, doc_id: int = _META_ID) -> dict | None:
+        tx = self._store._storage.current()
+        row = tx.conn.execute("SELECT doc FROM dextr_meta WHERE key = %s", (doc_id,)).fetchone()
+        return None if row is None else row[0]
+
+    def update(self, fields: dict, doc_ids: Sequence[int] = (_META_ID,)) -> None:
+        tx = self._store._storage.current()
+        for key in doc_ids:
+            tx.conn.execute(
+                "INSERT INTO dextr_meta (key, doc) VALUES (%s, %s) ON CONFLICT (key) DO UPDATE "
+                "SET doc = dextr_meta.doc || EXCLUDED.doc", (key, self._store._Jsonb(fields)))
+
+
+class _Images:
+    """The ``images`` table adapter used by :func:`maintenance.add_images` (bulk insert)."""
+
+    def __init__(self, store: PostgresStore):
+        self._store = store
+
+    def insert_multiple(self, docs: Iterable[dict]) -> None:
+        store = self._store
+        tx = store._storage.current()
+        docs = [dict(d) for d in docs]
+        if not docs:
+            return
+        conn = tx.conn
+        columns = ", ".join(("id", *_COLUMNS))
+        conn.execute("CREATE TEMP TABLE IF NOT EXISTS dextr_new_rows (LIKE dextr_images) "
+                     "ON COMMIT DELETE ROWS")
+        conn.execute("DELETE FROM dextr_new_rows")
+        with conn.cursor().copy(f"COPY dextr_new_rows ({columns}) FROM STDIN") as copy:
+            for doc in docs:
+                copy.write_row((doc["id"], *_columns(doc, store._Jsonb)))
+        conn.execute(f"INSERT INTO dextr_images ({columns}) SELECT {columns} "
+                     "FROM dextr_new_rows ON CONFLICT (id) DO NOTHING")
+        if tx.ids is not None:
+            tx.ids.update((d["id"], None) for d in docs)
+
+
+class PostgresStore(ProgressStore):
+    """The progress store in a PostgreSQL database at ``url`` (``postgresql://user@host/db``).
+
+    Same constructor keywords as :class:`ProgressStore` (``compact_bytes`` and
+    ``recover_corrupt`` do not apply and are ignored), plus ``pool_size`` (connections this
+    object keeps, default 8), ``connect_timeout_s`` (how long a call waits for a connection) and
+    ``lock_timeout_s`` (how long a call waits for a row another server holds before it raises
+    :class:`StoreBusyError`). :attr:`path` is the URL without its password.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        source_dir: str | os.PathLike,
+        *,
+        claim_timeout_s: float = 1800.0,
+        clock: Callable[[], float] = time.time,
+        exclude_dirs: Iterable[str | os.PathLike] = (),
+        recover_corrupt: bool = False,
+        compact_bytes: int | None = None,
+        legacy_file: str | os.PathLike | None = None,
+        mask_suffix: str | None = None,
+        save_format: str | None = None,
+        destination: str | os.PathLike | None = None,
+        labels: Sequence[str] = (),
+        pool_size: int = 8,
+        connect_timeout_s: float = 10.0,
+        lock_timeout_s: float = 30.0,
+    ):
+        self._psycopg, self._psycopg_pool, self._Jsonb = _import_driver()
+        self.url = str(url)
+        self.path = redact_url(self.url)
+        self.source_dir = Path(source_dir)
+        self.legacy_file = None if legacy_file is None else Path(legacy_file)
+        self.mask_suffix = mask_suffix
+        self.save_format = save_format
+        self.destination = None if destination is None else Path(destination)
+        self.labels = tuple(str(label) for label in labels)
+        self.claim_timeout_s = float(claim_timeout_s)
+        self.clock = clock
+        self.exclude_dirs = tuple(Path(d).resolve() for d in exclude_dirs)
+        self.recovered_from = None
+        self.recovered_files: list[Path] = []
+        self.connect_timeout_s = float(connect_timeout_s)
+        self._max_image_doc = 0  # read by maintenance.add_images; ids are the primary key here
+        self._storage = _Storage(self)
+        self._meta = _Meta(self)
+        self._images = _Images(self)
+        lock_ms = max(1, int(lock_timeout_s * 1000))
+
+        def configure(conn) -> None:
+            conn.execute(f"SET lock_timeout = {lock_ms}")
+
+        self._pool = self._psycopg_pool.ConnectionPool(
+            self.url, min_size=1, max_size=max(1, int(pool_size)), open=False,
+            kwargs={"autocommit": True}, configure=configure,
+            check=self._check_idle_connection,
+            name=f"dextr-store-{id(self):x}",
+        )
+        try:
+            self._pool.open(wait=True, timeout=self.connect_timeout_s)
+        except (self._psycopg.Error, self._psycopg_pool.PoolTimeout) as exc:
+            self._pool.close()
+            raise StoreWriteError(
+                f"Could not connect to the progress database {self.path} within "
+                f"{self.connect_timeout_s:g} s ({_first_line(exc)}). Check that the server is "
+                "running, the address (admin.database or DEXTR_DATABASE_URL) and the password."
+            ) from exc
+        try:
+            self._migrate()
+        except BaseException:
+            self._pool.close()
+            raise
+
+    def _check_idle_connection(self, conn) -> None:
+        """Before a call uses a pooled connection idle for over 2 s, check it is still alive
+        (a restarted server or a dropped link): a dead one is replaced instead of failing the
+        call. A connection used the moment before is not checked (saves a round trip)."""
+        if time.monotonic() - getattr(conn, "_dextr_used", 0.0) > 2.0:
+            self._psycopg_pool.ConnectionPool.check_connection(conn)
+
+    # ---- schema ---------------------------------------------------------------------------------
+
+    def _migrate(self) -> None:
+        with self._storage.transaction() as tx:
+            conn = tx.conn
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_MIGRATE,))
+            conn.execute("CREATE TABLE IF NOT EXISTS dextr_schema_version "
+                         "(version integer PRIMARY KEY, applied_at double precision NOT NULL)")
+            have = conn.execute(
+                "SELECT coalesce(max(version), 0) FROM dextr_schema_version").fetchone()[0]
+            if have > SCHEMA_VERSION:
+                raise StoreInputError(
+                    f"The progress database {self.path} has schema version {have}, newer than "
+                    f"this program's {SCHEMA_VERSION}. Update the annotator on this server (all "
+                    "servers sharing a database must run the same version)."
+                )
+            for version, sql in MIGRATIONS:
+                if version > have:
+                    conn.execute(sql)
+                    conn.execute("INSERT INTO dextr_schema_version VALUES (%s, %s)",
+                                 (version, time.time()))
+            conn.execute("INSERT INTO dextr_meta (key, doc) VALUES (%s, %s) "
+                         "ON CONFLICT (key) DO NOTHING",
+                         (_META_ID, self._Jsonb({"created_at": self.clock()})))
+
+    def schema_version(self) -> int:
+        """The schema version of the database (= :data:`SCHEMA_VERSION` once opened)."""
+        with self._storage.transaction() as tx:
+            return tx.conn.execute("SELECT max(version) FROM dextr_schema_version").fetchone()[0]
+
+    def close(self) -> None:
+        """Close the connection pool (the store cannot be used afterwards)."""
+        self._pool.close()
+
+    def __len__(self) -> int:
+        with self._storage.transaction() as tx:
+            return tx.conn.execute("SELECT count(*) FROM dextr_images").fetchone()[0]
+
+    # ---- storage primitives used by the inherited methods and by maintenance ------------------
+
+    def _maintenance_lock(self, tx: _Tx) -> None:
+        tx.conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_MAINTENANCE,))
+
+    @property
+    def _doc_of(self) -> dict[str, None]:  # type: ignore[override]
+        """Every image id (maintenance only: loaded once per transaction, serialised)."""
+        tx = self._storage.current()
+        if tx.ids is None:
+            self._maintenance_lock(tx)
+            tx.ids = dict.fromkeys(
+                r[0] for r in tx.conn.execute("SELECT id FROM dextr_images ORDER BY id"))
+        return tx.ids
+
+    @property
+    def _missing(self) -> set[str]:  # type: ignore[override]
+        tx = self._storage.current()
+        if tx.missing is None:
+            tx.missing = {r[0] for r in tx.conn.execute(
+                "SELECT id FROM dextr_images WHERE missing")}
+        return tx.missing
+
+    def _raw(self, image_id: str) -> dict | None:
+        tx = self._storage.current()
+        doc = tx.docs.get(image_id)
+        if doc is None:
+            row = tx.conn.execute("SELECT doc FROM dextr_images WHERE id = %s FOR UPDATE",
+                                  (image_id,)).fetchone()
+            if row is None:
+                return None
+            doc = tx.docs[image_id] = row[0]
+        return doc
+
+    def _update(self, image_id: str, fields: dict) -> None:
+        tx = self._storage.current()
+        old = self._raw(image_id)
+        if old is None:
+            raise StoreInputError(f"No image {image_id!r} in the progress store {self.path}.")
+        doc = dict(old)  # a new dict: callers may still read the old one (e.g. "was": status)
+        for key, value in fields.items():
+            if _is_default(value):
+                doc.pop(key, None)
+            else:
+                doc[key] = value
+        tx.docs[image_id] = tx.pending_docs[image_id] = doc
+        if tx.missing is not None:
+            (tx.missing.add if doc.get("missing") else tx.missing.discard)(image_id)
+
+    def _log(self, action: str, image_id: str | None, annotator: str | None, **detail) -> None:
+        tx = self._storage.current()
+        tx.pending_events.append((self.clock(), action, image_id, annotator, self._Jsonb(detail)))
+
+    def _select_docs(self, tx: _Tx, sql: str, params: Sequence = ()) -> list[dict]:
+        docs = [r[0] for r in tx.conn.execute(sql, params)]
+        for doc in docs:
+            tx.docs[doc["id"]] = doc
+        return docs
+
+    # ---- claiming -------------------------------------------------------------------------------
+
+    def claim_next(self, annotator: str, *, session: str | None = None) -> ImageRecord | None:
+        """See :meth:`ProgressStore.claim_next`; todo images are picked with SKIP LOCKED."""
+        annotator = self._check_name(annotator)
+        session = self._check_session(session)
+        with self._storage.transaction() as tx:
+            now = self.clock()
+            mine = self._select_docs(
+                tx, "SELECT doc FROM dextr_images WHERE status = 'in_progress' AND NOT missing "
+                "AND annotator = %s ORDER BY id FOR UPDATE", (annotator,))
+            own = [d for d in mine if self._same_session(d, session) or self._lapsed(d, now)]
+            if own:
+                doc = own[0]
+                if self._same_session(doc, session):
+                    self._refresh(doc, now, session)
+                else:  # our own lapsed claim from another tab: this tab takes it over
+                    self._take(doc, annotator, now, session)
+                return _record(self._raw(doc["id"]))
+            candidates = []
+            rows = tx.conn.execute(
+                "WITH lapsed AS (SELECT doc FROM dextr_images WHERE status = 'in_progress' "
+                "AND NOT missing AND (claimed_at IS NULL OR claimed_at <= %s) ORDER BY id "
+                "FOR UPDATE SKIP LOCKED), todo AS (SELECT doc FROM dextr_images WHERE "
+                "status = 'todo' AND NOT missing ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED) "
+                "SELECT doc, true FROM lapsed UNION ALL SELECT doc, false FROM todo",
+                (now - self.claim_timeout_s,)).fetchall()
+            for doc, was_claimed in rows:
+                tx.docs[doc["id"]] = doc
+                if not was_claimed:
+                    candidates.append(doc["id"])
+                elif not self._lapsed(doc, now):
+                    continue
+                elif doc.get("resume"):
+                    self._update(doc["id"], self._unclaimed_fields(doc, now))
+                    self._log("released", doc["id"], doc.get("annotator"), lapsed=True)
+                else:
+                    candidates.append(doc["id"])
+            if not candidates:
+                return None
+            chosen = min(candidates)
+            self._take(self._raw(chosen), annotator, now, session)
+            return _record(self._raw(chosen))
+
+    # ---- reading --------------------------------------------------------------------------------
+
+    def get(self, image_id: str) -> ImageRecord | None:
+        with self._storage.transaction() as tx:
+            row = tx.conn.execute("SELECT doc FROM dextr_images WHERE id = %s",
+                                  (image_id,)).fetchone()
+            return None if row is None else _record(row[0])
+
+    def images(self, status: str | None = None) -> list[ImageRecord]:
+        self._check_status(status)
+        with self._storage.transaction() as tx:
+            if status is None:
+                rows = tx.conn.execute("SELECT doc FROM dextr_images ORDER BY id")
+            else:
+                rows = tx.conn.execute(
+                    "SELECT doc FROM dextr_images WHERE status = %s ORDER BY id", (status,))
+            return [_record(r[0]) for r in rows]
+
+    def image_ids(self, status: str | None = None) -> list[str]:
+        self._check_status(status)
+        with self._storage.transaction() as tx:
+            if status is None:
+                rows = tx.conn.execute("SELECT id FROM dextr_images ORDER BY id")
+            else:
+                rows = tx.conn.execute(
+                    "SELECT id FROM dextr_images WHERE status = %s ORDER BY id", (status,))
+            return [r[0] for r in rows]
+
+    @staticmethod
+    def _check_status(status: str | None) -> None:
+        if status is not None and status not in STATUSES:
+            raise StoreInputError(f"Unknown status {status!r}; use one of {', '.join(STATUSES)}.")
+
+    def objects(self, image_id: str | None = None) -> list[ObjectRecord]:
+        with self._storage.transaction() as tx:
+            if image_id is not None:
+                row = tx.conn.execute("SELECT doc FROM dextr_images WHERE id = %s",
+                                      (image_id,)).fetchone()
+                if row is None:
+                    self._require(image_id)  # raises the file store's message
+                docs = [row[0]]
+            else:
+                docs = [r[0] for r in tx.conn.execute(
+                    "SELECT doc FROM dextr_images WHERE doc ? 'objects' ORDER BY id")]
+            return [_object_record(d["id"], o) for d in docs for o in d.get("objects") or []]
+
+    def events(self, since: float | None = None, limit: int | None = None) -> list[Event]:
+        sql = "SELECT time, action, image_id, annotator, detail FROM dextr_events"
+        params: list[Any] = []
+        if since is not None:
+            sql += " WHERE time > %s"
+            params.append(float(since))
+        sql += " ORDER BY seq DESC"
+        if limit is not None:
+            sql += " LIMIT %s"
+            params.append(max(0, int(limit)))
+        with self._storage.transaction() as tx:
+            rows = tx.conn.execute(sql, params).fetchall()
+        return [Event(t, a, i, who, dict(d or {})) for t, a, i, who, d in reversed(rows)]
+
+    def summary(self) -> dict:
+        """See :meth:`ProgressStore.summary` (same keys and figures, computed by SQL)."""
+        with self._storage.transaction() as tx:
+            conn = tx.conn
+            if tx.fresh:  # its own transaction: all figures from one snapshot of the database
+                conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            now = self.clock()
+            by_status = dict.fromkeys(STATUSES, 0)
+            total_objects, total_seconds = 0, 0.0
+            missing = 0
+            done: Counter = Counter()
+            skipped: Counter = Counter()
+            seconds: Counter = Counter()
+            # one pass over the images for the counts and times by status and annotator
+            for is_missing, status, who, n, secs in conn.execute(
+                "SELECT missing, status, coalesce(annotator, ''), count(*), sum(seconds) "
+                "FROM dextr_images GROUP BY 1, 2, 3"
+            ):
+                if is_missing:
+                    missing += int(n)
+                    continue
+                by_status[status] += int(n)
+                total_seconds += float(secs or 0.0)
+                if status == "done":
+                    done[who] += int(n)
+                    seconds[who] += float(secs or 0.0)
+                elif status == "skipped":
+                    skipped[who] += int(n)
+            objects = Counter({who: int(n) for who, n in conn.execute(
+                "SELECT o.key, sum(o.value::int) FROM dextr_images, "
+                "jsonb_each_text(object_annotators) AS o WHERE NOT missing "
+                "AND object_annotators IS NOT NULL GROUP BY o.key")})
+            total_objects = sum(objects.values())
+            spo: dict[str, list[float]] = defaultdict(list)
+            for who, secs, n in conn.execute(
+                "SELECT coalesce(annotator, ''), seconds, n_objects FROM dextr_images "
+                "WHERE NOT missing AND status = 'done' AND n_objects > 0"
+            ):
+                spo[who].append(secs / n)
+            last = dict(conn.execute(
+                "SELECT annotator, max(time) FROM dextr_events WHERE annotator IS NOT NULL "
+                "AND annotator <> '' GROUP BY annotator").fetchall())
+            annotators = {}
+            for name in sorted(n for n in set(done) | set(skipped) | set(objects) | set(last)
+                               if n):
+                values = spo.get(name, [])
+                stats = {
+                    "done": int(done.get(name, 0)),
+                    "skipped": int(skipped.get(name, 0)),
+                    "objects": int(objects.get(name, 0)),
+                    "seconds": round(float(seconds.get(name, 0.0)), 3),
+                    "median_seconds_per_object": statistics.median(values) if values else None,
+                    "last_activity": last.get(name),
+                }
+                if any(v for k, v in stats.items() if k != "median_seconds_per_object"):
+                    annotators[name] = stats
+            claims = [
+                {"image_id": d["id"], "annotator": d.get("annotator"),
+                 "claimed_at": d.get("claimed_at"), "lapsed": self._lapsed(d, now)}
+                for (d,) in conn.execute(
+                    "SELECT doc FROM dextr_images WHERE status = 'in_progress' AND NOT missing "
+                    "ORDER BY id")
+            ]
+            row = conn.execute("SELECT time FROM dextr_events ORDER BY seq DESC LIMIT 1").fetchone()
+            return {
+                "total": sum(by_status.values()),
+                "by_status": by_status,
+                "missing": int(missing),
+                "objects": int(total_objects),
+                "seconds": round(float(total_seconds), 3),
+                "annotators": annotators,
+                "claims": claims,
+                "last_event": None if row is None else row[0],
+            }
+
+    # ---- maintenance ----------------------------------------------------------------------------
+
+    def reset(self) -> str:  # type: ignore[override]
+        """Start over: copy every table into a new schema ``dextr_backup_<UTC time>`` of the same
+        database, then empty the store, in ONE transaction (a failure changes nothing); return
+        the backup schema's name. Restore: see docs/scale-out.md."""
+        with self._storage.transaction() as tx:
+            conn = tx.conn
+            self._maintenance_lock(tx)
+            now = self.clock()
+            taken = {r[0] for r in conn.execute(
+                "SELECT nspname FROM pg_namespace WHERE nspname LIKE 'dextr_backup_%%'")}
+            base = f"dextr_backup_{_stamp(now).replace('-', '_')}"
+            backup = base
+            for i in range(1, 10_000):
+                if backup not in taken:
+                    break
+                backup = f"{base}_{i}"
+            if not re.fullmatch(r"[a-z0-9_]{1,63}", backup):  # pragma: no cover - by construction
+                raise StoreInputError(f"Cannot name a backup schema {backup!r}.")
+            conn.execute(f'CREATE SCHEMA "{backup}"')
+            for table in _TABLES:
+                conn.execute(f'CREATE TABLE "{backup}".{table} AS TABLE {table}')
+            conn.execute("TRUNCATE dextr_images, dextr_events")
+            conn.execute("DELETE FROM dextr_meta")
+            conn.execute("INSERT INTO dextr_meta (key, doc) VALUES (%s, %s)", (_META_ID, self._Jsonb(
+                {"created_at": now, "reset_at": now, "reset_backup": backup})))
+            tx.forget()
+            self._log("reset", None, None, backup=backup)
+        return backup
+
+    def backups(self) -> list[str]:
+        """The backup schemas made by :meth:`reset`, oldest first."""
+        with self._storage.transaction() as tx:
+            return [r[0] for r in tx.conn.execute(
+                "SELECT nspname FROM pg_namespace WHERE nspname LIKE 'dextr_backup_%%' "
+                "ORDER BY nspname")]
+
+
+# ---- moving a project from the file store ---------------------------------------------------------
+
+
+def _comparable(store: ProgressStore) -> dict[str, Any]:
+    return {"images": store.images(), "objects": store.objects(), "events": store.events(),
+            "summary": store.summary()}
+
+
+def copy_to_postgres(file: str | os.PathLike, url: str, source_dir: str | os.PathLike = ".",
+                     *, replace: bool = False, clock: Callable[[], float] = time.time,
+                     check: Callable[[PostgresStore], None] | None = None) -> dict[str, int]:
+    """Copy the file store ``file`` into the database at ``url``, verified; return the counts.
+
+    The file store's lock is held throughout (its servers wait, so the copy is one consistent
+    moment). Everything is written in ONE database transaction, then read back inside it and
+    compared with the file store: every image record, every object, every event and the
+    summary must be equal, else nothing is committed and :class:`StoreInputError` says what
+    differs. A database that already holds images or events is refused unless ``replace``
+    (then its rows are replaced). ``check`` is called with the target store before the
+    comparison (tests inject a fault there). Returns ``{"images", "objects", "events"}``.
+    The file is never changed.
+    """
+    src_path = Path(file)
+    if not src_path.is_file():
+        raise StoreInputError(f"There is no progress store file {src_path}; give the path of "
+                              "the project's .dextr_progress.json (admin.progress_file).")
+    src = ProgressStore(src_path, source_dir, clock=clock)
+    dst = PostgresStore(url, source_dir, clock=clock, pool_size=1)
+    try:
+        with src._storage.transaction():
+            tables = src._storage.read()
+            images = [tables.get("images", {})[k] for k in sorted(tables.get("images", {}), key=int)]
+            events = [tables.get("events", {})[k] for k in sorted(tables.get("events", {}), key=int)]
+            meta = dict(tables.get("meta", {}).get(str(_META_ID)) or {})
+            with dst._storage.transaction() as tx:
+                conn = tx.conn
+                dst._maintenance_lock(tx)
+                n_images = conn.execute("SELECT count(*) FROM dextr_images").fetchone()[0]
+                n_events = conn.execute("SELECT count(*) FROM dextr_events").fetchone()[0]
+                if (n_images or n_events) and not replace:
+                    raise StoreInputError(
+                        f"The database {dst.path} already holds a progress store ({n_images} "
+                        f"images, {n_events} events); nothing was copied. Copy into an empty "
+                        "database, or pass --replace to overwrite it (its rows are lost)."
+                    )
+                conn.execute("TRUNCATE dextr_images, dextr_events")
+                conn.execute("ALTER SEQUENCE dextr_events_seq_seq RESTART")
+                dst._images.insert_multiple(images)
+                with conn.cursor().copy("COPY dextr_events (time, action, image_id, annotator, "
+                                        "detail) FROM STDIN") as out:
+                    for e in events:
+                        out.write_row((e["time"], e["action"], e.get("image_id"),
+                                       e.get("annotator"), dst._Jsonb(e.get("detail") or {})))
+                conn.execute("DELETE FROM dextr_meta")
+                conn.execute("INSERT INTO dextr_meta (key, doc) VALUES (%s, %s)",
+                             (_META_ID, dst._Jsonb(dict(meta, copied_from=str(src_path)))))
+                if check is not None:
+                    check(dst)
+                want, got = _comparable(src), _comparable(dst)
+                different = [k for k in want if want[k] != got[k]]
+                if different:
+                    raise StoreInputError(
+                        f"The copy in {dst.path} differs from {src_path} in its "
+                        f"{', '.join(different)}; nothing was committed. Report this; the file "
+                        "store is unchanged."
+                    )
+                counts = {"images": len(want["images"]), "objects": len(want["objects"]),
+                          "events": len(want["events"])}
+    finally:
+        dst.close()
+        src.close()
+    return counts
