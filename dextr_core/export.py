@@ -449,17 +449,14 @@ def run_export(
 
 
 def _open_store(config: Any):
-    from . import store as store_pkg
+    from .store import open_store
 
-    location = str(getattr(config, "database", "") or config.progress_file)
+    location = str(config.database or config.progress_file)
     if "://" not in location and not Path(location).is_file():
         raise ExportError(f"no progress file at {location}: nothing has been "
                           "annotated with this config yet (check admin.progress_file)")
-    kw = {"claim_timeout_s": float(config.claim_timeout_min) * 60.0}
-    opener = getattr(store_pkg, "open_store", None)  # the store package; older: the class
-    if opener is not None:
-        return opener(location, config.source, **kw)
-    return store_pkg.ProgressStore(location, config.source, **kw)
+    return open_store(location, config.source,
+                      claim_timeout_s=float(config.claim_timeout_min) * 60.0)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,3 +11,4 @@ if ! command -v chromium >/dev/null 2>&1; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
 fi
+bash "$(dirname "$0")/setup_services.sh" >/dev/null
