@@ -260,7 +260,12 @@ def precision_worker(runtime: str, weights: Path, folder: Path, repeat: int) -> 
     model = build_dextr()
     load_dextr_weights(model, weights)
     xml = _export_openvino(model, folder) if runtime == "openvino" else None
-    forwards = {p: precision_forward(runtime, model, p, xml) for p in ("f32", "bf16", "f16")}
+    forwards, unavailable = {}, {}
+    for p in ("f32", "bf16", "f16"):
+        try:
+            forwards[p] = precision_forward(runtime, model, p, xml)
+        except Exception as exc:  # e.g. OpenVINO on a CPU without the type
+            unavailable[p] = str(exc).splitlines()[0][:120]
     x = sample_input()
     times: dict[str, list[float]] = {p: [] for p in forwards}
     for f in forwards.values():
@@ -282,6 +287,7 @@ def precision_worker(runtime: str, weights: Path, folder: Path, repeat: int) -> 
             row.update(min_iou=check.min_iou, max_diff=check.max_difference)
             row["accurate"] = check.accurate
         rows.append(row)
+    rows += [{"precision": p, "unavailable": why} for p, why in unavailable.items()]
     del forwards
     backend_runtime = "predict" if runtime in ("jax", "torch") else runtime.removeprefix("tf-")
     auto = DextrSegmenter(weights, runtime=backend_runtime, warm_up=False)
@@ -318,6 +324,12 @@ def bench_precision(runtimes: list[str], weights: Path | None, repeat: int) -> N
             )
             result = json.loads(out.strip().splitlines()[-1])
             for row in result["rows"]:
+                if "unavailable" in row:
+                    print(
+                        f"| {runtime} | {result['device']} | {row['precision']} "
+                        f"| not run: {row['unavailable']} | | | | |"
+                    )
+                    continue
                 iou = f"{row['min_iou']:.4f}" if "min_iou" in row else "-"
                 diff = f"{row['max_diff']:.4f}" if "max_diff" in row else "-"
                 ok = ("yes" if row["accurate"] else "no") if "accurate" in row else "-"

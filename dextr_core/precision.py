@@ -226,7 +226,8 @@ def choose_precision(
     :func:`measure` keeps, else float32. Returns the decision and the forward to run.
 
     ``reference``: the float32 forward; ``make_candidate(precision)``: builds the forward for a
-    precision (only called for one that is measured or was kept before); ``inputs``: the check
+    precision (only called for one that is measured or was kept before; an exception means the
+    runtime cannot run it here, which refuses it); ``inputs``: the check
     inputs (default :func:`check_inputs`; called only when something is measured); ``load`` / ``save``: the cached decision
     (:meth:`Decision.to_json`); a cached decision is used as it is (no forward is measured).
     """
@@ -246,9 +247,13 @@ def choose_precision(
     check_set = (inputs or check_inputs)()
     if not check_set:
         return Decision("f32", note="no check photos in samples/images"), reference
-    checks = []
+    checks, unavailable = [], []
     for precision in offered:
-        candidate = make_candidate(precision)
+        try:
+            candidate = make_candidate(precision)
+        except Exception as exc:  # the runtime cannot build it here: float32 it is
+            unavailable.append(f"{precision} unavailable ({exc})")
+            continue
         check = measure(
             reference, candidate, check_set, precision=precision, threshold=threshold, clock=clock
         )
@@ -258,8 +263,8 @@ def choose_precision(
             save(decision.to_json())
             return decision, candidate
         del candidate
-    names = ", ".join(f"{c.precision} {'not faster' if c.accurate else 'differs'}" for c in checks)
-    decision = Decision("f32", tuple(checks), note=f"refused: {names}")
+    names = [f"{c.precision} {'not faster' if c.accurate else 'differs'}" for c in checks]
+    decision = Decision("f32", tuple(checks), note="refused: " + ", ".join(names + unavailable))
     save(decision.to_json())
     return decision, reference
 

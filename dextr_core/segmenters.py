@@ -110,6 +110,14 @@ def _compile_openvino(
     network.reshape([batch, 512, 512, 4])
     hint = OPENVINO_PRECISIONS[precision]
     compiled = core.compile_model(network, "CPU", {"INFERENCE_PRECISION_HINT": hint})
+    if precision != "f32":  # the plugin quietly runs float32 where the CPU lacks the type
+        effective = compiled.get_property("INFERENCE_PRECISION_HINT")
+        effective = getattr(effective, "get_type_name", lambda: str(effective))()
+        if effective != hint:
+            raise ValueError(
+                f"OpenVINO cannot run DEXTR in {precision_check.PRECISION_NAME[precision]} on "
+                f"this CPU (its plugin would run {effective}); use precision='f32' or 'auto'"
+            )
     request = compiled.create_infer_request()
     return lambda batch: np.asarray(request.infer({0: batch})[0])
 

@@ -156,6 +156,37 @@ def test_the_first_offered_precision_that_passes_is_used_and_every_try_is_report
     assert [c.kept for c in decision.checks] == [False, True]
 
 
+def test_a_precision_the_runtime_cannot_build_here_is_refused_and_the_next_is_tried(inputs):
+    clock = FakeClock()
+    reference = forward(clock, 1.0)
+    half = forward(clock, 0.3, dtype=np.float16)
+
+    def make_candidate(p):
+        if p == "bf16":  # OpenVINO's plugin would quietly run float32 on this CPU
+            raise ValueError("OpenVINO cannot run DEXTR in bfloat16 on this CPU")
+        return half
+
+    decision, chosen = prec.choose_precision(
+        ("bf16", "f16"),
+        reference,
+        make_candidate,
+        threshold=THRESHOLD,
+        inputs=lambda: inputs,
+        clock=clock,
+    )
+    assert decision.precision == "f16" and chosen is half
+    decision, chosen = prec.choose_precision(
+        ("bf16",),
+        reference,
+        make_candidate,
+        threshold=THRESHOLD,
+        inputs=lambda: inputs,
+        clock=clock,
+    )
+    assert decision.precision == "f32" and chosen is reference and decision.checks == ()
+    assert "bf16 unavailable (OpenVINO cannot run DEXTR in bfloat16" in decision.note
+
+
 def test_nothing_is_measured_when_the_device_offers_no_faster_precision():
     def must_not_run(*args):
         raise AssertionError("nothing should be measured")
