@@ -387,8 +387,10 @@ def openvino_streams_forward(xml: Path, streams: int):
     return forward
 
 
-def clients_worker(runtime: str, weights: Path, folder: Path, rounds: int, mode: str) -> dict:
-    """Subprocess: 1, 4, 8 concurrent clients on one segmenter in ``mode``."""
+def clients_worker(
+    runtime: str, weights: Path, folder: Path, rounds: int, mode: str, client_counts: list[int]
+) -> dict:
+    """Subprocess: ``client_counts`` concurrent clients on one segmenter in ``mode``."""
     import threading
 
     from dextr_core import precision as prec
@@ -403,8 +405,12 @@ def clients_worker(runtime: str, weights: Path, folder: Path, rounds: int, mode:
     if mode == "streams":
         call = openvino_streams_forward(_export_openvino(segmenter.model, folder), 2)
     inputs = prec.check_inputs()
+    call(inputs[0])  # warm-up
+    if segmenter._batcher is not None and runtime in ("jax", "torch"):
+        for size in segmenter._batcher.sizes:  # JAX compiles once per padded batch size
+            segmenter._batcher._forward(np.zeros((size, 512, 512, 4), dtype=np.float32))
     result = {"runtime": runtime, "mode": mode, "device": device(runtime), "rows": []}
-    for clients in (1, 4, 8):
+    for clients in client_counts:
         latencies: list[float] = []
         lock = threading.Lock()
         barrier = threading.Barrier(clients)
@@ -430,7 +436,6 @@ def clients_worker(runtime: str, weights: Path, folder: Path, rounds: int, mode:
                 t.join()
             return time.perf_counter() - start
 
-        run(1, False)  # warm-up: compiles this batch size
         wall = run(rounds, True)
         latencies.sort()
         p95 = latencies[min(len(latencies) - 1, int(round(0.95 * (len(latencies) - 1))))]
@@ -449,7 +454,9 @@ def clients_worker(runtime: str, weights: Path, folder: Path, rounds: int, mode:
     return result
 
 
-def bench_clients(runtimes: list[str], weights: Path | None, rounds: int) -> None:
+def bench_clients(
+    runtimes: list[str], weights: Path | None, rounds: int, client_counts: str
+) -> None:
     with tempfile.TemporaryDirectory(prefix="bench_dextr_") as tmp:
         folder = Path(tmp)
         weights, source = weights_file(weights, folder)
@@ -466,6 +473,7 @@ def bench_clients(runtimes: list[str], weights: Path | None, rounds: int) -> Non
             modes = ["serialised", "batched"] + (["streams"] if runtime == "openvino" else [])
             for mode in modes:
                 args = ["--clients-worker", runtime, "--mode", mode, "--weights", str(weights)]
+                args += ["--clients", client_counts]
                 out = run_worker(
                     args + ["--folder", str(folder), "--rounds", str(rounds)],
                     BACKEND_OF.get(runtime, "tensorflow"),
@@ -499,6 +507,7 @@ def main(argv: list[str] | None = None) -> None:
         "--parts", default="forward,processing", help="forward,processing,precision,clients"
     )
     parser.add_argument("--rounds", type=int, default=2, help="calls per client (clients)")
+    parser.add_argument("--clients", default="1,4,8", help="concurrent clients (clients)")
     parser.add_argument("--runtimes", default=",".join(RUNTIMES), help=",".join(RUNTIMES))
     parser.add_argument("--repeat", type=int, default=5, help="timed runs after the warm-up")
     parser.add_argument("--weights", type=Path, help="weights file (default: models/ or seeded)")
@@ -521,8 +530,9 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(result))
         return
     if args.clients_worker:
+        counts = [int(n) for n in args.clients.split(",")]
         result = clients_worker(
-            args.clients_worker, args.weights, args.folder, args.rounds, args.mode
+            args.clients_worker, args.weights, args.folder, args.rounds, args.mode, counts
         )
         print(json.dumps(result))
         return
@@ -544,7 +554,7 @@ def main(argv: list[str] | None = None) -> None:
     if "precision" in parts:
         bench_precision(runtimes, weights, args.repeat)
     if "clients" in parts:
-        bench_clients(runtimes, weights, args.rounds)
+        bench_clients(runtimes, weights, args.rounds, args.clients)
 
 
 if __name__ == "__main__":
