@@ -6,6 +6,10 @@ start-up. The IR depends only on the weights file's bytes, the network's code an
 OpenVINO versions, so an IR that passed the check is kept under a key made of exactly those; a
 later start with the same key compiles it directly and skips both.
 
+The same entry keeps the precision decisions of :mod:`dextr_core.precision`
+(``precision-<tag>.json``, one per runtime, device and threshold), so a reduced precision is
+checked again whenever the weights or the versions change, and only then.
+
 The cache lives in ``$DEXTR_CACHE_DIR`` if that is set (an empty value turns the cache off), else
 ``$XDG_CACHE_HOME/dextr-annotool`` or ``~/.cache/dextr-annotool``. One entry is ~200 MB; deleting
 the folder is always safe. A cache that cannot be written costs a warning, nothing else.
@@ -14,13 +18,25 @@ the folder is always safe. A cache that cannot be written costs a warning, nothi
 from __future__ import annotations
 
 import hashlib
+import importlib
+import json
 import os
 import shutil
 import uuid
 import warnings
 from pathlib import Path
 
-__all__ = ["IR_FILES", "cache_dir", "cache_key", "discard", "lookup", "store"]
+__all__ = [
+    "IR_FILES",
+    "cache_dir",
+    "cache_key",
+    "decision_tag",
+    "discard",
+    "lookup",
+    "lookup_decision",
+    "store",
+    "store_decision",
+]
 
 #: The files of one cached IR.
 IR_FILES = ("dextr.xml", "dextr.bin")
@@ -37,16 +53,21 @@ def cache_dir() -> Path | None:
 
 def cache_key(weights_path: str | os.PathLike) -> str:
     """Hex key of the IR for this weights file: SHA-256 over the file's bytes, the network code
-    (``network.py``) and the Keras and OpenVINO versions. Reads the whole file (~0.3 s)."""
+    (``network.py``) and the Keras and OpenVINO versions ("none" where OpenVINO is not
+    installed, as on a GPU machine). Reads the whole file (~0.3 s)."""
     import keras
-    import openvino
+
+    try:
+        openvino_version = importlib.import_module("openvino").__version__
+    except ImportError:
+        openvino_version = "none"
 
     digest = hashlib.sha256()
     with open(weights_path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 22), b""):
             digest.update(block)
     digest.update((Path(__file__).parent / "network.py").read_bytes())
-    digest.update(f"keras {keras.__version__} openvino {openvino.__version__}".encode())
+    digest.update(f"keras {keras.__version__} openvino {openvino_version}".encode())
     return digest.hexdigest()[:32]
 
 
@@ -99,3 +120,52 @@ def discard(key: str) -> None:
     root = cache_dir()
     if root is not None:
         shutil.rmtree(root / key, ignore_errors=True)
+
+
+def decision_tag(**facts) -> str:
+    """A short stable name for what a precision decision depends on besides the weights
+    (runtime, device name, threshold, framework versions...): ``facts`` hashed in key order."""
+    text = json.dumps(facts, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _decision_path(key: str, tag: str) -> Path | None:
+    root = cache_dir()
+    return None if root is None else root / key / f"precision-{tag}.json"
+
+
+def lookup_decision(key: str, tag: str) -> dict | None:
+    """The precision decision stored for ``key`` and ``tag`` (:func:`store_decision`), or None
+    when there is none or it cannot be read (then it is simply made again)."""
+    path = _decision_path(key, tag)
+    if path is None or not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data.get("decision") if isinstance(data, dict) else None
+
+
+def store_decision(key: str, tag: str, decision: dict, facts: dict | None = None) -> Path | None:
+    """Keep ``decision`` (JSON-able) for ``key`` and ``tag``, with ``facts`` written beside it for
+    people reading the file. Written atomically; a cache that cannot be written costs a warning
+    (the decision is made again at the next start). Returns the file or None."""
+    from .masks import atomic_write
+
+    path = _decision_path(key, tag)
+    if path is None:
+        return None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        body = {"decision": decision, "facts": facts or {}}
+        atomic_write(path, json.dumps(body, indent=1, sort_keys=True).encode())
+        return path
+    except OSError as exc:
+        warnings.warn(
+            f"Could not keep the precision decision in {path.parent} ({exc}); the next start "
+            "checks the precision again. Set DEXTR_CACHE_DIR to a writable folder.",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        return None

@@ -82,8 +82,75 @@ def test_runtimes_agree_with_keras(reference, runtime):
 
 @pytest.mark.skipif(bool(os.environ.get("DEXTR_RUNTIME")), reason="DEXTR_RUNTIME is set")
 def test_auto_runtime(segmenter):
-    expected = "openvino" if importlib.util.find_spec("openvino") else "graph"
+    from dextr_core.runtime import probe_devices
+
+    if any(d.kind == "gpu" for d in probe_devices("tensorflow")):
+        expected, device = "graph", "GPU"
+    else:
+        expected = "openvino" if importlib.util.find_spec("openvino") else "graph"
+        device = "CPU"
     assert segmenter.runtime == expected
+    assert segmenter.device.kind == device.lower()
+    # the sidebar's line names runtime, device and the precision that runs
+    name = {"openvino": "OpenVINO", "graph": "TensorFlow graph"}[expected]
+    assert segmenter.runtime_info.startswith(f"{name} on {device} (")
+    precision = {"f32": "float32", "bf16": "bfloat16", "f16": "float16"}[segmenter.precision]
+    assert f"), {precision} (" in segmenter.runtime_info
+
+
+@pytest.mark.skipif(importlib.util.find_spec("openvino") is None, reason="openvino not installed")
+@pytest.mark.skipif(bool(os.environ.get("DEXTR_RUNTIME")), reason="DEXTR_RUNTIME is set")
+@pytest.mark.skipif(bool(os.environ.get("DEXTR_PRECISION")), reason="DEXTR_PRECISION is set")
+def test_the_precision_decision_is_measured_once_and_cached_with_the_export(
+    reference, image, tmp_path, monkeypatch
+):
+    """On a CPU offering bfloat16 (faked here: this one may not) the check runs OpenVINO in
+    float32 and bfloat16 on the check inputs, the decision lands next to the cached export, and
+    a restart reads it instead of measuring again."""
+    from dextr_core import ir_cache, precision, runtime, segmenters
+
+    monkeypatch.setenv("DEXTR_CACHE_DIR", str(tmp_path))
+    real_probe = runtime.probe_devices
+
+    def amx_cpu(backend):
+        devices = real_probe(backend)
+        return [
+            runtime.Device(d.framework, d.kind, d.name, ("bf16",))
+            if d.framework == "openvino"
+            else d
+            for d in devices
+        ]
+
+    monkeypatch.setattr(runtime, "probe_devices", amx_cpu)
+    few = precision.check_inputs()[:2]  # two check inputs keep the test short
+    measured = []
+    monkeypatch.setattr(precision, "check_inputs", lambda: measured.append(1) or few)
+    first = segmenters.DextrSegmenter(reference[1], warm_up=False)
+    assert measured == [1] and first.runtime == "openvino"
+    decision = first.precision_decision
+    if decision.checks:  # a CPU whose OpenVINO plugin runs bfloat16: measured
+        (check,) = decision.checks
+        assert check.precision == "bf16" and check.inputs == 2
+        assert first.precision == ("bf16" if check.kept else "f32")
+    else:  # this CPU cannot: the plugin would run float32 under the name bfloat16
+        assert first.precision == "f32" and "bf16 unavailable" in decision.note
+    assert first.runtime_info.startswith("OpenVINO on CPU (")
+    key = ir_cache.cache_key(reference[1])
+    entry = tmp_path / "openvino" / key
+    assert sorted(p.name for p in entry.iterdir())[:2] == ["dextr.bin", "dextr.xml"]
+    assert len(list(entry.glob("precision-*.json"))) == 1
+
+    second = segmenters.DextrSegmenter(reference[1], warm_up=False)
+    assert measured == [1]  # not measured again
+    assert second.precision == first.precision and second.precision_decision.cached
+    assert second.precision_decision.checks == first.precision_decision.checks
+    assert second.runtime_info.endswith("decision cached)")
+    # asked for float32 by name: exactly the float32 export, whatever was decided
+    x = precision.check_inputs()[0]
+    exact = segmenters.DextrSegmenter(reference[1], precision="f32", warm_up=False)
+    assert exact.precision == "f32" and exact.precision_decision.checks == ()
+    forward, _ = segmenters.make_forward(reference[0], "openvino")
+    np.testing.assert_array_equal(exact.predict_network(x), forward(x[None])[0, :, :, 0])
 
 
 def test_predict_and_segment(segmenter, image):
@@ -214,3 +281,39 @@ def test_openvino_export_is_cached_and_reused(reference, image, tmp_path, monkey
     assert third.runtime == "openvino"
     np.testing.assert_allclose(third.predict_network(x), first.predict_network(x), atol=1e-6)
     assert "<not an IR" not in ir_cache.lookup(key).read_text()[:100]
+
+
+@pytest.mark.skipif(bool(os.environ.get("DEXTR_RUNTIME")), reason="DEXTR_RUNTIME is set")
+def test_concurrent_clicks_share_one_forward_and_each_gets_its_own_mask(
+    reference, segmenter, image
+):
+    """max_batch=4: four threads clicking at once are run as batched forwards (OpenVINO compiled
+    for any batch, or the TensorFlow graph), each gets the mask it gets alone."""
+    from dextr_core.segmenters import DextrSegmenter
+
+    batched = DextrSegmenter(reference[1], max_batch=4, precision="f32", warm_up=False)
+    assert batched.max_batch == 4 and "up to 4 concurrent clicks" in batched.runtime_info
+    alone = [segmenter.predict(image, points) for points in OBJECTS]
+    results: dict[int, np.ndarray] = {}
+    errors: list[BaseException] = []
+    start = threading.Barrier(len(OBJECTS))
+
+    def work(i):
+        try:
+            start.wait()
+            results[i] = batched.predict(image, OBJECTS[i])
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(OBJECTS))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=600)
+    assert not errors
+    assert sum(batched._batcher.batch_sizes) == len(OBJECTS)
+    assert max(batched._batcher.batch_sizes) > 1  # at least two of them shared a forward
+    for i, want in enumerate(alone):
+        np.testing.assert_allclose(results[i], want, atol=1e-5)
+        np.testing.assert_array_equal(results[i] > 0.8, want > 0.8)
+    assert len({r.tobytes() for r in results.values()}) == len(OBJECTS)
