@@ -7,6 +7,7 @@ AnnotationSession` (full-image pixels), the objects' truth the store. Geometry i
 
 from __future__ import annotations
 
+import base64
 import json
 from dataclasses import dataclass, field
 
@@ -17,7 +18,7 @@ from dextr_core.errors import DextrError
 from ui import canvas as cv
 from ui import photos
 from ui.messages import clear, md, say
-from ui.overlay import draw_overlay, fit_mask
+from ui.overlay import encode_png, fit_mask, overlay_layer
 
 _VIEW = "anno_view"
 
@@ -66,7 +67,11 @@ def display_size(sess) -> tuple[int, int]:
     return photos.display_size_for(sess.size)
 
 
-def _background(sess, candidate) -> bytes:
+def _mask_layer(sess, candidate) -> str:
+    """A PNG data URL (``""`` when there is nothing to show): the accepted objects and the
+    candidate as a transparent display-size layer (ui.overlay.overlay_layer), laid over the
+    unchanged photo in the browser, so a new mask costs a small PNG instead of a re-encoded photo.
+    Made once per (image, objects, candidate clicks)."""
     state, size = view(), display_size(sess)
     objects = sess.objects
     keys = [(sess.image_id, o.object_id or f"#{o.index}") for o in objects]
@@ -81,10 +86,49 @@ def _background(sess, candidate) -> bytes:
         small.append(state.small[k])
     if candidate is not None and candidate.mask is not None:
         small.append(fit_mask(candidate.mask, (size[1], size[0])))
-    shown = photos.display_image(sess.path)
-    data = photos.encode_jpeg(draw_overlay(shown.image, small)) if small else shown.jpeg
-    state.background = (key, data)
-    return data
+    url = ""
+    if small:
+        png = encode_png(overlay_layer(photos.display_image(sess.path).image, small))
+        url = "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+    state.background = (key, url)
+    return url
+
+
+#: Lays the mask layer (a PNG data URL, or none) over every photo canvas on the page: an <img>
+#: between the canvas's photo (streamlit-drawable-canvas 0.13's ``dc-background-canvas``) and its
+#: drawing canvas (the click markers), clicks passing through it. Re-applied when a
+#: canvas is mounted (a new image or generation) until the next layer comes.
+_MASK_LAYER = """<script>
+(() => {
+  const src = %s;
+  const apply = () => {
+    const hosts = [document];
+    document.querySelectorAll("div").forEach((d) => { if (d.shadowRoot) hosts.push(d.shadowRoot); });
+    hosts.forEach((root) => root.querySelectorAll("canvas.dc-background-canvas").forEach((bg) => {
+      const box = bg.parentElement;  // the canvas's own box: photo, this layer, drawing canvas
+      let img = box.querySelector(":scope > img.dextr-mask");
+      if (!window.__dextrMask) { if (img) img.remove(); return; }
+      if (!img) {
+        img = document.createElement("img");
+        img.className = "dextr-mask";
+        img.alt = "";
+        img.style.cssText = "position:absolute;left:0;top:0;z-index:0;width:100%%;" +
+          "height:100%%;pointer-events:none;user-select:none";
+        bg.after(img);  // over the photo, under the click markers
+      }
+      if (img.getAttribute("src") !== window.__dextrMask) img.setAttribute("src", window.__dextrMask);
+    }));
+  };
+  window.__dextrMask = src;
+  window.__dextrMaskApply = apply;
+  if (!window.__dextrMaskTimer) {
+    window.__dextrMaskTimer = setInterval(() => window.__dextrMaskApply(), 250);
+    new MutationObserver(() => window.__dextrMaskApply()).observe(
+      document.body, {childList: true, subtree: true});
+  }
+  apply();
+})();
+</script>"""
 
 
 #: Canvas toolbar buttons that do nothing useful here: the page already follows every click
@@ -119,12 +163,14 @@ def draw(sess, candidate) -> None:
         xy = cv.image_to_canvas(sess.points, size, sess.size)
         state.drawing = (key, cv.points_drawing(xy))
     result = st_canvas(
-        drawing_mode="point", background_image=_background(sess, candidate), width=size[0],
+        drawing_mode="point", background_image=photos.display_image(sess.path).jpeg, width=size[0],
         height=size[1], initial_drawing=state.drawing[1], point_display_radius=cv.POINT_RADIUS,
         stroke_width=cv.POINT_STROKE, stroke_color=cv.POINT_STROKE_COLOUR,
         fill_color=cv.POINT_FILL, key=key, on_change=lambda: _on_canvas(sess, key),
         disabled=not sess.editable,  # a read-only image: no drawing, no toolbar
     )
+    st.html(_MASK_LAYER % json.dumps(_mask_layer(sess, candidate)), unsafe_allow_javascript=True,
+            width=1)
     st.html(_PRUNE_TOOLBAR % json.dumps(list(UNUSED_TOOLS)), unsafe_allow_javascript=True,
             width=1)
     shown = cv.canvas_points(result.json_data)
