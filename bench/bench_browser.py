@@ -58,8 +58,10 @@ _WATCH = """([x, y]) => {
     if (img && img.complete && img.naturalWidth) {
       const ctx = probe.getContext('2d');
       ctx.clearRect(0, 0, 1, 1);
-      const k = img.naturalWidth / c.getBoundingClientRect().width;
-      ctx.drawImage(img, Math.round(x * k), Math.round(y * k), 1, 1, 0, 0, 1, 1);
+      const cr = c.getBoundingClientRect(), ir = img.getBoundingClientRect();
+      const ix = (x + cr.left - ir.left) * img.naturalWidth / ir.width;
+      const iy = (y + cr.top - ir.top) * img.naturalHeight / ir.height;
+      ctx.drawImage(img, Math.floor(ix), Math.floor(iy), 1, 1, 0, 0, 1, 1);
       a = ctx.getImageData(0, 0, 1, 1).data[3];
     }
     return [d[0], d[1], d[2] + a];

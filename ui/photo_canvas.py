@@ -67,11 +67,12 @@ def display_size(sess) -> tuple[int, int]:
     return photos.display_size_for(sess.size)
 
 
-def _mask_layer(sess, candidate) -> str:
-    """A PNG data URL (``""`` when there is nothing to show): the accepted objects and the
-    candidate as a transparent display-size layer (ui.overlay.overlay_layer), laid over the
-    unchanged photo in the browser, so a new mask costs a small PNG instead of a re-encoded photo.
-    Made once per (image, objects, candidate clicks)."""
+def _mask_layer(sess, candidate) -> dict:
+    """The accepted objects and the candidate as a transparent layer (ui.overlay.overlay_layer)
+    laid over the unchanged photo in the browser, so a new mask costs a small PNG instead of a
+    re-encoded photo: ``{"src": PNG data URL, "left", "top", "width", "height": its box in % of
+    the canvas}``, ``{}`` when there is nothing to show. Made once per (image, objects,
+    candidate clicks)."""
     state, size = view(), display_size(sess)
     objects = sess.objects
     keys = [(sess.image_id, o.object_id or f"#{o.index}") for o in objects]
@@ -86,15 +87,20 @@ def _mask_layer(sess, candidate) -> str:
         small.append(state.small[k])
     if candidate is not None and candidate.mask is not None:
         small.append(fit_mask(candidate.mask, (size[1], size[0])))
-    url = ""
+    layer = {}
     if small:
-        png = encode_png(overlay_layer(photos.display_image(sess.path).image, small))
-        url = "data:image/png;base64," + base64.b64encode(png).decode("ascii")
-    state.background = (key, url)
-    return url
+        rgba, (x, y) = overlay_layer(photos.display_image(sess.path).image, small)
+        if rgba.size:
+            png = base64.b64encode(encode_png(rgba)).decode("ascii")
+            layer = {"src": "data:image/png;base64," + png,
+                     "left": 100.0 * x / size[0], "top": 100.0 * y / size[1],
+                     "width": 100.0 * rgba.shape[1] / size[0],
+                     "height": 100.0 * rgba.shape[0] / size[1]}
+    state.background = (key, layer)
+    return layer
 
 
-#: Lays the mask layer (a PNG data URL, or none) over every photo canvas on the page: an <img>
+#: Lays the mask layer (see _mask_layer) over every photo canvas on the page: an <img>
 #: between the canvas's photo (streamlit-drawable-canvas 0.13's ``dc-background-canvas``) and its
 #: drawing canvas (the click markers), clicks passing through it. Re-applied when a
 #: canvas is mounted (a new image or generation) until the next layer comes.
@@ -107,16 +113,19 @@ _MASK_LAYER = """<script>
     hosts.forEach((root) => root.querySelectorAll("canvas.dc-background-canvas").forEach((bg) => {
       const box = bg.parentElement;  // the canvas's own box: photo, this layer, drawing canvas
       let img = box.querySelector(":scope > img.dextr-mask");
-      if (!window.__dextrMask) { if (img) img.remove(); return; }
+      const layer = window.__dextrMask;
+      if (!layer.src) { if (img) img.remove(); return; }
       if (!img) {
         img = document.createElement("img");
         img.className = "dextr-mask";
         img.alt = "";
-        img.style.cssText = "position:absolute;left:0;top:0;z-index:0;width:100%%;" +
-          "height:100%%;pointer-events:none;user-select:none";
+        img.style.cssText = "position:absolute;z-index:0;pointer-events:none;user-select:none";
         bg.after(img);  // over the photo, under the click markers
       }
-      if (img.getAttribute("src") !== window.__dextrMask) img.setAttribute("src", window.__dextrMask);
+      if (img.getAttribute("src") !== layer.src) {
+        ["left", "top", "width", "height"].forEach((k) => { img.style[k] = layer[k] + "%%"; });
+        img.setAttribute("src", layer.src);
+      }
     }));
   };
   window.__dextrMask = src;
@@ -134,7 +143,8 @@ _MASK_LAYER = """<script>
 #: Canvas toolbar buttons that do nothing useful here: the page already follows every click
 #: (realtime), and click markers have no stacking order. Undo, redo, edit (drag a click),
 #: delete selected and reset all change the clicks and stay.
-UNUSED_TOOLS = ("Update the app with this drawing", "Bring forward", "Send backward")
+SEND_TOOL = "Update the app with this drawing"
+UNUSED_TOOLS = (SEND_TOOL, "Bring forward", "Send backward")
 
 _PRUNE_TOOLBAR = """<script>
 if (!window.__dextrToolbar) {
@@ -149,6 +159,17 @@ if (!window.__dextrToolbar) {
   new MutationObserver(prune).observe(document.body, {childList: true, subtree: true});
   setInterval(prune, 1000);
   prune();
+  // The canvas sends its drawing 200 ms after the last change; a finished click or toolbar
+  // press is sent at once instead, through the canvas's own (hidden) send button.
+  window.addEventListener("pointerup", (event) => {
+    const root = event.composedPath().find((n) => n instanceof ShadowRoot);
+    if (!root || !root.querySelector(".dc-container")) return;
+    setTimeout(() => {
+      const bar = root.querySelector(".dc-toolbar");
+      const send = root.querySelector('button[aria-label="%s"]');
+      if (send && bar && bar.style.display !== "none" && !send.disabled) send.click();
+    }, 0);
+  }, true);
 }
 </script>"""
 
@@ -171,7 +192,7 @@ def draw(sess, candidate) -> None:
     )
     st.html(_MASK_LAYER % json.dumps(_mask_layer(sess, candidate)), unsafe_allow_javascript=True,
             width=1)
-    st.html(_PRUNE_TOOLBAR % json.dumps(list(UNUSED_TOOLS)), unsafe_allow_javascript=True,
+    st.html(_PRUNE_TOOLBAR % (json.dumps(list(UNUSED_TOOLS)), SEND_TOOL), unsafe_allow_javascript=True,
             width=1)
     shown = cv.canvas_points(result.json_data)
     if sess.editable and len(shown) != len(sess.points):  # a value the callback did not see
