@@ -88,9 +88,9 @@ def _free_port() -> int:
 
 
 def _photo(path: Path, width: int, height: int) -> None:
-    from bench.bench_app import _photo as textured
-
     from PIL import Image
+
+    from bench.bench_app import _photo as textured
 
     Image.fromarray(textured(width, height)).save(path, quality=90)
 
