@@ -1,5 +1,6 @@
-"""The photo on the annotate page: a point-mode drawing canvas over the display copy, with the
-accepted objects and the candidate mask burnt in, and its clicks handed to the session.
+"""The photo on the annotate page: a point-mode drawing canvas over the display copy, the
+accepted objects and the candidate mask as a transparent layer over it, its clicks handed to the
+session.
 
 Only Streamlit drawing lives here; the clicks' truth is the :class:`~dextr_core.session.
 AnnotationSession` (full-image pixels), the objects' truth the store. Geometry is ui/canvas.py.
@@ -27,7 +28,7 @@ _VIEW = "anno_view"
 class View:
     """What the page keeps for drawing (no annotation state): the canvas generation (bumped
     when the page changes the clicks, which mounts a fresh canvas), display-size masks and the
-    last background."""
+    last mask layer (``background``: (key, layer dict), see ``_mask_layer``)."""
 
     generation: int = 0
     drawing: tuple | None = None
