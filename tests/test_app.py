@@ -755,3 +755,45 @@ def test_when_the_service_stops_answering_mid_session_the_page_offers_the_local_
     _button(at, "Accept object").click().run()
     (obj,) = _store(project).objects("a.png")
     assert obj.engine.startswith("GrabCut fallback")
+
+
+def test_a_new_mask_leaves_the_canvas_photo_alone_and_comes_as_a_layer_over_it(
+        project, monkeypatch):
+    """The canvas's background stays the photo's display JPEG (the browser keeps its decoded
+    image); the mask comes as a small PNG layer that, laid over that photo, shows the overlay."""
+    import base64
+    import io
+
+    import streamlit_drawable_canvas as sdc
+
+    from ui import photos
+    from ui.overlay import draw_overlay, fit_mask
+
+    backgrounds = []
+    real = sdc.st_canvas
+
+    def recording(*args, **kwargs):
+        backgrounds.append(kwargs["background_image"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(sdc, "st_canvas", recording)
+    at = _app()
+    at.session_state["anno_clicks"] = DISC_CLICKS
+    at.run()
+    assert not at.exception
+    shown = photos.display_image(project / "src" / "a.png")
+    assert len(backgrounds) >= 2 and all(b == shown.jpeg for b in backgrounds)
+    layer = at.session_state["anno_view"].background[1]
+    head, data = layer["src"].split(",", 1)
+    assert head == "data:image/png;base64"
+    rgba = np.asarray(Image.open(io.BytesIO(base64.b64decode(data))).convert("RGBA"))
+    width, height = shown.display_size
+    x, y = round(layer["left"] * width / 100), round(layer["top"] * height / 100)
+    assert rgba.shape[1] == round(layer["width"] * width / 100)
+    image = shown.image.astype(np.float64)
+    a = rgba[..., 3:4] / 255.0
+    h, w = rgba.shape[:2]
+    image[y:y + h, x:x + w] = image[y:y + h, x:x + w] * (1 - a) + rgba[..., :3] * a
+    mask = at.session_state["anno_session"].candidate.mask
+    expected = draw_overlay(shown.image, [fit_mask(mask, (height, width))])
+    assert np.abs(image - expected).max() <= 1.0

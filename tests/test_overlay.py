@@ -105,3 +105,36 @@ def test_fit_mask_matches_whole_image_area_resampling(full, shown):
         assert not ((fast != whole) & ~edge).any()
         assert (fast != whole).sum() <= 0.05 * edge.sum()
     assert not fit_mask(np.zeros(full, bool), shown).any()
+
+
+def _laid_over(image, layer, at):
+    """``layer`` (h, w, 4) composited source-over onto ``image`` with its top-left at ``at``."""
+    out = image.astype(np.float64)
+    x, y = at
+    h, w = layer.shape[:2]
+    a = layer[..., 3:4] / 255.0
+    out[y:y + h, x:x + w] = out[y:y + h, x:x + w] * (1 - a) + layer[..., :3] * a
+    return out
+
+
+def test_the_mask_layer_over_the_unchanged_photo_looks_like_the_burnt_in_overlay():
+    from ui.overlay import overlay_layer
+
+    rng = np.random.default_rng(3)
+    image = rng.integers(0, 256, size=(120, 200, 3)).astype(np.uint8)  # dark and light halos
+    first = _square((120, 200), 20, 80, 30, 110)
+    second = _square((120, 200), 50, 100, 90, 160)  # overlaps the first
+    layer, at = overlay_layer(image, [first, second])
+    assert at == (28, 18) and layer.shape == (84, 134, 4)  # the objects' box, halos in
+    expected = draw_overlay(image, [first, second]).astype(np.float64)
+    assert np.abs(_laid_over(image, layer, at) - expected).max() <= 1.0
+    assert layer[0, 0, 3] == 0 and layer[40, 40, 3] == round(0.45 * 255)  # outside / a fill
+
+
+def test_a_mask_layer_without_mask_pixels_is_empty():
+    from ui.overlay import overlay_layer
+
+    layer, at = overlay_layer(np.zeros((10, 12, 3), np.uint8), [np.zeros((10, 12), bool)])
+    assert layer.shape == (0, 0, 4) and at == (0, 0)
+    with pytest.raises(ValueError, match="H x W x 3"):
+        overlay_layer(np.zeros((10, 12), np.uint8), [])

@@ -128,3 +128,72 @@ def draw_overlay(
             cv2.circle(out, centre, radius + 1, POINT_RIM, -1, lineType=cv2.LINE_AA)
             cv2.circle(out, centre, radius, POINT_COLOUR, -1, lineType=cv2.LINE_AA)
     return out
+
+
+def overlay_layer(image: np.ndarray, masks: Sequence[np.ndarray], alpha: float = 0.45
+                  ) -> tuple[np.ndarray, tuple[int, int]]:
+    """The drawing of :func:`draw_overlay` as a transparent layer, to lay over an unchanged photo.
+
+    ``image``: the H x W x 3 uint8 RGB photo the layer goes over (only the halo's colour depends
+    on it); ``masks`` and ``alpha`` as for :func:`draw_overlay`. Returns ``(layer, (x, y))``:
+    ``layer`` h x w x 4 uint8 RGBA, the part of the H x W layer that holds drawing (the box around
+    all objects with their halos; 0 x 0 when no mask has a pixel), whose top-left corner lies at
+    pixel (x, y) of the image. Fills have opacity ``alpha``, outlines and halos are opaque, the
+    rest is fully transparent. Laid over ``image`` there (source-over) it gives
+    :func:`draw_overlay` ``(image, masks)`` within one grey level per channel.
+    """
+    base = np.asarray(image)
+    if base.ndim != 3 or base.shape[2] != 3 or base.dtype != np.uint8:
+        raise ValueError(f"image must be H x W x 3 uint8 RGB, got {base.shape} {base.dtype}")
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must lie in 0..1, got {alpha}")
+    height, width = base.shape[:2]
+    boxes = []
+    for index, mask in enumerate(masks):
+        m = fit_mask(mask, (height, width))
+        rows = np.flatnonzero(m.any(axis=1))
+        if rows.size == 0:
+            continue
+        cols = np.flatnonzero(m.any(axis=0))
+        boxes.append((index, m, max(0, rows[0] - 2), min(height, rows[-1] + 3),  # halo in
+                      max(0, cols[0] - 2), min(width, cols[-1] + 3)))
+    if not boxes:
+        return np.zeros((0, 0, 4), dtype=np.uint8), (0, 0)
+    uy0, uy1 = min(b[2] for b in boxes), max(b[3] for b in boxes)
+    ux0, ux1 = min(b[4] for b in boxes), max(b[5] for b in boxes)
+    premul = np.zeros((uy1 - uy0, ux1 - ux0, 4), dtype=np.float32)  # RGB premultiplied, A
+    kernel = np.ones((3, 3), np.uint8)
+    for index, m, y0, y1, x0, x1 in boxes:
+        box = m[y0:y1, x0:x1]
+        m8 = box.astype(np.uint8)
+        outline = (m8 - cv2.erode(m8, kernel, iterations=2)).astype(bool)
+        halo = (cv2.dilate(m8, kernel, iterations=1) - m8).astype(bool)
+        colour = np.array(colour_for(index), np.float32) / 255.0
+        layer = np.zeros(box.shape + (4,), dtype=np.float32)  # this object alone, straight
+        layer[box] = (*colour, alpha)
+        if halo.any():
+            shown = base[y0:y1, x0:x1][halo].astype(np.float32)
+            luminance = shown @ np.array([0.299, 0.587, 0.114], np.float32)
+            grey = np.where(luminance < 96, 1.0, 20 / 255).astype(np.float32)
+            layer[halo] = np.stack([grey, grey, grey, np.ones_like(grey)], axis=1)
+        layer[outline] = (*colour, 1.0)
+        a = layer[..., 3:4]
+        dst = premul[y0 - uy0:y1 - uy0, x0 - ux0:x1 - ux0]
+        dst *= 1.0 - a  # source-over: this object over the earlier ones
+        dst[..., :3] += layer[..., :3] * a
+        dst[..., 3:4] += a
+    out = np.zeros(premul.shape, dtype=np.uint8)
+    a = premul[..., 3]
+    seen = a > 0
+    out[seen, :3] = np.clip(premul[seen, :3] / a[seen, None] * 255.0 + 0.5, 0, 255)
+    out[..., 3] = np.clip(a * 255.0 + 0.5, 0, 255)
+    return out, (int(ux0), int(uy0))
+
+
+def encode_png(layer: np.ndarray) -> bytes:
+    """PNG bytes of an h x w x 4 uint8 RGBA layer (fast compression level 1)."""
+    ok, buf = cv2.imencode(".png", np.ascontiguousarray(layer[:, :, [2, 1, 0, 3]]),
+                           [cv2.IMWRITE_PNG_COMPRESSION, 1])
+    if not ok:
+        raise ValueError("PNG encoding failed")
+    return buf.tobytes()

@@ -1,5 +1,6 @@
-"""The photo on the annotate page: a point-mode drawing canvas over the display copy, with the
-accepted objects and the candidate mask burnt in, and its clicks handed to the session.
+"""The photo on the annotate page: a point-mode drawing canvas over the display copy, the
+accepted objects and the candidate mask as a transparent layer over it, its clicks handed to the
+session.
 
 Only Streamlit drawing lives here; the clicks' truth is the :class:`~dextr_core.session.
 AnnotationSession` (full-image pixels), the objects' truth the store. Geometry is ui/canvas.py.
@@ -7,6 +8,7 @@ AnnotationSession` (full-image pixels), the objects' truth the store. Geometry i
 
 from __future__ import annotations
 
+import base64
 import json
 from dataclasses import dataclass, field
 
@@ -17,7 +19,7 @@ from dextr_core.errors import DextrError
 from ui import canvas as cv
 from ui import photos
 from ui.messages import clear, md, say
-from ui.overlay import draw_overlay, fit_mask
+from ui.overlay import encode_png, fit_mask, overlay_layer
 
 _VIEW = "anno_view"
 
@@ -26,7 +28,7 @@ _VIEW = "anno_view"
 class View:
     """What the page keeps for drawing (no annotation state): the canvas generation (bumped
     when the page changes the clicks, which mounts a fresh canvas), display-size masks and the
-    last background."""
+    last mask layer (``background``: (key, layer dict), see ``_mask_layer``)."""
 
     generation: int = 0
     drawing: tuple | None = None
@@ -66,7 +68,12 @@ def display_size(sess) -> tuple[int, int]:
     return photos.display_size_for(sess.size)
 
 
-def _background(sess, candidate) -> bytes:
+def _mask_layer(sess, candidate) -> dict:
+    """The accepted objects and the candidate as a transparent layer (ui.overlay.overlay_layer)
+    laid over the unchanged photo in the browser, so a new mask costs a small PNG instead of a
+    re-encoded photo: ``{"src": PNG data URL, "left", "top", "width", "height": its box in % of
+    the canvas}``, ``{}`` when there is nothing to show. Made once per (image, objects,
+    candidate clicks)."""
     state, size = view(), display_size(sess)
     objects = sess.objects
     keys = [(sess.image_id, o.object_id or f"#{o.index}") for o in objects]
@@ -81,16 +88,64 @@ def _background(sess, candidate) -> bytes:
         small.append(state.small[k])
     if candidate is not None and candidate.mask is not None:
         small.append(fit_mask(candidate.mask, (size[1], size[0])))
-    shown = photos.display_image(sess.path)
-    data = photos.encode_jpeg(draw_overlay(shown.image, small)) if small else shown.jpeg
-    state.background = (key, data)
-    return data
+    layer = {}
+    if small:
+        rgba, (x, y) = overlay_layer(photos.display_image(sess.path).image, small)
+        if rgba.size:
+            png = base64.b64encode(encode_png(rgba)).decode("ascii")
+            layer = {"src": "data:image/png;base64," + png,
+                     "left": 100.0 * x / size[0], "top": 100.0 * y / size[1],
+                     "width": 100.0 * rgba.shape[1] / size[0],
+                     "height": 100.0 * rgba.shape[0] / size[1]}
+    state.background = (key, layer)
+    return layer
+
+
+#: Lays the mask layer (see _mask_layer) over every photo canvas on the page: an <img>
+#: between the canvas's photo (streamlit-drawable-canvas 0.13's ``dc-background-canvas``) and its
+#: drawing canvas (the click markers), clicks passing through it. Re-applied when a
+#: canvas is mounted (a new image or generation) until the next layer comes.
+_MASK_LAYER = """<script>
+(() => {
+  const src = %s;
+  const apply = () => {
+    const hosts = [document];
+    document.querySelectorAll("div").forEach((d) => { if (d.shadowRoot) hosts.push(d.shadowRoot); });
+    hosts.forEach((root) => root.querySelectorAll("canvas.dc-background-canvas").forEach((bg) => {
+      const box = bg.parentElement;  // the canvas's own box: photo, this layer, drawing canvas
+      let img = box.querySelector(":scope > img.dextr-mask");
+      const layer = window.__dextrMask;
+      if (!layer.src) { if (img) img.remove(); return; }
+      if (!img) {
+        img = document.createElement("img");
+        img.className = "dextr-mask";
+        img.alt = "";
+        img.style.cssText = "position:absolute;z-index:0;pointer-events:none;user-select:none";
+        bg.after(img);  // over the photo, under the click markers
+      }
+      if (img.getAttribute("src") !== layer.src) {
+        ["left", "top", "width", "height"].forEach((k) => { img.style[k] = layer[k] + "%%"; });
+        img.setAttribute("src", layer.src);
+      }
+    }));
+  };
+  window.__dextrMask = src;
+  window.__dextrMaskApply = apply;
+  if (!window.__dextrMaskTimer) {
+    window.__dextrMaskTimer = setInterval(() => window.__dextrMaskApply(), 250);
+    new MutationObserver(() => window.__dextrMaskApply()).observe(
+      document.body, {childList: true, subtree: true});
+  }
+  apply();
+})();
+</script>"""
 
 
 #: Canvas toolbar buttons that do nothing useful here: the page already follows every click
 #: (realtime), and click markers have no stacking order. Undo, redo, edit (drag a click),
 #: delete selected and reset all change the clicks and stay.
-UNUSED_TOOLS = ("Update the app with this drawing", "Bring forward", "Send backward")
+SEND_TOOL = "Update the app with this drawing"
+UNUSED_TOOLS = (SEND_TOOL, "Bring forward", "Send backward")
 
 _PRUNE_TOOLBAR = """<script>
 if (!window.__dextrToolbar) {
@@ -105,6 +160,17 @@ if (!window.__dextrToolbar) {
   new MutationObserver(prune).observe(document.body, {childList: true, subtree: true});
   setInterval(prune, 1000);
   prune();
+  // The canvas sends its drawing 200 ms after the last change; a finished click or toolbar
+  // press is sent at once instead, through the canvas's own (hidden) send button.
+  window.addEventListener("pointerup", (event) => {
+    const root = event.composedPath().find((n) => n instanceof ShadowRoot);
+    if (!root || !root.querySelector(".dc-container")) return;
+    setTimeout(() => {
+      const bar = root.querySelector(".dc-toolbar");
+      const send = root.querySelector('button[aria-label="%s"]');
+      if (send && bar && bar.style.display !== "none" && !send.disabled) send.click();
+    }, 0);
+  }, true);
 }
 </script>"""
 
@@ -119,13 +185,15 @@ def draw(sess, candidate) -> None:
         xy = cv.image_to_canvas(sess.points, size, sess.size)
         state.drawing = (key, cv.points_drawing(xy))
     result = st_canvas(
-        drawing_mode="point", background_image=_background(sess, candidate), width=size[0],
+        drawing_mode="point", background_image=photos.display_image(sess.path).jpeg, width=size[0],
         height=size[1], initial_drawing=state.drawing[1], point_display_radius=cv.POINT_RADIUS,
         stroke_width=cv.POINT_STROKE, stroke_color=cv.POINT_STROKE_COLOUR,
         fill_color=cv.POINT_FILL, key=key, on_change=lambda: _on_canvas(sess, key),
         disabled=not sess.editable,  # a read-only image: no drawing, no toolbar
     )
-    st.html(_PRUNE_TOOLBAR % json.dumps(list(UNUSED_TOOLS)), unsafe_allow_javascript=True,
+    st.html(_MASK_LAYER % json.dumps(_mask_layer(sess, candidate)), unsafe_allow_javascript=True,
+            width=1)
+    st.html(_PRUNE_TOOLBAR % (json.dumps(list(UNUSED_TOOLS)), SEND_TOOL), unsafe_allow_javascript=True,
             width=1)
     shown = cv.canvas_points(result.json_data)
     if sess.editable and len(shown) != len(sess.points):  # a value the callback did not see

@@ -280,3 +280,51 @@ def test_the_whole_photo_is_visible_beside_or_above_the_controls(server, width):
             assert not _overlap(box, control), (name, box, control, width)
         select = page.get_by_test_id("stSelectbox").bounding_box()
         assert not _overlap(box, select), (select, box, width)
+
+
+_MASK_AT = """([x, y]) => {
+    for (const host of document.querySelectorAll('div')) {
+        const root = host.shadowRoot;
+        const bg = root && root.querySelector('canvas.dc-background-canvas');
+        if (!bg) continue;
+        const img = bg.parentElement.querySelector('img.dextr-mask');
+        if (!img || !img.complete || !img.naturalWidth) return null;
+        const c = bg.getBoundingClientRect(), r = img.getBoundingClientRect();
+        const probe = document.createElement('canvas');
+        probe.width = probe.height = 1;
+        const ctx = probe.getContext('2d');
+        ctx.drawImage(img, Math.floor((x + c.left - r.left) * img.naturalWidth / r.width),
+                      Math.floor((y + c.top - r.top) * img.naturalHeight / r.height), 1, 1,
+                      0, 0, 1, 1);
+        return Array.from(ctx.getImageData(0, 0, 1, 1).data);
+    }
+    return null;
+}"""
+
+
+def test_the_mask_comes_as_a_layer_over_the_photo_and_goes_with_the_clicks(server):
+    """After the fourth click the candidate lies over the unchanged photo as a translucent
+    <img> layer in the canvas's box (clicks pass through it); clearing the clicks removes it."""
+    from playwright.sync_api import expect
+
+    from ui.overlay import colour_for
+    from ui.photos import display_size_for
+
+    url, _ = server
+    scale = display_size_for((WIDTH, HEIGHT))[0] / WIDTH
+    with chromium_page(1700, 1100) as page:
+        page.goto(f"{url}/?annotator={NAME}")
+        page.get_by_text("a_disc.png").first.wait_for()
+        _click_disc(page, scale)
+        centre = [CX * scale, CY * scale]
+        page.wait_for_function(f"() => ({_MASK_AT})({centre}) !== null", timeout=30_000)
+        r, g, b, a = page.evaluate(_MASK_AT, centre)
+        # the browser reads pixels back premultiplied: a level or two off
+        assert max(abs(v - w) for v, w in zip((r, g, b), colour_for(0), strict=True)) <= 3, (r, g, b)
+        assert abs(a - round(0.45 * 255)) <= 1, a
+        corner = page.evaluate(_MASK_AT, [5, 5])
+        assert corner is None or corner[3] == 0, corner  # outside the objects' box: nothing
+        page.screenshot(path=str(ARTIFACTS / "e2e_mask_layer.png"))
+        page.get_by_role("button", name="Clear clicks").click()
+        expect(page.get_by_text("Click the extreme points: 0 of 4.")).to_be_visible()
+        page.wait_for_function(f"() => ({_MASK_AT})({centre}) === null")

@@ -1,0 +1,228 @@
+"""Fourth click -> overlay in a real browser, model aside: 4000 x 3000 photo, stub segmenter.
+
+Starts ``streamlit run bench/stub_app.py`` (app.py with a segmenter that returns a fixed disc mask
+at once) over a temporary folder with one 4000 x 3000 JPEG, opens it in headless Debian chromium
+(Playwright, /usr/bin/chromium, as tests/e2e/test_browser.py does), clicks the disc's extreme
+points and times, inside the page, from the fourth click's ``pointerdown`` to the first animation
+frame where the page shows the mask at the disc's centre, far from every click marker: that pixel
+of the canvas changes colour (a mask drawn into the canvas's photo), or a mask layer <img> over the
+canvas is decoded and covers it. That span is everything but the model: the canvas's message to the server, the
+rerun, the overlay, its encoding, the transfer and the browser's drawing. Each repeat clears the
+clicks first. Run from the repository root::
+
+    python3 bench/bench_browser.py [--repeat 7] [--size 4000x3000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import platform
+import re
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--no-first-run",
+]
+
+# Installed once per page: pointerdown time, then a per-frame watch of one canvas pixel.
+_WATCH = """([x, y]) => {
+  const find = (root) => {
+    for (const el of root.querySelectorAll('*')) {
+      if (el.tagName === 'CANVAS' && el.classList.contains('lower-canvas')) return el;  // the photo's
+      if (el.shadowRoot) { const c = find(el.shadowRoot); if (c) return c; }
+    }
+    return null;
+  };
+  const probe = document.createElement('canvas');
+  probe.width = probe.height = 1;
+  const pixel = () => {  // what the page shows there: the canvas, a mask layer <img> over it
+    const c = find(document);
+    if (!c || !c.width) return null;
+    const sx = c.width / c.getBoundingClientRect().width;
+    const d = c.getContext('2d').getImageData(Math.round(x * sx), Math.round(y * sx), 1, 1).data;
+    const img = c.parentElement.querySelector('img.dextr-mask');
+    let a = 0;
+    if (img && img.complete && img.naturalWidth) {
+      const ctx = probe.getContext('2d');
+      ctx.clearRect(0, 0, 1, 1);
+      const cr = c.getBoundingClientRect(), ir = img.getBoundingClientRect();
+      const ix = (x + cr.left - ir.left) * img.naturalWidth / ir.width;
+      const iy = (y + cr.top - ir.top) * img.naturalHeight / ir.height;
+      ctx.drawImage(img, Math.floor(ix), Math.floor(iy), 1, 1, 0, 0, 1, 1);
+      a = ctx.getImageData(0, 0, 1, 1).data[3];
+    }
+    return [d[0], d[1], d[2] + a];
+  };
+  window.__bench = {t0: null, t1: null, tText: null, text: null, base: pixel()};
+  window.addEventListener('pointerdown', () => { window.__bench.t0 = performance.now(); }, true);
+  const tick = () => {
+    const b = window.__bench, p = pixel();
+    if (b.t0 !== null && b.tText === null && b.text && document.body.innerText.includes(b.text))
+      b.tText = performance.now();
+    if (b.t0 !== null && b.t1 === null && p && b.base &&
+        Math.abs(p[0] - b.base[0]) + Math.abs(p[1] - b.base[1]) + Math.abs(p[2] - b.base[2]) > 30)
+      b.t1 = performance.now();
+    requestAnimationFrame(tick);
+  };
+  requestAnimationFrame(tick);
+}"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _photo(path: Path, width: int, height: int) -> None:
+    from PIL import Image
+
+    from bench.bench_app import _photo as textured
+
+    Image.fromarray(textured(width, height)).save(path, quality=90)
+
+
+@contextlib.contextmanager
+def _server(folder: Path):
+    cfg = folder / "anno_cfg.yml"
+    cfg.write_text("required:\n  source: src\n  destination: out\n"
+                   "optional:\n  labels: [disc]\n  weights: no-weights-here.h5\n")
+    port = _free_port()
+    log = (folder / "server.log").open("w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "bench/stub_app.py", "--server.port",
+         str(port), "--server.address", "127.0.0.1", "--server.headless", "true",
+         "--browser.gatherUsageStats", "false", "--", "--config", str(cfg)],
+        cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 90
+        while True:
+            with contextlib.suppress(OSError), urllib.request.urlopen(
+                    f"{url}/_stcore/health", timeout=2) as resp:
+                if resp.status == 200:
+                    break
+            if proc.poll() is not None or time.time() > deadline:
+                raise SystemExit("streamlit did not start:\n" + (folder / "server.log").read_text())
+            time.sleep(0.5)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+        log.close()
+
+
+def _click(page, x: float, y: float) -> None:
+    """Click the photo canvas at (x, y) CSS px; while a rerun briefly shows two canvases (the
+    old one going), wait until one is left."""
+    from playwright.sync_api import Error
+
+    for _ in range(100):
+        try:
+            page.locator("canvas.upper-canvas").click(position={"x": x, "y": y}, timeout=5_000)
+            return
+        except Error as exc:
+            if "strict mode violation" not in str(exc):
+                raise
+            page.wait_for_timeout(50)
+    raise RuntimeError("two photo canvases stayed on the page")
+
+
+def measure(width: int, height: int, repeat: int, screenshot: Path | None = None) -> list[float]:
+    """ms from the 4th click's pointerdown to the mask on the page, the stub model's own ms as
+    the page reports it (the session's "Model N ms"), and ms from the 3rd click's pointerdown to
+    its rerun's text on the page (a rerun with no new mask), one list each, a figure per repeat."""
+    from playwright.sync_api import expect, sync_playwright
+
+    from ui.photos import display_size_for
+
+    shown = display_size_for((width, height))
+    scale = shown[0] / width
+    cx, cy, r = width // 2, height // 2, min(width, height) // 4
+    extremes = [(cx - r, cy), (cx + r, cy), (cx, cy - r), (cx, cy + r)]
+    times, models, thirds = [], [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        (folder / "src").mkdir()
+        _photo(folder / "src" / "photo.jpg", width, height)
+        with _server(folder) as url, sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True,
+                                         args=CHROMIUM_ARGS)
+            page = browser.new_page(viewport={"width": 1700, "height": 1100})
+            page.set_default_timeout(90_000)
+            page.goto(f"{url}/?annotator=bench")
+            page.get_by_text("photo.jpg").first.wait_for()
+            for _ in range(repeat + 1):  # the first round warms caches up and is dropped
+                canvas = page.locator("canvas.upper-canvas")
+                expect(canvas).to_have_count(1)  # the last round's canvas is gone
+                expect(page.get_by_text("Click the extreme points: 0 of 4.")).to_be_visible()
+                for k, (x, y) in enumerate(extremes[:3], start=1):
+                    if k == 3:  # a click without a mask: the rerun's round trip alone
+                        page.evaluate(_WATCH, [cx * scale, cy * scale])
+                        page.evaluate("() => { window.__bench.text = '3 of 4.'; }")
+                    _click(page, (x + 0.5) * scale, (y + 0.5) * scale)
+                    expect(page.get_by_text(f"Click the extreme points: {k} of 4.")).to_be_visible()
+                page.wait_for_function("() => window.__bench.tText !== null", timeout=30_000)
+                thirds.append(page.evaluate("() => window.__bench.tText - window.__bench.t0"))
+                page.wait_for_timeout(300)  # the third click's canvas is drawn
+                page.evaluate(_WATCH, [cx * scale, cy * scale])
+                x, y = extremes[3]
+                _click(page, (x + 0.5) * scale, (y + 0.5) * scale)
+                page.wait_for_function("() => window.__bench.t1 !== null", timeout=30_000)
+                times.append(page.evaluate("() => window.__bench.t1 - window.__bench.t0"))
+                note = page.get_by_text("4 clicks. Check the mask")
+                expect(note).to_be_visible()
+                found = re.search(r"Model (\d+) ms", note.inner_text())
+                models.append(float(found.group(1)) if found else 0.0)
+                if screenshot is not None:
+                    page.screenshot(path=str(screenshot))
+                page.get_by_role("button", name="Clear clicks").click()
+            browser.close()
+    return times[1:], models[1:], thirds[1:]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=7, help="measured rounds (median)")
+    parser.add_argument("--screenshot", type=Path, help="save the page with the mask (PNG)")
+    parser.add_argument("--size", default="4000x3000", help="photo WIDTHxHEIGHT")
+    args = parser.parse_args(argv)
+    if not CHROMIUM.exists():
+        print("needs Debian's chromium at /usr/bin/chromium (bash scripts/setup_tests.sh)")
+        return 2
+    width, height = (int(v) for v in args.size.lower().split("x"))
+    load = os.getloadavg()
+    print(f"bench_browser.py  {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}  "
+          f"{platform.machine()}  {os.cpu_count()} CPUs  load {load[0]:.2f} {load[1]:.2f}")
+    times, models, thirds = measure(width, height, args.repeat, args.screenshot)
+    rest = [t - m for t, m in zip(times, models, strict=True)]
+    print(f"{width}x{height}, stub model, {len(times)} rounds (median, min, max ms):")
+    for name, values in (("4th click -> mask shown (browser)", times),
+                         ("  of which the stub model (page's 'Model N ms')", models),
+                         ("  the rest: rerun, overlay, encoding, transfer, drawing", rest),
+                         ("3rd click -> its rerun shown (no mask: the round trip)", thirds)):
+        print(f"| {name:56s} | {statistics.median(values):6.0f} | {min(values):6.0f} | "
+              f"{max(values):6.0f} |")
+    print("rounds:", ", ".join(f"{t:.0f}" for t in times))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
