@@ -18,6 +18,7 @@ from PIL import Image, UnidentifiedImageError
 
 from .errors import DextrError
 from .fileio import atomic_write  # noqa: F401  (re-exported: the one atomic-write helper)
+from .images import max_pixels
 
 #: The formats a label map can be saved in (``optional.save_format``).
 SAVE_FORMATS = ("png", "npy")
@@ -165,6 +166,12 @@ def load_label_map(path: str | os.PathLike) -> np.ndarray:
     else:
         try:
             with Image.open(p) as img:
+                # the header first: a mask file is never decoded beyond the photos' pixel budget
+                if img.width * img.height > max_pixels():
+                    raise MaskFileError(
+                        f"Mask file {p} is {img.width} x {img.height} px, larger than any photo "
+                        f"this server decodes (optional.max_image_megapixels); {fix}."
+                    )
                 img.load()
                 if img.mode not in ("L", "P", "1", "I", "I;16", "I;16B", "I;16L", "I;16N"):
                     raise MaskFileError(
@@ -234,6 +241,8 @@ def load_object_mask(path: str | os.PathLike, shape: tuple[int, int] | None = No
     p = Path(path)
     try:
         with Image.open(p) as img:
+            if img.width * img.height > max_pixels():  # never decoded beyond the budget
+                return None
             img.load()
             a = np.asarray(img)
     except (OSError, UnidentifiedImageError, SyntaxError, ValueError):

@@ -177,3 +177,21 @@ def test_reads_annotool_style_palette_png(tmp_path: Path):
     img.putpalette([0, 0, 0, 255, 0, 0, 0, 255, 0] + [0] * (256 * 3 - 9))
     img.save(tmp_path / "p.png")
     np.testing.assert_array_equal(load_label_map(tmp_path / "p.png"), lm)
+
+
+def test_a_mask_file_over_the_pixel_budget_is_refused_from_its_header(tmp_path, monkeypatch):
+    from PIL import ImageFile
+
+    from dextr_core.masks import MaskFileError, load_object_mask
+    from tests.test_images import write_bilevel_png
+
+    huge = tmp_path / "huge_mask.png"
+    write_bilevel_png(huge, 40000, 40000)  # 1.6 G pixels decoded, ~200 KB on disk
+
+    def no_decoding(self):
+        raise AssertionError("the pixels were decoded")
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", no_decoding)
+    with pytest.raises(MaskFileError, match="40000 x 40000 px"):
+        load_label_map(huge)
+    assert load_object_mask(huge) is None  # the caller rebuilds it from the clicks
