@@ -181,9 +181,9 @@ def test_reads_annotool_style_palette_png(tmp_path: Path):
 
 def test_a_mask_file_over_the_pixel_budget_is_refused_from_its_header(tmp_path, monkeypatch):
     from PIL import ImageFile
+    from test_images import write_bilevel_png  # tests/ is on sys.path (pytest prepend mode)
 
     from dextr_core.masks import MaskFileError, load_object_mask
-    from tests.test_images import write_bilevel_png
 
     huge = tmp_path / "huge_mask.png"
     write_bilevel_png(huge, 40000, 40000)  # 1.6 G pixels decoded, ~200 KB on disk
