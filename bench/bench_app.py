@@ -132,7 +132,7 @@ def bench_blocks(folder: Path, sizes: list[tuple[int, int]], repeat: int) -> Non
     _table("Building blocks (median ms)", rows)
 
 
-class _StubSegmenter:
+class StubSegmenter:
     """Returns a fixed disc mask (made once per image size) at once: the page without the model."""
 
     name = "stub"
@@ -178,7 +178,7 @@ def bench_apptest(folder: Path, sizes: list[tuple[int, int]], repeat: int,
         cfg = _project(folder / label, folder / f"photo_{label}.jpg")
         os.environ["ANNO_CFG"] = str(cfg)
         real_engine = resources.engine
-        stub = _StubSegmenter()
+        stub = StubSegmenter()
         resources.engine = lambda stub=stub: resources.Engine(stub, None)
         try:
             at = AppTest.from_file(str(REPO / "app.py"), default_timeout=600)

@@ -11,34 +11,11 @@ import runpy
 import sys
 from pathlib import Path
 
-import numpy as np
-
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import ui.resources as resources  # noqa: E402
-
-
-class StubSegmenter:
-    """A disc a quarter of the photo's short side in radius, centred (made once per size)."""
-
-    name = "stub"
-    is_fallback = False
-
-    def __init__(self):
-        self._masks: dict[tuple[int, int], np.ndarray] = {}
-
-    def segment(self, image, points):
-        height, width = image.shape[:2]
-        if (height, width) not in self._masks:
-            yy, xx = np.ogrid[:height, :width]
-            r = min(width, height) // 4
-            self._masks[(height, width)] = (xx - width // 2) ** 2 + (yy - height // 2) ** 2 <= r * r
-        return self._masks[(height, width)].copy()
-
-    def predict(self, image, points):
-        return self.segment(image, points).astype(np.float32)
-
+from bench.bench_app import StubSegmenter  # noqa: E402  (the one stub, shared with bench_app)
 
 _STUB = resources.Engine(StubSegmenter(), None)
 resources.engine = lambda: _STUB
