@@ -182,8 +182,9 @@ def test_bad_points_raise_value_error(segmenter, image):
         segmenter.segment(image, [[20, 60], [100, 55], [60, 15], [65, 400]])
 
 
-def test_threads_give_the_same_results_as_one_thread(segmenter, image):
-    sequential = [segmenter.predict(image, points) for points in OBJECTS]
+def _predict_at_once(segmenter, image) -> dict[int, np.ndarray]:
+    """``segmenter.predict`` of every one of OBJECTS, each from its own thread, all released
+    together (a barrier); returns the maps by object index. Any thread's error fails the test."""
     results: dict[int, np.ndarray] = {}
     errors: list[BaseException] = []
     start = threading.Barrier(len(OBJECTS))
@@ -201,6 +202,12 @@ def test_threads_give_the_same_results_as_one_thread(segmenter, image):
     for t in threads:
         t.join(timeout=600)
     assert not errors
+    return results
+
+
+def test_threads_give_the_same_results_as_one_thread(segmenter, image):
+    sequential = [segmenter.predict(image, points) for points in OBJECTS]
+    results = _predict_at_once(segmenter, image)
     for i, want in enumerate(sequential):
         np.testing.assert_allclose(results[i], want, atol=1e-6)
         np.testing.assert_array_equal(results[i] > 0.8, want > 0.8)
@@ -294,23 +301,7 @@ def test_concurrent_clicks_share_one_forward_and_each_gets_its_own_mask(
     batched = DextrSegmenter(reference[1], max_batch=4, precision="f32", warm_up=False)
     assert batched.max_batch == 4 and "up to 4 concurrent clicks" in batched.runtime_info
     alone = [segmenter.predict(image, points) for points in OBJECTS]
-    results: dict[int, np.ndarray] = {}
-    errors: list[BaseException] = []
-    start = threading.Barrier(len(OBJECTS))
-
-    def work(i):
-        try:
-            start.wait()
-            results[i] = batched.predict(image, OBJECTS[i])
-        except BaseException as exc:  # reported below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(OBJECTS))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=600)
-    assert not errors
+    results = _predict_at_once(batched, image)
     assert sum(batched._batcher.batch_sizes) == len(OBJECTS)
     assert max(batched._batcher.batch_sizes) > 1  # at least two of them shared a forward
     for i, want in enumerate(alone):
