@@ -308,11 +308,7 @@ class GrabCutSegmenter:
         extreme_index = [int(np.argmin(first[:, 0])), int(np.argmin(first[:, 1])),
                          int(np.argmax(first[:, 0])), int(np.argmax(first[:, 1]))]
         border_index = list(range(4, len(pts)))
-        bx0, by0 = int(np.floor(pts[:, 0].min())), int(np.floor(pts[:, 1].min()))
-        bx1, by1 = int(np.ceil(pts[:, 0].max())), int(np.ceil(pts[:, 1].max()))
-        pad = max(8, int(round(self.margin * max(bx1 - bx0 + 1, by1 - by0 + 1))))
-        cx0, cy0 = max(0, bx0 - pad), max(0, by0 - pad)
-        cx1, cy1 = min(width - 1, bx1 + pad), min(height - 1, by1 + pad)
+        (cx0, cy0, cx1, cy1), (bx0, by0, bx1, by1) = self._crop_box(pts, height, width)
         crop = img[cy0 : cy1 + 1, cx0 : cx1 + 1]
         ch, cw = crop.shape[:2]
         scale = min(1.0, self.max_side / max(ch, cw))
@@ -338,6 +334,18 @@ class GrabCutSegmenter:
         if scale < 1.0:
             soft = np.clip(cv2.resize(soft, (cw, ch), interpolation=cv2.INTER_LINEAR), 0.0, 1.0)
         return (height, width), soft, (cx0, cy0, cx1, cy1), (bx0, by0, bx1, by1)
+
+    def _crop_box(self, pts: np.ndarray, height: int, width: int):
+        """(crop box, tight box) of validated points (N, 2) (x, y) in an image of ``height`` x
+        ``width`` pixels; each box (x0, y0, x1, y1) inclusive in full-image pixels. The crop is
+        the tight box plus ``margin`` of its longer side (at least 8 px) on every side, clipped
+        to the image."""
+        bx0, by0 = int(np.floor(pts[:, 0].min())), int(np.floor(pts[:, 1].min()))
+        bx1, by1 = int(np.ceil(pts[:, 0].max())), int(np.ceil(pts[:, 1].max()))
+        pad = max(8, int(round(self.margin * max(bx1 - bx0 + 1, by1 - by0 + 1))))
+        crop_box = (max(0, bx0 - pad), max(0, by0 - pad),
+                    min(width - 1, bx1 + pad), min(height - 1, by1 + pad))
+        return crop_box, (bx0, by0, bx1, by1)
 
     def _edges(self, small: np.ndarray) -> np.ndarray:
         """Edge strength in [0, 1], float32 (h, w) of the working crop: HED where chosen and
