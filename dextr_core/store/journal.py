@@ -145,7 +145,7 @@ def _gc_paused() -> Iterator[None]:
     Loading a large store builds them all at once and would trigger many useless collections
     (they hold no cycles); pausing them cuts the opening time by about a third. Encoding a
     snapshot makes a short-lived ``(key, value)`` tuple per document key (the C encoder's
-    ``items()``), which also set off collections: a third of a compaction.
+    ``items()``), which also set off collections: a quarter to a third of a compaction.
     """
     was_enabled = gc.isenabled()
     gc.disable()
@@ -171,6 +171,10 @@ def _type_name(value: Any) -> str:
     return "null" if value is None else type(value).__name__
 
 
+def _record_problem(table: str, doc_id: str, reason: str) -> str:
+    return f"record {doc_id} of table {table!r} {reason}"
+
+
 _ABSENT = object()
 
 
@@ -187,9 +191,9 @@ class JournaledStorage(Storage):
     pass over them, e.g. while building indexes) and returns ``(table, doc_id, reason)`` for a
     malformed one, which refuses the store; its result is ignored for the process's own tables.
     ``validate(table, doc_id, document)`` returns why a document of a journal line is malformed
-    (or None); it also checks the snapshot's documents when there is no ``on_reload``. Raises :class:`StoreCorruptError` when the files cannot be understood (see the module
-    docstring for every case) and :class:`StoreWriteError` when a new store's files cannot be
-    written.
+    (or None); it also checks the snapshot's documents when there is no ``on_reload``. Raises
+    :class:`StoreCorruptError` when the files cannot be understood (see the module docstring for
+    every case) and :class:`StoreWriteError` when a new store's files cannot be written.
     """
 
     def __init__(
@@ -409,37 +413,39 @@ class JournaledStorage(Storage):
             and all(isinstance(v, int) and not isinstance(v, bool) for v in covers)
         ):
             raise self._corrupt(self.path, f"its 'covers' entry {covers!r} is not [generation, offset]")
-        problem = self._tables_problem(tables)
-        if problem is not None:
-            table, doc_id, reason = problem
-            raise self._corrupt(self.path, f"record {doc_id} of table {table!r} {reason}")
+        reason = self._tables_problem(tables)
+        if reason is not None:
+            raise self._corrupt(self.path, reason)
         return store_id, generation, tables, covers
 
-    def _tables_problem(self, tables: Tables) -> Problem | None:
-        """Check every document of a snapshot just read, in one pass of ``on_reload`` if given."""
-        for name, table in tables.items():
-            if not set(map(type, table.values())) <= {dict}:
+    def _tables_problem(self, tables: Tables) -> str | None:
+        """Why a document of a snapshot just read is malformed, or None.
+
+        Every document must be a JSON object (checked here); then ``on_reload`` checks them all in
+        its one pass (``validate`` each one when there is no ``on_reload``).
+        """
+        if self.on_reload is None or not all(
+            set(map(type, table.values())) <= {dict} for table in tables.values()
+        ):
+            for name, table in tables.items():
                 for doc_id, doc in table.items():
-                    if type(doc) is not dict:
-                        return name, doc_id, (f"is a {_type_name(doc)} ({_dumps(doc)[:60]}), "
-                                              "not a document")
+                    reason = self._document_problem(name, doc_id, doc)
+                    if reason is not None:
+                        return reason
         if self.on_reload is not None:
-            return self.on_reload(tables)
-        for name, table in tables.items():
-            for doc_id, doc in table.items():
-                reason = self.validate(name, doc_id, doc) if self.validate else None
-                if reason is not None:
-                    return name, doc_id, reason
+            problem = self.on_reload(tables)
+            if problem is not None:
+                return _record_problem(*problem)
         return None
 
     def _document_problem(self, table: str, doc_id: str, doc: Any) -> str | None:
         if not isinstance(doc, dict):
-            return (f"record {doc_id} of table {table!r} is a {_type_name(doc)} "
-                    f"({_dumps(doc)[:60]}), not a document")
+            return _record_problem(table, doc_id, f"is a {_type_name(doc)} ({_dumps(doc)[:60]}), "
+                                   "not a document")
         if self.validate is not None:
             reason = self.validate(table, doc_id, doc)
             if reason is not None:
-                return f"record {doc_id} of table {table!r} {reason}"
+                return _record_problem(table, doc_id, reason)
         return None
 
     def _entry_problem(self, entry: Any) -> str | None:
@@ -702,7 +708,7 @@ class JournaledStorage(Storage):
             "saved_at": time.time(),
             "tables": self._tables,
         }
-        with _gc_paused():  # encoding makes a tuple per key: collections took a third of it
+        with _gc_paused():  # a tuple per key while encoding: see _gc_paused
             data = _dumps(snapshot).encode()
         atomic_write(self.path, data)
         self._snapshot_ino = _ino(self.path)
