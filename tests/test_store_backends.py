@@ -1,16 +1,16 @@
 """The PostgreSQL store's own promises: row locks and SKIP LOCKED, transactions that change nothing
 when they fail, schema versions, reset's backup schema, the copy from a file store, and a team at
-scale (4 processes x 8 threads over 10,000 images; kill -9 of a writer mid-stream).
+scale (4 processes x 8 threads over 10,000 images).
 
 The API-level behaviour shared with the file store is tested on both backends by the
-parametrised tests in test_store.py, test_store_claims.py and test_store_import.py.
+parametrised tests in test_store.py, test_store_claims.py, test_store_import.py and
+test_store_concurrency.py (kill -9 of a writer mid-stream).
 """
 
 from __future__ import annotations
 
 import errno
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -491,43 +491,4 @@ def test_four_processes_of_eight_threads_complete_10000_images_each_exactly_once
     assert summary["by_status"]["done"] == n and summary["objects"] == n // 10
     assert len({who for who, _ in acknowledged}) > processes  # the work really was shared
     print(f"{n} images by {processes}x{threads} workers in {elapsed:.1f} s")
-    s.close()
-
-
-CRASH_WRITER = """
-import sys
-from dextr_core.store import ObjectRecord, open_store
-store = open_store(sys.argv[1], ".")
-while (rec := store.claim_next("writer")) is not None:
-    if rec.n_objects == 0:  # a killed run's image comes back first, with its object
-        store.add_object(rec.id, "writer", ObjectRecord(points=[[1, 1], [9, 1], [5, 0], [5, 9]],
-                                                        object_id=rec.id.replace(".", "_")))
-    done = store.complete(rec.id, "writer", 2.0)
-    print(done.id, flush=True)
-"""
-
-
-def test_kill_9_of_a_writer_mid_stream_loses_no_acknowledged_update(pg_url):
-    s = open_store(pg_url, ".")
-    s.add_images((f"img_{i:04d}.jpg", 10, 10) for i in range(600))
-    env = dict(os.environ, PYTHONPATH=str(REPO))
-    acknowledged: list[str] = []
-    for kill_after in (40, 95, 150):
-        proc = subprocess.Popen([sys.executable, "-c", CRASH_WRITER, pg_url],
-                                stdout=subprocess.PIPE, text=True, env=env)
-        for seen, line in enumerate(proc.stdout, start=1):
-            acknowledged.append(line.strip())
-            if seen == kill_after:
-                os.kill(proc.pid, signal.SIGKILL)
-                break
-        acknowledged.extend(line.strip() for line in proc.stdout)
-        proc.wait(timeout=30)
-        assert proc.returncode == -signal.SIGKILL
-        for image_id in acknowledged:
-            rec = s.get(image_id)
-            assert rec.status == "done" and rec.n_objects == 1, image_id
-        assert s.summary()["by_status"]["done"] >= len(acknowledged)
-    assert len(set(acknowledged)) == len(acknowledged) >= 40 + 95 + 150
-    # every image the killed writers touched has exactly one object (no retry duplicated one)
-    assert all(len(s.objects(r.id)) == 1 for r in s.images() if r.status != "todo")
     s.close()

@@ -372,6 +372,110 @@ def _append_journal(s: ProgressStore, *lines: bytes) -> None:
     journal.write_bytes(journal.read_bytes() + b"".join(line + b"\n" for line in lines))
 
 
+def _without(doc: dict, key: str) -> dict:
+    return {k: v for k, v in doc.items() if k != key}
+
+
+# Each rule of records._document_problem, on an image never worked on (doc 3: checked inline
+# while the indexes are built), on a finished image (doc 1) and on an event.
+MALFORMED = {
+    "image without id": (lambda t: ("images", "3", _without(t["images"]["3"], "id")),
+                         "without an 'id'"),
+    "image with an empty id": (lambda t: ("images", "3", dict(t["images"]["3"], id="")),
+                               "without an 'id'"),
+    "image with a number as id": (lambda t: ("images", "3", dict(t["images"]["3"], id=7)),
+                                  "without an 'id'"),
+    "todo image with an unknown status": (
+        lambda t: ("images", "3", dict(t["images"]["3"], status="finished")),
+        "has status 'finished'"),
+    "done image with an unknown status": (
+        lambda t: ("images", "1", dict(t["images"]["1"], status="finished")),
+        "has status 'finished'"),
+    "image with a text id key": (lambda t: ("images", "x3", t["images"]["3"]),
+                                 "has the id 'x3', not a number"),
+    "image with objects not a list": (
+        lambda t: ("images", "1", dict(t["images"]["1"], objects="img0.jpg")),
+        "objects that are not a list"),
+    "image with an object not a document": (
+        lambda t: ("images", "1", dict(t["images"]["1"], objects=[5])),
+        "objects that are not a list"),
+    "todo image with objects not a list": (
+        lambda t: ("images", "3", dict(t["images"]["3"], objects={})),
+        "objects that are not a list"),
+    "image with seconds as text": (lambda t: ("images", "1", dict(t["images"]["1"], seconds="9")),
+                                   "seconds '9', not a number"),
+    "image with a fraction of objects": (
+        lambda t: ("images", "1", dict(t["images"]["1"], n_objects=1.5)),
+        "n_objects 1.5, not a whole number"),
+    "event without a time": (lambda t: ("events", "1", _without(t["events"]["1"], "time")),
+                             "event without a time"),
+    "event with true as time": (lambda t: ("events", "1", dict(t["events"]["1"], time=True)),
+                                "event without a time"),
+    "event without an action": (lambda t: ("events", "2", _without(t["events"]["2"], "action")),
+                                "event without an action"),
+    "event with a text id key": (lambda t: ("events", "e2", t["events"]["2"]),
+                                 "has the id 'e2', not a number"),
+    "record that is a list": (lambda t: ("images", "3", ["img2.jpg"]), "is a list"),
+}
+
+
+@pytest.mark.parametrize("where", ["snapshot", "journal line"])
+@pytest.mark.parametrize("kind", MALFORMED)
+def test_each_kind_of_malformed_record_is_refused_in_the_snapshot_and_in_a_journal_line(
+    tmp_path, source, clock, kind, where
+):
+    s = closed_store(tmp_path, source, clock)
+    make, match = MALFORMED[kind]
+    if where == "snapshot":
+        _edit_snapshot(s, lambda t: t[make(t)[0]].__setitem__(*make(t)[1:]))
+        assert_refused_and_untouched(s, s.path, match)
+    else:
+        _edit_snapshot(s, lambda t: None)  # every record in the snapshot, to build the line from
+        table, doc_id, doc = make(json.loads(s.path.read_bytes())["tables"])
+        _append_journal(s, json.dumps({"c": [[table, doc_id, doc]]}).encode())
+        assert_refused_and_untouched(s, s._storage.journal_path, match)
+
+
+def test_a_malformed_snapshot_record_is_refused_even_when_a_journal_line_replaces_it(
+    tmp_path, source, clock
+):
+    s = closed_store(tmp_path, source, clock)
+    _edit_snapshot(s, lambda t: t["images"]["3"].pop("status"))
+    good = json.loads(s.path.read_bytes())["tables"]["images"]["3"]
+    _append_journal(s, json.dumps({"c": [["images", "3", dict(good, status="todo")]]}).encode())
+    assert_refused_and_untouched(s, s.path, "record 3 of table 'images' .* has status None")
+
+
+def test_the_indexes_built_on_open_equal_the_ones_kept_up_to_date_call_by_call(
+    tmp_path, source, clock
+):
+    s = open_store(tmp_path / "p.json", source, clock)
+    s.sync()
+    done = do_one_image(s)
+    skipped = s.claim_next("bob").id
+    s.skip(skipped, "bob", "blurred")
+    reopened = do_one_image(s, "cem")
+    s.mark_unreadable(s.claim_next("dia").id, "truncated file")
+    held = s.claim_next("eve").id
+    (source / held).unlink()
+    s.sync()  # the held image is missing now
+    s.claim_next("fay")
+    s.reopen(reopened, "lead")  # todo again, with its objects, seconds and a note
+    assert s.get(done).status == "done" and s.get(reopened).status == "todo"
+
+    def indexes(store: ProgressStore):
+        return (store.summary(), {st: store.image_ids(st) for st in (None, "todo", "done")},
+                [(e.action, e.image_id) for e in store.events()], store.events(since=5.0))
+
+    expected = indexes(s)
+    again = open_store(s.path, source, clock)
+    assert indexes(again) == expected
+    assert [getattr(again.claim_next(who), "id", None) for who in ("gus", "hal")] == [reopened, None]
+    again.close()
+    s.close()
+
+
+
 @pytest.mark.parametrize("line, match", [
     (b'{"c": 5}', 'has "c": 5, not a list'),
     (b'"just a string"', "is not a journal entry"),

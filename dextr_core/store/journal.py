@@ -39,7 +39,8 @@ Opening (every combination of the two files)
   without its snapshot, a journal header that cannot be read or names another store id, a journal
   ahead of the snapshot or behind it in any other way, a journal line that is not a journal entry
   (``{"c": 5}``) followed by more lines, a document that is not a JSON object, and whatever the
-  ``validate`` hook refuses (the progress store refuses an image without ``id``/``status``). Only
+  hooks refuse (the progress store refuses an image without ``id``/``status``): ``on_reload`` for
+  the snapshot's documents, ``validate`` for each document of a journal line. Only
   a torn last line (text after the last newline, or an unparsable final line followed by nothing:
   a write that never returned) is cut off.
 
@@ -106,6 +107,10 @@ Tables = dict[str, dict[str, dict]]
 ChangeListener = Callable[[str, str, dict | None, dict | None], None]
 #: ``validate(table, doc_id, document) -> None or the reason the document is malformed``
 Validator = Callable[[str, str, dict], str | None]
+#: ``(table, doc_id, reason)``: a malformed document and why (what ``on_reload`` may return)
+Problem = tuple[str, str, str]
+#: ``on_reload(tables) -> None or the first malformed document``
+Reloader = Callable[[Tables], Problem | None]
 
 
 #: Seconds between two tries to take the store's file lock while another process holds it.
@@ -138,7 +143,9 @@ def _gc_paused() -> Iterator[None]:
     """Pause the cyclic garbage collector while millions of small objects are created.
 
     Loading a large store builds them all at once and would trigger many useless collections
-    (they hold no cycles); pausing them cuts the opening time by about a third.
+    (they hold no cycles); pausing them cuts the opening time by about a third. Encoding a
+    snapshot makes a short-lived ``(key, value)`` tuple per document key (the C encoder's
+    ``items()``), which also set off collections: a quarter to a third of a compaction.
     """
     was_enabled = gc.isenabled()
     gc.disable()
@@ -164,6 +171,10 @@ def _type_name(value: Any) -> str:
     return "null" if value is None else type(value).__name__
 
 
+def _record_problem(table: str, doc_id: str, reason: str) -> str:
+    return f"record {doc_id} of table {table!r} {reason}"
+
+
 _ABSENT = object()
 
 
@@ -173,11 +184,16 @@ class JournaledStorage(Storage):
     ``path`` is the snapshot file (created, with its folder, when neither it nor its journal
     exists). ``listener`` is called for every document change, local or read back from another
     process's journal lines, with the old and new document (``None`` for absent);
-    ``on_reload(tables)`` is called after the whole content was (re)loaded from disk;
-    ``validate(table, doc_id, document)`` returns why a document read from disk is malformed (or
-    None). Raises :class:`StoreCorruptError` when the files cannot be understood (see the module
-    docstring for every case) and :class:`StoreWriteError` when a new store's files cannot be
-    written.
+    ``on_reload(tables)`` is called with the whole content whenever it is replaced: with the
+    snapshot's tables as soon as they are read from disk (before any journal line is applied,
+    whose changes then go to ``listener``, and before anything is written), and after
+    :meth:`write` and :meth:`start_new_store`. For a snapshot it also checks every document (one
+    pass over them, e.g. while building indexes) and returns ``(table, doc_id, reason)`` for a
+    malformed one, which refuses the store; its result is ignored for the process's own tables.
+    ``validate(table, doc_id, document)`` returns why a document of a journal line is malformed
+    (or None); it also checks the snapshot's documents when there is no ``on_reload``. Raises
+    :class:`StoreCorruptError` when the files cannot be understood (see the module docstring for
+    every case) and :class:`StoreWriteError` when a new store's files cannot be written.
     """
 
     def __init__(
@@ -185,7 +201,7 @@ class JournaledStorage(Storage):
         path: str | os.PathLike,
         *,
         listener: ChangeListener | None = None,
-        on_reload: Callable[[Tables], None] | None = None,
+        on_reload: Reloader | None = None,
         validate: Validator | None = None,
         compact_bytes: int = DEFAULT_COMPACT_BYTES,
         lock_timeout_s: float = 60.0,
@@ -397,21 +413,39 @@ class JournaledStorage(Storage):
             and all(isinstance(v, int) and not isinstance(v, bool) for v in covers)
         ):
             raise self._corrupt(self.path, f"its 'covers' entry {covers!r} is not [generation, offset]")
-        for name, table in tables.items():
-            for doc_id, doc in table.items():
-                reason = self._document_problem(name, doc_id, doc)
-                if reason is not None:
-                    raise self._corrupt(self.path, reason)
+        reason = self._tables_problem(tables)
+        if reason is not None:
+            raise self._corrupt(self.path, reason)
         return store_id, generation, tables, covers
+
+    def _tables_problem(self, tables: Tables) -> str | None:
+        """Why a document of a snapshot just read is malformed, or None.
+
+        Every document must be a JSON object (checked here); then ``on_reload`` checks them all in
+        its one pass (``validate`` each one when there is no ``on_reload``).
+        """
+        if self.on_reload is None or not all(
+            set(map(type, table.values())) <= {dict} for table in tables.values()
+        ):
+            for name, table in tables.items():
+                for doc_id, doc in table.items():
+                    reason = self._document_problem(name, doc_id, doc)
+                    if reason is not None:
+                        return reason
+        if self.on_reload is not None:
+            problem = self.on_reload(tables)
+            if problem is not None:
+                return _record_problem(*problem)
+        return None
 
     def _document_problem(self, table: str, doc_id: str, doc: Any) -> str | None:
         if not isinstance(doc, dict):
-            return (f"record {doc_id} of table {table!r} is a {_type_name(doc)} "
-                    f"({_dumps(doc)[:60]}), not a document")
+            return _record_problem(table, doc_id, f"is a {_type_name(doc)} ({_dumps(doc)[:60]}), "
+                                   "not a document")
         if self.validate is not None:
             reason = self.validate(table, doc_id, doc)
             if reason is not None:
-                return f"record {doc_id} of table {table!r} {reason}"
+                return _record_problem(table, doc_id, reason)
         return None
 
     def _entry_problem(self, entry: Any) -> str | None:
@@ -460,12 +494,14 @@ class JournaledStorage(Storage):
         self._journal_ino = os.fstat(fd).st_ino
 
     def _load(self) -> None:
-        """(Re)load snapshot and journal from disk; file lock held."""
+        """(Re)load snapshot and journal from disk; file lock held.
+
+        ``on_reload`` gets the snapshot's tables when they are read, the journal's changes then go
+        to ``listener`` (see the class docstring).
+        """
         self._stale = False  # set again below if the journal cannot be opened
         with _gc_paused():
             self._load_unpaused()
-        if self.on_reload is not None:
-            self.on_reload(self._tables)
 
     def _remove_temp_files(self) -> None:
         # Temp files left by a process killed while writing (we hold the lock: none is live).
@@ -489,6 +525,8 @@ class JournaledStorage(Storage):
                     "backup)",
                 )
             self._tables = {}
+            if self.on_reload is not None:
+                self.on_reload(self._tables)
             store_id = uuid.uuid4().hex
             self._new_files(lambda: (self._write_snapshot(store_id, 0, covers=None),
                                      self._write_journal(store_id, 0, after=None)))
@@ -540,7 +578,7 @@ class JournaledStorage(Storage):
         self._generation = jgen
         self._open_journal()
         self._offset = len(first)
-        self._read_journal_tail(notify=False, apply_from=apply_from)
+        self._read_journal_tail(notify=True, apply_from=apply_from)
 
     def _new_files(self, write: Callable[[], Any]) -> None:
         try:
@@ -670,7 +708,9 @@ class JournaledStorage(Storage):
             "saved_at": time.time(),
             "tables": self._tables,
         }
-        atomic_write(self.path, _dumps(snapshot).encode())
+        with _gc_paused():  # a tuple per key while encoding: see _gc_paused
+            data = _dumps(snapshot).encode()
+        atomic_write(self.path, data)
         self._snapshot_ino = _ino(self.path)
         return covers
 

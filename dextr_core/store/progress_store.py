@@ -46,13 +46,15 @@ from tinydb.table import Document
 
 from ..fileio import fsync_dir
 from . import maintenance
-from .journal import JournaledStorage, StoreCorruptError, open_journaled_db
+from .journal import JournaledStorage, Problem, StoreCorruptError, open_journaled_db
 from .records import (
     _EVENTS,
     _IMAGES,
     _META,
     _META_ID,
+    _NUMBER_TYPES,
     _OBJECT_ID_RE,
+    _PLAIN_TODO_KEYS,
     STATUSES,
     ClaimError,
     Event,
@@ -187,31 +189,60 @@ class ProgressStore:
         self._event_ids: list[int] = []
         self._max_event_id = 0
         self._heap_bulk = False
+        self._indexed_tables: dict = {}
 
-    def _rebuild_indexes(self, tables: dict | None = None) -> None:
-        if tables is None:
-            tables = self._storage.read()
+    def _rebuild_indexes(self, tables: dict) -> Problem | None:
+        """Build every index from ``tables`` (``{table: {doc_id: document}}``), checking each document.
+
+        The journal calls it with a snapshot's tables as soon as they are read, so the record checks
+        and the index building are one pass over the 200,000 documents of a large store. Returns
+        None, or ``(table, doc_id, reason)`` for the first document
+        :func:`records._document_problem` refuses (the indexes are then incomplete: the journal
+        refuses the whole store). The changes read from the journal after it go to
+        :meth:`_on_change`.
+        """
         self._reset_indexes()
-        # The todo heap is filled by appends and heapified once at the end.
-        self._heap_bulk = True
-        index_image = self._index_image
-        doc_of = self._doc_of
+        self._indexed_tables = tables
+        self._heap_bulk = True  # the todo heap is filled by appends and heapified once at the end
+        doc_of, todo, index_image = self._doc_of, self._todo_heap, self._index_image
+        n_plain = 0
         for key, doc in tables.get(_IMAGES, {}).items():
-            doc_of[doc["id"]] = int(key)
+            image_id = doc.get("id")
+            if (doc.get("status") == "todo" and doc.keys() <= _PLAIN_TODO_KEYS
+                    and type(image_id) is str and image_id and key.isdigit()):
+                # An image never worked on (most of a large store): the checks of
+                # _document_problem and what _index_image does with it, inline.
+                doc_of[image_id] = int(key)
+                todo.append(image_id)
+                n_plain += 1
+                continue
+            reason = _document_problem(_IMAGES, key, doc)
+            if reason is not None:
+                return _IMAGES, key, reason
+            doc_of[image_id] = int(key)
             index_image(key, doc, +1)
+        if n_plain:
+            self._counts["todo"] += n_plain
         self._max_image_doc = max(doc_of.values(), default=0)
         heapq.heapify(self._todo_heap)
         self._heap_bulk = False
-        events = tables.get(_EVENTS, {})
-        ids = sorted(int(k) for k in events)
-        self._event_ids = ids
-        self._event_times = [events[str(i)]["time"] for i in ids]
-        self._max_event_id = ids[-1] if ids else 0
-        last = self._ann_last
-        for doc in events.values():
+        ids, times, last = self._event_ids, self._event_times, self._ann_last
+        for key, doc in tables.get(_EVENTS, {}).items():
+            t = doc.get("time")
+            if type(t) not in _NUMBER_TYPES or type(doc.get("action")) is not str or not key.isdigit():
+                reason = _document_problem(_EVENTS, key, doc)  # the same checks, with the reason
+                if reason is not None:
+                    return _EVENTS, key, reason
+            ids.append(int(key))
+            times.append(t)
             who = doc.get("annotator")
-            if who and doc["time"] > last.get(who, 0.0):
-                last[who] = doc["time"]
+            if who and t > last.get(who, 0.0):
+                last[who] = t
+        if any(a > b for a, b in zip(ids, ids[1:], strict=False)):  # not stored in id order
+            pairs = sorted(zip(ids, times, strict=True))
+            self._event_ids, self._event_times = [i for i, _ in pairs], [t for _, t in pairs]
+        self._max_event_id = self._event_ids[-1] if self._event_ids else 0
+        return None
 
     def _on_change(self, table: str, key: str, old: dict | None, new: dict | None) -> None:
         if table == _IMAGES:
@@ -230,7 +261,7 @@ class ProgressStore:
             if new is not None and old is None and int(key) > self._max_event_id:
                 self._index_event(key, new)
             else:  # an event rewritten or removed: not done by this module, rebuild to be safe
-                self._rebuild_indexes()
+                self._rebuild_indexes(self._indexed_tables)  # every document in it was checked
 
     def _index_event(self, key: str, doc: dict) -> None:
         self._event_ids.append(int(key))
