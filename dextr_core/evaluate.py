@@ -361,7 +361,8 @@ def make_segmenter(kind: str | None, weights: Path, threshold: float | None):
     if kind == "fallback":
         from .fallback import GrabCutSegmenter
 
-        return GrabCutSegmenter() if threshold is None else GrabCutSegmenter(threshold=threshold)
+        segmenter = GrabCutSegmenter() if threshold is None else GrabCutSegmenter(threshold=threshold)
+        return segmenter.warm_up()  # the HED network loads here, not inside the first object
     from .segmenters import DextrSegmenter
 
     if not Path(weights).is_file():

