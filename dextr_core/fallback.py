@@ -16,10 +16,9 @@ annotation"): the four extreme points give the object's box and four points on i
 3. Boundary estimate: a least-cost path on ``exp(-path_edge_weight * edge)`` from each extreme point
    to the next (left -> top -> right -> bottom -> left), each kept inside the rectangle spanned by
    its two end points. The closed loop of these four paths encloses a first estimate of the object.
-   Further points (a 5th and later click) are clicks on the object's border: each joins the loop
-   between the two loop points where the paths through it cost least (then each is moved again
-   to its cheapest place given the others), and within ``pin_radius`` of each the boundary is
-   pinned: inside the loop is object, outside it background (a 2 px band left free).
+   Further points (a 5th and later click) are clicks on the object's border: the loop passes
+   through them (in angular order around the box centre), and within ``pin_radius`` of each the
+   boundary is pinned: inside the loop is object, outside it background (a 2 px band left free).
 4. GrabCut-style energy minimisation on the box: two colour models (Gaussian mixtures of 5
    components, foreground fitted on the enclosed region, background on the rest of the crop),
    a contrast-sensitive smoothness term that is also cheaper to cut across strong edges, and hard
@@ -64,9 +63,6 @@ PIN_RADIUS = 0.03
 #: click when it lies mostly inside the loop (see _keep_clicked_parts).
 MIN_INSIDE_PART = 0.01
 _RNG_SEED = 12345
-#: Rounds in which each border click is taken out of the boundary loop and put back where it
-#: costs least given the others (after the first, greedy insertion in click order).
-_RELOCATE_PASSES = 2
 
 
 def _edge_strength(crop: np.ndarray) -> np.ndarray:
@@ -132,56 +128,17 @@ def _hed_strength(crop: np.ndarray, side: int) -> np.ndarray | None:
     return np.clip(prob, 0.0, 1.0).astype(np.float32)
 
 
-def _least_cost_path(cost: np.ndarray, start: tuple[int, int],
-                     end: tuple[int, int]) -> tuple[np.ndarray, float]:
+def _least_cost_path(cost: np.ndarray, start: tuple[int, int], end: tuple[int, int]) -> np.ndarray:
     """Least-cost 8-connected path from ``start`` to ``end`` ((x, y) in pixels of ``cost``, float
-    (h, w)) inside the rectangle the two points span. Returns ((K, 2) int (x, y), start first;
-    the path's total cost)."""
+    (h, w)) inside the rectangle the two points span. Returns (K, 2) int (x, y), start first."""
     x0, y0 = min(start[0], end[0]), min(start[1], end[1])
     x1, y1 = max(start[0], end[0]), max(start[1], end[1])
     mcp = MCP_Geometric(cost[y0 : y1 + 1, x0 : x1 + 1], fully_connected=True)
     s = (start[1] - y0, start[0] - x0)
     e = (end[1] - y0, end[0] - x0)
-    totals, _ = mcp.find_costs([s], [e])
+    mcp.find_costs([s], [e])
     rows_cols = np.asarray(mcp.traceback(e), dtype=np.int64)
-    return np.stack([rows_cols[:, 1] + x0, rows_cols[:, 0] + y0], axis=1), float(totals[e])
-
-
-def _boundary_loop(cost: np.ndarray, extremes: list[tuple[int, int]],
-                   border: list[tuple[int, int]]) -> list[np.ndarray]:
-    """The closed boundary estimate on ``cost`` (float (h, w), cheap along edges): least-cost
-    paths from each loop point to the next, the loop being the four extreme points (left, top,
-    right, bottom; (x, y) pixels) with each border click (in the order given) inserted between the
-    two consecutive loop points where the paths through it add the least cost (cheapest insertion
-    with edge-following path costs: it follows a concave outline, where the angle around the box
-    centre or the straight-line length put a click on the wrong side). Returns the paths in loop
-    order, each (K, 2) int (x, y)."""
-    routes: dict[tuple[tuple[int, int], tuple[int, int]], tuple[np.ndarray, float]] = {}
-
-    def route(a, b):
-        if (a, b) not in routes:
-            routes[(a, b)] = _least_cost_path(cost, a, b)
-        return routes[(a, b)]
-
-    def insert(loop, p):
-        pairs = [(loop[i], loop[(i + 1) % len(loop)]) for i in range(len(loop))]
-        added = [route(a, p)[1] + route(p, b)[1] - route(a, b)[1] for a, b in pairs]
-        loop.insert(int(np.argmin(added)) + 1, p)
-
-    loop = list(extremes)
-    clicks = []
-    for p in border:
-        if p not in loop:
-            insert(loop, p)
-            clicks.append(p)
-    for _ in range(_RELOCATE_PASSES):  # each click moved to where it costs least given the others
-        before = list(loop)
-        for p in clicks:
-            loop.remove(p)
-            insert(loop, p)
-        if loop == before:
-            break
-    return [route(a, b)[0] for a, b in zip(loop, loop[1:] + loop[:1], strict=True)]
+    return np.stack([rows_cols[:, 1] + x0, rows_cols[:, 0] + y0], axis=1)
 
 
 def _colour_features(pixels: np.ndarray) -> np.ndarray:
@@ -376,11 +333,12 @@ class GrabCutSegmenter:
             row = int(np.clip(round((y - cy0 + 0.5) * sy - 0.5), 0, sh - 1))
             return col, row
 
-        extremes = [to_small(*pts[i]) for i in extreme_index]
+        loop = _insert_into_loop([to_small(*pts[i]) for i in extreme_index],
+                                 [to_small(*pts[i]) for i in border_index])
         clicks = [to_small(*p) for p in pts]
         border = [to_small(*pts[i]) for i in border_index]
         box = (*to_small(bx0, by0), *to_small(bx1, by1))
-        fg = self._segment_crop(small, extremes, clicks, box, border)
+        fg = self._segment_crop(small, loop, clicks, box, border)
         soft = fg.astype(np.float32)
         if scale < 1.0:
             soft = np.clip(cv2.resize(soft, (cw, ch), interpolation=cv2.INTER_LINEAR), 0.0, 1.0)
@@ -420,18 +378,20 @@ class GrabCutSegmenter:
                 return hed
         return sobel
 
-    def _segment_crop(self, small: np.ndarray, extremes: list[tuple[int, int]],
+    def _segment_crop(self, small: np.ndarray, loop: list[tuple[int, int]],
                       clicks: list[tuple[int, int]], box: tuple[int, int, int, int],
                       border: list[tuple[int, int]] = ()) -> np.ndarray:
-        """bool (h, w) object mask on the working crop (RGB uint8 (h, w, 3)). ``extremes``: the
-        left, top, right and bottom extreme points; ``clicks``: all points; ``box`` (x0, y0, x1,
-        y1) inclusive; ``border``: the clicks beyond the four extreme points; all in crop
-        pixels."""
+        """bool (h, w) object mask on the working crop (RGB uint8 (h, w, 3)). ``loop``: the
+        points the boundary passes through in order (left, top, right, bottom extreme points with
+        the border clicks inserted); ``clicks``: all points; ``box`` (x0, y0, x1, y1) inclusive;
+        ``border``: the clicks beyond the four extreme points; all in crop pixels."""
         h, w = small.shape[:2]
         x0, y0, x1, y1 = box
         edge = _edge_strength(small)
         path_cost = np.exp(-self.path_edge_weight * self._path_edges(small, edge)) + 1e-3
-        contour = np.concatenate(_boundary_loop(path_cost, extremes, border)).astype(np.int32)
+        contour = np.concatenate(
+            [_least_cost_path(path_cost, a, b) for a, b in zip(loop, loop[1:] + loop[:1], strict=True)]
+        ).astype(np.int32)
         enclosed = np.zeros((h, w), np.uint8)
         cv2.fillPoly(enclosed, [contour.reshape(-1, 1, 2)], 1)
         in_box = np.zeros((h, w), bool)
@@ -544,6 +504,34 @@ class GrabCutSegmenter:
                 fg_model.refit(features[:, labels], fg_logs[:, labels])
                 bg_model.refit(features[:, ~labels], bg_logs[:, ~labels])
         return labels.reshape(h, w)
+
+
+def _insert_into_loop(loop: list[tuple[int, int]],
+                      extra: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The closed boundary loop through the four extreme points ``loop`` (left, top, right,
+    bottom; (x, y)) and the border clicks ``extra``: all points in the order of their angle
+    around the centre of their box, starting at the left point. Where that order would change the
+    order of the extreme points themselves (a very skewed object), each border click is instead
+    inserted where it lengthens the loop least."""
+    if not extra:
+        return list(loop)
+    pts = np.array(list(loop) + list(extra), np.float64)
+    centre = (pts.min(axis=0) + pts.max(axis=0)) / 2
+    angle = np.arctan2(pts[:, 1] - centre[1], pts[:, 0] - centre[0])
+    order = np.argsort(np.mod(angle - angle[0], 2 * np.pi), kind="stable")
+    if [i for i in order if i < len(loop)] == list(range(len(loop))):
+        return [loop[i] if i < len(loop) else extra[i - len(loop)] for i in order]
+    out = list(loop)
+    for p in extra:
+        best, where = None, 0
+        for i, a in enumerate(out):
+            b = out[(i + 1) % len(out)]
+            added = np.hypot(p[0] - a[0], p[1] - a[1]) + np.hypot(p[0] - b[0], p[1] - b[1]) \
+                - np.hypot(a[0] - b[0], a[1] - b[1])
+            if best is None or added < best:
+                best, where = added, i + 1
+        out.insert(where, p)
+    return out
 
 
 def _opencv_grabcut(small: np.ndarray, initial: np.ndarray, sure_fg: np.ndarray,

@@ -235,19 +235,10 @@ def test_small_holes_are_filled_and_large_ones_kept():
 
 
 
-def test_a_border_click_in_a_concave_outline_joins_the_loop_where_the_outline_runs():
-    # A banana-like outline: the arc from the top point to the right point dips to the box's
-    # centre. A click on that dip lies, by angle around the box centre and by straight-line
-    # length, between the right and bottom points; along the edges it belongs after the top.
-    cost = np.ones((120, 160))
-    outline = [(5, 40), (20, 10), (80, 70), (150, 30), (80, 110), (5, 40)]  # left, top, dip, right, bottom
-    for a, b in zip(outline[:-1], outline[1:], strict=True):
-        cv2.line(cost, a, b, 0.01, 1)
-    left, top, right, bottom = (5, 40), (20, 10), (150, 30), (80, 110)
-    paths = fallback._boundary_loop(cost, [left, top, right, bottom], [(80, 70)])
-    starts = [tuple(int(v) for v in path[0]) for path in paths]
-    assert starts == [left, top, (80, 70), right, bottom]
-    assert all(cost[y, x] < 0.5 for path in paths for x, y in path[1:-1])  # along the outline
+def test_border_clicks_are_inserted_where_they_lengthen_the_loop_least():
+    loop = [(0, 50), (50, 0), (100, 50), (50, 100)]  # left, top, right, bottom
+    out = fallback._insert_into_loop(loop, [(90, 90), (10, 10)])
+    assert out == [(0, 50), (10, 10), (50, 0), (100, 50), (90, 90), (50, 100)]
 
 
 def disc_with_a_leak(seed=3, shift=0):
