@@ -5,6 +5,7 @@ import os
 from pathlib import Path
 
 import pytest
+from clocks import Clock
 
 REPO = Path(__file__).resolve().parents[1]
 #: ``DEXTR_TESTS_NO_SHARED=1`` runs the suite as on a clone with nothing beside it (.ci/run does
@@ -94,3 +95,9 @@ def _fresh_lead_password_limiter():
     if limiter is not None:
         limiter.reset()
     yield
+
+
+@pytest.fixture
+def clock() -> Clock:
+    """The injected clock (tests/clocks.py) a store or session under test reads."""
+    return Clock()

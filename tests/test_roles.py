@@ -7,6 +7,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from clocks import Clock
 from streamlit.testing.v1 import AppTest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -18,20 +19,12 @@ st.write("LEAD" if roles.lead_gate() else "NOT LEAD")
 """
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.fixture()
 def roles(monkeypatch):
     monkeypatch.syspath_prepend(str(REPO))
     from ui import roles
 
-    clock = Clock()
+    clock = Clock(1000.0)
     monkeypatch.setattr(roles.LIMITER, "clock", clock)
     monkeypatch.setattr(roles, "_secrets_files", lambda: [])  # this machine's files stay out
     roles.LIMITER.reset()
@@ -68,52 +61,52 @@ def sidebar_text(at: AppTest) -> str:
 
 
 def test_each_wrong_password_doubles_the_wait_before_the_next_try(roles):
-    limiter = roles.AttemptLimiter(clock=Clock())
+    limiter = roles.AttemptLimiter(clock=Clock(1000.0))
     clock = limiter.clock
     assert limiter.refusal("10.0.0.5") is None
     limiter.failure("10.0.0.5")
     assert "Wait 1 s" in limiter.refusal("10.0.0.5")
-    clock.now += 1.0
+    clock.t += 1.0
     assert limiter.refusal("10.0.0.5") is None
     limiter.failure("10.0.0.5")
-    clock.now += 1.0
+    clock.t += 1.0
     assert "Wait 1 s" in limiter.refusal("10.0.0.5")  # 2 s after the second failure
-    clock.now += 1.0
+    clock.t += 1.0
     assert limiter.refusal("10.0.0.5") is None
     assert limiter.refusal("10.0.0.6") is None, "another address is not slowed down"
 
 
 def test_five_wrong_passwords_lock_an_address_until_the_window_passes(roles):
-    limiter = roles.AttemptLimiter(clock=Clock())
+    limiter = roles.AttemptLimiter(clock=Clock(1000.0))
     for _ in range(5):
-        limiter.clock.now += 100.0
+        limiter.clock.t += 100.0
         assert limiter.refusal("a") is None
         limiter.failure("a")
-    limiter.clock.now += 100.0
+    limiter.clock.t += 100.0
     assert "from this address" in limiter.refusal("a")
-    limiter.clock.now += 900.0
+    limiter.clock.t += 900.0
     assert limiter.refusal("a") is None
 
 
 def test_many_addresses_together_pause_password_sign_in_for_the_whole_server(roles):
-    limiter = roles.AttemptLimiter(clock=Clock(), max_total=20)
+    limiter = roles.AttemptLimiter(clock=Clock(1000.0), max_total=20)
     for i in range(20):
         limiter.failure(f"10.0.{i}.1")
     assert "on this server" in limiter.refusal("10.9.9.9")
     assert "on this server" in limiter.refusal("10.0.0.1")
-    limiter.clock.now += 901.0
+    limiter.clock.t += 901.0
     assert limiter.refusal("10.9.9.9") is None
 
 
 def test_a_right_password_clears_its_address(roles):
-    limiter = roles.AttemptLimiter(clock=Clock())
+    limiter = roles.AttemptLimiter(clock=Clock(1000.0))
     for _ in range(4):
-        limiter.clock.now += 100.0
+        limiter.clock.t += 100.0
         limiter.failure("a")
-    limiter.clock.now += 100.0
+    limiter.clock.t += 100.0
     limiter.success("a")
     limiter.failure("a")
-    limiter.clock.now += 1.0
+    limiter.clock.t += 1.0
     assert limiter.refusal("a") is None
 
 
@@ -122,14 +115,14 @@ def test_a_right_password_clears_its_address(roles):
 
 def test_fresh_browser_sessions_do_not_give_new_password_tries(roles):
     for _ in range(5):
-        roles.clock.now += 120.0
+        roles.clock.t += 120.0
         at = try_password(session(), "guess")
         assert not is_lead(at)
-    roles.clock.now += 120.0
+    roles.clock.t += 120.0
     at = try_password(session(), PASSWORD)  # even the right password, from a sixth session
     assert not is_lead(at)
     assert "Too many wrong lead passwords from this address" in sidebar_text(at)
-    roles.clock.now += 900.0
+    roles.clock.t += 900.0
     assert is_lead(try_password(session(), PASSWORD))
 
 
@@ -137,7 +130,7 @@ def test_a_try_during_the_delay_is_refused_unchecked(roles):
     try_password(session(), "guess")
     at = try_password(session(), PASSWORD)
     assert not is_lead(at) and "Wait" in sidebar_text(at)
-    roles.clock.now += 2.0
+    roles.clock.t += 2.0
     assert is_lead(try_password(session(), PASSWORD))
 
 

@@ -11,21 +11,12 @@ import json
 
 import numpy as np
 import pytest
+from clocks import Clock
 
 from dextr_core import ir_cache
 from dextr_core import precision as prec
 
 THRESHOLD = 0.8
-
-
-class FakeClock:
-    """A clock the fake forwards advance by their 'cost' per call."""
-
-    def __init__(self):
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def logit_map(batch: np.ndarray) -> np.ndarray:
@@ -40,9 +31,9 @@ def sigmoid(z):
     return 1.0 / (1.0 + np.exp(-z))
 
 
-def forward(clock: FakeClock, cost: float, transform=lambda z: z, dtype=np.float32):
+def forward(clock: Clock, cost: float, transform=lambda z: z, dtype=np.float32):
     def run(batch):
-        clock.now += cost
+        clock.advance(cost)  # the fake forwards advance the clock by their cost per call
         z = transform(logit_map(batch).astype(dtype))
         return sigmoid(z.astype(np.float64)).astype(dtype).astype(np.float32)
 
@@ -88,7 +79,7 @@ def test_the_check_points_are_a_fixed_rule_inside_the_photo():
 
 
 def test_a_reduced_precision_whose_masks_agree_and_is_faster_is_kept(inputs):
-    clock = FakeClock()
+    clock = Clock(0.0)
     reference = forward(clock, 1.0)
     half = forward(clock, 0.2, dtype=np.float16)  # the same 'network' computed in float16
     saved = []
@@ -106,7 +97,7 @@ def test_a_reduced_precision_whose_masks_agree_and_is_faster_is_kept(inputs):
 
 def test_masks_that_move_at_the_threshold_are_refused_though_probabilities_stay_close(inputs):
     """The issue's case: probabilities moved by under 0.02, masks by more than IoU 0.995."""
-    clock = FakeClock()
+    clock = Clock(0.0)
     # a 'network' whose map sits near the threshold over a wide band, shifted by 0.07 in logit
     flat = lambda z: 0.15 * z + 1.2  # noqa: E731
     reference = forward(clock, 1.0, flat)
@@ -121,7 +112,7 @@ def test_masks_that_move_at_the_threshold_are_refused_though_probabilities_stay_
 
 
 def test_probabilities_off_by_more_than_the_tolerance_are_refused_though_masks_agree(inputs):
-    clock = FakeClock()
+    clock = Clock(0.0)
     reference = forward(clock, 1.0)
     # far from the threshold the probability moves by ~0.05, the masks stay identical
     drift = forward(clock, 0.2, lambda z: np.where(z < 0, z + 0.5, z))
@@ -132,7 +123,7 @@ def test_probabilities_off_by_more_than_the_tolerance_are_refused_though_masks_a
 
 
 def test_an_accurate_precision_that_is_not_faster_is_refused(inputs):
-    clock = FakeClock()
+    clock = Clock(0.0)
     reference = forward(clock, 1.0)
     slow = forward(clock, 1.5, dtype=np.float16)  # AVX512-BF16 without AMX: slower than f32
     decision, chosen, _ = decide(("bf16",), reference, {"bf16": slow}, inputs, clock)
@@ -143,7 +134,7 @@ def test_an_accurate_precision_that_is_not_faster_is_refused(inputs):
 
 
 def test_the_first_offered_precision_that_passes_is_used_and_every_try_is_reported(inputs):
-    clock = FakeClock()
+    clock = Clock(0.0)
     reference = forward(clock, 1.0)
     candidates = {
         "f16": forward(clock, 0.2, lambda z: z + 3.0),  # overflowed / wrong
@@ -157,7 +148,7 @@ def test_the_first_offered_precision_that_passes_is_used_and_every_try_is_report
 
 
 def test_a_precision_the_runtime_cannot_build_here_is_refused_and_the_next_is_tried(inputs):
-    clock = FakeClock()
+    clock = Clock(0.0)
     reference = forward(clock, 1.0)
     half = forward(clock, 0.3, dtype=np.float16)
 
@@ -205,7 +196,7 @@ def test_the_decision_is_cached_under_the_weights_key_and_made_again_for_other_w
     one.write_bytes(b"weights one")
     two.write_bytes(b"weights two")
     tag = ir_cache.decision_tag(runtime="openvino", device="CPU (Xeon)", threshold=THRESHOLD)
-    clock = FakeClock()
+    clock = Clock(0.0)
     reference = forward(clock, 1.0)
     half = forward(clock, 0.2, dtype=np.float16)
     measured = []

@@ -12,6 +12,7 @@ import errno
 
 import numpy as np
 import pytest
+from clocks import Clock
 from PIL import Image
 
 from dextr_core import masks
@@ -56,21 +57,13 @@ class BoxSegmenter:
         return _box(pts)
 
 
-class Clock:
-    def __init__(self, t: float = 1_000_000.0):
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
-
-
 @pytest.fixture
 def project(tmp_path):
     src = tmp_path / "src"
     src.mkdir()
     for name in ("a.png", "b.png", "c.png"):
         Image.fromarray(np.full((H, W, 3), 200, np.uint8)).save(src / name)
-    clock = Clock()
+    clock = Clock(1_000_000.0)
     store = ProgressStore(src / ".dextr_progress.json", src, claim_timeout_s=600, clock=clock)
     store.sync()
     paths = SessionPaths(src, tmp_path / "out", "_mask", "png")

@@ -34,19 +34,6 @@ tinydb_only = pg.tinydb_only
 POINTS = [[1, 5], [30, 6], [15, 1], [16, 25]]
 
 
-class Clock:
-    """A settable clock (epoch seconds) so that claim timeouts need no sleeping."""
-
-    def __init__(self, t: float = 1_700_000_000.0):
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
-
-    def advance(self, seconds: float) -> None:
-        self.t += seconds
-
-
 def make_image(path: Path, size=(40, 30)) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fmt = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".bmp": "BMP", ".tif": "TIFF",
@@ -61,11 +48,6 @@ def source(tmp_path) -> Path:
         make_image(src / name)
     make_image(src / "wide.png", size=(64, 20))
     return src
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pg_server as pg
 import pytest
-from test_store import POINTS, Clock, make_image
+from test_store import POINTS, make_image
 
 from dextr_core.masks import mask_path, save_label_map
 from dextr_core.store import (
@@ -39,11 +39,6 @@ store_location = pg.store_location
 
 REPO = Path(__file__).resolve().parents[1]
 TAB1 = "a1" * 16
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
 
 
 @pytest.fixture

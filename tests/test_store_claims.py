@@ -8,7 +8,7 @@ import uuid
 
 import pg_server as pg
 import pytest
-from test_store import POINTS, Clock, make_image
+from test_store import POINTS, make_image
 
 from dextr_core.store import ClaimError, ObjectRecord, ProgressStore, StoreInputError, open_store
 
@@ -20,11 +20,6 @@ store_location = pg.store_location
 tinydb_only = pg.tinydb_only
 
 TAB1, TAB2, BEN = "a1" * 16, "a2" * 16, "b1" * 16
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pg_server as pg
 import pytest
-from test_store import Clock, make_image
+from test_store import make_image
 
 from dextr_core.images import ImageReadError
 from dextr_core.masks import mask_path, save_label_map
@@ -49,11 +49,6 @@ def test_the_fixture_is_what_ruamel_yaml_writes():
     out = io.StringIO()
     ruamel.YAML().dump(RUAMEL_DATA, out)
     assert out.getvalue() == RUAMEL_TEXT
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
 
 
 @pytest.fixture

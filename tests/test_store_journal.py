@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 
 import pytest
-from test_store import POINTS, Clock, make_image
+from test_store import POINTS, make_image
 
 from dextr_core.store import ObjectRecord, ProgressStore, StoreCorruptError, StoreWriteError
 from dextr_core.store import journal as store_storage
@@ -20,11 +20,6 @@ from dextr_core.store.journal import JournaledStorage, open_journaled_db
 
 def enospc(*args, **kwargs):
     raise OSError(errno.ENOSPC, "No space left on device (simulated)")
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
 
 
 @pytest.fixture
