@@ -34,6 +34,17 @@ POINT_COLOUR = (255, 255, 0)
 POINT_RIM = (0, 0, 0)
 
 
+def _checked_image(image, alpha: float) -> np.ndarray:
+    """``image`` as an H x W x 3 uint8 RGB array; ValueError for any other form or for an
+    ``alpha`` outside 0..1."""
+    base = np.asarray(image)
+    if base.ndim != 3 or base.shape[2] != 3 or base.dtype != np.uint8:
+        raise ValueError(f"image must be H x W x 3 uint8 RGB, got {base.shape} {base.dtype}")
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must lie in 0..1, got {alpha}")
+    return base
+
+
 def colour_for(index: int) -> tuple[int, int, int]:
     """The RGB palette colour of the object at 0-based position ``index`` (cycles after 12)."""
     return PALETTE[int(index) % len(PALETTE)]
@@ -97,11 +108,7 @@ def draw_overlay(
     with a dark rim.
     Returns a new H x W x 3 uint8 RGB array; the input is not modified.
     """
-    base = np.asarray(image)
-    if base.ndim != 3 or base.shape[2] != 3 or base.dtype != np.uint8:
-        raise ValueError(f"image must be H x W x 3 uint8 RGB, got {base.shape} {base.dtype}")
-    if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"alpha must lie in 0..1, got {alpha}")
+    base = _checked_image(image, alpha)
     height, width = base.shape[:2]
     out = base.copy()
     kernel = np.ones((3, 3), np.uint8)
@@ -142,11 +149,7 @@ def overlay_layer(image: np.ndarray, masks: Sequence[np.ndarray], alpha: float =
     rest is fully transparent. Laid over ``image`` there (source-over) it gives
     :func:`draw_overlay` ``(image, masks)`` within one grey level per channel.
     """
-    base = np.asarray(image)
-    if base.ndim != 3 or base.shape[2] != 3 or base.dtype != np.uint8:
-        raise ValueError(f"image must be H x W x 3 uint8 RGB, got {base.shape} {base.dtype}")
-    if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"alpha must lie in 0..1, got {alpha}")
+    base = _checked_image(image, alpha)
     height, width = base.shape[:2]
     boxes = []
     for index, mask in enumerate(masks):
