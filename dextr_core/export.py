@@ -1,4 +1,6 @@
-"""Exports of finished annotations: COCO instances JSON, per-image label maps, palette previews.
+"""Exports of finished annotations: COCO instances JSON (RLE or polygons), per-image label maps,
+palette previews, YOLO segmentation and Pascal VOC datasets (the last two and the polygons are in
+:mod:`dextr_core.formats`; this module keeps the selection, the guards and the atomic writing).
 
 The masks come from the per-image label maps in the config's destination folder (value ``i`` =
 object ``i``) and the labels, clicks, annotator and engine from the progress store's object records
@@ -20,6 +22,10 @@ Command line::
 
     python -m dextr_core.export --config anno_cfg.yml --format coco --out export/instances.json
     python -m dextr_core.export --config anno_cfg.yml --format palette --out preview --zip
+    python -m dextr_core.export --config anno_cfg.yml --format coco --segmentation polygon \
+        --out export/instances-polygons.json
+    python -m dextr_core.export --config anno_cfg.yml --format yolo --out export/yolo [--link]
+    python -m dextr_core.export --config anno_cfg.yml --format voc --out export/voc
 """
 
 from __future__ import annotations
@@ -44,10 +50,15 @@ import numpy as np
 from PIL import Image
 
 from .errors import DextrError
+from .formats import ExportImage, PhotoFile
+from .formats.coco import SEGMENTATIONS
+from .formats.coco import segmentation as coco_segmentation
+from .formats.polygons import DEFAULT_TOLERANCE
 from .masks import MaskFileError, atomic_write, encode_label_map, load_label_map, mask_path
 
-#: Export formats: COCO instances JSON, per-image label maps (DEXTR-AnnoTool layout), palette PNGs.
-FORMATS = ("coco", "masks", "palette")
+#: Export formats: COCO instances JSON, per-image label maps (DEXTR-AnnoTool layout), palette PNGs,
+#: the Ultralytics YOLO segmentation layout, the Pascal VOC segmentation layout.
+FORMATS = ("coco", "masks", "palette", "yolo", "voc")
 #: Image statuses an export can select; "all" takes every image that has a mask file.
 STATUSES = ("done", "skipped", "in_progress", "todo", "all")
 
@@ -74,6 +85,14 @@ class ExportResult:
     images: int = 0
     objects: int = 0
     warnings: list[str] = field(default_factory=list)
+    #: format-specific counts for the summary, e.g. {"kept RLE (holes)": 3}
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        """One line: what was written, with the counts (the CLI prints it, the page shows it)."""
+        extra = "".join(f", {n} objects {what}" for what, n in self.counts.items() if n)
+        return (f"wrote {self.path}: {self.images} images, {self.objects} objects{extra} "
+                f"({len(self.warnings)} warnings)")
 
 
 def _field(record: Any, name: str, default: Any = None) -> Any:
@@ -147,6 +166,9 @@ def coco_dataset(
     status: str = "done",
     progress: ProgressCallback | None = None,
     warnings: list[str] | None = None,
+    segmentation: str = "rle",
+    polygon_tolerance: float = DEFAULT_TOLERANCE,
+    counts: dict[str, int] | None = None,
 ) -> dict:
     """Build a COCO instances dict from the stored label maps and object records.
 
@@ -156,6 +178,9 @@ def coco_dataset(
     warning). ``annotations``: one per non-empty object, ``segmentation`` = COCO RLE (``counts`` as
     text), ``area`` (pixels), ``bbox`` ``[x, y, w, h]``, ``iscrowd`` 0, plus ``annotator``,
     ``engine`` and ``points`` (the clicks, ``[[x, y], ...]`` in full-image pixels).
+    ``segmentation="polygon"``: polygons of the outline instead (``polygon_tolerance`` pixels,
+    :mod:`dextr_core.formats.coco`); an object with holes keeps RLE and is counted in
+    ``counts["kept RLE (holes)"]``.
     """
     from pycocotools import mask as mask_utils
 
@@ -203,11 +228,16 @@ def coco_dataset(
             rle["counts"] = counts.decode("ascii") if isinstance(counts, bytes) else counts
             bbox = [float(v) for v in mask_utils.toBbox(rle)]
             points = _field(obj, "points", []) if obj else []
+            seg, kept_rle = coco_segmentation(
+                binary, {"size": [int(height), int(width)], "counts": rle["counts"]},
+                segmentation, polygon_tolerance)
+            if counts is not None and kept_rle:
+                counts["kept RLE (holes)"] = counts.get("kept RLE (holes)", 0) + 1
             annotations.append({
                 "id": len(annotations) + 1,
                 "image_id": coco_image_id,
                 "category_id": category_ids[label],
-                "segmentation": {"size": [int(height), int(width)], "counts": rle["counts"]},
+                "segmentation": seg,
                 "area": float(mask_utils.area(rle)),
                 "bbox": bbox,
                 "iscrowd": 0,
@@ -252,6 +282,44 @@ def _entries_palette(config: Any, store: _Store, status: str,
         result.images += 1
         result.objects += int(lm.max())
         yield rel.with_name(f"{rel.stem}.png").as_posix(), palette_png(lm)
+
+
+def _export_images(config: Any, store: _Store, records: list[Any],
+                   progress: ProgressCallback | None, result: ExportResult
+                   ) -> Iterator[ExportImage]:
+    """The selected images with their label maps and class names (YOLO, VOC; the formats count
+    what they write into ``result``)."""
+    labels = list(config.labels)
+    by_image: dict[str, dict[int, Any]] = {}
+    for obj in store.objects():
+        by_image.setdefault(str(_field(obj, "image_id")), {})[int(_field(obj, "index"))] = obj
+    for record, lm in _iter_label_maps(config, records, result.warnings, progress):
+        image_id = str(_field(record, "id"))
+        objects = by_image.get(image_id, {})
+        classes = []
+        for index in range(1, int(lm.max()) + 1):
+            obj = objects.get(index)
+            if obj is None:
+                result.warnings.append(f"{image_id}: object {index} has no record in the "
+                                       f"progress store; exported as {labels[0]!r}")
+            classes.append(str(_field(obj, "label", "") or labels[0]) if obj else labels[0])
+        yield ExportImage(image_id, Path(config.source) / image_id, lm, tuple(classes))
+
+
+def _dataset_entries(config: Any, store: _Store, fmt: str, status: str, link: bool,
+                     root: Path | None, tolerance: float, progress: ProgressCallback | None,
+                     result: ExportResult) -> Iterator[tuple[str, bytes | PhotoFile]]:
+    from .formats.voc import voc_entries
+    from .formats.yolo import yolo_entries
+
+    records = _selected_images(store, status)
+    ids = [str(_field(r, "id")) for r in records]
+    images = _export_images(config, store, records, progress, result)
+    if fmt == "yolo":
+        yield from yolo_entries(images, ids, config.labels, result, link=link, root=root,
+                                tolerance=tolerance)
+    else:
+        yield from voc_entries(images, ids, config.labels, result, link=link)
 
 
 def _umask() -> int:
@@ -299,8 +367,12 @@ def _write_zip(out: Path, entries: Iterable[tuple[str, bytes]]) -> None:
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
             for name, data in entries:
                 # PNGs are compressed already; store them as they are
-                kind = zipfile.ZIP_STORED if name.endswith(".png") else zipfile.ZIP_DEFLATED
-                zf.writestr(name, data, compress_type=kind)
+                kind = zipfile.ZIP_STORED if name.endswith((".png", ".jpg")) \
+                    else zipfile.ZIP_DEFLATED
+                if isinstance(data, PhotoFile):  # a link cannot live in a zip: a copy
+                    zf.write(data.path, name, compress_type=zipfile.ZIP_STORED)
+                else:
+                    zf.writestr(name, data, compress_type=kind)
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp made it 0600
@@ -321,7 +393,12 @@ def _write_folder(out: Path, entries: Iterable[tuple[str, bytes]]) -> None:
         for name, data in entries:
             path = tmp / name
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(data)
+            if isinstance(data, PhotoFile) and data.link:
+                os.symlink(_real(data.path), path)
+            elif isinstance(data, PhotoFile):
+                shutil.copyfile(data.path, path)
+            else:
+                path.write_bytes(data)
         (tmp / MARKER_NAME).write_text("Written by python -m dextr_core.export; the export "
                                        "replaces this folder only while this file is here.\n")
         _replace_keeping_old(tmp, out)
@@ -397,13 +474,19 @@ def run_export(
     overwrite: bool = False,
     save_format: str | None = None,
     progress: ProgressCallback | None = None,
+    segmentation: str = "rle",
+    polygon_tolerance: float = DEFAULT_TOLERANCE,
+    link: bool = False,
 ) -> ExportResult:
     """Export the images with ``status`` to ``out`` and return what was written.
 
     ``fmt``: "coco" (one JSON file; inside a zip as ``annotations.json``), "masks" (one label map
     per image, mirroring sub-folders, named like the destination's files, in ``save_format``:
-    "png" | "npy", default the config's) or "palette" (one mode-P PNG per image, ``a/b/img.png``).
-    ``as_zip``: write one ``.zip`` file at ``out`` instead. ``progress(done, total)`` is called
+    "png" | "npy", default the config's), "palette" (one mode-P PNG per image, ``a/b/img.png``),
+    "yolo" or "voc" (a dataset folder, :mod:`dextr_core.formats.yolo` / ``.voc``).
+    ``as_zip``: write one ``.zip`` file at ``out`` instead. ``segmentation`` ("rle" | "polygon")
+    and ``polygon_tolerance`` (pixels): the COCO masks and the YOLO outlines. ``link``: YOLO/VOC
+    photos as symbolic links to the source instead of copies (a folder export only). ``progress(done, total)`` is called
     after each image. Raises :class:`ExportError` when ``out`` exists and ``overwrite`` is false,
     when ``out`` could touch what the tool reads or manages (:func:`check_target`), or when an
     existing folder at ``out`` is not an earlier export. The previous export at ``out`` stays
@@ -411,6 +494,13 @@ def run_export(
     """
     if fmt not in FORMATS:
         raise ExportError(f"unknown export format {fmt!r}; use one of {', '.join(FORMATS)}")
+    if segmentation not in SEGMENTATIONS:
+        raise ExportError(f"unknown segmentation {segmentation!r}; use rle or polygon")
+    if not polygon_tolerance >= 0:
+        raise ExportError(f"the polygon tolerance is in pixels and >= 0, got {polygon_tolerance}")
+    if link and (as_zip or fmt not in ("yolo", "voc")):
+        raise ExportError("--link makes the photos of a yolo or voc folder export links to the "
+                          "source; leave it out for this export (a zip holds copies)")
     save_format = save_format or config.save_format
     if save_format not in ("png", "npy"):
         raise ExportError(f"unknown mask format {save_format!r}; use png or npy")
@@ -427,7 +517,8 @@ def run_export(
 
     if fmt == "coco":
         dataset = coco_dataset(config, store, status=status, progress=progress,
-                               warnings=result.warnings)
+                               warnings=result.warnings, segmentation=segmentation,
+                               polygon_tolerance=polygon_tolerance, counts=result.counts)
         result.images = len(dataset["images"])
         result.objects = len(dataset["annotations"])
         data = json.dumps(dataset, separators=(",", ":")).encode("utf-8")
@@ -439,6 +530,10 @@ def run_export(
 
     if fmt == "masks":
         entries = _entries_masks(config, store, status, save_format, progress, result)
+    elif fmt in ("yolo", "voc"):
+        entries = _dataset_entries(config, store, fmt, status, link,
+                                   None if as_zip else target, polygon_tolerance, progress,
+                                   result)
     else:
         entries = _entries_palette(config, store, status, progress, result)
     if as_zip:
@@ -465,7 +560,8 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(
         prog="python -m dextr_core.export",
-        description="Export finished DEXTR annotations (COCO JSON, label maps or palette PNGs).")
+        description="Export finished DEXTR annotations (COCO JSON, label maps, palette PNGs, "
+                    "YOLO segmentation or Pascal VOC).")
     parser.add_argument("--config", default="anno_cfg.yml", help="annotation config (YAML)")
     parser.add_argument("--format", choices=FORMATS, required=True, dest="fmt")
     parser.add_argument("--out", required=True, help="output file (coco, --zip) or folder")
@@ -474,6 +570,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="which images to export (default: done)")
     parser.add_argument("--mask-format", choices=("png", "npy"), default=None,
                         help="file format for --format masks (default: the config's save_format)")
+    parser.add_argument("--segmentation", choices=SEGMENTATIONS, default="rle",
+                        help="COCO masks as RLE (default) or polygons (objects with holes keep "
+                             "RLE)")
+    parser.add_argument("--polygon-tolerance", type=float, default=DEFAULT_TOLERANCE,
+                        metavar="PX", help="largest distance in pixels between an outline and "
+                        f"its polygon (coco polygons, yolo; default {DEFAULT_TOLERANCE})")
+    parser.add_argument("--link", action="store_true",
+                        help="yolo/voc: link the photos instead of copying them")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     args = parser.parse_args(argv)
     try:
@@ -489,7 +593,9 @@ def main(argv: list[str] | None = None) -> int:
 
             result = run_export(config, store, args.fmt, args.out, status=args.status,
                                 as_zip=args.zip, overwrite=args.overwrite,
-                                save_format=args.mask_format, progress=progress)
+                                save_format=args.mask_format, progress=progress,
+                                segmentation=args.segmentation,
+                                polygon_tolerance=args.polygon_tolerance, link=args.link)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
@@ -498,8 +604,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     for warning in result.warnings:
         print(f"warning: {warning}", file=sys.stderr)
-    print(f"wrote {result.path}: {result.images} images, {result.objects} objects "
-          f"({len(result.warnings)} warnings)")
+    print(result.summary())
     return 0
 
 
