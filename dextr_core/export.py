@@ -168,7 +168,7 @@ def coco_dataset(
     warnings: list[str] | None = None,
     segmentation: str = "rle",
     polygon_tolerance: float = DEFAULT_TOLERANCE,
-    counts: dict[str, int] | None = None,
+    summary_counts: dict[str, int] | None = None,
 ) -> dict:
     """Build a COCO instances dict from the stored label maps and object records.
 
@@ -180,7 +180,7 @@ def coco_dataset(
     ``engine`` and ``points`` (the clicks, ``[[x, y], ...]`` in full-image pixels).
     ``segmentation="polygon"``: polygons of the outline instead (``polygon_tolerance`` pixels,
     :mod:`dextr_core.formats.coco`); an object with holes keeps RLE and is counted in
-    ``counts["kept RLE (holes)"]``.
+    ``summary_counts["kept RLE (holes)"]``.
     """
     from pycocotools import mask as mask_utils
 
@@ -231,8 +231,8 @@ def coco_dataset(
             seg, kept_rle = coco_segmentation(
                 binary, {"size": [int(height), int(width)], "counts": rle["counts"]},
                 segmentation, polygon_tolerance)
-            if counts is not None and kept_rle:
-                counts["kept RLE (holes)"] = counts.get("kept RLE (holes)", 0) + 1
+            if summary_counts is not None and kept_rle:
+                summary_counts["kept RLE (holes)"] = summary_counts.get("kept RLE (holes)", 0) + 1
             annotations.append({
                 "id": len(annotations) + 1,
                 "image_id": coco_image_id,
@@ -518,7 +518,8 @@ def run_export(
     if fmt == "coco":
         dataset = coco_dataset(config, store, status=status, progress=progress,
                                warnings=result.warnings, segmentation=segmentation,
-                               polygon_tolerance=polygon_tolerance, counts=result.counts)
+                               polygon_tolerance=polygon_tolerance,
+                               summary_counts=result.counts)
         result.images = len(dataset["images"])
         result.objects = len(dataset["annotations"])
         data = json.dumps(dataset, separators=(",", ":")).encode("utf-8")
