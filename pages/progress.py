@@ -236,8 +236,9 @@ def show_exports(store, cfg, lead: bool) -> None:
         try:
             lead_now = roles.is_lead()  # checked again at the click, not only at render
             target = view.export_target(cfg, fmt, status, lead_now)
-            result = run_export(cfg, store, fmt, target, status=status, as_zip=True,
-                                overwrite=lead_now, progress=progress)
+            kind, options = view.EXPORT_CALLS.get(fmt, (fmt, {}))
+            result = run_export(cfg, store, kind, target, status=status, as_zip=True,
+                                overwrite=lead_now, progress=progress, **options)
         except (DextrError, OSError) as exc:  # ExportError, StoreCorruptError, a full disk
             st.error(f"Export failed: {md(exc)}")
         else:
@@ -246,7 +247,9 @@ def show_exports(store, cfg, lead: bool) -> None:
     result = st.session_state.get("export_result")
     if result is not None and Path(result.path).is_file():
         path = Path(result.path)
-        st.success(f"Wrote {md(path)}: {result.images:,} images, {result.objects:,} objects.")
+        extra = "".join(f", {n:,} objects {what}" for what, n in result.counts.items() if n)
+        st.success(f"Wrote {md(path)}: {result.images:,} images, {result.objects:,} "
+                   f"objects{extra}.")
         for warning in result.warnings[:20]:
             st.warning(md(warning))
         if len(result.warnings) > 20:

@@ -775,3 +775,26 @@ def test_reset_progress_reports_which_step_failed(tmp_path: Path):
     assert view.scan_source(handle, Cfg) == ["a.png: done"]
     assert handle.store.calls == ["reset", "sync", "sync", "reconcile"]
     assert not handle.lock.locked()
+
+
+@pytest.mark.parametrize("choice, names", [
+    ("yolo", {"data.yaml", "images/a.png", "labels/a.txt", "images/sub__b.png",
+              "labels/sub__b.txt"}),
+    ("voc", {"JPEGImages/a.jpg", "SegmentationObject/a.png", "SegmentationClass/sub__b.png",
+             "ImageSets/Segmentation/train.txt", "labels.txt"}),
+    ("coco-polygon", {"annotations.json"}),
+])
+def test_the_page_exports_yolo_voc_and_coco_polygons_with_the_cli_code(project, tmp_path,
+                                                                       choice, names):
+    at = run_page()
+    at.selectbox(key="export_format").set_value(choice).run()
+    button(at, "export_run").click().run()
+    assert not at.exception
+    with zipfile.ZipFile(tmp_path / "exports" / f"anno_cfg-{choice}-done.zip") as zf:
+        assert names <= set(zf.namelist())
+        if choice == "coco-polygon":
+            import json
+
+            anns = json.loads(zf.read("annotations.json"))["annotations"]
+            assert anns and all(isinstance(a["segmentation"], list) for a in anns)
+    assert any("2 images, 3 objects" in s.value for s in at.success)

@@ -529,9 +529,15 @@ def mtime(path: Path) -> float:
 # Export naming
 
 
-#: Export formats offered on the page (run_export's ``fmt``) and what they are called there.
-EXPORT_FORMATS = {"coco": "COCO instances JSON", "masks": "Label maps (DEXTR-AnnoTool layout)",
+#: Export formats offered on the page and what they are called there (see EXPORT_CALLS).
+EXPORT_FORMATS = {"coco": "COCO instances JSON (RLE masks)",
+                  "coco-polygon": "COCO instances JSON (polygons)",
+                  "yolo": "YOLO segmentation (Ultralytics)",
+                  "voc": "Pascal VOC segmentation",
+                  "masks": "Label maps (DEXTR-AnnoTool layout)",
                   "palette": "Colour previews (palette PNG)"}
+#: The page's choice -> run_export's ``fmt`` and options (the others are run_export's fmt).
+EXPORT_CALLS = {"coco-polygon": ("coco", {"segmentation": "polygon"})}
 #: Which images an export takes (run_export's ``status``).
 EXPORT_SCOPES = {"done": "finished (done)", "all": "every image with a mask file"}
 
