@@ -16,7 +16,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = {"dextr-annotate": "dextr_core.launch:main", "dextr-export": "dextr_core.export:main",
            "dextr-evaluate": "dextr_core.evaluate:main",
-           "dextr-download": "dextr_core.download:main"}
+           "dextr-download": "dextr_core.download:main",
+           "dextr-import": "dextr_core.importer:main"}
 
 
 _NOT_SOURCES = {".git", "__pycache__", ".pytest_cache", ".ruff_cache", ".venv", "build", "dist",
@@ -139,7 +140,8 @@ def test_pip_install_into_a_fresh_venv_gives_working_console_scripts(installed, 
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "ANNO_CFG")}
-    for script in ("dextr-export", "dextr-download", "dextr-evaluate", "dextr-annotate"):
+    for script in ("dextr-export", "dextr-import", "dextr-download", "dextr-evaluate",
+                   "dextr-annotate"):
         run = subprocess.run([str(bin_dir / script), "--help"], cwd=tmp_path, env=env,
                              capture_output=True, text=True, timeout=300)
         assert run.returncode == 0, (script, run.stderr)

@@ -343,7 +343,7 @@ ACTION_NAMES = {
     "completed": "finished", "skipped": "skipped", "released": "released",
     "reopened": "reopened", "unreadable": "could not read", "synced": "synced the folder",
     "legacy_import": "imported DEXTR-AnnoTool progress", "reconciled": "repaired",
-    "reset": "reset the progress",
+    "reset": "reset the progress", "imported": "imported annotations",
 }
 
 
