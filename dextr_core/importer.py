@@ -270,6 +270,14 @@ def plan_masks(folder: Path, image_ids: list[str], sizes: dict[str, tuple[int, i
                               "maps (<stem><mask_suffix>.png or .npy)")
     plan: dict[str, list[PlannedObject]] = {}
     used: set[Path] = set()
+    last: dict[Path, np.ndarray] = {}
+
+    def read(path: Path) -> np.ndarray:  # one photo's objects are decoded together: read once
+        if path not in last:
+            last.clear()
+            last[path] = load_label_map(path)
+        return last[path]
+
     for image_id in image_ids:
         for fmt in SAVE_FORMATS:
             path = mask_path(folder, image_id, mask_suffix, fmt)
@@ -289,7 +297,7 @@ def plan_masks(folder: Path, image_ids: list[str], sizes: dict[str, tuple[int, i
                 if (labels == value).any():
                     objects.append(PlannedObject(
                         _object_id("mask", value), label,
-                        lambda p=path, v=value: load_label_map(p) == v))
+                        lambda p=path, v=value: read(p) == v))
             if objects:
                 plan[image_id] = objects
             break

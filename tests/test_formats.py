@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from PIL import Image
 from pycocotools.coco import COCO
 from scipy import ndimage
@@ -128,6 +129,7 @@ def test_yolo_is_read_back_by_supervision_with_the_class_names(real, tmp_path):
                                        annotations_directory_path=str(out / "labels"),
                                        data_yaml_path=str(out / "data.yaml"), force_masks=True)
     assert ds.classes == list(LABELS)
+    assert yaml.safe_load((out / "data.yaml").read_text())["path"] == str(out)
     assert len(ds) == 4
     for path, image, detections in ds:
         image_id = next(i for i, s in stems.items() if Path(path).stem == s)
@@ -256,3 +258,22 @@ def test_unique_stems_keep_photos_sharing_a_stem_apart():
     assert len(set(stems.values())) == 5
     assert stems["x.jpg"] == "x" and stems["a/x.jpg"] == "a__x"
     assert stems == unique_stems(reversed(list(stems)))
+
+
+def test_a_photo_turned_by_its_exif_tag_is_exported_upright(tmp_path):
+    photo = tmp_path / "made" / "turned.jpg"
+    photo.parent.mkdir()
+    exif = Image.Exif()
+    exif[0x0112] = 6  # shown turned 90 degrees clockwise: 20 x 40 upright
+    Image.fromarray(np.full((20, 40, 3), 90, np.uint8)).save(photo, exif=exif)
+    photos = {"turned.jpg": (photo, [("object", None)])}
+    mask = np.zeros((40, 20), bool)
+    mask[2:30, 3:9] = True
+    cfg, store = make_project(tmp_path, photos, lambda _: [mask])
+    run_export(cfg, store, "yolo", tmp_path / "yolo")
+    run_export(cfg, store, "voc", tmp_path / "voc")
+    store.close()
+    with Image.open(tmp_path / "yolo" / "images" / "turned.png") as img:
+        assert img.size == (20, 40)
+    with Image.open(tmp_path / "voc" / "JPEGImages" / "turned.jpg") as img:
+        assert img.size == (20, 40) and img.getexif().get(0x0112, 1) == 1

@@ -177,6 +177,8 @@ def test_photos_in_progress_or_done_are_left_alone_and_listed(small):
     saved = load_label_map(mask_path(cfg.destination, "sub/b.jpg", "_mask", "png"))
     assert saved.max() == 1 and saved[2:15, 2:20].all()  # polygon edges at pixel borders
     assert any("left alone" in line and "a.png" in line for line in result.lines())
+    again = run_import(cfg, store, coco=path, status="done")
+    assert again.imported == {} and again.already == ["sub/b.jpg"]
 
 
 def _broken(data, how):

@@ -40,9 +40,13 @@ def mask_polygons(mask: np.ndarray, tolerance: float = DEFAULT_TOLERANCE) -> Out
     m = np.asarray(mask, dtype=np.uint8)
     if m.ndim != 2:
         raise ValueError(f"a mask is 2-D (H, W), got shape {m.shape}")
-    if not m.any():
+    rows, cols = np.flatnonzero(m.any(axis=1)), np.flatnonzero(m.any(axis=0))
+    if not len(rows):
         return Outline([], 0)
-    big = cv2.resize(m, None, fx=_SCALE, fy=_SCALE, interpolation=cv2.INTER_NEAREST)
+    # only the object's box (plus a free border, so contours never touch the edge) is traced
+    y0, x0 = rows[0], cols[0]
+    box = np.pad(m[y0:rows[-1] + 1, x0:cols[-1] + 1], 1)
+    big = cv2.resize(box, None, fx=_SCALE, fy=_SCALE, interpolation=cv2.INTER_NEAREST)
     contours, hierarchy = cv2.findContours(big, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_NONE)
     polygons: list[np.ndarray] = []
     holes = 0
@@ -54,7 +58,8 @@ def mask_polygons(mask: np.ndarray, tolerance: float = DEFAULT_TOLERANCE) -> Out
         if len(simple) < 3:  # a thin part simplified to a line: keep its full contour
             simple = contour
         # (a part of one pixel is a 2 x 2 block here: 4 contour points at least)
-        polygons.append((simple.reshape(-1, 2).astype(np.float64) + 0.5) / _SCALE)
+        polygons.append((simple.reshape(-1, 2).astype(np.float64) + 0.5) / _SCALE
+                        + [x0 - 1, y0 - 1])
     return Outline(polygons, holes)
 
 
