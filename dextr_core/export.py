@@ -359,7 +359,7 @@ def _fsync_dir(folder: Path) -> None:
             os.close(fd)
 
 
-def _write_zip(out: Path, entries: Iterable[tuple[str, bytes]]) -> None:
+def _write_zip(out: Path, entries: Iterable[tuple[str, bytes | PhotoFile]]) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
     os.close(fd)
@@ -383,7 +383,7 @@ def _write_zip(out: Path, entries: Iterable[tuple[str, bytes]]) -> None:
         raise
 
 
-def _write_folder(out: Path, entries: Iterable[tuple[str, bytes]]) -> None:
+def _write_folder(out: Path, entries: Iterable[tuple[str, bytes | PhotoFile]]) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:
@@ -486,8 +486,8 @@ def run_export(
     "yolo" or "voc" (a dataset folder, :mod:`dextr_core.formats.yolo` / ``.voc``).
     ``as_zip``: write one ``.zip`` file at ``out`` instead. ``segmentation`` ("rle" | "polygon")
     and ``polygon_tolerance`` (pixels): the COCO masks and the YOLO outlines. ``link``: YOLO/VOC
-    photos as symbolic links to the source instead of copies (a folder export only). ``progress(done, total)`` is called
-    after each image. Raises :class:`ExportError` when ``out`` exists and ``overwrite`` is false,
+    photos as symbolic links to the source instead of copies (a folder export only).
+    ``progress(done, total)`` is called after each image. Raises :class:`ExportError` when ``out`` exists and ``overwrite`` is false,
     when ``out`` could touch what the tool reads or manages (:func:`check_target`), or when an
     existing folder at ``out`` is not an earlier export. The previous export at ``out`` stays
     intact until the new one is complete; if the export fails, it is still there, unchanged.
