@@ -142,8 +142,9 @@ def _is_int(value: Any) -> bool:
 
 
 def _coco_segmentation(source: Path, ann: dict, height: int, width: int
-                       ) -> Callable[[], np.ndarray]:
-    """A checked decoder of one annotation's mask (polygons, RLE or compressed RLE)."""
+                       ) -> tuple[Callable[[], np.ndarray], bool]:
+    """``(decoder, empty)``: a checked decoder of one annotation's mask (polygons, RLE or
+    compressed RLE) and whether that mask is empty."""
     from pycocotools import mask as mask_utils
 
     seg = ann.get("segmentation")
@@ -186,13 +187,13 @@ def _coco_segmentation(source: Path, ann: dict, height: int, width: int
     if mask.shape != (height, width):
         raise _refuse(source, f"{where}: its mask decodes to {mask.shape[1]} x {mask.shape[0]} "
                       f"px, not the image's {width} x {height}")
-    return decode
+    return decode, not mask.any()
 
 
 def plan_coco(source: Path, image_ids: list[str], sizes: dict[str, tuple[int, int]]
-              ) -> tuple[dict[str, list[PlannedObject]], list[str], str]:
-    """Read and check a COCO instances file: ``({photo id: objects}, unknown file names, engine
-    name)``. ``sizes``: photo id -> (width, height) as the store knows them. Raises
+              ) -> tuple[dict[str, list[PlannedObject]], list[str], list[str]]:
+    """Read and check a COCO instances file: ``({photo id: objects}, unknown file names,
+    notes)`` (annotations with empty masks are left out and noted). ``sizes``: photo id -> (width, height) as the store knows them. Raises
     :class:`ImportFileError` with the reason for anything malformed."""
     try:
         data = json.loads(Path(source).read_text(encoding="utf-8-sig"))
@@ -238,6 +239,7 @@ def plan_coco(source: Path, image_ids: list[str], sizes: dict[str, tuple[int, in
                           f"{sizes[image_id][1]}; is this the right file for these photos?")
     plan: dict[str, list[PlannedObject]] = defaultdict(list)
     seen: set = set()
+    empty: list[str] = []
     for ann in data["annotations"]:
         if not isinstance(ann, dict) or "id" not in ann:
             raise _refuse(source, f"annotation {str(ann)[:120]} has no id")
@@ -251,19 +253,23 @@ def plan_coco(source: Path, image_ids: list[str], sizes: dict[str, tuple[int, in
             raise _refuse(source, f"annotation {ann['id']!r} names category "
                           f"{ann.get('category_id')!r}, which is not in 'categories'")
         img = images[ann["image_id"]]
-        decode = _coco_segmentation(source, ann, img["height"], img["width"])
+        decode, is_empty = _coco_segmentation(source, ann, img["height"], img["width"])
         image_id = photo_of[ann["image_id"]]
-        if image_id is not None:
+        if is_empty:
+            empty.append(str(ann["id"]))
+        elif image_id is not None:
             plan[image_id].append(PlannedObject(_object_id("coco", ann["id"]),
                                                 categories[ann["category_id"]], decode))
-    return dict(plan), unknown, f"COCO import ({Path(source).name})"
+    notes = [f"{len(empty)} annotation(s) with an empty mask were not imported: "
+             f"{_first(empty)}"] if empty else []
+    return dict(plan), unknown, notes
 
 
 def plan_masks(folder: Path, image_ids: list[str], sizes: dict[str, tuple[int, int]],
-               mask_suffix: str, label: str) -> tuple[dict[str, list[PlannedObject]], list[str],
-                                                     str]:
+               mask_suffix: str, label: str
+               ) -> tuple[dict[str, list[PlannedObject]], list[str], list[str]]:
     """Read and check a folder of label maps in this tool's layout (see the module docstring):
-    ``({photo id: objects}, files that match no photo, engine name)``."""
+    ``({photo id: objects}, files that match no photo, notes)``."""
     folder = Path(folder)
     if not folder.is_dir():
         raise ImportFileError(f"{folder} is not a folder; --masks takes the folder of label "
@@ -306,7 +312,9 @@ def plan_masks(folder: Path, image_ids: list[str], sizes: dict[str, tuple[int, i
         if p.is_file() and p.suffix.lower().lstrip(".") in SAVE_FORMATS
         and not any(part.startswith(".") for part in p.relative_to(folder).parts)
         and p.resolve() not in used)
-    return plan, unknown, f"mask import ({folder.name})"
+    notes = [f"label maps carry no class names: objects are labelled {label!r} (the config's "
+             "first label)"] if plan else []
+    return plan, unknown, notes
 
 
 # ---- the config's labels -------------------------------------------------------------------
@@ -368,16 +376,14 @@ def run_import(config: Any, store: Any, *, coco: str | os.PathLike | None = None
     image_ids = sorted(records)
     sizes = {i: (r.width, r.height) for i, r in records.items() if r.width and r.height}
     if coco is not None:
-        plan, unknown, engine = plan_coco(Path(coco), image_ids, sizes)
+        plan, unknown, notes = plan_coco(Path(coco), image_ids, sizes)
         source = Path(coco).name
     else:
-        plan, unknown, engine = plan_masks(Path(masks), image_ids, sizes, config.mask_suffix,
-                                           config.labels[0])
+        plan, unknown, notes = plan_masks(Path(masks), image_ids, sizes, config.mask_suffix,
+                                          config.labels[0])
         source = f"{Path(masks).name}/"
-    result = ImportResult(unknown=unknown)
-    if masks is not None and plan:
-        result.notes.append(f"label maps carry no class names: objects are labelled "
-                            f"{config.labels[0]!r} (the config's first label)")
+    engine = f"imported from {source}"
+    result = ImportResult(unknown=unknown, notes=notes)
     missing = sorted({o.label for objs in plan.values() for o in objs} - set(config.labels))
     if missing and not add_labels:
         raise ImportFileError(

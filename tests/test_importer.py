@@ -155,9 +155,13 @@ def _files(folder: Path) -> list[str]:
 
 
 def test_importing_the_same_file_again_adds_nothing(small):
-    cfg, store, path, _ = small
+    cfg, store, path, data = small
+    data["annotations"].append({"id": 9, "image_id": 1, "category_id": 3,
+                                "segmentation": [[-9, -9, -5, -9, -5, -5]]})  # outside: empty
+    path.write_text(json.dumps(data))
     first = run_import(cfg, store, coco=path)
     assert first.imported == {"a.png": 1, "sub/b.jpg": 1}
+    assert any("empty mask" in line and "9" in line for line in first.lines())
     ids = [o.object_id for o in store.objects()]
     assert ids == ["coco-7", "coco-8"]
     again = run_import(cfg, store, coco=path)
