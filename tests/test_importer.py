@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+import pg_server as pg
 import pytest
 from PIL import Image
 from pycocotools import mask as mask_utils
@@ -19,6 +20,9 @@ from dextr_core.importer import ImportFileError, main, run_import
 from dextr_core.masks import label_map, load_label_map, mask_path, save_label_map
 from dextr_core.session import AnnotationSession, SessionPaths
 from dextr_core.store import ProgressStore
+
+store_backend, store_location = pg.store_backend, pg.store_location
+pg_server, pg_url = pg.pg_server, pg.pg_url
 
 # photo id -> (evaldata photo, [(category, evaldata mask), ...]); no two objects overlap
 PHOTOS = {
@@ -299,3 +303,40 @@ def test_the_annotate_page_lists_imported_objects_with_delete(tmp_path, monkeypa
     assert not at.exception
     saved = load_label_map(mask_path(tmp_path / "out", "a.png", "_mask", "png"))
     assert saved[y0:y1, x0:x1].all() and saved.sum() == (x1 - x0) * (y1 - y0)
+
+
+def test_the_import_works_on_both_store_backends(small, store_location):
+    from dextr_core.store import open_store
+
+    cfg, _, path, _ = small
+    store = open_store(store_location, cfg.source, claim_timeout_s=600.0)
+    store.sync()
+    store.claim("a.png", "bob")
+    result = run_import(cfg, store, coco=path, status="done")
+    assert result.imported == {"sub/b.jpg": 1} and result.left_alone == ["a.png (in progress)"]
+    assert run_import(cfg, store, coco=path, status="done").imported == {}
+    assert [(o.image_id, o.object_id, o.points) for o in store.objects()] == [
+        ("sub/b.jpg", "coco-8", [])]
+    assert store.get("sub/b.jpg").status == "done" and store.get("sub/b.jpg").n_objects == 1
+    assert [e.image_id for e in store.events() if e.action == "imported"] == ["sub/b.jpg"]
+    store.close()
+
+
+def test_a_base_name_that_two_photos_share_matches_neither(tmp_path):
+    photos = {}
+    for name in ("a/x.png", "b/x.png"):
+        photo = tmp_path / "made" / name
+        photo.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.full((10, 12, 3), 90, np.uint8)).save(photo)
+        photos[name] = photo
+    cfg, store = _config(tmp_path, photos)
+    square = [[1, 1, 6, 1, 6, 6, 1, 6]]
+    data = {"images": [{"id": 1, "file_name": "x.png", "width": 12, "height": 10},
+                       {"id": 2, "file_name": "b/x.png", "width": 12, "height": 10}],
+            "annotations": [{"id": i, "image_id": i, "category_id": 1, "segmentation": square}
+                            for i in (1, 2)],
+            "categories": [{"id": 1, "name": "object"}]}
+    (tmp_path / "c.json").write_text(json.dumps(data))
+    result = run_import(cfg, store, coco=tmp_path / "c.json")
+    assert result.imported == {"b/x.png": 1} and result.unknown == ["x.png"]
+    store.close()
