@@ -89,7 +89,10 @@ def test_the_wheel_imports_from_a_folder_outside_the_repository(installed, tmp_p
 def test_python_m_dextr_core_export_help_works_from_any_folder(installed, tmp_path):
     result = _run(installed, tmp_path, "-m", "dextr_core.export", "--help")
     assert result.returncode == 0, result.stderr
-    assert "--format" in result.stdout
+    assert "--format" in result.stdout and "yolo" in result.stdout  # dextr_core.formats installed
+    result = _run(installed, tmp_path, "-m", "dextr_core.importer", "--help")
+    assert result.returncode == 0, result.stderr
+    assert "--coco" in result.stdout
 
 
 def test_the_wheel_carries_the_app_and_its_console_scripts(installed):
