@@ -44,7 +44,14 @@ import numpy as np
 from PIL import Image
 
 from .errors import DextrError
-from .masks import MaskFileError, atomic_write, encode_label_map, load_label_map, mask_path
+from .masks import (
+    MaskFileError,
+    atomic_write,
+    clashing_ids,
+    encode_label_map,
+    load_label_map,
+    mask_path,
+)
 
 #: Export formats: COCO instances JSON, per-image label maps (DEXTR-AnnoTool layout), palette PNGs.
 FORMATS = ("coco", "masks", "palette")
@@ -116,17 +123,26 @@ def _selected_images(store: _Store, status: str) -> list[Any]:
     return sorted(records, key=lambda r: str(_field(r, "id")))
 
 
+def _clashing(store: _Store) -> frozenset[str]:
+    """The image ids whose mask file keeps the whole photo name (:func:`masks.clashing_ids`)."""
+    ids = getattr(store, "image_ids", None)
+    return clashing_ids(ids() if ids is not None else
+                        [str(_field(r, "id")) for r in store.images()])
+
+
 def _iter_label_maps(
     config: Any,
     records: list[Any],
     warnings: list[str],
     progress: ProgressCallback | None,
+    clashing: frozenset[str] = frozenset(),
 ) -> Iterator[tuple[Any, np.ndarray]]:
     """(image record, label map) for each selected image whose mask file can be read."""
     total = len(records)
     for n, record in enumerate(records, start=1):
         image_id = str(_field(record, "id"))
-        path = mask_path(config.destination, image_id, config.mask_suffix, config.save_format)
+        path = mask_path(config.destination, image_id, config.mask_suffix, config.save_format,
+                         clashing)
         try:
             if path.is_file():
                 yield record, load_label_map(path)
@@ -168,7 +184,7 @@ def coco_dataset(
     by_image: dict[str, dict[int, Any]] = {}
     for obj in store.objects():  # one read of every object instead of one call per image
         by_image.setdefault(str(_field(obj, "image_id")), {})[int(_field(obj, "index"))] = obj
-    for record, lm in _iter_label_maps(config, records, warnings, progress):
+    for record, lm in _iter_label_maps(config, records, warnings, progress, _clashing(store)):
         image_id = str(_field(record, "id"))
         height, width = lm.shape
         rec_w, rec_h = _field(record, "width"), _field(record, "height")
@@ -234,9 +250,10 @@ def _entries_masks(config: Any, store: _Store, status: str, save_format: str,
                    progress: ProgressCallback | None, result: ExportResult
                    ) -> Iterator[tuple[str, bytes]]:
     records = _selected_images(store, status)
-    for record, lm in _iter_label_maps(config, records, result.warnings, progress):
+    clashing = _clashing(store)
+    for record, lm in _iter_label_maps(config, records, result.warnings, progress, clashing):
         image_id = str(_field(record, "id"))
-        rel = mask_path(".", image_id, config.mask_suffix, save_format)
+        rel = mask_path(".", image_id, config.mask_suffix, save_format, clashing)
         result.images += 1
         result.objects += int(lm.max())
         yield PurePosixPath(*rel.parts).as_posix(), encode_label_map(lm, save_format)
@@ -246,12 +263,14 @@ def _entries_palette(config: Any, store: _Store, status: str,
                      progress: ProgressCallback | None, result: ExportResult
                      ) -> Iterator[tuple[str, bytes]]:
     records = _selected_images(store, status)
-    for record, lm in _iter_label_maps(config, records, result.warnings, progress):
+    clashing = _clashing(store)
+    for record, lm in _iter_label_maps(config, records, result.warnings, progress, clashing):
         image_id = str(_field(record, "id"))
         rel = PurePosixPath(image_id)
         result.images += 1
         result.objects += int(lm.max())
-        yield rel.with_name(f"{rel.stem}.png").as_posix(), palette_png(lm)
+        base = rel.name if image_id in clashing else rel.stem  # as the mask files are named
+        yield rel.with_name(f"{base}.png").as_posix(), palette_png(lm)
 
 
 def _umask() -> int:

@@ -39,8 +39,10 @@ from .errors import DextrError
 from .images import ImageReadError, load_image
 from .masks import (
     MaskFileError,
+    clashing_ids,
     draft_path,
     label_map,
+    label_map_object_ids,
     load_label_map,
     load_object_mask,
     mask_path,
@@ -493,13 +495,12 @@ class AnnotationSession:
         if not allow_empty and not self.objects:
             raise EmptyImageError(f"{op.image_id} has no object. Save it as done with an empty "
                                   "mask?")
-        target = mask_path(self.paths.destination, op.image_id, self.paths.mask_suffix,
-                           self.paths.save_format)
+        target = self._mask_file(op.image_id)
         written: list[int] = []
 
         def write(objects) -> None:
             labels = label_map([self.mask(o) for o in objects], op.shape)
-            save_label_map(target, labels)
+            save_label_map(target, labels, [o.object_id for o in objects])
             written.append(len(objects))
 
         seconds = round(max(0.0, self.clock() - op.opened_at), 3)
@@ -547,6 +548,13 @@ class AnnotationSession:
         if not op.status.editable:
             raise ReadOnlyError(f"{op.image_id} is read-only here: {op.status.reason}")
         return op
+
+    def _mask_file(self, image_id: str) -> Path:
+        """The image's mask file (its whole photo name kept when another photo of its folder
+        shares the name stem, see :func:`dextr_core.masks.clashing_ids`)."""
+        p = self.paths
+        return mask_path(p.destination, image_id, p.mask_suffix, p.save_format,
+                         clashing_ids(self.store.image_ids()))
 
     def _shape(self, image_id: str) -> tuple[int, int]:
         image = self.load(self.paths.source / image_id)
@@ -632,12 +640,16 @@ class AnnotationSession:
             if found is not None:
                 return found
         for source in (draft_path(self.paths.destination, op.image_id),
-                       mask_path(self.paths.destination, op.image_id, self.paths.mask_suffix,
-                                 self.paths.save_format)):
+                       self._mask_file(op.image_id)):
             labels = _label_file(source, op.shape)
-            if labels is not None and int(obj.index) <= len(labels) and \
-                    labels[obj.index - 1].any():
-                return labels[obj.index - 1]
+            if labels is None:
+                continue
+            ids = label_map_object_ids(source)
+            # a file that names its objects is read by object id (an edit may have moved them)
+            index = (ids.index(object_id) + 1 if object_id in (ids or ()) else
+                     int(obj.index) if ids is None or not object_id else 0)
+            if 1 <= index <= len(labels) and labels[index - 1].any():
+                return labels[index - 1]
         if obj.points:
             try:
                 return np.asarray(self.segmenter.segment(

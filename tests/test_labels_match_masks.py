@@ -1,0 +1,197 @@
+"""Every saved label matches its mask (issue 17): photos sharing a name stem, abandoned edits,
+exports during a correction, empty masks.
+
+Photos are small synthetic arrays; the segmenter is a fake whose mask is the clicks' bounding box,
+so every mask is known exactly; time comes from the injected clock.
+"""
+
+from __future__ import annotations
+
+import io
+import zipfile
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from dextr_core import masks
+from dextr_core.config import load_config
+from dextr_core.export import coco_dataset, run_export
+from dextr_core.session import AnnotationSession, SessionPaths
+from dextr_core.store import ProgressStore
+
+H, W = 40, 60
+A = [[5, 10], [20, 10], [12, 5], [12, 20]]  # box x 5..20, y 5..20
+B = [[30, 8], [50, 8], [40, 4], [40, 30]]  # box x 30..50, y 4..30
+C = [[2, 25], [15, 25], [8, 22], [8, 38]]  # box x 2..15, y 22..38
+
+
+def _box(points) -> np.ndarray:
+    pts = np.asarray(points)
+    out = np.zeros((H, W), bool)
+    x0, y0 = pts.min(axis=0).astype(int)
+    x1, y1 = pts.max(axis=0).astype(int)
+    out[y0:y1 + 1, x0:x1 + 1] = True
+    return out
+
+
+class BoxSegmenter:
+    name = "box"
+    is_fallback = False
+
+    def segment(self, image, points):
+        return _box(points)
+
+
+@pytest.fixture
+def project(tmp_path, clock):
+    """A config over a.jpg, a.png (same stem) and b.png; the store synced."""
+    src = tmp_path / "images"
+    src.mkdir()
+    for name in ("a.jpg", "a.png", "b.png"):
+        Image.fromarray(np.full((H, W, 3), 150, np.uint8)).save(src / name)
+    cfg_path = tmp_path / "anno_cfg.yml"
+    cfg_path.write_text("required:\n  source: images\n  destination: masks\n"
+                        "optional:\n  labels: [thing]\n")
+    cfg = load_config(cfg_path)
+    store = ProgressStore(cfg.progress_file, cfg.source, claim_timeout_s=600, clock=clock)
+    store.sync()
+    yield cfg, store
+    store.close()
+
+
+def _session(cfg, store, clock, name="ana") -> AnnotationSession:
+    return AnnotationSession(store, BoxSegmenter(), SessionPaths.from_config(cfg), name,
+                             clock=clock, load=lambda p: np.full((H, W, 3), 150, np.uint8))
+
+
+def _annotate(s: AnnotationSession, image_id: str, *objects) -> None:
+    s.open(image_id)
+    for points in objects:
+        s.set_points(points)
+        s.accept("thing")
+    s.done()
+
+
+def _coco_masks(dataset) -> dict[str, list[np.ndarray]]:
+    from pycocotools import mask as mask_utils
+
+    names = {im["id"]: im["file_name"] for im in dataset["images"]}
+    out: dict[str, list[np.ndarray]] = {}
+    for ann in dataset["annotations"]:
+        rle = dict(ann["segmentation"], counts=ann["segmentation"]["counts"].encode())
+        out.setdefault(names[ann["image_id"]], []).append(mask_utils.decode(rle).astype(bool))
+    return out
+
+
+# ---- 1. photos sharing a name stem ------------------------------------------------------------
+
+
+def test_photos_sharing_a_stem_get_one_mask_file_each_and_others_keep_the_seeds_name(
+        project, clock):
+    cfg, store = project
+    s = _session(cfg, store, clock)
+    _annotate(s, "a.jpg", A)
+    _annotate(s, "a.png", B)
+    _annotate(s, "b.png", C)
+    dest = cfg.destination
+    assert sorted(p.name for p in dest.iterdir() if p.is_file()) == [
+        "a.jpg_mask.png", "a.png_mask.png", "b_mask.png"]
+    np.testing.assert_array_equal(masks.load_label_map(dest / "a.jpg_mask.png") == 1, _box(A))
+    np.testing.assert_array_equal(masks.load_label_map(dest / "a.png_mask.png") == 1, _box(B))
+    warnings: list[str] = []
+    got = _coco_masks(coco_dataset(cfg, store, warnings=warnings))
+    assert warnings == []
+    np.testing.assert_array_equal(got["a.jpg"][0], _box(A))
+    np.testing.assert_array_equal(got["a.png"][0], _box(B))
+    # a correction opens each photo's own mask
+    s.open("a.jpg")
+    s.edit()
+    np.testing.assert_array_equal(s.mask(s.objects[0]), _box(A))
+
+
+def test_clashing_ids_keeps_names_unique_case_blind_and_per_folder():
+    ids = ["a.jpg", "A.png", "b.png", "sub/a.jpg", "c.jpg", "c.png", "c.jpg.png", "d.png"]
+    clashing = masks.clashing_ids(ids)
+    assert clashing == {"a.jpg", "A.png", "c.jpg", "c.png", "c.jpg.png"}
+    names = [masks.mask_path("m", i, "_mask", "png", clashing).as_posix().casefold()
+             for i in ids]
+    assert len(set(names)) == len(ids)
+    assert masks.mask_path("m", "sub/a.jpg", "_mask", "png", clashing).name == "a_mask.png"
+
+
+def test_zip_exports_of_photos_sharing_a_stem_have_one_entry_per_photo(project, clock, tmp_path):
+    cfg, store = project
+    s = _session(cfg, store, clock)
+    _annotate(s, "a.jpg", A)
+    _annotate(s, "a.png", B, C)
+    for fmt in ("masks", "palette"):
+        out = tmp_path / f"{fmt}.zip"
+        result = run_export(cfg, store, fmt, out, as_zip=True)
+        with zipfile.ZipFile(out) as zf:
+            names = zf.namelist()
+            assert len(names) == len(set(names)) == 2, names
+            if fmt == "masks":
+                got = {n: np.asarray(Image.open(io.BytesIO(zf.read(n)))) for n in names}
+                assert sorted(int(a.max()) for a in got.values()) == [1, 2]
+        assert result.images == 2 and result.warnings == []
+
+
+def test_a_mask_saved_under_a_stem_a_new_photo_now_shares_moves_to_its_owner(tmp_path, clock):
+    src = tmp_path / "images"
+    src.mkdir()
+    Image.fromarray(np.full((H, W, 3), 150, np.uint8)).save(src / "a.jpg")
+    cfg_path = tmp_path / "anno_cfg.yml"
+    cfg_path.write_text("required:\n  source: images\n  destination: masks\n")
+    cfg = load_config(cfg_path)
+    store = ProgressStore(cfg.progress_file, cfg.source, claim_timeout_s=600, clock=clock)
+    store.sync()
+    _annotate(_session(cfg, store, clock), "a.jpg", A)
+    assert (cfg.destination / "a_mask.png").is_file()  # alone: the seed's name
+    Image.fromarray(np.full((H, W, 3), 150, np.uint8)).save(src / "a.png")
+    store.sync()
+    lines = store.reconcile(cfg.destination, cfg.mask_suffix, cfg.save_format)
+    assert any("a_mask.png is now a.jpg_mask.png" in line for line in lines), lines
+    assert store.get("a.jpg").status == "done" and store.get("a.png").status == "todo"
+    got = _coco_masks(coco_dataset(cfg, store))
+    np.testing.assert_array_equal(got["a.jpg"][0], _box(A))
+    assert store.reconcile(cfg.destination, cfg.mask_suffix, cfg.save_format) == []
+    store.close()
+
+
+def test_a_seed_folder_with_one_of_two_same_stem_photos_done_keeps_its_mask(tmp_path, clock):
+    src = tmp_path / "images"
+    dest = tmp_path / "masks"
+    src.mkdir()
+    dest.mkdir()
+    for name in ("a.jpg", "a.png"):
+        Image.fromarray(np.full((H, W, 3), 150, np.uint8)).save(src / name)
+    masks.save_label_map(dest / "a_mask.png", masks.label_map([_box(A), _box(B)], (H, W)))
+    (src / ".anno_prog").write_text(
+        "required:\n- a.jpg\n- a.png\nannotated:\n  a.jpg: yes\n  a.png: no\n")
+    store = ProgressStore(src / ".dextr_progress.json", src, clock=clock, destination=dest,
+                          mask_suffix="_mask", save_format="png")
+    store.sync()
+    lines = store.reconcile(dest, "_mask", "png")
+    assert any("a.jpg" in line and "a.jpg_mask.png" in line for line in lines), lines
+    assert store.get("a.jpg").status == "done" and store.get("a.jpg").n_objects == 2
+    assert len(store.objects("a.jpg")) == 2 and store.get("a.png").status == "todo"
+    assert (dest / "a.jpg_mask.png").is_file() and not (dest / "a_mask.png").exists()
+    store.close()
+
+
+def test_a_fresh_store_does_not_give_one_shared_mask_file_to_both_photos(tmp_path, clock):
+    src = tmp_path / "images"
+    dest = tmp_path / "masks"
+    src.mkdir()
+    dest.mkdir()
+    for name in ("a.jpg", "a.png"):
+        Image.fromarray(np.full((H, W, 3), 150, np.uint8)).save(src / name)
+    masks.save_label_map(dest / "a_mask.png", masks.label_map([_box(A)], (H, W)))
+    store = ProgressStore(src / ".dextr_progress.json", src, clock=clock)
+    store.sync()
+    lines = store.reconcile(dest, "_mask", "png")
+    assert [store.get(i).status for i in ("a.jpg", "a.png")] == ["todo", "todo"]
+    assert any("cannot be told" in line and "a.jpg, a.png" in line for line in lines), lines
+    assert (dest / "a_mask.png").is_file()
+    store.close()
