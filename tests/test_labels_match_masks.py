@@ -11,6 +11,7 @@ import io
 import zipfile
 
 import numpy as np
+import pg_server as pg
 import pytest
 from PIL import Image
 
@@ -18,7 +19,13 @@ from dextr_core import masks
 from dextr_core.config import load_config
 from dextr_core.export import coco_dataset, run_export
 from dextr_core.session import AnnotationSession, SessionPaths
-from dextr_core.store import ProgressStore
+from dextr_core.store import ProgressStore, open_store
+
+# The throwaway PostgreSQL server and the backend parametrisation (tests/pg_server.py).
+pg_server = pg.pg_server
+pg_url = pg.pg_url
+store_backend = pg.store_backend
+store_location = pg.store_location
 
 H, W = 40, 60
 A = [[5, 10], [20, 10], [12, 5], [12, 20]]  # box x 5..20, y 5..20
@@ -195,3 +202,56 @@ def test_a_fresh_store_does_not_give_one_shared_mask_file_to_both_photos(tmp_pat
     assert any("cannot be told" in line and "a.jpg, a.png" in line for line in lines), lines
     assert (dest / "a_mask.png").is_file()
     store.close()
+
+
+# ---- 2. a correction left without Image done --------------------------------------------------
+
+
+@pytest.fixture
+def any_store(tmp_path, clock, store_location):
+    """A config over a.png and b.png with its store on each backend (file, PostgreSQL)."""
+    src = tmp_path / "images"
+    src.mkdir()
+    for name in ("a.png", "b.png"):
+        Image.fromarray(np.full((H, W, 3), 150, np.uint8)).save(src / name)
+    cfg_path = tmp_path / "anno_cfg.yml"
+    cfg_path.write_text("required:\n  source: images\n  destination: masks\n"
+                        "optional:\n  labels: [thing]\n")
+    cfg = load_config(cfg_path)
+    store = open_store(str(store_location), src, claim_timeout_s=600, clock=clock)
+    store.sync()
+    yield cfg, store
+    store.close()
+
+
+@pytest.mark.parametrize("ending", ["next", "lapse"])
+def test_a_correction_left_without_image_done_gives_back_the_objects_its_mask_file_holds(
+        any_store, clock, ending):
+    cfg, store = any_store
+    ana = _session(cfg, store, clock)
+    _annotate(ana, "a.png", A, B)
+    saved = (cfg.destination / "a_mask.png").read_bytes()
+    before = [(o.object_id, o.points) for o in store.objects("a.png")]
+    bob = _session(cfg, store, clock, "bob")
+    bob.open("a.png")
+    bob.edit()
+    bob.delete(bob.objects[0])
+    bob.set_points(C)
+    bob.accept("thing")
+    if ending == "next":
+        bob.next()
+    else:
+        clock.advance(601)
+        _session(cfg, store, clock, "cid").open_next()  # the lapsed correction is given back
+    record = store.get("a.png")
+    assert (record.status, record.annotator, record.n_objects) == ("done", "ana", 2)
+    assert [(o.object_id, o.points) for o in store.objects("a.png")] == before
+    assert (cfg.destination / "a_mask.png").read_bytes() == saved
+    warnings: list[str] = []
+    got = _coco_masks(coco_dataset(cfg, store, warnings=warnings))
+    assert warnings == []
+    np.testing.assert_array_equal(got["a.png"][0], _box(A))
+    np.testing.assert_array_equal(got["a.png"][1], _box(B))
+    ana.open("a.png")  # its masks as they were, though the correction removed A's object file
+    ana.edit()
+    np.testing.assert_array_equal(ana.mask(ana.objects[0]), _box(A))

@@ -575,8 +575,7 @@ class PostgresStore(ProgressStore):
                 elif not self._lapsed(doc, now):
                     continue
                 elif doc.get("resume"):
-                    self._update(doc["id"], self._unclaimed_fields(doc, now))
-                    self._log("released", doc["id"], doc.get("annotator"), lapsed=True)
+                    self._unclaim(doc, now, doc.get("annotator"), lapsed=True)
                 else:
                     candidates.append(doc["id"])
             if not candidates:

@@ -419,8 +419,12 @@ class ProgressStore:
                                   "claimed_at": now, "updated_at": now, "session": session}
         detail: dict[str, Any] = {}
         if doc["status"] in ("done", "skipped"):
+            # what a correction left without Image done goes back to: the objects too, so that
+            # they keep matching the mask file that Image done wrote from them
             fields["resume"] = {"status": doc["status"], "annotator": doc.get("annotator"),
-                                "completed_at": doc.get("completed_at")}
+                                "completed_at": doc.get("completed_at"),
+                                "objects": list(doc.get("objects") or []),
+                                "n_objects": doc.get("n_objects") or 0}
             detail["was"] = doc["status"]
         elif doc["status"] == "in_progress" and doc.get("annotator") != annotator:
             detail["from"] = doc.get("annotator")
@@ -432,11 +436,23 @@ class ProgressStore:
     def _unclaimed_fields(self, doc: dict, now: float) -> dict:
         resume = doc.get("resume")
         if resume:
-            return {"status": resume["status"], "annotator": resume.get("annotator"),
-                    "completed_at": resume.get("completed_at"), "claimed_at": None,
-                    "updated_at": now, "resume": None, "session": None}
+            fields = {"status": resume["status"], "annotator": resume.get("annotator"),
+                      "completed_at": resume.get("completed_at"), "claimed_at": None,
+                      "updated_at": now, "resume": None, "session": None}
+            if "objects" in resume:  # claims made before the objects were kept keep theirs
+                fields.update(objects=resume["objects"], n_objects=resume.get("n_objects") or 0)
+            return fields
         return {"status": "todo", "annotator": None, "claimed_at": None, "updated_at": now,
                 "session": None}
+
+    def _unclaim(self, doc: dict, now: float, annotator: str | None, **detail) -> None:
+        """Give ``doc`` back unfinished (released, or its claim lapsed) and log it; a correction
+        gets its objects back (``restored`` in the event: object counts must be read again)."""
+        fields = self._unclaimed_fields(doc, now)
+        if "objects" in fields:
+            detail["restored"] = True
+        self._update(doc["id"], fields)
+        self._log("released", doc["id"], annotator, **detail)
 
     def _refresh(self, doc: dict, now: float, session: str | None) -> None:
         """The holder came back: renew the claim's time (and note its session if it had none)."""
@@ -480,9 +496,7 @@ class ProgressStore:
             for image_id in lapsed:
                 doc = self._raw(image_id)
                 if doc.get("resume"):
-                    holder = doc.get("annotator")  # read before the update changes doc
-                    self._update(image_id, self._unclaimed_fields(doc, now))
-                    self._log("released", image_id, holder, lapsed=True)
+                    self._unclaim(doc, now, doc.get("annotator"), lapsed=True)
                 else:
                     candidates.append(image_id)
             heap = self._todo_heap
@@ -557,8 +571,7 @@ class ProgressStore:
                 if not self._lapsed(doc, self.clock()):
                     raise self._held_by_other_error(doc, self.clock(), annotator)
                 return
-            self._update(image_id, self._unclaimed_fields(doc, self.clock()))
-            self._log("released", image_id, annotator)
+            self._unclaim(doc, self.clock(), annotator)
 
     # ---- objects ------------------------------------------------------------------------------
 
