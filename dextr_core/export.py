@@ -34,6 +34,7 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 import zipfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -49,6 +50,7 @@ from .masks import (
     atomic_write,
     clashing_ids,
     encode_label_map,
+    label_map_object_ids,
     load_label_map,
     mask_path,
 )
@@ -137,7 +139,8 @@ def _iter_label_maps(
     progress: ProgressCallback | None,
     clashing: frozenset[str] = frozenset(),
 ) -> Iterator[tuple[Any, np.ndarray]]:
-    """(image record, label map) for each selected image whose mask file can be read."""
+    """(image record, label map, the object ids the file names or None) for each selected image
+    whose mask file can be read."""
     total = len(records)
     for n, record in enumerate(records, start=1):
         image_id = str(_field(record, "id"))
@@ -145,7 +148,7 @@ def _iter_label_maps(
                          clashing)
         try:
             if path.is_file():
-                yield record, load_label_map(path)
+                yield record, load_label_map(path), label_map_object_ids(path)
             elif _field(record, "status") == "done":
                 warnings.append(f"{image_id}: no mask file {path}; reopen the image and annotate "
                                 "it again")
@@ -172,6 +175,12 @@ def coco_dataset(
     warning). ``annotations``: one per non-empty object, ``segmentation`` = COCO RLE (``counts`` as
     text), ``area`` (pixels), ``bbox`` ``[x, y, w, h]``, ``iscrowd`` 0, plus ``annotator``,
     ``engine`` and ``points`` (the clicks, ``[[x, y], ...]`` in full-image pixels).
+
+    Each image's objects and mask file must be from the same *Image done*: a PNG mask names its
+    objects' ids, and when they are not the ids read from the store (a correction finished while
+    the export ran) both are read again, up to 5 times; an image whose pair still differs is
+    left out with a warning. For files that name no objects (``.npy``, DEXTR-AnnoTool's), an
+    image finished again while the export ran gets a warning.
     """
     from pycocotools import mask as mask_utils
 
@@ -184,8 +193,23 @@ def coco_dataset(
     by_image: dict[str, dict[int, Any]] = {}
     for obj in store.objects():  # one read of every object instead of one call per image
         by_image.setdefault(str(_field(obj, "image_id")), {})[int(_field(obj, "index"))] = obj
-    for record, lm in _iter_label_maps(config, records, warnings, progress, _clashing(store)):
+    clashing = _clashing(store)
+    unchecked: dict[str, Any] = {}  # image id -> completed_at, for files that name no objects
+    for record, lm, file_ids in _iter_label_maps(config, records, warnings, progress, clashing):
         image_id = str(_field(record, "id"))
+        objects = by_image.get(image_id, {})
+        if file_ids is not None and file_ids != _ids(objects):
+            # the file is from another Image done than the objects read above (a correction
+            # finished meanwhile): read both again until they belong together
+            pair = _matching_pair(config, store, image_id, clashing)
+            if pair is None:
+                warnings.append(f"{image_id}: its mask file and its objects in the progress "
+                                "store are from different saves (is someone correcting it "
+                                "now?); it was left out. Export again when it is done")
+                continue
+            record, lm, objects = pair
+        elif file_ids is None:  # a file that names no objects (.npy, DEXTR-AnnoTool's)
+            unchecked[image_id] = _field(record, "completed_at")
         height, width = lm.shape
         rec_w, rec_h = _field(record, "width"), _field(record, "height")
         if rec_w and rec_h and (int(rec_w), int(rec_h)) != (width, height):
@@ -195,7 +219,6 @@ def coco_dataset(
         coco_image_id = len(images) + 1
         images.append({"id": coco_image_id, "file_name": image_id, "width": int(width),
                        "height": int(height)})
-        objects = by_image.get(image_id, {})
         if len(objects) > int(lm.max()):
             warnings.append(f"{image_id}: the store lists {len(objects)} objects but the mask "
                             f"file holds {int(lm.max())}; reopen the image to check it")
@@ -231,6 +254,12 @@ def coco_dataset(
                 "engine": _field(obj, "engine") if obj else None,
                 "points": [[float(x), float(y)] for x, y in (points or [])],
             })
+    if unchecked:  # completed again since its objects were read: they may not match the file
+        changed = sorted(str(_field(r, "id")) for r in store.images()
+                         if str(_field(r, "id")) in unchecked
+                         and _field(r, "completed_at") != unchecked[str(_field(r, "id"))])
+        warnings.extend(f"{image_id}: was finished again while the export ran, so its objects "
+                        "and mask may be from different saves; export again" for image_id in changed)
     categories = [{"id": i, "name": name, "supercategory": "object"}
                   for name, i in category_ids.items()]
     return {
@@ -246,12 +275,39 @@ def coco_dataset(
     }
 
 
+def _ids(objects: dict[int, Any]) -> list[str]:
+    """The object ids of ``{index: object}`` in index order (as a mask file names them)."""
+    return [str(_field(objects[i], "object_id", "") or "") for i in sorted(objects)]
+
+
+def _matching_pair(config: Any, store: _Store, image_id: str, clashing: frozenset[str],
+                   attempts: int = 5, wait_s: float = 0.2
+                   ) -> tuple[Any, np.ndarray, dict[int, Any]] | None:
+    """(record, label map, {index: object}) of one image read again until the mask file names
+    exactly the objects the store holds (a completion being written settles within its
+    transaction); None when they still differ after ``attempts`` reads."""
+    path = mask_path(config.destination, image_id, config.mask_suffix, config.save_format,
+                     clashing)
+    for attempt in range(attempts):
+        if attempt:
+            time.sleep(wait_s)
+        objects = {int(_field(o, "index")): o for o in store.objects(image_id)}
+        try:
+            lm, file_ids = load_label_map(path), label_map_object_ids(path)
+        except MaskFileError:
+            continue
+        if file_ids is None or file_ids == _ids(objects):
+            record = store.get(image_id) if hasattr(store, "get") else None
+            return record if record is not None else {"id": image_id}, lm, objects
+    return None
+
+
 def _entries_masks(config: Any, store: _Store, status: str, save_format: str,
                    progress: ProgressCallback | None, result: ExportResult
                    ) -> Iterator[tuple[str, bytes]]:
     records = _selected_images(store, status)
     clashing = _clashing(store)
-    for record, lm in _iter_label_maps(config, records, result.warnings, progress, clashing):
+    for record, lm, _ in _iter_label_maps(config, records, result.warnings, progress, clashing):
         image_id = str(_field(record, "id"))
         rel = mask_path(".", image_id, config.mask_suffix, save_format, clashing)
         result.images += 1
@@ -264,7 +320,7 @@ def _entries_palette(config: Any, store: _Store, status: str,
                      ) -> Iterator[tuple[str, bytes]]:
     records = _selected_images(store, status)
     clashing = _clashing(store)
-    for record, lm in _iter_label_maps(config, records, result.warnings, progress, clashing):
+    for record, lm, _ in _iter_label_maps(config, records, result.warnings, progress, clashing):
         image_id = str(_field(record, "id"))
         rel = PurePosixPath(image_id)
         result.images += 1

@@ -255,3 +255,45 @@ def test_a_correction_left_without_image_done_gives_back_the_objects_its_mask_fi
     ana.open("a.png")  # its masks as they were, though the correction removed A's object file
     ana.edit()
     np.testing.assert_array_equal(ana.mask(ana.objects[0]), _box(A))
+
+
+# ---- 3. an export taken while someone finishes a correction -----------------------------------
+
+
+def test_an_export_during_a_finished_correction_pairs_each_mask_with_its_own_objects(
+        project, clock):
+    cfg, store = project
+    ana = _session(cfg, store, clock)
+    _annotate(ana, "a.png", A)
+    _annotate(ana, "b.png", A, B)
+    bob = _session(cfg, store, clock, "bob")
+
+    def finish_the_correction(done: int, total: int) -> None:  # after a.png, before b.png
+        if done == 1:
+            bob.open("b.png")
+            bob.edit()
+            bob.delete(bob.objects[0])
+            bob.set_points(C)
+            bob.accept("thing")
+            bob.done()
+
+    warnings: list[str] = []
+    dataset = coco_dataset(cfg, store, progress=finish_the_correction, warnings=warnings)
+    assert warnings == []
+    got = _coco_masks(dataset)
+    np.testing.assert_array_equal(got["b.png"][0], _box(B))
+    np.testing.assert_array_equal(got["b.png"][1], _box(C))
+    points = [a["points"] for a in dataset["annotations"] if a["image_id"] == 2]
+    assert points == [[[float(x), float(y)] for x, y in p] for p in (B, C)]
+
+
+def test_a_mask_file_naming_other_objects_than_the_store_is_left_out_with_a_warning(
+        project, clock):
+    cfg, store = project
+    _annotate(_session(cfg, store, clock), "b.png", A, B)
+    path = cfg.destination / "b_mask.png"
+    masks.save_label_map(path, masks.load_label_map(path), ["someone", "else"])
+    warnings: list[str] = []
+    dataset = coco_dataset(cfg, store, warnings=warnings)
+    assert dataset["images"] == []
+    assert len(warnings) == 1 and "b.png" in warnings[0] and "different saves" in warnings[0]
