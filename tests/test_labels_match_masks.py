@@ -297,3 +297,43 @@ def test_a_mask_file_naming_other_objects_than_the_store_is_left_out_with_a_warn
     dataset = coco_dataset(cfg, store, warnings=warnings)
     assert dataset["images"] == []
     assert len(warnings) == 1 and "b.png" in warnings[0] and "different saves" in warnings[0]
+
+
+# ---- 4. TIFF photos with EXIF orientation 5-8 -------------------------------------------------
+
+
+@pytest.mark.parametrize("fmt", ["TIFF", "JPEG", "PNG"])
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_the_recorded_size_is_the_size_of_the_pixels_as_shown(tmp_path, fmt, orientation):
+    from dextr_core.images import image_size, load_image
+
+    path = tmp_path / f"photo.{fmt.lower()}"
+    pixels = Image.fromarray(np.full((30, 50, 3), 90, np.uint8))
+    if fmt == "TIFF":
+        pixels.save(path, format=fmt, tiffinfo={0x0112: orientation})
+    else:
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        pixels.save(path, format=fmt, exif=exif.tobytes())
+    shown = load_image(path)
+    assert image_size(path) == (shown.shape[1], shown.shape[0])
+    assert image_size(path) == ((30, 50) if orientation >= 5 else (50, 30))
+
+
+def test_a_turned_tiff_is_annotated_to_its_far_side_and_exported(tmp_path, clock):
+    src = tmp_path / "images"
+    src.mkdir()
+    Image.fromarray(np.full((W, H, 3), 90, np.uint8)).save(src / "t.tif",
+                                                           tiffinfo={0x0112: 6})
+    cfg_path = tmp_path / "anno_cfg.yml"
+    cfg_path.write_text("required:\n  source: images\n  destination: masks\n")
+    cfg = load_config(cfg_path)
+    store = ProgressStore(cfg.progress_file, cfg.source, clock=clock)
+    store.sync()
+    assert (store.get("t.tif").width, store.get("t.tif").height) == (W, H)
+    s = AnnotationSession(store, BoxSegmenter(), SessionPaths.from_config(cfg), "ana",
+                          clock=clock)
+    _annotate(s, "t.tif", B)  # x up to 50: outside a 40 px wide photo if the sides were swapped
+    dataset = coco_dataset(cfg, store)
+    assert [im["file_name"] for im in dataset["images"]] == ["t.tif"]
+    store.close()
