@@ -337,3 +337,21 @@ def test_a_turned_tiff_is_annotated_to_its_far_side_and_exported(tmp_path, clock
     dataset = coco_dataset(cfg, store)
     assert [im["file_name"] for im in dataset["images"]] == ["t.tif"]
     store.close()
+
+
+def test_a_tiff_size_recorded_turned_twice_is_corrected_by_the_next_scan(
+        tmp_path, clock, monkeypatch):
+    from dextr_core.store import maintenance
+
+    src = tmp_path / "images"
+    src.mkdir()
+    Image.fromarray(np.full((W, H, 3), 90, np.uint8)).save(src / "t.tif", tiffinfo={0x0112: 6})
+    store = ProgressStore(src / ".dextr_progress.json", src, clock=clock)
+    with monkeypatch.context() as m:  # what the old image_size recorded
+        m.setattr(maintenance, "image_size", lambda path, *a: (H, W))
+        store.sync()
+    assert (store.get("t.tif").width, store.get("t.tif").height) == (H, W)
+    report = store.sync()
+    assert (store.get("t.tif").width, store.get("t.tif").height) == (W, H)
+    assert any("t.tif: size corrected" in line for line in report.lines())
+    store.close()

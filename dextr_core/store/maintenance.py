@@ -130,9 +130,20 @@ def sync(store: ProgressStore) -> SyncReport:
             sizes[image_id] = (*image_size(store.source_dir / image_id), None)
         except (ImageReadError, OSError) as exc:
             sizes[image_id] = (None, None, str(exc))
+    # sizes of known TIFFs again: they were recorded turned twice before (EXIF orientation 5-8)
+    tiffs: dict[str, tuple[int, int]] = {}
+    for image_id in (i for i in found if i in known and i.lower().endswith((".tif", ".tiff"))):
+        with contextlib.suppress(ImageReadError, OSError):
+            tiffs[image_id] = image_size(store.source_dir / image_id)
     report = SyncReport()
     found_set = set(found)
     with store._storage.transaction():
+        for image_id, (width, height) in tiffs.items():
+            doc = store._raw(image_id)
+            if doc is not None and (doc.get("width"), doc.get("height")) == (height, width):
+                store._update(image_id, {"width": width, "height": height})
+                report.messages.append(f"{image_id}: size corrected to {width} x {height} px "
+                                       "(its EXIF orientation had been applied twice)")
         report.added = add_images(store, ((i, *sizes[i]) for i in new_ids))
         report.unreadable = [i for i in report.added if sizes[i][2]]
         report.unreadable_reasons = {i: sizes[i][2] for i in report.unreadable}
