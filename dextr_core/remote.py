@@ -152,13 +152,21 @@ def encode_probability(prob: np.ndarray) -> bytes:
 
 
 def decode_probability(body: bytes) -> np.ndarray:
-    """float32 ``(512, 512)`` from a ``/predict`` answer; ``ValueError`` if it is not one."""
+    """float32 ``(512, 512)`` in [0, 1] from a ``/predict`` answer; ``ValueError`` if it is not one
+    (another shape or dtype, NaN or infinite values, values outside [0, 1])."""
     try:
         prob = np.load(io.BytesIO(body), allow_pickle=False)
     except (OSError, ValueError, EOFError) as exc:
         raise ValueError(f"the answer is not a .npy array ({exc})") from exc
     if prob.shape != (NET_SIZE, NET_SIZE) or prob.dtype != np.float32:
         raise ValueError(f"expected float32 {(NET_SIZE, NET_SIZE)}, got {prob.dtype} {prob.shape}")
+    if not np.isfinite(prob).all():  # NaN compares false: it would read as all background
+        bad = int(np.count_nonzero(~np.isfinite(prob)))
+        raise ValueError(f"the answer holds {bad} NaN or infinite value(s), not probabilities; "
+                         "the service's model or weights are broken")
+    if prob.size and (prob.min() < -1e-3 or prob.max() > 1 + 1e-3):
+        raise ValueError(f"the answer holds values from {prob.min():g} to {prob.max():g}, not "
+                         "probabilities in [0, 1]")
     return prob
 
 

@@ -420,8 +420,9 @@ class AnnotationSession:
 
         Its mask file is written first, then the store add (with a client-made object id kept
         until the add succeeds, so a retry after any failure stores it once). Raises
-        SessionError without a mask, WriteError when the mask cannot be written, ClaimError when
-        the claim was lost (the image turns read-only); the clicks are kept on every failure.
+        SessionError without a mask or with an empty one, WriteError when the mask cannot be
+        written, ClaimError when the claim was lost (the image turns read-only); the clicks are
+        kept on every failure.
         """
         from .store import ClaimError, ObjectRecord
 
@@ -430,6 +431,10 @@ class AnnotationSession:
         if cand is None or cand.mask is None:
             raise SessionError("Click the object's four extreme points first (left-most, "
                                "right-most, top, bottom) and check the mask.")
+        if not cand.mask.any():
+            raise SessionError(f"The mask of these clicks is empty ({cand.engine} found no "
+                               "object there), so nothing was saved. Move the clicks onto the "
+                               "object's edges, or Clear and click again.")
         if op.pending_id is None or op.pending_points != cand.points:
             op.pending_id, op.pending_points = uuid.uuid4().hex, cand.points
         object_id = op.pending_id

@@ -355,3 +355,43 @@ def test_a_tiff_size_recorded_turned_twice_is_corrected_by_the_next_scan(
     assert (store.get("t.tif").width, store.get("t.tif").height) == (W, H)
     assert any("t.tif: size corrected" in line for line in report.lines())
     store.close()
+
+
+# ---- 5. an empty mask is never accepted -------------------------------------------------------
+
+
+class EmptySegmenter(BoxSegmenter):
+    name = "empty"
+
+    def segment(self, image, points):
+        return np.zeros((H, W), bool)
+
+
+def test_accept_refuses_an_empty_mask_and_keeps_the_clicks(project, clock):
+    from dextr_core.session import SessionError
+
+    cfg, store = project
+    s = AnnotationSession(store, EmptySegmenter(), SessionPaths.from_config(cfg), "ana",
+                          clock=clock, load=lambda p: np.full((H, W, 3), 150, np.uint8))
+    s.open("b.png")
+    s.set_points(A)
+    with pytest.raises(SessionError, match="empty"):
+        s.accept("thing")
+    assert store.objects("b.png") == [] and s.points == A
+    assert not (cfg.destination / ".drafts" / "b.png").exists()
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf, 1.5])
+def test_a_model_service_answer_that_is_not_probabilities_is_refused(bad):
+    from dextr_core.remote import NET_SIZE, decode_probability
+
+    prob = np.full((NET_SIZE, NET_SIZE), 0.9, np.float32)
+    prob[3, 4] = bad
+    body = io.BytesIO()
+    np.save(body, prob, allow_pickle=False)
+    with pytest.raises(ValueError, match="NaN or infinite|not probabilities"):
+        decode_probability(body.getvalue())
+    prob[3, 4] = 1.0
+    body = io.BytesIO()
+    np.save(body, prob, allow_pickle=False)
+    assert decode_probability(body.getvalue()).shape == (NET_SIZE, NET_SIZE)
