@@ -7,6 +7,7 @@ so every mask is known exactly; time comes from the injected clock.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import zipfile
 
@@ -395,3 +396,112 @@ def test_a_model_service_answer_that_is_not_probabilities_is_refused(bad):
     body = io.BytesIO()
     np.save(body, prob, allow_pickle=False)
     assert decode_probability(body.getvalue()).shape == (NET_SIZE, NET_SIZE)
+
+
+# ---- 6. a slow or oversized model-service answer ----------------------------------------------
+
+
+class _Service:
+    """A local HTTP server acting as a broken model service: ``mode`` says how it answers."""
+
+    def __init__(self, mode: str):
+        import http.server
+        import threading
+
+        self.mode = mode
+        self.stop = threading.Event()
+        service = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                self._answer()
+
+            def do_POST(self):
+                self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                self._answer()
+
+            def _answer(self):
+                import time
+
+                if service.mode == "stall":  # accepts, never answers
+                    service.stop.wait(30)
+                    return
+                self.send_response(200)
+                if service.mode == "trickle":  # a complete answer, one byte every 0.1 s
+                    body = b"x" * 200
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    for byte in body:
+                        if service.stop.wait(0.1):
+                            return
+                        self.wfile.write(bytes([byte]))
+                        self.wfile.flush()
+                else:  # "huge": 64 MB, announced or not
+                    if service.mode == "huge":
+                        self.send_header("Content-Length", str(64 << 20))
+                    self.end_headers()
+                    block = b"\0" * (1 << 20)
+                    with contextlib.suppress(OSError):
+                        for _ in range(64):
+                            self.wfile.write(block)
+                time.sleep(0)
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/dextr"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.stop.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def service(request):
+    made = []
+
+    def make(mode):
+        made.append(_Service(mode))
+        return made[-1]
+
+    yield make
+    for s in made:
+        s.close()
+
+
+def test_a_trickling_answer_ends_at_the_total_timeout(service):
+    import time
+
+    from dextr_core.remote import ModelServiceError, RemoteSegmenter
+
+    remote = RemoteSegmenter(service("trickle").url, timeout=1.0, retries=0, check=False)
+    t0 = time.monotonic()
+    with pytest.raises(ModelServiceError, match="no answer in time"):
+        remote.predict_network(np.zeros((512, 512, 3), np.uint8), np.array([[1, 1]] * 4))
+    assert time.monotonic() - t0 < 3.0
+
+
+@pytest.mark.parametrize("mode", ["huge", "huge-unannounced"])
+def test_an_answer_over_the_size_cap_is_refused_without_reading_it(service, mode):
+    from dextr_core.remote import MAX_ANSWER_BYTES, ModelServiceError, RemoteSegmenter
+
+    remote = RemoteSegmenter(service(mode).url, timeout=20.0, retries=0, check=False)
+    with pytest.raises(ModelServiceError, match=f"more than the {MAX_ANSWER_BYTES:,}"):
+        remote.predict_network(np.zeros((512, 512, 3), np.uint8), np.array([[1, 1]] * 4))
+
+
+def test_the_apps_start_waits_on_a_stalled_service_only_briefly(service):
+    import time
+
+    from dextr_core.remote import load_remote_or_fallback
+
+    t0 = time.monotonic()
+    choice = load_remote_or_fallback(service("stall").url, lambda: "local engine",
+                                     start_timeout=0.5, sleep=lambda s: None)
+    assert time.monotonic() - t0 < 2.0
+    assert choice.segmenter == "local engine" and "no answer in time" in str(choice.error)
