@@ -180,6 +180,7 @@ class AnnotationSession:
         self._open: _Open | None = None
         #: Images passed over by the last open_next / prev / next, as "id: why" sentences.
         self.passed_over: list[str] = []
+        self._notes: list[str] = []  # why refresh() closed the open image, for the next open
         self._masks: dict[tuple[str, str], np.ndarray] = {}  # (image id, object id) -> packed
 
     # ---- what is open ------------------------------------------------------------------------
@@ -244,7 +245,7 @@ class AnnotationSession:
         """Claim and open the next image for this annotator (their own in this session first);
         None when nothing is left. Unreadable files are marked so and passed over: their
         messages are in :attr:`passed_over`."""
-        self.passed_over = []
+        self.passed_over, self._notes = self._notes, []
         self._leave()
         for _ in range(MAX_UNREADABLE_PER_OPEN):
             record = self.store.claim_next(self.annotator, session=self.token)
@@ -265,7 +266,7 @@ class AnnotationSession:
         Raises ImageReadError (the image is marked unreadable) and the store's errors for missing
         or unreadable images; on any error the previous image stays open.
         """
-        self.passed_over = []
+        self.passed_over, self._notes = self._notes, []
         return self._open_one(image_id)
 
     def _open_one(self, image_id: str) -> ImageStatus:
@@ -318,6 +319,8 @@ class AnnotationSession:
     def refresh(self) -> ImageStatus | None:
         """Bring the open image's status in line with the store (call on every page draw).
 
+        None when nothing is open any more: the photo's file is gone (the claim is given back and
+        the next open's :attr:`passed_over` says why) or the store no longer knows the image.
         Keeps this session's claim alive (a heartbeat every :data:`HEARTBEAT_EVERY_S`); when the
         claim lapsed and someone else took the image, the image turns read-only with the reason.
         """
@@ -327,6 +330,13 @@ class AnnotationSession:
         record = self.store.get(op.image_id)
         if record is None:
             self._open = None
+            return None
+        if not op.path.is_file():  # renamed, moved or deleted while open: nothing left to show
+            self._leave()
+            self._notes.append(
+                f"{op.image_id}: the photo is no longer in the source folder (renamed, moved or "
+                "deleted while it was open); its objects are kept. Put it back under that name, "
+                "or ask a lead to rescan the folder.")
             return None
         now = self.clock()
         if not op.status.editable:
@@ -399,9 +409,9 @@ class AnnotationSession:
         if (op.candidate is not None and op.candidate.points == key
                 and op.candidate.engine == str(getattr(seg, "name", ""))):
             return op.candidate
-        image = self.load(op.path)
         t0 = time.perf_counter()
         try:
+            image = self.load(op.path)
             mask = np.asarray(seg.segment(image, np.asarray(op.points, dtype=np.float64)),
                               dtype=bool)
             error = None
@@ -578,7 +588,7 @@ class AnnotationSession:
         return status
 
     def _step(self, step: int) -> ImageStatus | None:
-        self.passed_over = []
+        self.passed_over, self._notes = self._notes, []
         ids = self.store.image_ids()  # sorted
         here = self.image_id
         i = bisect.bisect_left(ids, here) if here is not None else len(ids)

@@ -505,3 +505,43 @@ def test_the_apps_start_waits_on_a_stalled_service_only_briefly(service):
                                      start_timeout=0.5, sleep=lambda s: None)
     assert time.monotonic() - t0 < 2.0
     assert choice.segmenter == "local engine" and "no answer in time" in str(choice.error)
+
+
+# ---- 8. a photo renamed or removed while open -------------------------------------------------
+
+
+def test_a_photo_removed_while_open_is_closed_with_a_message_and_its_objects_kept(
+        project, clock):
+    cfg, store = project
+    s = AnnotationSession(store, BoxSegmenter(), SessionPaths.from_config(cfg), "ana",
+                          clock=clock)
+    assert s.open_next().image_id == "a.jpg"
+    s.set_points(A)
+    s.accept("thing")
+    (cfg.source / "a.jpg").rename(cfg.source / "renamed.jpg")
+    assert s.refresh() is None and s.image_id is None
+    assert store.get("a.jpg").status != "in_progress" and len(store.objects("a.jpg")) == 1
+    assert s.open_next().image_id == "a.png"
+    assert any(n.startswith("a.jpg: the photo is no longer in the source folder")
+               for n in s.passed_over), s.passed_over
+
+
+def test_the_annotate_page_moves_on_from_a_photo_removed_while_open(tmp_path, monkeypatch):
+    from test_app import _app, _current_image, _photo, _texts
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for i, name in enumerate(("a.png", "b.png")):
+        Image.fromarray(_photo(i)).save(src / name)
+    cfg = tmp_path / "anno_cfg.yml"
+    cfg.write_text("required:\n  source: src\n  destination: out\n")
+    monkeypatch.setenv("ANNO_CFG", str(cfg))
+    at = _app()
+    assert _current_image(at) == "a.png"
+    (src / "a.png").unlink()
+    at.run()
+    assert not at.exception
+    assert _current_image(at) == "b.png"
+    assert "a.png: the photo is no longer in the source folder" in _texts(at.warning)
+    at.run()
+    assert not at.exception and _current_image(at) == "b.png"
