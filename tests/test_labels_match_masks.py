@@ -545,3 +545,65 @@ def test_the_annotate_page_moves_on_from_a_photo_removed_while_open(tmp_path, mo
     assert "a.png: the photo is no longer in the source folder" in _texts(at.warning)
     at.run()
     assert not at.exception and _current_image(at) == "b.png"
+
+
+# ---- 9. PostgreSQL addresses, connection failures, NUL bytes ----------------------------------
+
+
+@pytest.mark.parametrize("url", ["postgresql://ana:secret@localhost:abc/annotations",
+                                 "postgresql://ana:secret@db host/annotations",
+                                 "postgresql://ana:secret@localhost:5432/annotations?colour=1"])
+def test_a_malformed_postgresql_address_is_a_clear_message_without_the_password(tmp_path, url):
+    from dextr_core.store import StoreInputError
+
+    with pytest.raises(StoreInputError, match="not a valid PostgreSQL address") as caught:
+        open_store(url, tmp_path)
+    assert "secret" not in str(caught.value) and "postgresql://USER:PASSWORD@" in str(caught.value)
+
+
+def test_the_pages_show_a_malformed_address_instead_of_crashing(tmp_path, monkeypatch):
+    from test_app import _app, _texts
+
+    (tmp_path / "src").mkdir()
+    cfg = tmp_path / "anno_cfg.yml"
+    cfg.write_text("required:\n  source: src\n  destination: out\n"
+                   "admin:\n  database: postgresql://ana:secret@localhost:abc/annotations\n")
+    monkeypatch.setenv("ANNO_CFG", str(cfg))
+    at = _app()
+    assert not at.exception
+    text = _texts(at.error)
+    assert "not a valid PostgreSQL address" in text and "progress file" not in text
+
+
+def test_a_connection_refusal_says_the_servers_reason_and_what_to_do(pg_server, tmp_path):
+    from dextr_core.store import StoreWriteError
+
+    for url, reason, fix in [
+            (pg_server.url_of("no_such_db"), 'database "no_such_db" does not exist', "createdb"),
+            (pg_server.url_of("postgres").replace("postgres@", "nobody@"),
+             'role "nobody" does not exist', "that user does not exist")]:
+        with pytest.raises(StoreWriteError) as caught:
+            open_store(url, tmp_path, connect_timeout_s=5)
+        text = str(caught.value)
+        assert reason in text and fix in text and "pool" not in text, text
+
+
+def test_a_wrong_password_is_named_as_such():
+    from dextr_core.store.postgres import _connect_failure
+
+    text = _connect_failure(Exception('connection failed: FATAL:  password authentication '
+                                      'failed for user "ana"'))
+    assert 'password authentication failed for user "ana"' in text
+    assert "user name or password is wrong" in text
+
+
+def test_a_name_with_a_nul_byte_is_refused_alike_on_every_backend(any_store):
+    from dextr_core.store import ObjectRecord, StoreInputError
+
+    _, store = any_store
+    with pytest.raises(StoreInputError, match="control characters"):
+        store.claim("a.png", "ana\x00")
+    store.claim("a.png", "ana")
+    with pytest.raises(StoreInputError, match="control characters"):
+        store.add_object("a.png", "ana", ObjectRecord(label="cat\x00", points=A))
+    assert store.objects("a.png") == [] and store.get("a.png").status == "in_progress"

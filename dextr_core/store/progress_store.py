@@ -345,6 +345,7 @@ class ProgressStore:
     def _check_name(annotator: str, what: str = "annotator") -> str:
         if not isinstance(annotator, str) or not annotator.strip():
             raise StoreInputError(f"The {what} name is empty; enter your name before annotating.")
+        _check_text(annotator, f"The {what} name")
         return annotator.strip()
 
     def _held_by_other_error(self, doc: dict, now: float, annotator: str | None = None) -> ClaimError:
@@ -637,7 +638,7 @@ class ProgressStore:
             now = self.clock()
             objects = _with_object_ids(objects)
             new = {
-                "index": len(objects) + 1, "label": str(obj.label),
+                "index": len(objects) + 1, "label": _check_text(str(obj.label), "The label"),
                 "points": _encode_points(points),
                 "engine": str(obj.engine or ""), "annotator": obj.annotator or annotator,
                 "created_at": float(obj.created_at) if obj.created_at is not None else now,
@@ -933,6 +934,16 @@ class ProgressStore:
         """Make records and mask files agree after a crash; one line per fix. See
         :func:`dextr_core.store.maintenance.reconcile`."""
         return maintenance.reconcile(self, destination, mask_suffix, save_format)
+
+
+def _check_text(text: str, what: str) -> str:
+    """``text`` unchanged, or StoreInputError when it holds a control character (NUL and the
+    like, which PostgreSQL cannot store and no name needs): the same rule on every backend."""
+    bad = sorted({f"U+{ord(c):04X}" for c in text if ord(c) < 32 or ord(c) == 127})
+    if bad:
+        raise StoreInputError(f"{what} {text!r} contains control characters ({', '.join(bad)}); "
+                              "type it again without them.")
+    return text
 
 
 def open_store(location: str | os.PathLike | None, source_dir: str | os.PathLike,
