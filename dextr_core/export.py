@@ -142,12 +142,15 @@ def _iter_label_maps(
     """(image record, label map, the object ids the file names or None) for each selected image
     whose mask file can be read."""
     total = len(records)
+    gone: list[str] = []
     for n, record in enumerate(records, start=1):
         image_id = str(_field(record, "id"))
         path = mask_path(config.destination, image_id, config.mask_suffix, config.save_format,
                          clashing)
         try:
             if path.is_file():
+                if _field(record, "missing") or not Path(config.source, image_id).is_file():
+                    gone.append(image_id)
                 yield record, load_label_map(path), label_map_object_ids(path)
             elif _field(record, "status") == "done":
                 warnings.append(f"{image_id}: no mask file {path}; reopen the image and annotate "
@@ -157,6 +160,12 @@ def _iter_label_maps(
         finally:
             if progress is not None:
                 progress(n, total)
+    if gone:
+        first = ", ".join(gone[:5]) + (", ..." if len(gone) > 5 else "")
+        warnings.append(f"{len(gone)} exported image(s) are no longer in the source folder "
+                        f"{config.source} (renamed, moved or deleted): {first}. Their masks are "
+                        "in the export but their photos are not where the export says; put them "
+                        "back, or reopen them under their new names")
 
 
 def coco_dataset(

@@ -607,3 +607,40 @@ def test_a_name_with_a_nul_byte_is_refused_alike_on_every_backend(any_store):
     with pytest.raises(StoreInputError, match="control characters"):
         store.add_object("a.png", "ana", ObjectRecord(label="cat\x00", points=A))
     assert store.objects("a.png") == [] and store.get("a.png").status == "in_progress"
+
+
+# ---- 10. the tab token in the address; exports of photos gone from disk -----------------------
+
+
+def test_an_overlong_or_odd_tab_token_in_the_address_is_replaced_by_a_fresh_one(
+        tmp_path, monkeypatch):
+    from test_app import _app, _current_image, _photo, _tab
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("a.png", "b.png", "c.png", "d.png"):
+        Image.fromarray(_photo(1)).save(src / name)
+    cfg = tmp_path / "anno_cfg.yml"
+    cfg.write_text("required:\n  source: src\n  destination: out\n")
+    monkeypatch.setenv("ANNO_CFG", str(cfg))
+    for name, given in (("ana", "f" * 500), ("ben", "a b<script>"), ("cy", "short")):
+        at = _app(name, tab=given)
+        assert not at.exception and not at.error, [e.value for e in at.error]
+        assert _current_image(at).endswith(".png")
+        assert _tab(at) != given and len(_tab(at)) == 32
+    kept = _app("dan", tab="0123456789abcdef")  # a well-formed token is the tab's own (a refresh)
+    assert _tab(kept) == "0123456789abcdef"
+
+
+def test_an_export_warns_about_photos_gone_from_the_source_folder(project, clock, tmp_path):
+    cfg, store = project
+    s = _session(cfg, store, clock)
+    _annotate(s, "a.png", A)
+    _annotate(s, "b.png", B)
+    (cfg.source / "b.png").unlink()
+    for fmt in ("coco", "masks"):
+        result = run_export(cfg, store, fmt, tmp_path / f"out-{fmt}.zip", as_zip=True)
+        assert result.images == 2
+        (warning,) = result.warnings
+        assert "1 exported image(s) are no longer in the source folder" in warning
+        assert "b.png" in warning and "a.png" not in warning
