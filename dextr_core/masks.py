@@ -77,16 +77,13 @@ def clashing_ids(image_ids: Iterable[str]) -> frozenset[str]:
     ``a.jpg.png``). Names are compared case-insensitively, as on
     macOS and Windows disks. Every other id keeps DEXTR-AnnoTool's ``<stem><suffix>`` name.
     """
-    by_stem: dict[tuple[str, str], list[str]] = {}
-    for image_id in image_ids:
-        folder, _, name = str(image_id).rpartition("/")
-        by_stem.setdefault((folder.casefold(), PurePosixPath(name).stem.casefold()),
-                           []).append(str(image_id))
+    by_stem: dict[str, list[str]] = {}
+    for image_id in image_ids:  # key: "<folder>/<stem>" in lower case (splitext: a str op)
+        by_stem.setdefault(os.path.splitext(str(image_id))[0].casefold(), []).append(image_id)
     out = {i for ids in by_stem.values() if len(ids) > 1 for i in ids}
     todo = list(out)
     while todo:  # a whole name now in use may equal another photo's stem: that one keeps its name
-        folder, _, name = todo.pop().rpartition("/")
-        for other in by_stem.get((folder.casefold(), name.casefold()), ()):
+        for other in by_stem.get(todo.pop().casefold(), ()):
             if other not in out:
                 out.add(other)
                 todo.append(other)

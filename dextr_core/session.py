@@ -151,6 +151,7 @@ class _Open:
     candidate: Candidate | None = None
     pending_id: str | None = None  # object id of an Accept that failed, kept for the retry
     pending_points: tuple | None = None
+    mask_file: Path | None = None  # where the saved mask is read from (found once per open)
 
 
 class AnnotationSession:
@@ -654,8 +655,9 @@ class AnnotationSession:
                 object_mask_path(self.paths.destination, op.image_id, object_id), op.shape)
             if found is not None:
                 return found
-        for source in (draft_path(self.paths.destination, op.image_id),
-                       self._mask_file(op.image_id)):
+        if op.mask_file is None:
+            op.mask_file = self._mask_file(op.image_id)
+        for source in (draft_path(self.paths.destination, op.image_id), op.mask_file):
             labels = _label_file(source, op.shape)
             if labels is None:
                 continue

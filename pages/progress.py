@@ -152,10 +152,22 @@ def show_gallery(store, cfg, lead: bool) -> None:
     st.caption(f"{len(chosen):,} images match.")
     columns = st.columns(GALLERY_COLUMNS)
     rows = chosen.iloc[(page - 1) * GALLERY_PAGE: page * GALLERY_PAGE]
-    clashing = clashing_ids(store.image_ids()) if len(rows) else frozenset()
+    clashing = _clashing(store, snap) if len(rows) else frozenset()
     for n, record in enumerate(rows.itertuples(index=False)):
         with columns[n % GALLERY_COLUMNS]:
             _gallery_tile(cfg, record, lead, clashing)
+
+
+_CLASHING: dict = {}  # (store, snapshot version) -> masks.clashing_ids of its ids, last only
+
+
+def _clashing(store, snap) -> frozenset:
+    """The ids whose mask file keeps the whole photo name, read again when the store changed."""
+    key = (id(store), snap.version)
+    if key not in _CLASHING:
+        _CLASHING.clear()
+        _CLASHING[key] = clashing_ids(store.image_ids())
+    return _CLASHING[key]
 
 
 def _gallery_tile(cfg, record, lead: bool, clashing) -> None:
