@@ -348,13 +348,18 @@ def test_a_tiff_size_recorded_turned_twice_is_corrected_by_the_next_scan(
     src.mkdir()
     Image.fromarray(np.full((W, H, 3), 90, np.uint8)).save(src / "t.tif", tiffinfo={0x0112: 6})
     store = ProgressStore(src / ".dextr_progress.json", src, clock=clock)
-    with monkeypatch.context() as m:  # what the old image_size recorded
+    with monkeypatch.context() as m:  # a store of the old version: what its image_size recorded
         m.setattr(maintenance, "image_size", lambda path, *a: (H, W))
         store.sync()
+    with store._storage.transaction():
+        store._meta.update({maintenance._TIFF_SIZES_CHECKED: False}, doc_ids=[1])
     assert (store.get("t.tif").width, store.get("t.tif").height) == (H, W)
     report = store.sync()
     assert (store.get("t.tif").width, store.get("t.tif").height) == (W, H)
     assert any("t.tif: size corrected" in line for line in report.lines())
+    with monkeypatch.context() as m:  # checked once: later scans read no known TIFF again
+        m.setattr(maintenance, "image_size", lambda path, *a: pytest.fail("read again"))
+        store.sync()
     store.close()
 
 

@@ -72,6 +72,9 @@ if TYPE_CHECKING:
 
 __all__ = ["add_images", "import_legacy", "reconcile", "reset", "scan", "sync"]
 
+#: Meta key: the sizes of the TIFFs known before image_size read their header size were checked.
+_TIFF_SIZES_CHECKED = "tiff_sizes_checked"
+
 #: Engine name of the objects read from DEXTR-AnnoTool's mask files.
 LEGACY_ENGINE = "DEXTR-AnnoTool"
 
@@ -130,14 +133,20 @@ def sync(store: ProgressStore) -> SyncReport:
             sizes[image_id] = (*image_size(store.source_dir / image_id), None)
         except (ImageReadError, OSError) as exc:
             sizes[image_id] = (None, None, str(exc))
-    # sizes of known TIFFs again: they were recorded turned twice before (EXIF orientation 5-8)
+    # sizes of known TIFFs again, once per store: they were recorded turned twice before
+    # (EXIF orientation 5-8, Pillow < this check)
+    with store._storage.transaction():
+        checked = (store._meta.get(doc_id=_META_ID) or {}).get(_TIFF_SIZES_CHECKED)
     tiffs: dict[str, tuple[int, int]] = {}
-    for image_id in (i for i in found if i in known and i.lower().endswith((".tif", ".tiff"))):
+    for image_id in (i for i in found if not checked and i in known
+                     and i.lower().endswith((".tif", ".tiff"))):
         with contextlib.suppress(ImageReadError, OSError):
             tiffs[image_id] = image_size(store.source_dir / image_id)
     report = SyncReport()
     found_set = set(found)
     with store._storage.transaction():
+        if not checked:
+            store._meta.update({_TIFF_SIZES_CHECKED: True}, doc_ids=[_META_ID])
         for image_id, (width, height) in tiffs.items():
             doc = store._raw(image_id)
             if doc is not None and (doc.get("width"), doc.get("height")) == (height, width):
