@@ -67,7 +67,7 @@ def mask_path(
     return Path(destination).joinpath(*rel.parent.parts, f"{base}{suffix}.{save_format}")
 
 
-def clashing_ids(image_ids: Iterable[str]) -> frozenset[str]:
+def clashing_ids(image_ids: Iterable[str], near: str | None = None) -> frozenset[str]:
     """The ids whose mask file keeps the photo's whole name (see :func:`mask_path`).
 
     ``image_ids``: every image id of the store (missing photos included, so that a name never
@@ -76,7 +76,14 @@ def clashing_ids(image_ids: Iterable[str]) -> frozenset[str]:
     to the whole name another clashing photo's file uses (``a.jpg`` clashing with ``a.png``, and
     ``a.jpg.png``). Names are compared case-insensitively, as on
     macOS and Windows disks. Every other id keeps DEXTR-AnnoTool's ``<stem><suffix>`` name.
+    ``near``: one image id whose answer alone is needed; only the ids that can decide it (its
+    folder's names beginning like its name, up to the first dot) are looked at, which is fast.
     """
+    if near is not None:
+        folder, _, name = str(near).rpartition("/")
+        root = f"{folder}/{name.split('.', 1)[0]}" if folder else name.split(".", 1)[0]
+        root = root.casefold()
+        image_ids = [i for i in image_ids if i.casefold().startswith(root)]
     by_stem: dict[str, list[str]] = {}
     for image_id in image_ids:  # key: "<folder>/<stem>" in lower case (splitext: a str op)
         by_stem.setdefault(os.path.splitext(str(image_id))[0].casefold(), []).append(image_id)

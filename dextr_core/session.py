@@ -570,7 +570,7 @@ class AnnotationSession:
         shares the name stem, see :func:`dextr_core.masks.clashing_ids`)."""
         p = self.paths
         return mask_path(p.destination, image_id, p.mask_suffix, p.save_format,
-                         clashing_ids(self.store.image_ids()))
+                         clashing_ids(self.store.image_ids(), near=image_id))
 
     def _shape(self, image_id: str) -> tuple[int, int]:
         image = self.load(self.paths.source / image_id)

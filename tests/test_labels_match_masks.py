@@ -649,3 +649,11 @@ def test_an_export_warns_about_photos_gone_from_the_source_folder(project, clock
         (warning,) = result.warnings
         assert "1 exported image(s) are no longer in the source folder" in warning
         assert "b.png" in warning and "a.png" not in warning
+
+
+def test_clashing_ids_near_one_image_agrees_with_the_whole_store():
+    ids = ["a.jpg", "A.png", "a.jpg.png", "a.jpg.png.tif", "ab.png", "b.png", "sub/a.jpg",
+           "sub/a.png", "sub/ab.png", "c.d.png", "c.d.jpg", "c.png"]
+    everything = masks.clashing_ids(ids)
+    for image_id in ids:
+        assert (image_id in masks.clashing_ids(ids, near=image_id)) == (image_id in everything)
