@@ -40,6 +40,7 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 import zipfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -54,7 +55,15 @@ from .formats import ExportImage, PhotoFile
 from .formats.coco import SEGMENTATIONS
 from .formats.coco import segmentation as coco_segmentation
 from .formats.polygons import DEFAULT_TOLERANCE
-from .masks import MaskFileError, atomic_write, encode_label_map, load_label_map, mask_path
+from .masks import (
+    MaskFileError,
+    atomic_write,
+    clashing_ids,
+    encode_label_map,
+    label_map_object_ids,
+    load_label_map,
+    mask_path,
+)
 
 #: Export formats: COCO instances JSON, per-image label maps (DEXTR-AnnoTool layout), palette PNGs,
 #: the Ultralytics YOLO segmentation layout, the Pascal VOC segmentation layout.
@@ -135,20 +144,33 @@ def _selected_images(store: _Store, status: str) -> list[Any]:
     return sorted(records, key=lambda r: str(_field(r, "id")))
 
 
+def _clashing(store: _Store) -> frozenset[str]:
+    """The image ids whose mask file keeps the whole photo name (:func:`masks.clashing_ids`)."""
+    ids = getattr(store, "image_ids", None)
+    return clashing_ids(ids() if ids is not None else
+                        [str(_field(r, "id")) for r in store.images()])
+
+
 def _iter_label_maps(
     config: Any,
     records: list[Any],
     warnings: list[str],
     progress: ProgressCallback | None,
+    clashing: frozenset[str] = frozenset(),
 ) -> Iterator[tuple[Any, np.ndarray]]:
-    """(image record, label map) for each selected image whose mask file can be read."""
+    """(image record, label map, the object ids the file names or None) for each selected image
+    whose mask file can be read."""
     total = len(records)
+    gone: list[str] = []
     for n, record in enumerate(records, start=1):
         image_id = str(_field(record, "id"))
-        path = mask_path(config.destination, image_id, config.mask_suffix, config.save_format)
+        path = mask_path(config.destination, image_id, config.mask_suffix, config.save_format,
+                         clashing)
         try:
             if path.is_file():
-                yield record, load_label_map(path)
+                if _field(record, "missing") or not Path(config.source, image_id).is_file():
+                    gone.append(image_id)
+                yield record, load_label_map(path), label_map_object_ids(path)
             elif _field(record, "status") == "done":
                 warnings.append(f"{image_id}: no mask file {path}; reopen the image and annotate "
                                 "it again")
@@ -157,6 +179,12 @@ def _iter_label_maps(
         finally:
             if progress is not None:
                 progress(n, total)
+    if gone:
+        first = ", ".join(gone[:5]) + (", ..." if len(gone) > 5 else "")
+        warnings.append(f"{len(gone)} exported image(s) are no longer in the source folder "
+                        f"{config.source} (renamed, moved or deleted): {first}. Their masks are "
+                        "in the export but their photos are not where the export says; put them "
+                        "back, or reopen them under their new names")
 
 
 def coco_dataset(
@@ -181,6 +209,9 @@ def coco_dataset(
     ``segmentation="polygon"``: polygons of the outline instead (``polygon_tolerance`` pixels,
     :mod:`dextr_core.formats.coco`); an object with holes keeps RLE and is counted in
     ``summary_counts["kept RLE (holes)"]``.
+
+    Each image's objects and mask file are from the same *Image done*, or the image is left out
+    with a warning (:func:`_paired_label_maps`).
     """
     from pycocotools import mask as mask_utils
 
@@ -190,10 +221,7 @@ def coco_dataset(
     images: list[dict] = []
     annotations: list[dict] = []
     records = _selected_images(store, status)
-    by_image: dict[str, dict[int, Any]] = {}
-    for obj in store.objects():  # one read of every object instead of one call per image
-        by_image.setdefault(str(_field(obj, "image_id")), {})[int(_field(obj, "index"))] = obj
-    for record, lm in _iter_label_maps(config, records, warnings, progress):
+    for record, lm, objects in _paired_label_maps(config, store, records, warnings, progress):
         image_id = str(_field(record, "id"))
         height, width = lm.shape
         rec_w, rec_h = _field(record, "width"), _field(record, "height")
@@ -204,7 +232,6 @@ def coco_dataset(
         coco_image_id = len(images) + 1
         images.append({"id": coco_image_id, "file_name": image_id, "width": int(width),
                        "height": int(height)})
-        objects = by_image.get(image_id, {})
         if len(objects) > int(lm.max()):
             warnings.append(f"{image_id}: the store lists {len(objects)} objects but the mask "
                             f"file holds {int(lm.max())}; reopen the image to check it")
@@ -260,13 +287,82 @@ def coco_dataset(
     }
 
 
+def _paired_label_maps(config: Any, store: _Store, records: list[Any], warnings: list[str],
+                       progress: ProgressCallback | None
+                       ) -> Iterator[tuple[Any, np.ndarray, dict[int, Any]]]:
+    """(image record, label map, {index: object}) for each selected image whose mask file can be
+    read, its objects and file from the same *Image done*.
+
+    A PNG mask names its objects' ids; when they are not the ids read from the store (a
+    correction finished while the export ran) both are read again (:func:`_matching_pair`) and
+    an image whose pair still differs is left out with a warning. For files that name no objects
+    (``.npy``, DEXTR-AnnoTool's), an image finished again while the export ran gets a warning at
+    the end.
+    """
+    by_image: dict[str, dict[int, Any]] = {}
+    for obj in store.objects():  # one read of every object instead of one call per image
+        by_image.setdefault(str(_field(obj, "image_id")), {})[int(_field(obj, "index"))] = obj
+    clashing = _clashing(store)
+    unchecked: dict[str, Any] = {}  # image id -> completed_at, for files that name no objects
+    for record, lm, file_ids in _iter_label_maps(config, records, warnings, progress, clashing):
+        image_id = str(_field(record, "id"))
+        objects = by_image.get(image_id, {})
+        if file_ids is not None and file_ids != _ids(objects):
+            # the file is from another Image done than the objects read above (a correction
+            # finished meanwhile): read both again until they belong together
+            pair = _matching_pair(config, store, image_id, clashing)
+            if pair is None:
+                warnings.append(f"{image_id}: its mask file and its objects in the progress "
+                                "store are from different saves (is someone correcting it "
+                                "now?); it was left out. Export again when it is done")
+                continue
+            record, lm, objects = pair
+        elif file_ids is None:  # a file that names no objects (.npy, DEXTR-AnnoTool's)
+            unchecked[image_id] = _field(record, "completed_at")
+        yield record, lm, objects
+    if unchecked:  # completed again since its objects were read: they may not match the file
+        changed = sorted(str(_field(r, "id")) for r in store.images()
+                         if str(_field(r, "id")) in unchecked
+                         and _field(r, "completed_at") != unchecked[str(_field(r, "id"))])
+        warnings.extend(f"{image_id}: was finished again while the export ran, so its objects "
+                        "and mask may be from different saves; export again" for image_id in changed)
+
+
+def _ids(objects: dict[int, Any]) -> list[str]:
+    """The object ids of ``{index: object}`` in index order (as a mask file names them)."""
+    return [str(_field(objects[i], "object_id", "") or "") for i in sorted(objects)]
+
+
+def _matching_pair(config: Any, store: _Store, image_id: str, clashing: frozenset[str],
+                   attempts: int = 5, wait_s: float = 0.2
+                   ) -> tuple[Any, np.ndarray, dict[int, Any]] | None:
+    """(record, label map, {index: object}) of one image read again until the mask file names
+    exactly the objects the store holds (a completion being written settles within its
+    transaction); None when they still differ after ``attempts`` reads."""
+    path = mask_path(config.destination, image_id, config.mask_suffix, config.save_format,
+                     clashing)
+    for attempt in range(attempts):
+        if attempt:
+            time.sleep(wait_s)
+        objects = {int(_field(o, "index")): o for o in store.objects(image_id)}
+        try:
+            lm, file_ids = load_label_map(path), label_map_object_ids(path)
+        except MaskFileError:
+            continue
+        if file_ids is None or file_ids == _ids(objects):
+            record = store.get(image_id) if hasattr(store, "get") else None
+            return record if record is not None else {"id": image_id}, lm, objects
+    return None
+
+
 def _entries_masks(config: Any, store: _Store, status: str, save_format: str,
                    progress: ProgressCallback | None, result: ExportResult
                    ) -> Iterator[tuple[str, bytes]]:
     records = _selected_images(store, status)
-    for record, lm in _iter_label_maps(config, records, result.warnings, progress):
+    clashing = _clashing(store)
+    for record, lm, _ in _iter_label_maps(config, records, result.warnings, progress, clashing):
         image_id = str(_field(record, "id"))
-        rel = mask_path(".", image_id, config.mask_suffix, save_format)
+        rel = mask_path(".", image_id, config.mask_suffix, save_format, clashing)
         result.images += 1
         result.objects += int(lm.max())
         yield PurePosixPath(*rel.parts).as_posix(), encode_label_map(lm, save_format)
@@ -276,12 +372,14 @@ def _entries_palette(config: Any, store: _Store, status: str,
                      progress: ProgressCallback | None, result: ExportResult
                      ) -> Iterator[tuple[str, bytes]]:
     records = _selected_images(store, status)
-    for record, lm in _iter_label_maps(config, records, result.warnings, progress):
+    clashing = _clashing(store)
+    for record, lm, _ in _iter_label_maps(config, records, result.warnings, progress, clashing):
         image_id = str(_field(record, "id"))
         rel = PurePosixPath(image_id)
         result.images += 1
         result.objects += int(lm.max())
-        yield rel.with_name(f"{rel.stem}.png").as_posix(), palette_png(lm)
+        base = rel.name if image_id in clashing else rel.stem  # as the mask files are named
+        yield rel.with_name(f"{base}.png").as_posix(), palette_png(lm)
 
 
 def _export_images(config: Any, store: _Store, records: list[Any],
@@ -290,12 +388,9 @@ def _export_images(config: Any, store: _Store, records: list[Any],
     """The selected images with their label maps and class names (YOLO, VOC; the formats count
     what they write into ``result``)."""
     labels = list(config.labels)
-    by_image: dict[str, dict[int, Any]] = {}
-    for obj in store.objects():
-        by_image.setdefault(str(_field(obj, "image_id")), {})[int(_field(obj, "index"))] = obj
-    for record, lm in _iter_label_maps(config, records, result.warnings, progress):
+    for record, lm, objects in _paired_label_maps(config, store, records, result.warnings,
+                                                  progress):
         image_id = str(_field(record, "id"))
-        objects = by_image.get(image_id, {})
         classes = []
         for index in range(1, int(lm.max()) + 1):
             obj = objects.get(index)

@@ -165,6 +165,11 @@ def image_size(path: str | os.PathLike, max_pixels: int | None = None) -> tuple[
                 orientation = img.getexif().get(0x0112, 1)
             except Exception:  # a damaged EXIF block must not hide the image
                 orientation = 1
+            if img.format == "TIFF":
+                # Pillow reports a TIFF's size already turned by its orientation; the pixels as
+                # stored are ImageWidth (256) x ImageLength (257) of its header
+                width = img.tag_v2.get(256, width)
+                height = img.tag_v2.get(257, height)
     except ImageReadError:
         raise
     except (FileNotFoundError, UnidentifiedImageError, OSError, SyntaxError, ValueError,

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import io
 import os
-from collections.abc import Sequence
+from collections.abc import Collection, Iterable, Sequence
 from pathlib import Path, PurePosixPath
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
+from PIL.PngImagePlugin import PngInfo
 
 from .errors import DextrError
 from .fileio import atomic_write  # noqa: F401  (re-exported: the one atomic-write helper)
@@ -46,20 +47,54 @@ def _checked_image_id(image_id: str) -> PurePosixPath:
 
 
 def mask_path(
-    destination: str | os.PathLike, image_id: str, suffix: str, save_format: str
+    destination: str | os.PathLike, image_id: str, suffix: str, save_format: str,
+    clashing: Collection[str] = (),
 ) -> Path:
     """Where the label map of one image is saved.
 
     ``image_id`` is the image's POSIX path relative to the source folder; its sub-folders are
     mirrored under ``destination`` and its extension replaced: ``a/b/img.jpg`` with suffix
-    ``"_mask"`` and format ``"png"`` -> ``<destination>/a/b/img_mask.png``.
+    ``"_mask"`` and format ``"png"`` -> ``<destination>/a/b/img_mask.png`` (DEXTR-AnnoTool's name).
+    An id in ``clashing`` (see :func:`clashing_ids`: another photo of its folder has the same
+    name stem, so the stem alone would give both one file) keeps its whole file name instead:
+    ``a/b/img.jpg`` -> ``<destination>/a/b/img.jpg_mask.png``.
     Raises ``ValueError`` for an unknown format or an id that is absolute or contains ``..``.
     """
     if save_format not in SAVE_FORMATS:
         raise ValueError(f"save_format must be one of {SAVE_FORMATS}, got {save_format!r}")
     rel = _checked_image_id(image_id)
-    name = f"{PurePosixPath(rel.name).stem}{suffix}.{save_format}"
-    return Path(destination).joinpath(*rel.parent.parts, name)
+    base = rel.name if str(image_id) in clashing else PurePosixPath(rel.name).stem
+    return Path(destination).joinpath(*rel.parent.parts, f"{base}{suffix}.{save_format}")
+
+
+def clashing_ids(image_ids: Iterable[str], near: str | None = None) -> frozenset[str]:
+    """The ids whose mask file keeps the photo's whole name (see :func:`mask_path`).
+
+    ``image_ids``: every image id of the store (missing photos included, so that a name never
+    changes when a photo is moved away). An id clashes when another photo in the same folder has
+    the same name stem (``a.jpg`` and ``a.png``: both would be ``a<suffix>.png``) or a stem equal
+    to the whole name another clashing photo's file uses (``a.jpg`` clashing with ``a.png``, and
+    ``a.jpg.png``). Names are compared case-insensitively, as on
+    macOS and Windows disks. Every other id keeps DEXTR-AnnoTool's ``<stem><suffix>`` name.
+    ``near``: one image id whose answer alone is needed; only the ids that can decide it (its
+    folder's names beginning like its name, up to the first dot) are looked at, which is fast.
+    """
+    if near is not None:
+        folder, _, name = str(near).rpartition("/")
+        root = f"{folder}/{name.split('.', 1)[0]}" if folder else name.split(".", 1)[0]
+        root = root.casefold()
+        image_ids = [i for i in image_ids if i.casefold().startswith(root)]
+    by_stem: dict[str, list[str]] = {}
+    for image_id in image_ids:  # key: "<folder>/<stem>" in lower case (splitext: a str op)
+        by_stem.setdefault(os.path.splitext(str(image_id))[0].casefold(), []).append(image_id)
+    out = {i for ids in by_stem.values() if len(ids) > 1 for i in ids}
+    todo = list(out)
+    while todo:  # a whole name now in use may equal another photo's stem: that one keeps its name
+        for other in by_stem.get(todo.pop().casefold(), ()):
+            if other not in out:
+                out.add(other)
+                todo.append(other)
+    return frozenset(out)
 
 
 def draft_path(destination: str | os.PathLike, image_id: str) -> Path:
@@ -95,10 +130,18 @@ def label_map(masks: Sequence[np.ndarray], shape: tuple[int, ...]) -> np.ndarray
     return out
 
 
-def _encode_png(labels: np.ndarray) -> bytes:
+#: PNG text key naming the objects of a label map, in label order (see :func:`save_label_map`).
+OBJECTS_KEY = "dextr-objects"
+
+
+def _encode_png(labels: np.ndarray, object_ids: Sequence[str] | None = None) -> bytes:
     buffer = io.BytesIO()
+    info = None
+    if object_ids is not None:
+        info = PngInfo()
+        info.add_text(OBJECTS_KEY, ",".join(str(i) for i in object_ids))
     # Pillow picks mode L for uint8 and I;16 (16-bit grayscale PNG) for uint16 arrays.
-    Image.fromarray(np.ascontiguousarray(labels)).save(buffer, format="PNG")
+    Image.fromarray(np.ascontiguousarray(labels)).save(buffer, format="PNG", pnginfo=info)
     return buffer.getvalue()
 
 
@@ -108,11 +151,12 @@ def _encode_npy(labels: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def encode_label_map(labels: np.ndarray, save_format: str) -> bytes:
+def encode_label_map(labels: np.ndarray, save_format: str,
+                     object_ids: Sequence[str] | None = None) -> bytes:
     """The bytes of a label map file in ``save_format`` ("png" or "npy"); see :func:`save_label_map`."""
     labels = _checked_label_map(labels)
     if save_format == "png":
-        return _encode_png(labels)
+        return _encode_png(labels, object_ids)
     if save_format == "npy":
         return _encode_npy(labels)
     raise ValueError(f"save_format must be one of {SAVE_FORMATS}, got {save_format!r}")
@@ -133,18 +177,39 @@ def _checked_label_map(labels: np.ndarray) -> np.ndarray:
     return a.astype(np.uint8 if not a.size or a.max() <= 255 else np.uint16)
 
 
-def save_label_map(path: str | os.PathLike, labels: np.ndarray) -> None:
+def save_label_map(path: str | os.PathLike, labels: np.ndarray,
+                   object_ids: Sequence[str] | None = None) -> None:
     """Save a label map atomically; the format follows the file's suffix.
 
     ``.png``: 8-bit grayscale (mode ``L``) for uint8, 16-bit grayscale for uint16 (values are the
     object ids, so the file looks almost black in a viewer). ``.npy``: the array itself.
     ``labels``: (H, W) uint8/uint16 (other integer dtypes are narrowed when their values fit).
+    ``object_ids``: the store's object ids of labels 1..N; a PNG keeps them (text chunk
+    :data:`OBJECTS_KEY`) so that a reader can tell which save of the objects the file is from
+    (:func:`label_map_object_ids`).
     """
     p = Path(path)
     fmt = p.suffix.lower().lstrip(".")
     if fmt not in SAVE_FORMATS:
         raise ValueError(f"a mask file must end in .png or .npy, got {p.name}")
-    atomic_write(p, encode_label_map(labels, fmt))
+    atomic_write(p, encode_label_map(labels, fmt, object_ids))
+
+
+def label_map_object_ids(path: str | os.PathLike) -> list[str] | None:
+    """The object ids a PNG label map was saved with (label i = item i - 1), None when the file
+    holds none (a ``.npy`` file, a file from DEXTR-AnnoTool or from before this was kept) or
+    cannot be read. Reads the header only."""
+    p = Path(path)
+    if p.suffix.lower() != ".png":
+        return None
+    try:
+        with Image.open(p) as img:
+            text = img.info.get(OBJECTS_KEY)
+    except (OSError, UnidentifiedImageError, SyntaxError, ValueError):
+        return None
+    if not isinstance(text, str):
+        return None
+    return text.split(",") if text else []
 
 
 def load_label_map(path: str | os.PathLike) -> np.ndarray:

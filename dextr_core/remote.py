@@ -37,6 +37,7 @@ import http.client
 import io
 import json
 import socket
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -64,6 +65,10 @@ PROTOCOL = 1
 #: failed (500: Ray Serve's answer when a replica dies mid-request). A /predict changes nothing on
 #: the service, so a retry can never do anything twice.
 RETRY_STATUSES = frozenset({500, 502, 503, 504})
+#: Largest answer read (bytes): a /predict answer is 1 MB (float32 512 x 512 plus the .npy header).
+MAX_ANSWER_BYTES = 4 * 1024 * 1024
+#: Seconds the app's start waits for the service's /info (one try), then takes the local engine.
+START_TIMEOUT_S = 5.0
 #: How to start the service (shown in error messages).
 START_COMMAND = "python -m dextr_core.serve --weights models/dextr_pascal-sbd.h5 --port 8000"
 
@@ -152,13 +157,21 @@ def encode_probability(prob: np.ndarray) -> bytes:
 
 
 def decode_probability(body: bytes) -> np.ndarray:
-    """float32 ``(512, 512)`` from a ``/predict`` answer; ``ValueError`` if it is not one."""
+    """float32 ``(512, 512)`` in [0, 1] from a ``/predict`` answer; ``ValueError`` if it is not one
+    (another shape or dtype, NaN or infinite values, values outside [0, 1])."""
     try:
         prob = np.load(io.BytesIO(body), allow_pickle=False)
     except (OSError, ValueError, EOFError) as exc:
         raise ValueError(f"the answer is not a .npy array ({exc})") from exc
     if prob.shape != (NET_SIZE, NET_SIZE) or prob.dtype != np.float32:
         raise ValueError(f"expected float32 {(NET_SIZE, NET_SIZE)}, got {prob.dtype} {prob.shape}")
+    if not np.isfinite(prob).all():  # NaN compares false: it would read as all background
+        bad = int(np.count_nonzero(~np.isfinite(prob)))
+        raise ValueError(f"the answer holds {bad} NaN or infinite value(s), not probabilities; "
+                         "the service's model or weights are broken")
+    if prob.size and (prob.min() < -1e-3 or prob.max() > 1 + 1e-3):
+        raise ValueError(f"the answer holds values from {prob.min():g} to {prob.max():g}, not "
+                         "probabilities in [0, 1]")
     return prob
 
 
@@ -178,6 +191,76 @@ def prepare(image, points) -> tuple[np.ndarray, np.ndarray, tuple[int, int, int,
 # --- client -------------------------------------------------------------------------------------
 
 
+class _Deadline:
+    """The end of one exchange with the service: when it passes, the connection is shut down, so
+    that no read (of the status line, the headers or the body) waits any longer."""
+
+    def __init__(self, seconds: float):
+        self.at = time.monotonic() + seconds
+        self.expired = False
+        self._timer: threading.Timer | None = None
+
+    def arm(self, sock: socket.socket) -> None:
+        def expire() -> None:
+            self.expired = True
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+        self._timer = threading.Timer(max(0.0, self.at - time.monotonic()), expire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def cancel(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+
+
+class _DeadlineHandler:
+    """Mixin for urllib's HTTP(S) handlers: each connection arms ``deadline`` once connected."""
+
+    def __init__(self, deadline: _Deadline, **kw):
+        super().__init__(**kw)
+        self.deadline = deadline
+
+    def do_open(self, http_class, req, **kw):
+        deadline = self.deadline
+
+        class Armed(http_class):
+            def connect(self):
+                super().connect()
+                deadline.arm(self.sock)
+
+        return super().do_open(Armed, req, **kw)
+
+
+class _HTTPHandler(_DeadlineHandler, urllib.request.HTTPHandler):
+    pass
+
+
+class _HTTPSHandler(_DeadlineHandler, urllib.request.HTTPSHandler):
+    pass
+
+
+def _read_capped(answer, limit: int) -> bytes:
+    """The whole body of ``answer``, refusing (``ValueError``) one over ``limit`` bytes before
+    reading past it; ``IncompleteRead`` when it ends before its Content-Length."""
+    length = answer.headers.get("Content-Length")
+    if length is not None and length.isdigit() and int(length) > limit:
+        raise ValueError(f"the answer is {int(length):,} bytes, more than the {limit:,} an "
+                         "answer of this protocol can be")
+    chunks, size = [], 0
+    while chunk := answer.read1(65536):
+        size += len(chunk)
+        if size > limit:
+            raise ValueError(f"the answer is more than the {limit:,} bytes an answer of this "
+                             "protocol can be")
+        chunks.append(chunk)
+    data = b"".join(chunks)
+    if length is not None and length.isdigit() and len(data) < int(length):
+        raise http.client.IncompleteRead(data, int(length) - len(data))  # cut off: retried
+    return data
+
+
 def _describe(exc: BaseException) -> str:
     """One line for a network failure: "connection refused", "timed out after 30 s", ..."""
     reason = getattr(exc, "reason", exc)
@@ -195,7 +278,9 @@ class RemoteSegmenter:
 
     ``url``: the service's address, ``http://host:port/<prefix>`` as printed by
     ``python -m dextr_core.serve`` (e.g. ``http://gpu1:8000/dextr``). ``threshold``: mask =
-    probability > threshold, applied here. ``timeout``: seconds to wait for one answer (a forward
+    probability > threshold, applied here. ``timeout``: seconds one try may take in all, the
+    whole answer included however slowly it comes (answers over :data:`MAX_ANSWER_BYTES` are
+    refused unread); a forward
     on a busy CPU replica can take several seconds; the first after a replica starts more).
     ``retries``: further tries after a connection error, a timeout or HTTP 500/502/503/504, pausing
     ``backoff * 2**k`` seconds before try k+1 (``sleep`` is injectable for tests). ``check``:
@@ -241,19 +326,34 @@ class RemoteSegmenter:
     def __repr__(self) -> str:
         return f"RemoteSegmenter({self.url!r}, threshold={self.threshold})"
 
-    def _request(self, path: str, body: bytes | None = None) -> bytes:
-        """One call with retries; returns the 200 body or raises :class:`ModelServiceError`."""
+    def _request(self, path: str, body: bytes | None = None, *, timeout: float | None = None,
+                 retries: int | None = None) -> bytes:
+        """One call with retries; returns the 200 body or raises :class:`ModelServiceError`.
+
+        Each try ends after ``timeout`` seconds in all (default ``self.timeout``: connecting,
+        sending and the whole answer, however slowly it comes) and refuses an answer over
+        :data:`MAX_ANSWER_BYTES`.
+        """
+        timeout = self.timeout if timeout is None else float(timeout)
+        retries = self.retries if retries is None else int(retries)
         headers = {"Content-Type": "application/json"} if body is not None else {}
         last = "no try made"
-        for attempt in range(self.retries + 1):
+        for attempt in range(retries + 1):
             if attempt:
                 self._sleep(self.backoff * 2 ** (attempt - 1))
             request = urllib.request.Request(self.url + path, data=body, headers=headers)
+            deadline = _Deadline(timeout)
+            opener = urllib.request.build_opener(_HTTPHandler(deadline), _HTTPSHandler(deadline))
             try:
-                with urllib.request.urlopen(request, timeout=self.timeout) as answer:
-                    return answer.read()
+                with opener.open(request, timeout=timeout) as answer:
+                    data = _read_capped(answer, MAX_ANSWER_BYTES)
+                if deadline.expired:  # the shut-down connection may read as a short answer
+                    raise TimeoutError("the deadline passed")
+                return data
+            except ValueError as exc:
+                raise ModelServiceError(self.url, str(exc), refused=True) from exc
             except urllib.error.HTTPError as exc:
-                detail = " ".join(exc.read().decode("utf-8", "replace").split())[:300]
+                detail = " ".join(exc.read(4096).decode("utf-8", "replace").split())[:300]
                 if exc.code not in RETRY_STATUSES:
                     with contextlib.suppress(ValueError, AttributeError):
                         detail = json.loads(detail).get("error", detail)
@@ -263,14 +363,17 @@ class RemoteSegmenter:
                 last = f"HTTP {exc.code} {detail}".strip()
             except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
                 # refused, reset, timed out, or cut off mid-answer (a replica dying)
-                last = _describe(exc)
-        tries = self.retries + 1
+                last = "no answer in time" if deadline.expired else _describe(exc)
+            finally:
+                deadline.cancel()
+        tries = retries + 1
         raise ModelServiceError(self.url, f"{last}; {tries} {'try' if tries == 1 else 'tries'}")
 
-    def refresh_info(self) -> dict:
-        """``GET /info``: the service's engine name and runtime (sets ``name``/``runtime_info``)."""
+    def refresh_info(self, *, timeout: float | None = None, retries: int | None = None) -> dict:
+        """``GET /info``: the service's engine name and runtime (sets ``name``/``runtime_info``);
+        ``timeout``/``retries`` as :meth:`_request` (default: the segmenter's)."""
         try:
-            info = json.loads(self._request("/info"))
+            info = json.loads(self._request("/info", timeout=timeout, retries=retries))
         except ValueError as exc:
             raise ModelServiceError(self.url, f"/info is not JSON ({exc})", refused=True) from exc
         if not isinstance(info, dict) or info.get("service") != "dextr":
@@ -326,8 +429,11 @@ def load_remote_or_fallback(
     timeout: float = 30.0,
     retries: int = 2,
     sleep: Callable[[float], None] = time.sleep,
+    start_timeout: float = START_TIMEOUT_S,
 ) -> EngineChoice:
-    """The model service at ``url`` if it answers ``/info``, else ``fallback_factory()``.
+    """The model service at ``url`` if it answers ``/info`` within ``start_timeout`` seconds (one
+    try: the app's start waits no longer, for anyone), else ``fallback_factory()``. ``timeout``
+    and ``retries`` are the segmenter's for each object afterwards.
 
     ``fallback_factory``: makes the local engine (e.g. ``lambda: load_segmenter(weights)``);
     called only when the service is not reachable. Returns an :class:`EngineChoice`; its
@@ -337,8 +443,9 @@ def load_remote_or_fallback(
     """
     try:
         remote = RemoteSegmenter(
-            url, threshold, timeout=timeout, retries=retries, check=True, sleep=sleep
+            url, threshold, timeout=timeout, retries=retries, check=False, sleep=sleep
         )
+        remote.refresh_info(timeout=min(timeout, start_timeout), retries=0)
     except ModelServiceError as exc:
         return EngineChoice(fallback_factory(), exc)
     return EngineChoice(remote, None)

@@ -39,8 +39,10 @@ from .errors import DextrError
 from .images import ImageReadError, load_image
 from .masks import (
     MaskFileError,
+    clashing_ids,
     draft_path,
     label_map,
+    label_map_object_ids,
     load_label_map,
     load_object_mask,
     mask_path,
@@ -149,6 +151,7 @@ class _Open:
     candidate: Candidate | None = None
     pending_id: str | None = None  # object id of an Accept that failed, kept for the retry
     pending_points: tuple | None = None
+    mask_file: Path | None = None  # where the saved mask is read from (found once per open)
 
 
 class AnnotationSession:
@@ -178,6 +181,7 @@ class AnnotationSession:
         self._open: _Open | None = None
         #: Images passed over by the last open_next / prev / next, as "id: why" sentences.
         self.passed_over: list[str] = []
+        self._notes: list[str] = []  # why refresh() closed the open image, for the next open
         self._masks: dict[tuple[str, str], np.ndarray] = {}  # (image id, object id) -> packed
 
     # ---- what is open ------------------------------------------------------------------------
@@ -242,7 +246,7 @@ class AnnotationSession:
         """Claim and open the next image for this annotator (their own in this session first);
         None when nothing is left. Unreadable files are marked so and passed over: their
         messages are in :attr:`passed_over`."""
-        self.passed_over = []
+        self.passed_over, self._notes = self._notes, []
         self._leave()
         for _ in range(MAX_UNREADABLE_PER_OPEN):
             record = self.store.claim_next(self.annotator, session=self.token)
@@ -263,7 +267,7 @@ class AnnotationSession:
         Raises ImageReadError (the image is marked unreadable) and the store's errors for missing
         or unreadable images; on any error the previous image stays open.
         """
-        self.passed_over = []
+        self.passed_over, self._notes = self._notes, []
         return self._open_one(image_id)
 
     def _open_one(self, image_id: str) -> ImageStatus:
@@ -316,6 +320,8 @@ class AnnotationSession:
     def refresh(self) -> ImageStatus | None:
         """Bring the open image's status in line with the store (call on every page draw).
 
+        None when nothing is open any more: the photo's file is gone (the claim is given back and
+        the next open's :attr:`passed_over` says why) or the store no longer knows the image.
         Keeps this session's claim alive (a heartbeat every :data:`HEARTBEAT_EVERY_S`); when the
         claim lapsed and someone else took the image, the image turns read-only with the reason.
         """
@@ -325,6 +331,13 @@ class AnnotationSession:
         record = self.store.get(op.image_id)
         if record is None:
             self._open = None
+            return None
+        if not op.path.is_file():  # renamed, moved or deleted while open: nothing left to show
+            self._leave()
+            self._notes.append(
+                f"{op.image_id}: the photo is no longer in the source folder (renamed, moved or "
+                "deleted while it was open); its objects are kept. Put it back under that name, "
+                "or ask a lead to rescan the folder.")
             return None
         now = self.clock()
         if not op.status.editable:
@@ -397,9 +410,9 @@ class AnnotationSession:
         if (op.candidate is not None and op.candidate.points == key
                 and op.candidate.engine == str(getattr(seg, "name", ""))):
             return op.candidate
-        image = self.load(op.path)
         t0 = time.perf_counter()
         try:
+            image = self.load(op.path)
             mask = np.asarray(seg.segment(image, np.asarray(op.points, dtype=np.float64)),
                               dtype=bool)
             error = None
@@ -418,8 +431,9 @@ class AnnotationSession:
 
         Its mask file is written first, then the store add (with a client-made object id kept
         until the add succeeds, so a retry after any failure stores it once). Raises
-        SessionError without a mask, WriteError when the mask cannot be written, ClaimError when
-        the claim was lost (the image turns read-only); the clicks are kept on every failure.
+        SessionError without a mask or with an empty one, WriteError when the mask cannot be
+        written, ClaimError when the claim was lost (the image turns read-only); the clicks are
+        kept on every failure.
         """
         from .store import ClaimError, ObjectRecord
 
@@ -428,6 +442,10 @@ class AnnotationSession:
         if cand is None or cand.mask is None:
             raise SessionError("Click the object's four extreme points first (left-most, "
                                "right-most, top, bottom) and check the mask.")
+        if not cand.mask.any():
+            raise SessionError(f"The mask of these clicks is empty ({cand.engine} found no "
+                               "object there), so nothing was saved. Move the clicks onto the "
+                               "object's edges, or Clear and click again.")
         if op.pending_id is None or op.pending_points != cand.points:
             op.pending_id, op.pending_points = uuid.uuid4().hex, cand.points
         object_id = op.pending_id
@@ -493,13 +511,12 @@ class AnnotationSession:
         if not allow_empty and not self.objects:
             raise EmptyImageError(f"{op.image_id} has no object. Save it as done with an empty "
                                   "mask?")
-        target = mask_path(self.paths.destination, op.image_id, self.paths.mask_suffix,
-                           self.paths.save_format)
+        target = self._mask_file(op.image_id)
         written: list[int] = []
 
         def write(objects) -> None:
             labels = label_map([self.mask(o) for o in objects], op.shape)
-            save_label_map(target, labels)
+            save_label_map(target, labels, [o.object_id for o in objects])
             written.append(len(objects))
 
         seconds = round(max(0.0, self.clock() - op.opened_at), 3)
@@ -548,6 +565,13 @@ class AnnotationSession:
             raise ReadOnlyError(f"{op.image_id} is read-only here: {op.status.reason}")
         return op
 
+    def _mask_file(self, image_id: str) -> Path:
+        """The image's mask file (its whole photo name kept when another photo of its folder
+        shares the name stem, see :func:`dextr_core.masks.clashing_ids`)."""
+        p = self.paths
+        return mask_path(p.destination, image_id, p.mask_suffix, p.save_format,
+                         clashing_ids(self.store.image_ids(), near=image_id))
+
     def _shape(self, image_id: str) -> tuple[int, int]:
         image = self.load(self.paths.source / image_id)
         return int(image.shape[0]), int(image.shape[1])
@@ -565,7 +589,7 @@ class AnnotationSession:
         return status
 
     def _step(self, step: int) -> ImageStatus | None:
-        self.passed_over = []
+        self.passed_over, self._notes = self._notes, []
         ids = self.store.image_ids()  # sorted
         here = self.image_id
         i = bisect.bisect_left(ids, here) if here is not None else len(ids)
@@ -631,13 +655,18 @@ class AnnotationSession:
                 object_mask_path(self.paths.destination, op.image_id, object_id), op.shape)
             if found is not None:
                 return found
-        for source in (draft_path(self.paths.destination, op.image_id),
-                       mask_path(self.paths.destination, op.image_id, self.paths.mask_suffix,
-                                 self.paths.save_format)):
+        if op.mask_file is None:
+            op.mask_file = self._mask_file(op.image_id)
+        for source in (draft_path(self.paths.destination, op.image_id), op.mask_file):
             labels = _label_file(source, op.shape)
-            if labels is not None and int(obj.index) <= len(labels) and \
-                    labels[obj.index - 1].any():
-                return labels[obj.index - 1]
+            if labels is None:
+                continue
+            ids = label_map_object_ids(source)
+            # a file that names its objects is read by object id (an edit may have moved them)
+            index = (ids.index(object_id) + 1 if object_id in (ids or ()) else
+                     int(obj.index) if ids is None or not object_id else 0)
+            if 1 <= index <= len(labels) and labels[index - 1].any():
+                return labels[index - 1]
         if obj.points:
             try:
                 return np.asarray(self.segmenter.segment(

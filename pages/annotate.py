@@ -13,6 +13,7 @@ beside the canvas, else below it, so nothing ever covers the photo (1280-1920 px
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 
@@ -37,8 +38,11 @@ SHORTCUTS = {"accept": "A", "undo": "U", "clear": "X", "done": "D", "skip": "S",
 
 def _token() -> str:
     """This tab's session token, kept in the page address (``?tab=...``) so that a refresh of
-    the tab keeps its claim, while a new tab (the address without it) is another session."""
-    token = st.session_state.get(_TOKEN) or st.query_params.get(_TOKEN) or uuid.uuid4().hex
+    the tab keeps its claim, while a new tab (the address without it) is another session. A
+    ``?tab=`` that is not 8-64 letters, digits, ``-`` or ``_`` (edited, cut off) gets a fresh one."""
+    given = st.query_params.get(_TOKEN) or ""
+    given = given if re.fullmatch(r"[0-9A-Za-z_-]{8,64}", given) else ""
+    token = st.session_state.get(_TOKEN) or given or uuid.uuid4().hex
     st.session_state[_TOKEN] = token
     if st.query_params.get(_TOKEN) != token:
         st.query_params[_TOKEN] = token

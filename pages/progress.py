@@ -23,7 +23,7 @@ import streamlit as st
 from dextr_core.errors import DextrError
 from dextr_core.export import run_export
 from dextr_core.images import ImageReadError
-from dextr_core.masks import MaskFileError, mask_path
+from dextr_core.masks import MaskFileError, clashing_ids, mask_path
 from ui import messages, roles, state
 from ui import progress_view as view
 from ui.messages import md
@@ -152,15 +152,28 @@ def show_gallery(store, cfg, lead: bool) -> None:
     st.caption(f"{len(chosen):,} images match.")
     columns = st.columns(GALLERY_COLUMNS)
     rows = chosen.iloc[(page - 1) * GALLERY_PAGE: page * GALLERY_PAGE]
+    clashing = _clashing(store, snap) if len(rows) else frozenset()
     for n, record in enumerate(rows.itertuples(index=False)):
         with columns[n % GALLERY_COLUMNS]:
-            _gallery_tile(cfg, record, lead)
+            _gallery_tile(cfg, record, lead, clashing)
 
 
-def _gallery_tile(cfg, record, lead: bool) -> None:
+_CLASHING: dict = {}  # (store, snapshot version) -> masks.clashing_ids of its ids, last only
+
+
+def _clashing(store, snap) -> frozenset:
+    """The ids whose mask file keeps the whole photo name, read again when the store changed."""
+    key = (id(store), snap.version)
+    if key not in _CLASHING:
+        _CLASHING.clear()
+        _CLASHING[key] = clashing_ids(store.image_ids())
+    return _CLASHING[key]
+
+
+def _gallery_tile(cfg, record, lead: bool, clashing) -> None:
     image_id = str(record.id)
     image_file = Path(cfg.source, image_id)
-    mask_file = mask_path(cfg.destination, image_id, cfg.mask_suffix, cfg.save_format)
+    mask_file = mask_path(cfg.destination, image_id, cfg.mask_suffix, cfg.save_format, clashing)
     try:
         st.image(thumbnail(str(image_file), view.mtime(image_file),
                            str(mask_file) if mask_file.is_file() else "", view.mtime(mask_file)),

@@ -134,9 +134,11 @@ def test_a_try_during_the_delay_is_refused_unchecked(roles):
     assert is_lead(try_password(session(), PASSWORD))
 
 
-def test_the_client_address_comes_from_the_connection_or_a_local_proxy(roles, monkeypatch):
-    def context(ip, headers):
-        return SimpleNamespace(context=SimpleNamespace(ip_address=ip, headers=headers))
+def test_the_client_address_comes_from_the_connection_or_a_configured_proxy(roles, monkeypatch):
+    def context(ip, headers, proxies=("127.0.0.1",)):
+        secrets = SimpleNamespace(to_dict=lambda: {"trusted_proxies": list(proxies)})
+        return SimpleNamespace(context=SimpleNamespace(ip_address=ip, headers=headers),
+                               secrets=secrets)
 
     monkeypatch.setattr(roles, "st", context("192.0.2.7", {"X-Forwarded-For": "1.1.1.1"}))
     assert roles.client_address() == "192.0.2.7", "a remote client's own header is not trusted"
@@ -146,6 +148,24 @@ def test_the_client_address_comes_from_the_connection_or_a_local_proxy(roles, mo
     assert roles.client_address() == "198.51.100.9"
     monkeypatch.setattr(roles, "st", context(None, {}))
     assert roles.client_address() == "local"
+    # a proxy on another machine, in front of a second one: the first untrusted hop from the right
+    monkeypatch.setattr(roles, "st", context("10.0.0.5", {"X-Forwarded-For": "6.6.6.6, 203.0.113.8, 10.0.0.9"},
+                                             proxies=["10.0.0.0/24"]))
+    assert roles.client_address() == "203.0.113.8"
+
+
+def test_a_forwarded_address_from_a_peer_that_is_no_configured_proxy_is_ignored(roles, monkeypatch):
+    def context(ip, headers, proxies):
+        secrets = SimpleNamespace(to_dict=lambda: {"trusted_proxies": proxies} if proxies else {})
+        return SimpleNamespace(context=SimpleNamespace(ip_address=ip, headers=headers),
+                               secrets=secrets)
+
+    spoofed = {"X-Forwarded-For": "198.51.100.4", "X-Real-Ip": "198.51.100.5"}
+    for proxies in (None, [], ["10.0.0.0/8"], "not an address"):  # this machine not configured
+        monkeypatch.setattr(roles, "st", context(None, spoofed, proxies))
+        assert roles.client_address() == "local", proxies
+    monkeypatch.setattr(roles, "st", context("192.0.2.7", spoofed, ["127.0.0.1"]))
+    assert roles.client_address() == "192.0.2.7"
 
 
 # --- OIDC and the secrets file ------------------------------------------------------------------

@@ -103,7 +103,7 @@ def test_events_name_what_was_there_before_the_change(store_location, source, cl
         ("reopened", "a.jpg", "lead", {"was": "done"}),
         ("reopened", "c.jpg", "lead", {"was": "done"}),
         ("unreadable", "b.jpg", "dan", {"error": "truncated file"}),
-        ("released", "c.jpg", "fay", {"lapsed": True}),
+        ("released", "c.jpg", "fay", {"lapsed": True, "restored": True}),
     ]
     assert s.get("c.jpg").status == "done" and s.get("c.jpg").annotator == "eve"
     s.close()

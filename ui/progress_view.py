@@ -199,8 +199,8 @@ def update_object_index(store, index: ObjectIndex) -> ObjectIndex:
     the result disagrees with the store's own object count."""
     events = store.events(since=index.last_event)
     for event in events:
-        if event.action == "reset":
-            return read_object_index(store)
+        if event.action == "reset" or (event.detail or {}).get("restored"):
+            return read_object_index(store)  # a correction left undone: its objects came back
         sign = {"object_added": 1, "object_removed": -1}.get(event.action)
         if sign is None:
             continue

@@ -205,7 +205,7 @@ def _new_store(cfg: AnnoConfig, **extra):
                       **extra)
 
 
-@st.cache_resource(show_spinner="Opening the progress file...", max_entries=4)
+@st.cache_resource(show_spinner="Opening the progress store...", max_entries=4)
 def _open_store(cfg_key: str, _cfg: AnnoConfig) -> StoreHandle:
     # Keyed on the config's repr (all its values); the config object itself is not hashed.
     cfg = _cfg
@@ -238,7 +238,8 @@ def store_handle() -> StoreHandle:
         st.stop()
         raise
     except (DextrError, OSError) as exc:
-        st.error(f"The progress file {cfg.progress_file} cannot be opened: {exc}")
+        # the store's message names what is in use: the file, or the database (no password)
+        st.error(f"The progress store cannot be opened: {exc}")
         st.stop()
         raise
 

@@ -17,7 +17,9 @@ the lead role stays off until it is fixed.
 
 from __future__ import annotations
 
+import contextlib
 import hmac
+import ipaddress
 import threading
 import time
 import tomllib
@@ -116,16 +118,23 @@ LIMITER = AttemptLimiter()
 
 def client_address() -> str:
     """Where this session's connection comes from: ``st.context.ip_address`` (Streamlit 1.67;
-    None for a connection from this machine). For a local connection, which is what a reverse
-    proxy on this machine looks like, the proxy's ``X-Forwarded-For`` (the last address, the one
-    the proxy itself saw) or ``X-Real-Ip`` header names the client; a remote client's own headers
-    are not trusted (anyone can send them). "local" when nothing is known."""
+    None for a peer on this machine, 127.0.0.1 or ::1), "local" for a local peer.
+
+    ``X-Forwarded-For`` / ``X-Real-Ip`` are read only when the peer is one of the configured
+    ``trusted_proxies`` (:func:`trusted_proxies`; "127.0.0.1" or "::1" for a proxy on this
+    machine): then the client is the right-most forwarded address that is not itself a trusted
+    proxy. Anyone else can write those headers, so without that setting they are ignored.
+    """
     try:
         ip = st.context.ip_address
     except Exception:  # no script context (a plain import, a bare test)
         ip = None
-    if isinstance(ip, str) and ip:
-        return ip
+    ip = ip if isinstance(ip, str) and ip else None
+    proxies = trusted_proxies()
+    peer_trusted = (_is_trusted(ip, proxies) if ip is not None
+                    else any(n.network_address.is_loopback for n in proxies))
+    if not peer_trusted:
+        return ip or "local"
     try:
         headers = st.context.headers
         forwarded = headers.get("X-Forwarded-For") or ""
@@ -133,11 +142,34 @@ def client_address() -> str:
     except Exception:
         forwarded = real = ""
     forwarded = forwarded if isinstance(forwarded, str) else ""
-    real = real if isinstance(real, str) else ""
+    real = real.strip() if isinstance(real, str) else ""
     hops = [h.strip() for h in forwarded.split(",") if h.strip()]
-    if hops:
-        return hops[-1]
-    return real.strip() or "local"
+    for hop in reversed(hops):
+        if not _is_trusted(hop, proxies):
+            return hop
+    return (hops[0] if hops else real) or ip or "local"
+
+
+def trusted_proxies() -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    """The configured ``trusted_proxies`` (secrets.toml: a list of addresses or networks such as
+    ``["127.0.0.1", "10.0.0.0/8"]``, or one as text); entries that are not addresses are
+    ignored. Empty when not set: no forwarded-address header is believed."""
+    value = _secrets().get("trusted_proxies") or []
+    if isinstance(value, str):
+        value = [value]
+    out = []
+    for entry in value if isinstance(value, list | tuple) else []:
+        with contextlib.suppress(ValueError):
+            out.append(ipaddress.ip_network(str(entry).strip(), strict=False))
+    return out
+
+
+def _is_trusted(address: str, proxies) -> bool:
+    try:
+        ip = ipaddress.ip_address(address.strip())
+    except ValueError:
+        return False
+    return any(ip.version == n.version and ip in n for n in proxies)
 
 
 def _secrets_files() -> list[Path]:

@@ -40,6 +40,7 @@ exported; the mask file is left untouched.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections import Counter, defaultdict
@@ -70,6 +71,9 @@ if TYPE_CHECKING:
     from .progress_store import ProgressStore
 
 __all__ = ["add_images", "import_legacy", "reconcile", "reset", "scan", "sync"]
+
+#: Meta key: the sizes of the TIFFs known before image_size read their header size were checked.
+_TIFF_SIZES_CHECKED = "tiff_sizes_checked"
 
 #: Engine name of the objects read from DEXTR-AnnoTool's mask files.
 LEGACY_ENGINE = "DEXTR-AnnoTool"
@@ -129,9 +133,26 @@ def sync(store: ProgressStore) -> SyncReport:
             sizes[image_id] = (*image_size(store.source_dir / image_id), None)
         except (ImageReadError, OSError) as exc:
             sizes[image_id] = (None, None, str(exc))
+    # sizes of known TIFFs again, once per store: they were recorded turned twice before
+    # (EXIF orientation 5-8, Pillow < this check)
+    with store._storage.transaction():
+        checked = (store._meta.get(doc_id=_META_ID) or {}).get(_TIFF_SIZES_CHECKED)
+    tiffs: dict[str, tuple[int, int]] = {}
+    for image_id in (i for i in found if not checked and i in known
+                     and i.lower().endswith((".tif", ".tiff"))):
+        with contextlib.suppress(ImageReadError, OSError):
+            tiffs[image_id] = image_size(store.source_dir / image_id)
     report = SyncReport()
     found_set = set(found)
     with store._storage.transaction():
+        if not checked:
+            store._meta.update({_TIFF_SIZES_CHECKED: True}, doc_ids=[_META_ID])
+        for image_id, (width, height) in tiffs.items():
+            doc = store._raw(image_id)
+            if doc is not None and (doc.get("width"), doc.get("height")) == (height, width):
+                store._update(image_id, {"width": width, "height": height})
+                report.messages.append(f"{image_id}: size corrected to {width} x {height} px "
+                                       "(its EXIF orientation had been applied twice)")
         report.added = add_images(store, ((i, *sizes[i]) for i in new_ids))
         report.unreadable = [i for i in report.added if sizes[i][2]]
         report.unreadable_reasons = {i: sizes[i][2] for i in report.unreadable}
@@ -249,6 +270,9 @@ def import_legacy(store: ProgressStore, report: SyncReport) -> None:
     counts: Counter = Counter()
     unknown, bad = [], []
     with_masks = 0
+    from ..masks import clashing_ids
+
+    clashing = clashing_ids(store._doc_of)
     stamp = legacy.stat().st_mtime
     for key, value in annotated.items():
         image_id = resolve(key)
@@ -269,7 +293,8 @@ def import_legacy(store: ProgressStore, report: SyncReport) -> None:
             "legacy": True,
         }
         if status == "done" and not doc.get("objects"):
-            objects = _objects_from_mask(store, image_id)
+            # a file under a stem that photos share is not read here: reconcile gives it out
+            objects = _objects_from_mask(store, _legacy_mask_file(store, image_id, clashing))
             if objects:
                 fields.update({"objects": objects, "n_objects": len(objects), "legacy": None})
                 with_masks += 1
@@ -302,7 +327,8 @@ def import_legacy(store: ProgressStore, report: SyncReport) -> None:
     store._log("legacy_import", None, None, file=str(legacy), **dict(counts))
 
 
-def _legacy_mask_file(store: ProgressStore, image_id: str) -> Path | None:
+def _legacy_mask_file(store: ProgressStore, image_id: str, clashing: frozenset[str]
+                      ) -> Path | None:
     """The existing mask file of an image in the destination (in save_format), or None."""
     from ..masks import SAVE_FORMATS, mask_path
 
@@ -312,7 +338,7 @@ def _legacy_mask_file(store: ProgressStore, image_id: str) -> Path | None:
     formats = [store.save_format] if store.save_format in SAVE_FORMATS else list(SAVE_FORMATS)
     for fmt in formats:
         try:
-            path = mask_path(store.destination, image_id, store.mask_suffix, fmt)
+            path = mask_path(store.destination, image_id, store.mask_suffix, fmt, clashing)
         except ValueError:
             return None
         if path.is_file():
@@ -320,9 +346,8 @@ def _legacy_mask_file(store: ProgressStore, image_id: str) -> Path | None:
     return None
 
 
-def _objects_from_mask(store: ProgressStore, image_id: str) -> list[dict]:
-    """One object document per label 1..max of the image's existing mask file ([] if none)."""
-    path = _legacy_mask_file(store, image_id)
+def _objects_from_mask(store: ProgressStore, path: Path | None) -> list[dict]:
+    """One object document per label 1..max of an image's mask file ``path`` ([] if none)."""
     if path is None:
         return []
     n = _count_labels(path)
@@ -398,18 +423,22 @@ def reconcile(store: ProgressStore, destination: str | os.PathLike, mask_suffix:
     * done imported from DEXTR-AnnoTool -> ``n_objects`` read from its mask file.
     Done images without objects need no mask file. Missing images are left alone.
     """
-    from ..masks import mask_path
+    from ..masks import clashing_ids, mask_path
 
     dest = Path(destination)
-    existing = _files_under(dest)
-    stems = {os.path.splitext(p)[0] for p in existing}
     lines: list[str] = []
     with store._storage.transaction():
         meta = store._meta.get(doc_id=_META_ID) or {}
         reset_at = meta.get("reset_at")
         now = store.clock()
-        for doc in sorted(store._storage.read().get(_IMAGES, {}).values(),
-                          key=lambda d: d["id"]):
+        docs = sorted(store._storage.read().get(_IMAGES, {}).values(), key=lambda d: d["id"])
+        clashing = clashing_ids(d["id"] for d in docs)
+        if clashing:
+            lines += _adopt_shared_files(store, docs, clashing, dest, mask_suffix, save_format)
+            docs = sorted(store._storage.read().get(_IMAGES, {}).values(), key=lambda d: d["id"])
+        existing = _files_under(dest)
+        stems = {os.path.splitext(p)[0] for p in existing}
+        for doc in docs:
             if doc.get("missing"):
                 continue
             status, n_objects = doc["status"], len(doc.get("objects") or [])
@@ -420,12 +449,12 @@ def reconcile(store: ProgressStore, destination: str | os.PathLike, mask_suffix:
             elif status == "in_progress":
                 wanted = n_objects > 0
             else:  # todo: only when a file of that name exists (cheap string test first)
-                stem = os.path.splitext(doc["id"])[0] + mask_suffix
-                wanted = n_objects == 0 and os.path.join(str(dest), stem) in stems
+                base = doc["id"] if doc["id"] in clashing else os.path.splitext(doc["id"])[0]
+                wanted = n_objects == 0 and os.path.join(str(dest), base + mask_suffix) in stems
             if not wanted:
                 continue
             try:
-                mpath = mask_path(dest, doc["id"], mask_suffix, save_format)
+                mpath = mask_path(dest, doc["id"], mask_suffix, save_format, clashing)
             except ValueError:
                 continue
             mtime = existing.get(str(mpath))
@@ -473,6 +502,64 @@ def reconcile(store: ProgressStore, destination: str | os.PathLike, mask_suffix:
                              f"done ({n} object(s)).")
         if lines:
             store._log("reconciled", None, None, fixes=len(lines))
+    return lines
+
+
+def _adopt_shared_files(store: ProgressStore, docs: list[dict], clashing: frozenset[str],
+                        dest: Path, mask_suffix: str, save_format: str) -> list[str]:
+    """Give each mask file saved under a name stem that photos share (``a_mask.png`` of ``a.jpg``
+    and ``a.png``, written by DEXTR-AnnoTool or before names were kept unique) to the one photo it
+    belongs to, under that photo's own name (``a.jpg_mask.png``); one line per file.
+
+    The owner is the photo whose object ids the file names (:func:`masks.label_map_object_ids`),
+    else the only photo of the group recorded done (or in progress with objects). A file whose
+    owner cannot be told is left where it is, and said so. Inside reconcile's transaction.
+    """
+    from ..masks import label_map_object_ids, mask_path
+
+    groups: dict[Path, list[dict]] = defaultdict(list)
+    for doc in docs:
+        if doc["id"] in clashing:
+            with contextlib.suppress(ValueError):
+                groups[mask_path(dest, doc["id"], mask_suffix, save_format)].append(doc)
+    lines: list[str] = []
+    for shared, members in sorted(groups.items()):
+        if not shared.is_file():
+            continue
+        names = ", ".join(d["id"] for d in members)
+        stamped = label_map_object_ids(shared)
+        if stamped is not None:
+            owners = [d for d in members
+                      if [o.get("object_id", "") for o in d.get("objects") or []] == stamped]
+        else:
+            owners = [d for d in members if (d["status"] == "done" and (d.get("objects")
+                                                                           or d.get("legacy")))
+                      or (d["status"] == "in_progress" and d.get("objects"))]
+        if len(owners) != 1:
+            lines.append(f"{shared} is the mask file of one of {names} (they share a name "
+                         "stem); which one cannot be told, so it is left as it is. Each of them "
+                         "now saves its mask under its whole name: check them on the Progress "
+                         "page and annotate again the ones without a mask.")
+            continue
+        owner = owners[0]["id"]
+        target = mask_path(dest, owner, mask_suffix, save_format, clashing)
+        if target.exists():
+            lines.append(f"{shared} is left as it is: {owner} has its own mask file {target}.")
+            continue
+        try:
+            os.replace(shared, target)
+        except OSError as exc:
+            lines.append(f"{owner}: could not rename its mask file {shared} to {target} ({exc}); "
+                         "fix the folder's permissions, then rescan.")
+            continue
+        lines.append(f"{owner}: its mask file {shared.name} is now {target.name}: {names} share "
+                     "the name stem, so each photo's mask keeps its whole name.")
+        doc = owners[0]
+        if doc["status"] == "done" and doc.get("legacy") and not doc.get("objects"):
+            objects = _objects_from_mask(store, target)
+            if objects:
+                store._update(owner, {"objects": objects, "n_objects": len(objects),
+                                      "legacy": None})
     return lines
 
 

@@ -46,6 +46,7 @@ for :meth:`PostgresStore.summary` (migration 2); :func:`_columns` derives them a
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import statistics
@@ -131,15 +132,68 @@ def is_postgres_url(location: str) -> bool:
 
 
 def redact_url(url: str) -> str:
-    """``url`` without its password (for messages and logs)."""
-    parts = urlsplit(url)
-    if parts.password is None:
+    """``url`` without its password (for messages and logs); never raises, even for a URL that
+    does not parse (a port that is not a number)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return re.sub(r"://([^:/@]*):[^@/]*@", r"://\1:***@", url)
+    user, at, host = parts.netloc.rpartition("@")
+    if not at or ":" not in user:
         return url
-    host = parts.hostname or ""
-    if parts.port:
-        host += f":{parts.port}"
-    netloc = f"{parts.username}:***@{host}" if parts.username else host
-    return urlunsplit(parts._replace(netloc=netloc))
+    return urlunsplit(parts._replace(netloc=f"{user.split(':', 1)[0]}:***@{host}"))
+
+
+#: The shape of a PostgreSQL address, for messages.
+URL_EXAMPLE = "postgresql://USER:PASSWORD@HOST:5432/DATABASE"
+
+
+def url_problem(url: str) -> str | None:
+    """Why ``url`` is not a usable ``postgresql://`` address (a sentence), None when it is.
+
+    Checks what libpq would refuse only when connecting, or what would crash a page: a port that
+    is not a number from 1 to 65535, spaces, unknown query parameters (psycopg's own parser).
+    """
+    try:
+        parts = urlsplit(url)
+        if "," not in parts.netloc:  # several hosts (h1:5432,h2:5433) are libpq's to check
+            _ = parts.port  # raises ValueError for a port that is not a number
+    except ValueError as exc:
+        return f"it does not parse ({exc})"
+    if parts.scheme.lower() not in ("postgresql", "postgres"):
+        return f"it starts with {parts.scheme}:// instead of postgresql://"
+    with contextlib.suppress(ImportError):  # without the driver _import_driver says so later
+        from psycopg import ProgrammingError, conninfo
+
+        try:
+            params = conninfo.conninfo_to_dict(url)
+        except ProgrammingError as exc:
+            return _first_line(exc)
+        for port in str(params.get("port") or "").split(","):
+            if port and not (port.isdigit() and 1 <= int(port) <= 65535):
+                return f"its port {port!r} is not a number from 1 to 65535"
+    return None
+
+
+def _connect_failure(exc: BaseException) -> str:
+    """What a failed first connection means and what to do, from the server's own reason."""
+    reason = _first_line(exc)
+    low = str(exc).lower()
+    if "password authentication failed" in low or "no password supplied" in low:
+        fix = ("the user name or password is wrong: correct them in the address, or set the "
+               "user's password on the server (ALTER USER ... PASSWORD ...)")
+    elif "does not exist" in low and "database" in low:
+        fix = ("that database does not exist on the server: create it (createdb NAME, or "
+               "CREATE DATABASE) or correct the name after the last / of the address")
+    elif "does not exist" in low and "role" in low:
+        fix = "that user does not exist on the server: create it or correct the user name"
+    elif "pg_hba.conf" in low:
+        fix = "the server does not let this machine or user in: add a line for it to pg_hba.conf"
+    elif "timeout" in low or "timed out" in low:
+        fix = "no answer in time: check the host name and port, and that a firewall lets it through"
+    else:
+        fix = "check that the server is running and the host name and port are right"
+    return f"{reason}. What to do: {fix}"
 
 
 def _import_driver():
@@ -392,9 +446,16 @@ class PostgresStore(ProgressStore):
         connect_timeout_s: float = 10.0,
         lock_timeout_s: float = 30.0,
     ):
-        self._psycopg, self._psycopg_pool, self._Jsonb = _import_driver()
         self.url = str(url)
         self.path = redact_url(self.url)
+        problem = url_problem(self.url)
+        if problem is not None:
+            raise StoreInputError(
+                f"The progress database address {self.path} (admin.database or "
+                f"DEXTR_DATABASE_URL) is not a valid PostgreSQL address: {problem}. Write it as "
+                f"{URL_EXAMPLE} (special characters in the password percent-encoded, e.g. %40 "
+                "for @).")
+        self._psycopg, self._psycopg_pool, self._Jsonb = _import_driver()
         self.source_dir = Path(source_dir)
         self.legacy_file = None if legacy_file is None else Path(legacy_file)
         self.mask_suffix = mask_suffix
@@ -416,6 +477,7 @@ class PostgresStore(ProgressStore):
         def configure(conn) -> None:
             conn.execute(f"SET lock_timeout = {lock_ms}")
 
+        self._first_connection()
         self._pool = self._psycopg_pool.ConnectionPool(
             self.url, min_size=1, max_size=max(1, int(pool_size)), open=False,
             kwargs={"autocommit": True}, configure=configure,
@@ -436,6 +498,19 @@ class PostgresStore(ProgressStore):
         except BaseException:
             self._pool.close()
             raise
+
+    def _first_connection(self) -> None:
+        """Connect once before the pool starts, so that a refusal reaches the user with the
+        server's own reason (the pool only reports that it timed out)."""
+        try:
+            conn = self._psycopg.connect(
+                self.url, connect_timeout=max(1, round(self.connect_timeout_s)), autocommit=True)
+        except self._psycopg.Error as exc:
+            raise StoreWriteError(
+                f"Could not connect to the progress database {self.path} (admin.database or "
+                f"DEXTR_DATABASE_URL): {_connect_failure(exc)}."
+            ) from exc
+        conn.close()
 
     def _check_idle_connection(self, conn) -> None:
         """Before a call uses a pooled connection idle for over 2 s, check it is still alive
@@ -575,8 +650,7 @@ class PostgresStore(ProgressStore):
                 elif not self._lapsed(doc, now):
                     continue
                 elif doc.get("resume"):
-                    self._update(doc["id"], self._unclaimed_fields(doc, now))
-                    self._log("released", doc["id"], doc.get("annotator"), lapsed=True)
+                    self._unclaim(doc, now, doc.get("annotator"), lapsed=True)
                 else:
                     candidates.append(doc["id"])
             if not candidates:

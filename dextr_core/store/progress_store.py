@@ -345,6 +345,7 @@ class ProgressStore:
     def _check_name(annotator: str, what: str = "annotator") -> str:
         if not isinstance(annotator, str) or not annotator.strip():
             raise StoreInputError(f"The {what} name is empty; enter your name before annotating.")
+        _check_text(annotator, f"The {what} name")
         return annotator.strip()
 
     def _held_by_other_error(self, doc: dict, now: float, annotator: str | None = None) -> ClaimError:
@@ -419,8 +420,12 @@ class ProgressStore:
                                   "claimed_at": now, "updated_at": now, "session": session}
         detail: dict[str, Any] = {}
         if doc["status"] in ("done", "skipped"):
+            # what a correction left without Image done goes back to: the objects too, so that
+            # they keep matching the mask file that Image done wrote from them
             fields["resume"] = {"status": doc["status"], "annotator": doc.get("annotator"),
-                                "completed_at": doc.get("completed_at")}
+                                "completed_at": doc.get("completed_at"),
+                                "objects": list(doc.get("objects") or []),
+                                "n_objects": doc.get("n_objects") or 0}
             detail["was"] = doc["status"]
         elif doc["status"] == "in_progress" and doc.get("annotator") != annotator:
             detail["from"] = doc.get("annotator")
@@ -432,11 +437,23 @@ class ProgressStore:
     def _unclaimed_fields(self, doc: dict, now: float) -> dict:
         resume = doc.get("resume")
         if resume:
-            return {"status": resume["status"], "annotator": resume.get("annotator"),
-                    "completed_at": resume.get("completed_at"), "claimed_at": None,
-                    "updated_at": now, "resume": None, "session": None}
+            fields = {"status": resume["status"], "annotator": resume.get("annotator"),
+                      "completed_at": resume.get("completed_at"), "claimed_at": None,
+                      "updated_at": now, "resume": None, "session": None}
+            if "objects" in resume:  # claims made before the objects were kept keep theirs
+                fields.update(objects=resume["objects"], n_objects=resume.get("n_objects") or 0)
+            return fields
         return {"status": "todo", "annotator": None, "claimed_at": None, "updated_at": now,
                 "session": None}
+
+    def _unclaim(self, doc: dict, now: float, annotator: str | None, **detail) -> None:
+        """Give ``doc`` back unfinished (released, or its claim lapsed) and log it; a correction
+        gets its objects back (``restored`` in the event: object counts must be read again)."""
+        fields = self._unclaimed_fields(doc, now)
+        if "objects" in fields:
+            detail["restored"] = True
+        self._update(doc["id"], fields)
+        self._log("released", doc["id"], annotator, **detail)
 
     def _refresh(self, doc: dict, now: float, session: str | None) -> None:
         """The holder came back: renew the claim's time (and note its session if it had none)."""
@@ -480,9 +497,7 @@ class ProgressStore:
             for image_id in lapsed:
                 doc = self._raw(image_id)
                 if doc.get("resume"):
-                    holder = doc.get("annotator")  # read before the update changes doc
-                    self._update(image_id, self._unclaimed_fields(doc, now))
-                    self._log("released", image_id, holder, lapsed=True)
+                    self._unclaim(doc, now, doc.get("annotator"), lapsed=True)
                 else:
                     candidates.append(image_id)
             heap = self._todo_heap
@@ -557,8 +572,7 @@ class ProgressStore:
                 if not self._lapsed(doc, self.clock()):
                     raise self._held_by_other_error(doc, self.clock(), annotator)
                 return
-            self._update(image_id, self._unclaimed_fields(doc, self.clock()))
-            self._log("released", image_id, annotator)
+            self._unclaim(doc, self.clock(), annotator)
 
     # ---- objects ------------------------------------------------------------------------------
 
@@ -624,7 +638,7 @@ class ProgressStore:
             now = self.clock()
             objects = _with_object_ids(objects)
             new = {
-                "index": len(objects) + 1, "label": str(obj.label),
+                "index": len(objects) + 1, "label": _check_text(str(obj.label), "The label"),
                 "points": _encode_points(points),
                 "engine": str(obj.engine or ""), "annotator": obj.annotator or annotator,
                 "created_at": float(obj.created_at) if obj.created_at is not None else now,
@@ -920,6 +934,16 @@ class ProgressStore:
         """Make records and mask files agree after a crash; one line per fix. See
         :func:`dextr_core.store.maintenance.reconcile`."""
         return maintenance.reconcile(self, destination, mask_suffix, save_format)
+
+
+def _check_text(text: str, what: str) -> str:
+    """``text`` unchanged, or StoreInputError when it holds a control character (NUL and the
+    like, which PostgreSQL cannot store and no name needs): the same rule on every backend."""
+    bad = sorted({f"U+{ord(c):04X}" for c in text if ord(c) < 32 or ord(c) == 127})
+    if bad:
+        raise StoreInputError(f"{what} {text!r} contains control characters ({', '.join(bad)}); "
+                              "type it again without them.")
+    return text
 
 
 def open_store(location: str | os.PathLike | None, source_dir: str | os.PathLike,
