@@ -190,18 +190,10 @@ class StoreHandle:
     lock: threading.Lock
 
 
-def _store_keywords(cfg: AnnoConfig) -> dict:
-    """The store's constructor keywords for ``cfg`` (those this store version knows)."""
-    return {"claim_timeout_s": float(cfg.claim_timeout_min) * 60.0,
-            "exclude_dirs": (cfg.destination,), "mask_suffix": cfg.mask_suffix,
-            "save_format": cfg.save_format, "destination": cfg.destination,
-            "labels": tuple(cfg.labels), "legacy_file": cfg.legacy_progress_file}
-
-
 def _new_store(cfg: AnnoConfig, **extra):
-    from dextr_core.store import open_store
+    from dextr_core.store import config_options, open_store
 
-    return open_store(cfg.database or cfg.progress_file, cfg.source, **_store_keywords(cfg),
+    return open_store(cfg.database or cfg.progress_file, cfg.source, **config_options(cfg),
                       **extra)
 
 

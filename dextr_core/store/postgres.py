@@ -384,6 +384,7 @@ class PostgresStore(ProgressStore):
         recover_corrupt: bool = False,
         compact_bytes: int | None = None,
         legacy_file: str | os.PathLike | None = None,
+        legacy_base: str | os.PathLike | None = None,
         mask_suffix: str | None = None,
         save_format: str | None = None,
         destination: str | os.PathLike | None = None,
@@ -397,6 +398,7 @@ class PostgresStore(ProgressStore):
         self.path = redact_url(self.url)
         self.source_dir = Path(source_dir)
         self.legacy_file = None if legacy_file is None else Path(legacy_file)
+        self.legacy_base = None if legacy_base is None else Path(legacy_base)
         self.mask_suffix = mask_suffix
         self.save_format = save_format
         self.destination = None if destination is None else Path(destination)
