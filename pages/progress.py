@@ -255,6 +255,18 @@ def show_exports(store, cfg, lead: bool) -> None:
                            mime="application/zip", key="export_download", on_click="ignore")
 
 
+def show_last_scan() -> None:
+    """What the last scan of the source folder found (new photos, DEXTR-AnnoTool's import and
+    what it said, repairs); open when it has something to fix."""
+    handle = state.store_handle()
+    lines = view.last_scan(handle)
+    if lines:
+        problems = set(getattr(handle.sync_report, "messages", None) or ())
+        with st.expander("Last scan of the source folder", expanded=bool(problems)):
+            for line in lines:
+                (st.warning if line in problems else st.info)(md(line))
+
+
 def show_reset(cfg, lead: bool) -> None:
     """Reset progress: lead only, typed confirmation, the old progress file kept as a backup;
     a scan of the source folder (after a reset whose scan failed, or for new photos)."""
@@ -325,6 +337,7 @@ def main() -> None:
     store = state.store()  # a damaged store: its message, and a lead's offer of a new one
     lead = roles.lead_gate()
     messages.show()
+    show_last_scan()
     show_figures(tuple(cfg.labels))
     show_gallery(store, cfg, lead)
     show_exports(store, cfg, lead)

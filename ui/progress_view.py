@@ -463,7 +463,14 @@ def scan_source(handle, cfg) -> list[str]:
     ``reconcile``); returns what changed, in words. Errors of the store propagate."""
     with handle.lock:
         _scan(handle, cfg)
-        return list(getattr(handle.sync_report, "lines", list)()) + list(handle.reconciled)
+        return last_scan(handle)
+
+
+def last_scan(handle) -> list[str]:
+    """What the last scan of the source folder found (when the server opened the store, or a
+    lead's scan since), in words: the sync report's lines (DEXTR-AnnoTool's import among them),
+    then the mask files' repairs. [] when nothing changed."""
+    return list(getattr(handle.sync_report, "lines", list)()) + list(handle.reconciled)
 
 
 def _scan(handle, cfg) -> None:
