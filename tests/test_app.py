@@ -873,3 +873,19 @@ def test_a_dextr_annotool_file_made_for_other_folders_is_imported_with_a_warning
     store = ProgressStore(seed / "images" / ".dextr_progress.json", seed / "images")
     assert store.get("a.png").status == "done" and store.get("c.jpg").status == "in_progress"
     assert _seed_files(seed) == before
+
+
+def test_a_held_photo_replaced_by_an_unreadable_file_is_named_and_given_up(project):
+    at = _app()
+    assert _current_image(at) == "a.png"
+    photo = project / "src" / "a.png"
+    photo.write_bytes(b"a text file saved over the photo")
+    at.run()
+    assert not at.exception
+    warned = _texts(at.warning)
+    assert f"The photo a.png changed on disk and can no longer be read: Cannot read image {photo}" \
+        in warned and "marked unreadable" in warned
+    assert _current_image(at) == "b.png"  # moved on
+    record = _store(project).get("a.png")
+    assert (record.status, record.annotator) == ("unreadable", None)
+    assert "cannot identify image file" in record.error
