@@ -204,6 +204,7 @@ class RemoteSegmenter:
     """
 
     is_fallback = False
+    is_remote = True
 
     def __init__(
         self,

@@ -20,7 +20,6 @@ import numpy as np
 import streamlit as st
 
 from dextr_core.errors import DextrError
-from dextr_core.remote import RemoteSegmenter
 from dextr_core.session import (
     AnnotationSession,
     EmptyImageError,
@@ -172,7 +171,7 @@ def _controls(sess, candidate, cfg) -> None:
     if candidate is not None and candidate.error:
         st.warning(f"No mask for these clicks: {md(candidate.error)} Undo the last click or "
                    "clear the clicks.")
-        if isinstance(sess.segmenter, RemoteSegmenter):  # the model service stopped answering
+        if sess.segmenter.is_remote:  # the model service stopped answering
             st.button("Use the local engine", on_click=resources.use_local_engine,
                       width="stretch", help="Run the model in this server until the service "
                       "answers again (the sidebar can ask it again)")

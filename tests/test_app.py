@@ -247,7 +247,7 @@ def test_going_back_to_a_done_image_shows_its_objects(project, monkeypatch):
     import ui.resources as state
 
     class NoModel:  # the masks must come from the saved file, not from the model
-        name, is_fallback = "no model", False
+        name, is_fallback, is_remote = "no model", False, False
 
         def segment(self, image, points):
             raise AssertionError("masks were recomputed")
@@ -354,7 +354,7 @@ def test_a_failing_model_keeps_the_clicks(project, monkeypatch):
     import ui.resources as state
 
     class Broken:
-        name, is_fallback = "broken model", False
+        name, is_fallback, is_remote = "broken model", False, False
 
         def segment(self, image, points):
             raise RuntimeError("out of memory")
@@ -421,15 +421,15 @@ def test_npy_format(project):
 
 
 def test_config_path_order(monkeypatch, tmp_path):
-    from ui import state
+    from ui import resources
 
     monkeypatch.setattr("sys.argv", ["app.py", "--config", str(tmp_path / "x.yml")])
     monkeypatch.setenv("ANNO_CFG", str(tmp_path / "env.yml"))
-    assert state.config_path() == tmp_path / "x.yml"
+    assert resources.config_path() == tmp_path / "x.yml"
     monkeypatch.setattr("sys.argv", ["app.py", "--config-file", "y", "--co"])
-    assert state.config_path() == tmp_path / "env.yml"
+    assert resources.config_path() == tmp_path / "env.yml"
     monkeypatch.delenv("ANNO_CFG")
-    assert state.config_path() == REPO / "anno_cfg.yml"
+    assert resources.config_path() == REPO / "anno_cfg.yml"
 
 
 def test_repo_config_points_at_the_samples():
@@ -497,7 +497,7 @@ def test_huge_photo_is_shown_small_and_saved_full_size(project):
 
 
 def test_full_image_cache_stays_within_its_budget(tmp_path):
-    from ui.state import _ImageLRU
+    from ui.photos import _ImageLRU
 
     paths = []
     for i in range(3):
@@ -699,7 +699,7 @@ def test_the_sidebar_shows_the_engines_runtime_info(project, monkeypatch):
     import ui.resources as resources
 
     class Engine:
-        name, is_fallback = "DEXTR (test.h5)", False
+        name, is_fallback, is_remote = "DEXTR (test.h5)", False, False
         runtime_info = "OpenVINO on CPU, bfloat16 (checked: min IoU 0.998)"
 
         def segment(self, image, points):

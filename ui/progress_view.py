@@ -32,7 +32,7 @@ from PIL import Image, ImageOps
 
 from dextr_core.export import ExportError
 from dextr_core.images import ImageReadError, load_image, to_rgb_uint8
-from dextr_core.masks import load_label_map
+from dextr_core.masks import MaskFileError, load_label_map, mask_path
 from dextr_core.store import STATUSES as STORE_STATUSES
 from ui.overlay import draw_overlay
 
@@ -522,6 +522,16 @@ def thumbnail_jpeg(image_path: str, mask_file: str = "") -> bytes:
     if not ok:
         raise ValueError("JPEG encoding failed")
     return buf.tobytes()
+
+
+#: What a gallery thumbnail can fail with (an unreadable photo or mask file): its tile says so.
+THUMBNAIL_ERRORS = (ImageReadError, MaskFileError, OSError, ValueError)
+
+
+def tile_files(cfg, image_id: str) -> tuple[Path, Path]:
+    """(photo file, mask file) of one image of the gallery; the mask file may not exist."""
+    return (Path(cfg.source, image_id),
+            mask_path(cfg.destination, image_id, cfg.mask_suffix, cfg.save_format))
 
 
 def mtime(path: Path) -> float:

@@ -1,6 +1,6 @@
 """Process-wide resources shared by the pages: the config, the segmenter, the progress store.
 
-Decoded photos live in :mod:`ui.photos`; :mod:`ui.state` re-exports the names of both.
+Decoded photos live in :mod:`ui.photos`.
 
 Streamlit runs every page script once per interaction; what is expensive or must be shared by all
 annotators (the DEXTR network, the TinyDB store, decoded photos) is created once per server process
