@@ -16,6 +16,10 @@ config is fine), nor be the config file, the progress store's files or DEXTR-Ann
 file. A folder export carries a ``.dextr-export`` marker; an existing folder is replaced only if it
 has that marker or is empty.
 
+Before the app has made a progress store for a DEXTR-AnnoTool folder, the command line exports
+it as it is: that tool's progress file and masks are imported into a temporary store (nothing is
+written beside the photos) and what the import said is printed as notes.
+
 Command line::
 
     python -m dextr_core.export --config anno_cfg.yml --format coco --out export/instances.json
