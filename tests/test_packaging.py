@@ -180,7 +180,7 @@ print("UI", ui.resources.__file__)
     assert "ERRORS []" in out
     shown = out.replace("\\", "")  # markdown escapes in the sidebar's text
     assert "Fallback segmenter" in shown and str(cfg) in shown
-    assert f"UI {installed / 'dextr_annotator' / 'ui' / 'state.py'}" in out
+    assert f"UI {installed / 'dextr_annotator' / 'ui' / 'resources.py'}" in out
     assert (tmp_path / "project" / "photos" / ".dextr_progress.json").is_file()
 
 
