@@ -13,8 +13,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from dextr_core.remote import RemoteSegmenter
-from ui import resources as state
+from ui import resources
 from ui.messages import md
 
 APP_DIR = Path(__file__).resolve().parent
@@ -42,20 +41,20 @@ def _install_command(weights) -> str:
 
 
 def _engine_sidebar() -> None:
-    cfg = state.config()
-    engine = state.engine()
+    cfg = resources.config()
+    engine = resources.engine()
     seg = engine.segmenter
     with st.sidebar:
         if engine.weights_error and cfg.model_server:
             st.error("The model service does not answer, so this server runs the model "
                      f"itself.\n\n{md(engine.weights_error)}")
-            st.button("Ask the model service again", on_click=state.retry_model_service)
+            st.button("Ask the model service again", on_click=resources.retry_model_service)
         elif engine.weights_error:
             st.error("The DEXTR weights could not be loaded, so the fallback segmenter is "
                      f"used.\n\n{md(engine.weights_error)}")
-        elif cfg.model_server and not isinstance(seg, RemoteSegmenter):
+        elif cfg.model_server and not seg.is_remote:
             st.info("This session runs the model in this server (the model service was down).")
-            st.button("Ask the model service again", on_click=state.retry_model_service)
+            st.button("Ask the model service again", on_click=resources.retry_model_service)
         if seg.is_fallback:
             st.warning(f"**Fallback segmenter (GrabCut)**: no DEXTR weights at "
                        f"{md(cfg.weights)}. Masks are rougher. Run this and restart the server:",
@@ -73,8 +72,8 @@ def _engine_sidebar() -> None:
 
 def main() -> None:
     """Read the config, show the engine, run the selected page."""
-    state.app_has_run.set()
-    state.config()  # a broken config shows its problems and stops here
+    resources.app_has_run.set()
+    resources.config()  # a broken config shows its problems and stops here
     _engine_sidebar()
     st.navigation(_page_list()).run()
 

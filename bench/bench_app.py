@@ -76,7 +76,7 @@ def bench_blocks(folder: Path, sizes: list[tuple[int, int]], repeat: int) -> Non
     from dextr_core.images import load_image
     from ui.canvas import canvas_points, canvas_to_image, image_to_canvas, points_drawing
     from ui.overlay import draw_overlay, encode_png, fit_mask, overlay_layer
-    from ui.state import display_size_for, encode_jpeg
+    from ui.photos import display_size_for, encode_jpeg
 
     rows = []
     for width, height in sizes:
@@ -136,7 +136,7 @@ class StubSegmenter:
     """Returns a fixed disc mask (made once per image size) at once: the page without the model."""
 
     name = "stub"
-    is_fallback = False
+    is_fallback = is_remote = False
 
     def __init__(self):
         self._masks: dict[tuple[int, int], np.ndarray] = {}
@@ -167,8 +167,8 @@ def bench_apptest(folder: Path, sizes: list[tuple[int, int]], repeat: int,
                   weights: Path | None) -> None:
     from streamlit.testing.v1 import AppTest
 
+    import ui.photos as photos
     import ui.resources as resources
-    import ui.state as state
     from dextr_core.images import load_image
 
     rows = []
@@ -213,7 +213,7 @@ def bench_apptest(folder: Path, sizes: list[tuple[int, int]], repeat: int,
 
         seg = load_segmenter(weights if weights and weights.exists() else None)
         full = load_image(folder / f"photo_{label}.jpg")
-        disp = state.display_size_for((width, height))
+        disp = photos.display_size_for((width, height))
         import cv2
 
         small = cv2.resize(full, disp, interpolation=cv2.INTER_AREA)

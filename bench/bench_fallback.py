@@ -52,7 +52,7 @@ class PlainGrabCut:
     """OpenCV GrabCut seeded with the box of the points and the points themselves (reference)."""
 
     name = "plain GrabCut"
-    is_fallback = True
+    is_fallback, is_remote = True, False
 
     def segment(self, image, points):
         """bool (H, W) mask from (N, 2) (x, y) points in full-image pixels."""

@@ -7,55 +7,58 @@ Four extreme clicks in, a mask out::
     image = dextr_core.load_image("photo.jpg")                           # H x W x 3 uint8 RGB
     mask = segmenter.segment(image, [[x1, y1], [x2, y2], [x3, y3], [x4, y4]])  # bool (H, W)
 
-Names are imported lazily so that ``import dextr_core`` stays cheap: Keras (and its backend) is
-only imported when the DEXTR network is first built.
+The names below are imported from their modules here. Keras (and its backend) is imported only
+when the DEXTR network is first built: :func:`build_dextr` lives in :mod:`dextr_core.network`,
+the one module that imports Keras at its top, and is imported from there on first use.
 """
 
-from importlib import import_module
+from .config import AnnoConfig, ConfigError, load_config
+from .errors import DextrError
+from .fallback import GrabCutSegmenter
+from .images import ImageReadError, image_size, load_image, to_rgb_uint8
+from .points import extreme_points
+from .processing import make_input, paste_mask, paste_probability, validate_points
+from .remote import ModelServiceError, RemoteSegmenter, load_remote_or_fallback
+from .segmenters import DOWNLOAD_COMMAND, DextrSegmenter, Segmenter, load_segmenter
+from .store import ClaimError, ImageRecord, ObjectRecord, ProgressStore, StoreCorruptError
+from .weights import WeightsError, load_dextr_weights
 
-_EXPORTS = {
-    "DextrError": "errors",
-    "ImageReadError": "images",
-    "load_image": "images",
-    "to_rgb_uint8": "images",
-    "image_size": "images",
-    "make_input": "processing",
-    "paste_mask": "processing",
-    "paste_probability": "processing",
-    "validate_points": "processing",
-    "extreme_points": "points",
-    "build_dextr": "network",
-    "load_dextr_weights": "weights",
-    "WeightsError": "weights",
-    "Segmenter": "segmenters",
-    "DextrSegmenter": "segmenters",
-    "load_segmenter": "segmenters",
-    "DOWNLOAD_COMMAND": "segmenters",
-    "GrabCutSegmenter": "fallback",
-    "RemoteSegmenter": "remote",
-    "ModelServiceError": "remote",
-    "load_remote_or_fallback": "remote",
-    "AnnoConfig": "config",
-    "ConfigError": "config",
-    "load_config": "config",
-    "ProgressStore": "store",
-    "ImageRecord": "store",
-    "ObjectRecord": "store",
-    "ClaimError": "store",
-    "StoreCorruptError": "store",
-}
-
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "DOWNLOAD_COMMAND",
+    "AnnoConfig",
+    "ClaimError",
+    "ConfigError",
+    "DextrError",
+    "DextrSegmenter",
+    "GrabCutSegmenter",
+    "ImageReadError",
+    "ImageRecord",
+    "ModelServiceError",
+    "ObjectRecord",
+    "ProgressStore",
+    "RemoteSegmenter",
+    "Segmenter",
+    "StoreCorruptError",
+    "WeightsError",
+    "build_dextr",
+    "extreme_points",
+    "image_size",
+    "load_config",
+    "load_dextr_weights",
+    "load_image",
+    "load_remote_or_fallback",
+    "load_segmenter",
+    "make_input",
+    "paste_mask",
+    "paste_probability",
+    "to_rgb_uint8",
+    "validate_points",
+]
 
 
 def __getattr__(name):
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'dextr_core' has no attribute {name!r}")
-    value = getattr(import_module(f".{module}", __name__), name)
-    globals()[name] = value
-    return value
+    if name == "build_dextr":  # importing the network module imports Keras
+        from .network import build_dextr
 
-
-def __dir__():
-    return sorted(list(globals()) + __all__)
+        return build_dextr
+    raise AttributeError(f"module 'dextr_core' has no attribute {name!r}")

@@ -43,12 +43,15 @@ from typing import Any
 
 import yaml
 
-from .download import DEFAULT_WEIGHTS_FILE, DEFAULT_WEIGHTS_FOLDER
 from .errors import DextrError
 
 DEFAULT_MASK_SUFFIX = "_mask"
 DEFAULT_SAVE_FORMAT = "png"
 DEFAULT_LABELS = ("object",)
+#: The weights file a config uses when ``optional.weights`` is not given (the published
+#: PASCAL+SBD model), and its folder relative to the config file's folder.
+DEFAULT_WEIGHTS_FILE = "dextr_pascal-sbd.h5"
+DEFAULT_WEIGHTS_FOLDER = "models"
 #: ``optional.weights`` when absent, relative to the config's folder: the one weights location
 #: rule of :func:`dextr_core.download.default_weights_path`.
 DEFAULT_WEIGHTS = f"{DEFAULT_WEIGHTS_FOLDER}/{DEFAULT_WEIGHTS_FILE}"

@@ -27,21 +27,18 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from .config import DEFAULT_WEIGHTS_FILE, DEFAULT_WEIGHTS_FOLDER, ConfigError, load_config
 from .errors import DextrError
 from .weights import expected_layer_names
 
 #: Where the DEXTR project publishes its weights.
 URL_BASE = "https://data.vision.ee.ethz.ch/csergi/share/DEXTR/"
-#: Model name on the command line -> published file name.
+#: Model name on the command line -> published file name (the first is the config's default).
 WEIGHT_FILES = {
-    "pascal-sbd": "dextr_pascal-sbd.h5",
+    "pascal-sbd": DEFAULT_WEIGHTS_FILE,
     "pascal": "dextr_pascal.h5",
     "coco": "dextr_coco.h5",
 }
-#: The weights file a config uses when ``optional.weights`` is not given.
-DEFAULT_WEIGHTS_FILE = WEIGHT_FILES["pascal-sbd"]
-#: Folder (relative to the config file's folder) of the default weights file.
-DEFAULT_WEIGHTS_FOLDER = "models"
 CHUNK_BYTES = 1 << 20
 
 
@@ -190,7 +187,6 @@ def _target(args: argparse.Namespace) -> tuple[str, Path, str | None]:
     if args.dest is not None:
         model = args.model or "pascal-sbd"
         return model, Path(args.dest).expanduser().absolute() / WEIGHT_FILES[model], None
-    from .config import ConfigError, load_config
     from .launch import default_config_path
 
     config = Path(args.config).expanduser().absolute() if args.config else default_config_path()
@@ -231,7 +227,6 @@ def main(argv: list[str] | None = None) -> int:
         "--force", action="store_true", help="download again even if a valid file is already there"
     )
     args = parser.parse_args(argv)
-    from .config import ConfigError
 
     try:
         model, existing, note = _target(args)

@@ -18,6 +18,10 @@ config is fine), nor be the config file, the progress store's files or DEXTR-Ann
 file. A folder export carries a ``.dextr-export`` marker; an existing folder is replaced only if it
 has that marker or is empty.
 
+Before the app has made a progress store for a DEXTR-AnnoTool folder, the command line exports
+it as it is: that tool's progress file and masks are imported into a temporary store (nothing is
+written beside the photos) and what the import said is printed as notes.
+
 Command line::
 
     python -m dextr_core.export --config anno_cfg.yml --format coco --out export/instances.json
@@ -639,15 +643,26 @@ def run_export(
     return result
 
 
-def _open_store(config: Any):
-    from .store import open_store
+def _open_store(config: Any, scratch: Path) -> tuple[Any, list[str]]:
+    """The progress store of ``config`` and notes to print about it.
+
+    Before the app has made a store, a folder of DEXTR-AnnoTool (its progress file in the source
+    folder) exports as it is: a store in ``scratch`` (a temporary folder, removed afterwards)
+    imports the file and its masks, and the notes are what that import said (e.g. that the
+    file's ``required:`` paths are not this config's). Nothing is written beside the photos.
+    """
+    from .store import ProgressStore, config_options, open_store
 
     location = str(config.database or config.progress_file)
-    if "://" not in location and not Path(location).is_file():
+    options = config_options(config)
+    if "://" in location or Path(location).is_file():
+        return open_store(location, config.source, **options), []
+    legacy = config.legacy_progress_file
+    if legacy is None or not Path(legacy).is_file():
         raise ExportError(f"no progress file at {location}: nothing has been "
                           "annotated with this config yet (check admin.progress_file)")
-    return open_store(location, config.source,
-                      claim_timeout_s=float(config.claim_timeout_min) * 60.0)
+    store = ProgressStore(scratch / "progress.json", config.source, **options)
+    return store, store.sync().lines()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -676,9 +691,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="yolo/voc: link the photos instead of copying them")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     args = parser.parse_args(argv)
+    stack = contextlib.ExitStack()  # the store, then its scratch folder, closed at the end
     try:
         config = load_config(args.config)
-        store = _open_store(config)
+        scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="dextr-export-")))
+        store, notes = _open_store(config, scratch)
+        stack.callback(store.close)
+        for note in notes:
+            print(f"note: {note}", file=sys.stderr)
         from tqdm import tqdm
 
         with tqdm(total=0, unit="image", desc=f"export {args.fmt}") as bar:
@@ -698,6 +718,8 @@ def main(argv: list[str] | None = None) -> int:
     except (DextrError, OSError) as exc:
         print(f"export failed: {exc}", file=sys.stderr)
         return 1
+    finally:
+        stack.close()
     for warning in result.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     print(result.summary())

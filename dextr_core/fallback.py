@@ -251,6 +251,7 @@ class GrabCutSegmenter:
 
     name = "GrabCut fallback (no DEXTR weights)"
     is_fallback = True
+    is_remote = False
 
     def __init__(self, max_side: int = 320, iterations: int = 6, margin: float = 0.15,
                  smoothness: float = 30.0, edge_weight: float = 2.0,

@@ -289,6 +289,7 @@ class RemoteSegmenter:
     """
 
     is_fallback = False
+    is_remote = True
 
     def __init__(
         self,

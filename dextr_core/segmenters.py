@@ -67,6 +67,9 @@ class Segmenter(Protocol):
 
     name: str  # shown to users, e.g. "DEXTR (dextr_pascal-sbd.h5)" / "GrabCut fallback"
     is_fallback: bool
+    #: True when a model service computes the masks (:class:`dextr_core.remote.RemoteSegmenter`):
+    #: it may stop answering, and the pages then offer to run the model in this process.
+    is_remote: bool
 
     def predict(self, image, points) -> np.ndarray:
         """Foreground probability, float32 ``(H, W)`` in [0, 1]."""
@@ -211,6 +214,7 @@ class DextrSegmenter:
     """
 
     is_fallback = False
+    is_remote = False
 
     def __init__(
         self,

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import os
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -76,6 +77,12 @@ class EmptyImageError(SessionError):
 
 class WriteError(SessionError):
     """A file could not be written (disk full, permissions); nothing was recorded as saved."""
+
+
+class PhotoUnreadableError(SessionError):
+    """The open photo was replaced on disk by a file that cannot be read (or is over the pixel
+    budget): the image was closed and, if this session held it, marked unreadable and its claim
+    released. The message names the file and why."""
 
 
 @dataclass(frozen=True)
@@ -152,6 +159,7 @@ class _Open:
     pending_id: str | None = None  # object id of an Accept that failed, kept for the retry
     pending_points: tuple | None = None
     mask_file: Path | None = None  # where the saved mask is read from (found once per open)
+    file_stamp: tuple | None = None  # the photo file's (mtime ns, size, inode) when opened
 
 
 class AnnotationSession:
@@ -324,6 +332,8 @@ class AnnotationSession:
         the next open's :attr:`passed_over` says why) or the store no longer knows the image.
         Keeps this session's claim alive (a heartbeat every :data:`HEARTBEAT_EVERY_S`); when the
         claim lapsed and someone else took the image, the image turns read-only with the reason.
+        When the photo's file changed on disk it is read again; if it can no longer be read (or
+        is over the pixel budget), :class:`PhotoUnreadableError` (see :meth:`_check_photo`).
         """
         op = self._open
         if op is None:
@@ -339,6 +349,7 @@ class AnnotationSession:
                 "deleted while it was open); its objects are kept. Put it back under that name, "
                 "or ask a lead to rescan the folder.")
             return None
+        self._check_photo(op)  # replaced by another file: read again, or marked unreadable
         now = self.clock()
         if not op.status.editable:
             if _finished_reason(record) != op.status.reason and record.status in ("done",
@@ -576,6 +587,33 @@ class AnnotationSession:
         image = self.load(self.paths.source / image_id)
         return int(image.shape[0]), int(image.shape[1])
 
+    def _check_photo(self, op: _Open) -> None:
+        """Read the open photo again when its file changed on disk since it was opened (one
+        ``stat`` when it did not). A file that cannot be read any more is marked unreadable in
+        the store with the reason, which releases this session's claim (an image shown
+        read-only is left as the store has it), the image is closed and
+        :class:`PhotoUnreadableError` names the file and why. A readable new version replaces
+        the old one (the clicks go if its size changed)."""
+        stamp = _file_stamp(op.path)
+        if stamp == op.file_stamp:
+            return
+        try:
+            shape = self._shape(op.image_id)
+        except ImageReadError as exc:
+            if op.status.editable:
+                self.store.mark_unreadable(op.image_id, str(exc))
+                after = ("It is marked unreadable and no longer held by you (its objects are "
+                         "kept); a lead sees it on the Progress page.")
+            else:
+                after = "It was closed."
+            self._close()
+            raise PhotoUnreadableError(f"The photo {op.image_id} changed on disk and can no "
+                                       f"longer be read: {exc} {after}") from exc
+        op.file_stamp, op.candidate = stamp, None
+        self._masks = {}
+        if shape != op.shape:
+            op.shape, op.points = shape, []
+
     def _show(self, image_id: str, *, claimed: bool, reason: str | None = None,
               shape: tuple[int, int] | None = None) -> ImageStatus:
         if shape is None:
@@ -585,7 +623,9 @@ class AnnotationSession:
         status = ImageStatus(image_id, record.status, record.annotator, claimed,
                              None if claimed else reason)
         self._masks = {k: v for k, v in self._masks.items() if k[0] == image_id}
-        self._open = _Open(image_id, self.paths.source / image_id, shape, status, now, now, now)
+        path = self.paths.source / image_id
+        self._open = _Open(image_id, path, shape, status, now, now, now,
+                           file_stamp=_file_stamp(path))
         return status
 
     def _step(self, step: int) -> ImageStatus | None:
@@ -674,6 +714,15 @@ class AnnotationSession:
             except Exception:  # a refusal or a failing model: the object shows empty
                 pass
         return np.zeros(op.shape, dtype=bool)
+
+
+def _file_stamp(path: Path) -> tuple | None:
+    """(mtime ns, size, inode) of a file, None when it cannot be stat'ed (e.g. gone)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_mtime_ns, st.st_size, st.st_ino
 
 
 def _object_key(obj) -> str:

@@ -21,8 +21,12 @@ import numpy as np
 import streamlit as st
 
 from dextr_core.errors import DextrError
-from dextr_core.remote import RemoteSegmenter
-from dextr_core.session import AnnotationSession, EmptyImageError, SessionPaths
+from dextr_core.session import (
+    AnnotationSession,
+    EmptyImageError,
+    PhotoUnreadableError,
+    SessionPaths,
+)
 from ui import photo_canvas, photos, prompts, resources
 from ui.messages import clear, md, say, show
 from ui.overlay import colour_hex
@@ -171,7 +175,7 @@ def _controls(sess, candidate, cfg) -> None:
     if candidate is not None and candidate.error:
         st.warning(f"No mask for these clicks: {md(candidate.error)} Undo the last click or "
                    "clear the clicks.")
-        if isinstance(sess.segmenter, RemoteSegmenter):  # the model service stopped answering
+        if sess.segmenter.is_remote:  # the model service stopped answering
             st.button("Use the local engine", on_click=resources.use_local_engine,
                       width="stretch", help="Run the model in this server until the service "
                       "answers again (the sidebar can ask it again)")
@@ -253,7 +257,12 @@ def _page() -> None:
     switch.button("Not you?", type="tertiary", on_click=_switch_annotator, args=(sess,),
                   help="Give this image back (its objects are kept) and enter another name")
     try:
-        if sess.refresh() is None:
+        try:
+            opened = sess.refresh()
+        except PhotoUnreadableError as exc:  # replaced on disk by a file it cannot read
+            say("warning", md(exc))
+            opened = None
+        if opened is None:
             _moved(sess, sess.open_next(), "")
     except DextrError as exc:
         st.error(md(exc))

@@ -22,9 +22,7 @@ import streamlit as st
 
 from dextr_core.errors import DextrError
 from dextr_core.export import run_export
-from dextr_core.images import ImageReadError
-from dextr_core.masks import MaskFileError, clashing_ids, mask_path
-from ui import messages, roles, state
+from ui import messages, resources, roles
 from ui import progress_view as view
 from ui.messages import md
 
@@ -69,7 +67,7 @@ def _needs_lead(what: str) -> str:
 @st.fragment(run_every=REFRESH_S)
 def show_figures(labels: tuple[str, ...]) -> None:
     """Totals, progress bar, annotators, throughput, classes and recent activity."""
-    store = state.store()
+    store = resources.store()
     try:
         snap = _cache().snapshot(store)
         classes = view.objects_per_class(_cache().object_index(store).counts, labels)
@@ -152,33 +150,20 @@ def show_gallery(store, cfg, lead: bool) -> None:
     st.caption(f"{len(chosen):,} images match.")
     columns = st.columns(GALLERY_COLUMNS)
     rows = chosen.iloc[(page - 1) * GALLERY_PAGE: page * GALLERY_PAGE]
-    clashing = _clashing(store, snap) if len(rows) else frozenset()
+    clashing = view.clashing(store, snap) if len(rows) else frozenset()
     for n, record in enumerate(rows.itertuples(index=False)):
         with columns[n % GALLERY_COLUMNS]:
             _gallery_tile(cfg, record, lead, clashing)
 
 
-_CLASHING: dict = {}  # (store, snapshot version) -> masks.clashing_ids of its ids, last only
-
-
-def _clashing(store, snap) -> frozenset:
-    """The ids whose mask file keeps the whole photo name, read again when the store changed."""
-    key = (id(store), snap.version)
-    if key not in _CLASHING:
-        _CLASHING.clear()
-        _CLASHING[key] = clashing_ids(store.image_ids())
-    return _CLASHING[key]
-
-
 def _gallery_tile(cfg, record, lead: bool, clashing) -> None:
     image_id = str(record.id)
-    image_file = Path(cfg.source, image_id)
-    mask_file = mask_path(cfg.destination, image_id, cfg.mask_suffix, cfg.save_format, clashing)
+    image_file, mask_file = view.tile_files(cfg, image_id, clashing)
     try:
         st.image(thumbnail(str(image_file), view.mtime(image_file),
                            str(mask_file) if mask_file.is_file() else "", view.mtime(mask_file)),
                  width="stretch")
-    except (ImageReadError, MaskFileError, OSError, ValueError) as exc:
+    except view.THUMBNAIL_ERRORS as exc:
         st.warning(f"{md(image_id)}: {md(exc)}")
     who = md(record.annotator) if record.annotator else "nobody"
     st.caption(f"**{md(image_id)}**: {view.STATUS_NAMES.get(record.status, md(record.status))}, "
@@ -201,7 +186,7 @@ def _reopen(image_id: str, to: str | None) -> None:
     if not roles.is_lead():
         messages.say("error", _needs_lead("reopen images"))
         return
-    done = view.reopen_image(state.store(), image_id, roles.lead_name(), to)
+    done = view.reopen_image(resources.store(), image_id, roles.lead_name(), to)
     name, where = md(image_id), _where(done)
     if done.reopen_failed:
         messages.say("error", f"Could not reopen {name}: {md(done.error)}{where}")
@@ -271,10 +256,22 @@ def show_exports(store, cfg, lead: bool) -> None:
                            mime="application/zip", key="export_download", on_click="ignore")
 
 
+def show_last_scan() -> None:
+    """What the last scan of the source folder found (new photos, DEXTR-AnnoTool's import and
+    what it said, repairs); open when it has something to fix."""
+    handle = resources.store_handle()
+    lines = view.last_scan(handle)
+    if lines:
+        problems = set(getattr(handle.sync_report, "messages", None) or ())
+        with st.expander("Last scan of the source folder", expanded=bool(problems)):
+            for line in lines:
+                (st.warning if line in problems else st.info)(md(line))
+
+
 def show_reset(cfg, lead: bool) -> None:
     """Reset progress: lead only, typed confirmation, the old progress file kept as a backup;
     a scan of the source folder (after a reset whose scan failed, or for new photos)."""
-    pending = state.reset_pending()
+    pending = resources.reset_pending()
     with st.expander("Reset progress", expanded=pending):
         if pending:
             st.warning("The config sets `admin.reset_progress: true`. A lead must confirm the "
@@ -297,7 +294,7 @@ def show_reset(cfg, lead: bool) -> None:
         if pending and c2.button("Keep the progress", key="reset_decline"):
             messages.clear()
             if roles.is_lead():
-                state.decline_reset()
+                resources.decline_reset()
                 st.success("Progress kept. Set admin.reset_progress back to false in the config.")
             else:
                 st.error(_needs_lead("keep or reset the progress"))
@@ -308,7 +305,7 @@ def show_reset(cfg, lead: bool) -> None:
                 st.error(_needs_lead("scan the source folder"))
                 return
             try:
-                lines = view.scan_source(state.store_handle(), cfg)
+                lines = view.scan_source(resources.store_handle(), cfg)
             except Exception as exc:  # StoreWriteError, an unreadable folder, ...
                 st.error(f"The scan failed, the queue is as it was: {md(exc)}")
             else:
@@ -316,9 +313,9 @@ def show_reset(cfg, lead: bool) -> None:
 
 
 def _reset(cfg, pending: bool) -> None:
-    done = view.reset_progress(state.store_handle(), cfg)
+    done = view.reset_progress(resources.store_handle(), cfg)
     if done.backup is not None and pending:
-        state.decline_reset()  # the reset the config asked for is done: not asked again
+        resources.decline_reset()  # the reset the config asked for is done: not asked again
     if done.backup is None:
         st.error(f"Reset failed, progress unchanged: {md(done.error)}")
     elif done.error is not None:
@@ -335,12 +332,13 @@ def _reset(cfg, pending: bool) -> None:
 
 def main() -> None:
     """Render the progress page."""
-    state.run_through_app()
-    cfg = state.config()
+    resources.run_through_app()
+    cfg = resources.config()
     st.title("Progress")
-    store = state.store()  # a damaged store: its message, and a lead's offer of a new one
+    store = resources.store()  # a damaged store: its message, and a lead's offer of a new one
     lead = roles.lead_gate()
     messages.show()
+    show_last_scan()
     show_figures(tuple(cfg.labels))
     show_gallery(store, cfg, lead)
     show_exports(store, cfg, lead)

@@ -247,7 +247,7 @@ def test_going_back_to_a_done_image_shows_its_objects(project, monkeypatch):
     import ui.resources as state
 
     class NoModel:  # the masks must come from the saved file, not from the model
-        name, is_fallback = "no model", False
+        name, is_fallback, is_remote = "no model", False, False
 
         def segment(self, image, points):
             raise AssertionError("masks were recomputed")
@@ -354,7 +354,7 @@ def test_a_failing_model_keeps_the_clicks(project, monkeypatch):
     import ui.resources as state
 
     class Broken:
-        name, is_fallback = "broken model", False
+        name, is_fallback, is_remote = "broken model", False, False
 
         def segment(self, image, points):
             raise RuntimeError("out of memory")
@@ -421,15 +421,15 @@ def test_npy_format(project):
 
 
 def test_config_path_order(monkeypatch, tmp_path):
-    from ui import state
+    from ui import resources
 
     monkeypatch.setattr("sys.argv", ["app.py", "--config", str(tmp_path / "x.yml")])
     monkeypatch.setenv("ANNO_CFG", str(tmp_path / "env.yml"))
-    assert state.config_path() == tmp_path / "x.yml"
+    assert resources.config_path() == tmp_path / "x.yml"
     monkeypatch.setattr("sys.argv", ["app.py", "--config-file", "y", "--co"])
-    assert state.config_path() == tmp_path / "env.yml"
+    assert resources.config_path() == tmp_path / "env.yml"
     monkeypatch.delenv("ANNO_CFG")
-    assert state.config_path() == REPO / "anno_cfg.yml"
+    assert resources.config_path() == REPO / "anno_cfg.yml"
 
 
 def test_repo_config_points_at_the_samples():
@@ -497,7 +497,7 @@ def test_huge_photo_is_shown_small_and_saved_full_size(project):
 
 
 def test_full_image_cache_stays_within_its_budget(tmp_path):
-    from ui.state import _ImageLRU
+    from ui.photos import _ImageLRU
 
     paths = []
     for i in range(3):
@@ -699,7 +699,7 @@ def test_the_sidebar_shows_the_engines_runtime_info(project, monkeypatch):
     import ui.resources as resources
 
     class Engine:
-        name, is_fallback = "DEXTR (test.h5)", False
+        name, is_fallback, is_remote = "DEXTR (test.h5)", False, False
         runtime_info = "OpenVINO on CPU, bfloat16 (checked: min IoU 0.998)"
 
         def segment(self, image, points):
@@ -797,3 +797,95 @@ def test_a_new_mask_leaves_the_canvas_photo_alone_and_comes_as_a_layer_over_it(
     mask = at.session_state["anno_session"].candidate.mask
     expected = draw_overlay(shown.image, [fit_mask(mask, (height, width))])
     assert np.abs(image - expected).max() <= 1.0
+
+
+# ---- a DEXTR-AnnoTool folder, moved over as it is ----------------------------------------------
+
+
+@pytest.fixture
+def seed(tmp_path, monkeypatch):
+    """DEXTR-AnnoTool's folder: its anno_cfg.yml, photos in images/, masks in images/segMasks,
+    and the .anno_prog it wrote (a.png done with a mask, b.png skipped, c.jpg to do, gone.png
+    done but no longer in the folder)."""
+    from annotool import seed_config_text
+
+    src = tmp_path / "images"
+    src.mkdir()
+    for seed_no, name in enumerate(["a.png", "b.png", "c.jpg"], start=1):
+        Image.fromarray(_photo(seed_no)).save(src / name)
+    mask = mask_path(src / "segMasks", "a.png", "_mask", "png")
+    mask.parent.mkdir()
+    Image.fromarray(_disc_mask().astype(np.uint8), mode="L").save(mask)
+    cfg = tmp_path / "anno_cfg.yml"
+    cfg.write_text(seed_config_text("./images", "./images/segMasks"))
+    monkeypatch.setenv("ANNO_CFG", str(cfg))
+    return tmp_path
+
+
+def _seed_files(folder: Path) -> dict:
+    return {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in
+            [folder / "images" / ".anno_prog", folder / "images" / "segMasks" / "a_mask.png"]}
+
+
+def _progress_page(at):
+    at.switch_page("pages/progress.py")
+    at.run()
+    assert not at.exception
+    return at
+
+
+SEED_MARKS = {"a.png": True, "b.png": "skip", "c.jpg": False, "gone.png": "yes"}
+
+
+def test_a_dextr_annotool_folder_hands_out_only_what_it_left_to_do(seed):
+    from annotool import write_anno_prog
+
+    write_anno_prog(seed / "images" / ".anno_prog", SEED_MARKS, source="./images",
+                    destination="./images/segMasks")
+    before = _seed_files(seed)
+    at = _app()
+    assert not at.exception
+    assert _current_image(at) == "c.jpg"  # a.png (done) and b.png (skipped) are not handed out
+    store = ProgressStore(seed / "images" / ".dextr_progress.json", seed / "images")
+    assert [store.get(i).status for i in ("a.png", "b.png")] == ["done", "skipped"]
+    assert store.get("a.png").n_objects == 1  # its mask file's one object
+    at = _progress_page(at)
+    shown = _texts(at.info) + " " + _texts(at.warning)
+    assert "Imported DEXTR-AnnoTool progress" in shown and "1 done" in shown
+    assert "gone.png" in shown  # the image missing from the folder is named
+    assert "its required." not in shown  # the seed's paths are this config's
+    assert _seed_files(seed) == before  # its progress file and mask: not a byte changed
+
+
+def test_a_dextr_annotool_file_made_for_other_folders_is_imported_with_a_warning(seed):
+    from annotool import write_anno_prog
+
+    # the seed ran with its photos in ims/ (since renamed images/), masks in ims/segMasks
+    write_anno_prog(seed / "images" / ".anno_prog", SEED_MARKS, source="./ims",
+                    destination="./ims/segMasks")
+    before = _seed_files(seed)
+    at = _progress_page(_app())
+    warned = _texts(at.warning)
+    assert f"made for the photos in {seed / 'ims'}" in warned
+    assert f"this config's source is {seed / 'images'}" in warned
+    assert f"masks were saved to {seed / 'ims' / 'segMasks'}" in warned
+    assert "found for 1 of the 1 images it marked done" in warned
+    store = ProgressStore(seed / "images" / ".dextr_progress.json", seed / "images")
+    assert store.get("a.png").status == "done" and store.get("c.jpg").status == "in_progress"
+    assert _seed_files(seed) == before
+
+
+def test_a_held_photo_replaced_by_an_unreadable_file_is_named_and_given_up(project):
+    at = _app()
+    assert _current_image(at) == "a.png"
+    photo = project / "src" / "a.png"
+    photo.write_bytes(b"a text file saved over the photo")
+    at.run()
+    assert not at.exception
+    warned = _texts(at.warning)
+    assert f"The photo a.png changed on disk and can no longer be read: Cannot read image {photo}" \
+        in warned and "marked unreadable" in warned
+    assert _current_image(at) == "b.png"  # moved on
+    record = _store(project).get("a.png")
+    assert (record.status, record.annotator) == ("unreadable", None)
+    assert "cannot identify image file" in record.error

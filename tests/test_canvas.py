@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from ui import canvas as cv
-from ui.state import display_size_for
+from ui.photos import display_size_for
 
 
 def test_point_tool_geometry_gives_the_click_back():

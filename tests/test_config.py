@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+from annotool import write_anno_prog
 
 from dextr_core.config import AnnoConfig, ConfigError, load_config
 
@@ -254,7 +255,8 @@ def test_progress_file_is_relative_to_the_source_folder(project: Path):
 
 
 def test_a_dextr_annotool_progress_file_is_imported_and_the_store_lives_beside_it(project: Path):
-    (project / "images" / ".anno_prog").write_text("required: []\nannotated: {}\n")
+    write_anno_prog(project / "images" / ".anno_prog", {"a.jpg": True}, source="images",
+                    destination="masks")
     cfg = load_config(write_cfg(project, MINIMAL + "admin:\n  progress_file: .anno_prog\n"))
     assert cfg.legacy_progress_file == project / "images" / ".anno_prog"
     assert cfg.progress_file == project / "images" / ".dextr_progress.json"

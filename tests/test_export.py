@@ -389,3 +389,49 @@ def test_exported_folders_and_zips_get_the_process_umask(project, tmp_path: Path
     assert (tmp_path / "m" / "sub").stat().st_mode & 0o777 == 0o755
     assert (tmp_path / "m" / "a_mask.png").stat().st_mode & 0o777 == 0o644
     assert (tmp_path / "p.zip").stat().st_mode & 0o777 == 0o644
+
+
+# ---- a DEXTR-AnnoTool folder exported as it is (no store yet) ----------------------------------
+
+
+def _seed_folder(tmp_path: Path, seed_source: str) -> tuple[Path, dict]:
+    """DEXTR-AnnoTool's folder: anno_cfg.yml, images/ (a.png done with a 2-object mask in
+    images/segMasks, sub/b.jpg skipped, sub/deeper/c.png to do, gone.png done but not in the
+    folder) and its .anno_prog made for ``seed_source``; returns the config and the seed's files
+    with their bytes and times."""
+    from annotool import seed_config_text, write_anno_prog
+
+    source = tmp_path / "images"
+    for image_id, (width, height, _) in IMAGES.items():
+        path = source / image_id
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.full((height, width, 3), 120, np.uint8)).save(path)
+    width, height, objects = IMAGES["a.png"]
+    mask = mask_path(source / "segMasks", "a.png", "_mask", "png")
+    save_label_map(mask, label_map(_masks_for(width, height, objects), (height, width)))
+    cfg = tmp_path / "anno_cfg.yml"
+    cfg.write_text(seed_config_text("./images", "./images/segMasks"))
+    legacy = source / ".anno_prog"
+    write_anno_prog(legacy, {"a.png": True, "sub/b.jpg": "skip", "sub/deeper/c.png": False,
+                             "gone.png": "yes"},
+                    source=seed_source, destination=f"{seed_source}/segMasks")
+    return cfg, {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in (legacy, mask)}
+
+
+@pytest.mark.parametrize("seed_source", ["./images", "./ims"])
+def test_a_dextr_annotool_folder_exports_as_it_is(tmp_path: Path, capsys, seed_source):
+    cfg, seed_files = _seed_folder(tmp_path, seed_source)
+    out = tmp_path / "export" / "instances.json"
+    assert main(["--config", str(cfg), "--format", "coco", "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    coco = COCO(str(out))
+    assert [img["file_name"] for img in coco.loadImgs(coco.getImgIds())] == ["a.png"]
+    assert len(coco.getAnnIds()) == 2  # the two objects of its mask file
+    assert "Imported DEXTR-AnnoTool progress" in err and "gone.png" in err
+    differs = f"made for the photos in {tmp_path / 'ims'}" in err
+    assert differs == (seed_source == "./ims")
+    assert (f"masks were saved to {tmp_path / 'ims' / 'segMasks'}" in err) == differs
+    assert {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in seed_files} == seed_files
+    # nothing was written beside the photos: the app makes its store when it first runs
+    assert sorted(p.name for p in (tmp_path / "images").iterdir()) == [
+        ".anno_prog", "a.png", "segMasks", "sub"]

@@ -97,7 +97,7 @@ def test_python_m_dextr_core_export_help_works_from_any_folder(installed, tmp_pa
 
 def test_the_wheel_carries_the_app_and_its_console_scripts(installed):
     app = installed / "dextr_annotator"
-    for name in ("app.py", "pages/annotate.py", "pages/progress.py", "ui/state.py",
+    for name in ("app.py", "pages/annotate.py", "pages/progress.py", "ui/resources.py",
                  "ui/roles.py", ".streamlit/config.toml", "anno_cfg.yml",
                  "samples/images/astronaut.jpg", "models/README.md", "docs/roles.md"):
         assert (app / name).is_file(), name
@@ -173,8 +173,8 @@ at = AppTest.from_file(str(app_dir() / "app.py"), default_timeout=240).run()
 assert not at.exception, at.exception
 print("ERRORS", [e.value for e in at.error])
 print("SIDEBAR", [w.value for w in at.sidebar.warning], [c.value for c in at.sidebar.caption])
-import ui.state
-print("UI", ui.state.__file__)
+import ui.resources
+print("UI", ui.resources.__file__)
 """
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env.update(PYTHONPATH=str(installed), ANNO_CFG=str(cfg))
@@ -185,7 +185,7 @@ print("UI", ui.state.__file__)
     assert "ERRORS []" in out
     shown = out.replace("\\", "")  # markdown escapes in the sidebar's text
     assert "Fallback segmenter" in shown and str(cfg) in shown
-    assert f"UI {installed / 'dextr_annotator' / 'ui' / 'state.py'}" in out
+    assert f"UI {installed / 'dextr_annotator' / 'ui' / 'resources.py'}" in out
     assert (tmp_path / "project" / "photos" / ".dextr_progress.json").is_file()
 
 

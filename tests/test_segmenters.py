@@ -308,3 +308,10 @@ def test_concurrent_clicks_share_one_forward_and_each_gets_its_own_mask(
         np.testing.assert_allclose(results[i], want, atol=1e-5)
         np.testing.assert_array_equal(results[i] > 0.8, want > 0.8)
     assert len({r.tobytes() for r in results.values()}) == len(OBJECTS)
+
+
+def test_only_the_model_service_client_says_it_is_remote():
+    from dextr_core import DextrSegmenter, GrabCutSegmenter, RemoteSegmenter
+
+    assert RemoteSegmenter.is_remote is True  # it may stop answering: the pages offer local
+    assert DextrSegmenter.is_remote is False and GrabCutSegmenter().is_remote is False

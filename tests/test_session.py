@@ -19,6 +19,7 @@ from dextr_core import masks
 from dextr_core.session import (
     AnnotationSession,
     EmptyImageError,
+    PhotoUnreadableError,
     PointError,
     ReadOnlyError,
     SessionPaths,
@@ -413,6 +414,81 @@ def test_an_unreadable_photo_is_marked_and_passed_over(project):
     assert s.open_next().image_id == "b.png"
     assert store.get("a.png").status == "unreadable"
     assert s.passed_over and "truncated" in s.passed_over[0]
+
+
+def _refusing_oversized(path):
+    """The loader's refusal of a file over the pixel budget (its header says so); else a photo."""
+    from dextr_core.images import ImageReadError, load_image
+
+    if path.read_bytes().startswith(b"HUGE"):
+        raise ImageReadError(f"{path}: 40000 x 40000 px = 1600 MP is over the 200 MP limit "
+                             "(optional.max_image_megapixels); scale it down.")
+    return load_image(path)
+
+
+@pytest.mark.parametrize("replacement, why", [
+    (b"this is not a photo", "cannot identify image file"),  # the real loader refuses it
+    (b"HUGE" + bytes(100), "1600 MP is over the 200 MP limit"),
+])
+def test_a_held_photo_replaced_by_an_unreadable_file_is_marked_released_and_named(
+        project, replacement, why):
+    store, paths, clock = project
+    s = AnnotationSession(store, BoxSegmenter(), paths, "ana", clock=clock,
+                          load=_refusing_oversized)
+    assert s.open_next().image_id == "a.png"
+    _accept(s, A)
+    clock.advance(90)
+    assert s.refresh().editable  # unchanged file: nothing read again
+    (paths.source / "a.png").write_bytes(replacement)
+    clock.advance(30)
+    with pytest.raises(PhotoUnreadableError) as err:
+        s.refresh()
+    message = str(err.value)
+    assert str(paths.source / "a.png") in message and why in message
+    assert "marked unreadable" in message and "no longer held by you" in message
+    record = store.get("a.png")
+    assert (record.status, record.annotator, record.updated_at) == ("unreadable", None, clock())
+    assert why in record.error and len(store.objects("a.png")) == 1  # the object is kept
+    last = store.events()[-1]
+    assert (last.action, last.image_id, last.annotator, last.time) == (
+        "unreadable", "a.png", "ana", clock())
+    assert s.image_id is None and s.refresh() is None
+    assert s.open_next().image_id == "b.png"  # moved on; nobody is handed a.png again
+    assert _session(project, "bob").open_next().image_id == "c.png"
+    assert store.claim_next("cem") is None
+
+
+def test_a_photo_shown_read_only_that_turns_unreadable_is_closed_not_marked(project):
+    store, paths, clock = project
+    owner = _session(project, "ana", token="t1")
+    owner.open_next()
+    viewer = AnnotationSession(store, BoxSegmenter(), paths, "bob", clock=clock,
+                               load=_refusing_oversized)
+    assert not viewer.open("a.png").editable  # held by ana
+    (paths.source / "a.png").write_bytes(b"not a photo any more")
+    with pytest.raises(PhotoUnreadableError, match="It was closed"):
+        viewer.refresh()
+    assert viewer.image_id is None and store.get("a.png").status == "in_progress"
+
+
+def test_a_photo_replaced_by_a_readable_one_is_read_again(project):
+    store, paths, clock = project
+    loads = []
+
+    def load(path):
+        loads.append(path.name)
+        return np.full((H, W, 3), 200, np.uint8)
+
+    s = AnnotationSession(store, BoxSegmenter(), paths, "ana", clock=clock, load=load)
+    s.open_next()
+    s.set_points(A)
+    assert s.candidate.mask is not None
+    before = len(loads)
+    s.refresh()
+    assert len(loads) == before  # one stat, no read, while the file is unchanged
+    Image.fromarray(np.full((H, W, 3), 90, np.uint8)).save(paths.source / "a.png")
+    assert s.refresh().editable and len(loads) == before + 1
+    assert s.points == A and store.get("a.png").status == "in_progress"
 
 
 def test_a_store_that_fails_after_the_mask_was_written_leaves_the_image_open_for_a_retry(

@@ -3,13 +3,14 @@
 
 from __future__ import annotations
 
-import io
 import os
 from pathlib import Path
 
 import numpy as np
 import pg_server as pg
 import pytest
+import yaml
+from annotool import anno_prog_text, write_anno_prog
 from test_store import make_image
 
 from dextr_core.images import ImageReadError
@@ -17,38 +18,37 @@ from dextr_core.masks import mask_path, save_label_map
 from dextr_core.store import LEGACY_ANNOTATOR, ProgressStore, maintenance, open_store
 from dextr_core.store.records import StoreInputError, StoreWriteError
 
-# Exactly what DEXTR-AnnoTool's ruamel.yaml (round-trip dumper, YAML 1.2) writes for its progress:
-# yes/no stay plain, so PyYAML (YAML 1.1) reads them as booleans.
 # The throwaway PostgreSQL server and the backend parametrisation (tests/pg_server.py).
 pg_server = pg.pg_server
 pg_url = pg.pg_url
 store_backend = pg.store_backend
 tinydb_only = pg.tinydb_only
 
-RUAMEL_TEXT = """\
-required:
-- a.jpg
-- sub/b.jpg
-- c d.jpg
-- e.jpg
-annotated:
-  a.jpg: yes
-  sub/b.jpg: skip
-  c d.jpg: no
-  e.jpg: yes
-"""
-RUAMEL_DATA = {
-    "required": ["a.jpg", "sub/b.jpg", "c d.jpg", "e.jpg"],
-    "annotated": {"a.jpg": "yes", "sub/b.jpg": "skip", "c d.jpg": "no", "e.jpg": "yes"},
-}
+# DEXTR-AnnoTool's progress file for the source fixture below, written by ruamel.yaml the way the
+# tool writes it (tests/annotool.py): True when it saved a mask, "skip" / "yes" edited in by hand.
+SEED = {"a.jpg": True, "sub/b.jpg": "skip", "c d.jpg": False, "e.jpg": "yes"}
+SEED_TEXT = anno_prog_text(SEED)
+SEED_COUNTS = {"done": 2, "skipped": 1, "todo": 1}
 
 
 @tinydb_only
-def test_the_fixture_is_what_ruamel_yaml_writes():
-    ruamel = pytest.importorskip("ruamel.yaml")
-    out = io.StringIO()
-    ruamel.YAML().dump(RUAMEL_DATA, out)
-    assert out.getvalue() == RUAMEL_TEXT
+def test_the_fixture_is_what_ruamel_yaml_writes_in_the_tools_shape():
+    # required: is the config's section (its comments come along), not a list of images; PyYAML
+    # (YAML 1.1) reads yes/no as booleans, which ruamel.yaml (YAML 1.2) leaves plain.
+    assert SEED_TEXT == (
+        "required:\n"
+        "  source: ./images    # path to the dir containing images to be annotated\n"
+        "  destination: ./images/segMasks    # path to the dir where the generated masks should "
+        "be saved\n"
+        "\n"
+        "# Optional parameters\n"
+        "annotated:\n"
+        "  a.jpg: true\n"
+        "  sub/b.jpg: skip\n"
+        "  c d.jpg: false\n"
+        "  e.jpg: yes\n")
+    assert yaml.safe_load(SEED_TEXT)["required"] == {"source": "./images",
+                                                     "destination": "./images/segMasks"}
 
 
 @pytest.fixture
@@ -82,31 +82,36 @@ def statuses(store: ProgressStore) -> dict[str, str]:
 
 def test_a_ruamel_progress_file_is_imported_and_never_written(tmp_path, source, clock):
     legacy = source / ".anno_prog"
-    legacy.write_text(RUAMEL_TEXT)
+    written = write_anno_prog(legacy, SEED)
     stat = legacy.stat()
-    store = new_store(tmp_path, source, clock)
+    store = new_store(tmp_path, source, clock, legacy_base=tmp_path)
     report = store.sync()
     assert statuses(store) == {"a.jpg": "done", "sub/b.jpg": "skipped", "c d.jpg": "todo",
                                "e.jpg": "done", "f.jpg": "todo"}
-    assert report.legacy_imported == {"done": 2, "skipped": 1, "todo": 1}
+    assert report.legacy_imported == SEED_COUNTS
     assert report.legacy_file == legacy
     assert any("Imported DEXTR-AnnoTool progress" in line for line in report.lines())
+    assert not any("required." in line for line in report.lines())  # its paths are the config's
     assert store.get("a.jpg").annotator == LEGACY_ANNOTATOR
-    assert legacy.read_text() == RUAMEL_TEXT
+    assert legacy.read_bytes() == written
     assert (legacy.stat().st_mtime_ns, legacy.stat().st_ino) == (stat.st_mtime_ns, stat.st_ino)
     # imported once: a later change of the file is not imported again
-    legacy.write_text(RUAMEL_TEXT.replace("c d.jpg: no", "c d.jpg: yes"))
+    write_anno_prog(legacy, {**SEED, "c d.jpg": True})
     store.sync()
     assert store.get("c d.jpg").status == "todo"
     store.close()
 
 
 @pytest.mark.parametrize("done, todo", [
-    ("yes", "no"), ("'yes'", "'no'"), ("true", "false"), ('"Yes"', '"No"'),
+    (True, False), ("yes", "no"), ("'yes'", "'no'"), ("true", "false"), ('"Yes"', '"No"'),
 ])
 def test_yes_and_no_are_read_as_booleans_or_strings(tmp_path, source, clock, done, todo):
-    (source / ".anno_prog").write_text(
-        f"required:\n- a.jpg\n- e.jpg\nannotated:\n  a.jpg: {done}\n  e.jpg: {todo}\n")
+    if isinstance(done, bool):  # what the tool itself writes: ruamel.yaml's true / false
+        write_anno_prog(source / ".anno_prog", {"a.jpg": done, "e.jpg": todo})
+    else:  # edited by hand, quoted or not
+        (source / ".anno_prog").write_text(
+            "required:\n  source: ./images\n  destination: ./images/segMasks\n"
+            f"annotated:\n  a.jpg: {done}\n  e.jpg: {todo}\n")
     store = new_store(tmp_path, source, clock)
     store.sync()
     assert (store.get("a.jpg").status, store.get("e.jpg").status) == ("done", "todo")
@@ -115,9 +120,10 @@ def test_yes_and_no_are_read_as_booleans_or_strings(tmp_path, source, clock, don
 
 def test_the_first_versions_flat_mapping_is_still_read(tmp_path, source, clock):
     (source / ".anno_prog").write_text("a.jpg: yes\nb.jpg: skip\n")  # b.jpg: by its unique name
-    store = new_store(tmp_path, source, clock)
-    store.sync()
+    store = new_store(tmp_path, source, clock, legacy_base=tmp_path)
+    report = store.sync()
     assert store.get("a.jpg").status == "done" and store.get("sub/b.jpg").status == "skipped"
+    assert report.legacy_imported == {"done": 1, "skipped": 1}
     store.close()
 
 
@@ -125,7 +131,9 @@ def test_the_first_versions_flat_mapping_is_still_read(tmp_path, source, clock):
     ("required: [a.jpg\nannotated: {", "could not be read"),
     ("annotated:\n- a.jpg\n- e.jpg\n", "'annotated:' holding a list"),
     ("required: a.jpg\nannotated:\n  a.jpg: yes\n", "'required:' holding a str"),
+    ("required:\n- a.jpg\nannotated:\n  a.jpg: yes\n", "'required:' holding a list"),
     ("- a.jpg\n", "is not a mapping"),
+    (anno_prog_text({"x.jpg": True, "y.jpg": "skip"}), "None of the 2 images"),
 ])
 def test_a_progress_file_that_cannot_be_parsed_is_reported_and_tried_again(
     tmp_path, source, clock, text, problem
@@ -138,8 +146,8 @@ def test_a_progress_file_that_cannot_be_parsed_is_reported_and_tried_again(
     assert any(problem in line and "the next sync tries again" in line for line in report.lines())
     assert set(statuses(store).values()) == {"todo"}
     assert legacy.read_bytes() == text.encode()  # left as it is
-    legacy.write_text(RUAMEL_TEXT)  # fixed: the next sync imports it
-    assert store.sync().legacy_imported == {"done": 2, "skipped": 1, "todo": 1}
+    write_anno_prog(legacy, SEED)  # fixed: the next sync imports it
+    assert store.sync().legacy_imported == SEED_COUNTS
     store.close()
 
 
@@ -160,21 +168,64 @@ def test_a_legacy_file_named_by_the_config_is_used_and_a_missing_one_is_reported
     assert report.legacy_imported is None
     assert any(str(named) in m and "not found" in m for m in report.messages)
     (source / ".anno_prog").write_text("a.jpg: yes\n")  # the default name is not used then
-    named.write_text(RUAMEL_TEXT)
-    assert store.sync().legacy_imported == {"done": 2, "skipped": 1, "todo": 1}
+    write_anno_prog(named, SEED)
+    assert store.sync().legacy_imported == SEED_COUNTS
     store.close()
 
 
-def test_names_under_required_or_annotated_that_are_not_in_the_source_are_reported(
+def test_names_not_in_the_source_and_values_not_yes_no_skip_are_reported(
     tmp_path, source, clock
 ):
-    (source / ".anno_prog").write_text(
-        "required:\n- a.jpg\n- gone.jpg\nannotated:\n  a.jpg: yes\n  other.jpg: yes\n"
-        "  e.jpg: maybe\n")
+    (source / "e.jpg").unlink()  # an image of the seed's list gone from the folder
+    write_anno_prog(source / ".anno_prog", {"a.jpg": True, "e.jpg": True, "other.jpg": "yes",
+                                            "c d.jpg": "maybe"})
     store = new_store(tmp_path, source, clock)
-    lines = " | ".join(store.sync().lines())
-    assert "other.jpg" in lines and "gone.jpg" in lines and "e.jpg: 'maybe'" in lines
-    assert store.get("a.jpg").status == "done"
+    report = store.sync()
+    lines = " | ".join(report.lines())
+    assert "2 entr(y/ies)" in lines and "e.jpg" in lines and "other.jpg" in lines
+    assert "c d.jpg: 'maybe'" in lines
+    assert store.get("a.jpg").status == "done" and store.get("c d.jpg").status == "todo"
+    assert store.get("e.jpg") is None and report.legacy_imported == {"done": 1}
+    store.close()
+
+
+@pytest.mark.parametrize("paths, differ", [
+    ({"source": "./images", "destination": "./images/segMasks"}, []),
+    ({"source": "images/", "destination": "{tmp}/images/segMasks"}, []),
+    ({"source": "./ims", "destination": "./images/segMasks"}, ["source"]),
+    ({"source": "./images", "destination": "./ims/segMasks"}, ["destination"]),
+    ({"source": "/elsewhere/ims", "destination": "/elsewhere/ims/segMasks"},
+     ["source", "destination"]),
+])
+def test_required_paths_that_are_not_the_configs_are_reported_and_the_file_still_imported(
+    tmp_path, source, clock, paths, differ
+):
+    dest = tmp_path / "images" / "segMasks"
+    _seed_mask(dest, "a.jpg", 2)
+    paths = {k: v.format(tmp=tmp_path) for k, v in paths.items()}
+    write_anno_prog(source / ".anno_prog", SEED, **paths)
+    store = new_store(tmp_path, source, clock, legacy_base=tmp_path, destination=dest,
+                      exclude_dirs=(dest,), mask_suffix="_mask", save_format="png")
+    report = store.sync()
+    assert report.legacy_imported == SEED_COUNTS  # a message, not a refusal
+    lines = [line for line in report.lines() if "its required." in line]
+    assert [line.split("its required.")[1].split(":")[0] for line in lines] == differ
+    if "source" in differ:
+        line = lines[0]
+        assert str(source) in line and repr(paths["source"]) in line and str(tmp_path) in line
+    if "destination" in differ:
+        line = lines[-1]
+        assert str(dest) in line and repr(paths["destination"]) in line
+        assert "found for 1 of the 2 images it marked done" in line
+    store.close()
+
+
+def test_required_paths_are_not_compared_without_the_configs_folder(tmp_path, source, clock):
+    write_anno_prog(source / ".anno_prog", SEED, source="./ims", destination="./ims/segMasks")
+    store = new_store(tmp_path, source, clock, destination=tmp_path / "masks")
+    report = store.sync()
+    assert report.legacy_imported == SEED_COUNTS
+    assert not any("its required." in line for line in report.lines())
     store.close()
 
 
@@ -192,7 +243,7 @@ def _seed_mask(dest: Path, image_id: str, n: int, fmt: str = "png") -> Path:
 
 def test_imported_done_images_with_a_mask_file_get_its_labels_as_objects(tmp_path, source, clock):
     dest = tmp_path / "masks"
-    (source / ".anno_prog").write_text(RUAMEL_TEXT)
+    write_anno_prog(source / ".anno_prog", SEED)
     a = _seed_mask(dest, "a.jpg", 3)
     e = _seed_mask(dest, "e.jpg", 2)
     before = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in (a, e)}

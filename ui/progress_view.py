@@ -32,7 +32,7 @@ from PIL import Image, ImageOps
 
 from dextr_core.export import ExportError
 from dextr_core.images import ImageReadError, load_image, to_rgb_uint8
-from dextr_core.masks import load_label_map
+from dextr_core.masks import MaskFileError, clashing_ids, load_label_map, mask_path
 from dextr_core.store import STATUSES as STORE_STATUSES
 from ui.overlay import draw_overlay
 
@@ -463,7 +463,14 @@ def scan_source(handle, cfg) -> list[str]:
     ``reconcile``); returns what changed, in words. Errors of the store propagate."""
     with handle.lock:
         _scan(handle, cfg)
-        return list(getattr(handle.sync_report, "lines", list)()) + list(handle.reconciled)
+        return last_scan(handle)
+
+
+def last_scan(handle) -> list[str]:
+    """What the last scan of the source folder found (when the server opened the store, or a
+    lead's scan since), in words: the sync report's lines (DEXTR-AnnoTool's import among them),
+    then the mask files' repairs. [] when nothing changed."""
+    return list(getattr(handle.sync_report, "lines", list)()) + list(handle.reconciled)
 
 
 def _scan(handle, cfg) -> None:
@@ -515,6 +522,31 @@ def thumbnail_jpeg(image_path: str, mask_file: str = "") -> bytes:
     if not ok:
         raise ValueError("JPEG encoding failed")
     return buf.tobytes()
+
+
+#: What a gallery thumbnail can fail with (an unreadable photo or mask file): its tile says so.
+THUMBNAIL_ERRORS = (ImageReadError, MaskFileError, OSError, ValueError)
+
+
+_CLASHING: dict = {}  # (store, snapshot version) -> masks.clashing_ids of its ids, last only
+
+
+def clashing(store, snap) -> frozenset:
+    """The ids whose mask file keeps the whole photo name (:func:`dextr_core.masks.clashing_ids`),
+    read again when the store changed (``snap.version``)."""
+    key = (id(store), snap.version)
+    if key not in _CLASHING:
+        _CLASHING.clear()
+        _CLASHING[key] = clashing_ids(store.image_ids())
+    return _CLASHING[key]
+
+
+def tile_files(cfg, image_id: str, clashing_ids_: frozenset = frozenset()) -> tuple[Path, Path]:
+    """(photo file, mask file) of one image of the gallery; the mask file may not exist.
+    ``clashing_ids_``: from :func:`clashing` (photos sharing a stem keep their whole name)."""
+    return (Path(cfg.source, image_id),
+            mask_path(cfg.destination, image_id, cfg.mask_suffix, cfg.save_format,
+                      clashing_ids_))
 
 
 def mtime(path: Path) -> float:

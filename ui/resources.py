@@ -1,6 +1,6 @@
 """Process-wide resources shared by the pages: the config, the segmenter, the progress store.
 
-Decoded photos live in :mod:`ui.photos`; :mod:`ui.state` re-exports the names of both.
+Decoded photos live in :mod:`ui.photos`.
 
 Streamlit runs every page script once per interaction; what is expensive or must be shared by all
 annotators (the DEXTR network, the TinyDB store, decoded photos) is created once per server process
@@ -190,18 +190,10 @@ class StoreHandle:
     lock: threading.Lock
 
 
-def _store_keywords(cfg: AnnoConfig) -> dict:
-    """The store's constructor keywords for ``cfg`` (those this store version knows)."""
-    return {"claim_timeout_s": float(cfg.claim_timeout_min) * 60.0,
-            "exclude_dirs": (cfg.destination,), "mask_suffix": cfg.mask_suffix,
-            "save_format": cfg.save_format, "destination": cfg.destination,
-            "labels": tuple(cfg.labels), "legacy_file": cfg.legacy_progress_file}
-
-
 def _new_store(cfg: AnnoConfig, **extra):
-    from dextr_core.store import open_store
+    from dextr_core.store import config_options, open_store
 
-    return open_store(cfg.database or cfg.progress_file, cfg.source, **_store_keywords(cfg),
+    return open_store(cfg.database or cfg.progress_file, cfg.source, **config_options(cfg),
                       **extra)
 
 

@@ -17,25 +17,19 @@ Scan rules (:func:`sync`)
 
 DEXTR-AnnoTool import (:func:`import_legacy`)
 --------------------------------------------
-The seed tool's progress file (``legacy_file``; default ``<source>/.anno_prog``) is read, never
-written, on the first sync that finds it (not after a reset). Its format, written by ruamel.yaml::
-
-    required:
-    - a.jpg
-    - sub/b.jpg
-    annotated:
-      a.jpg: yes
-      sub/b.jpg: skip
-
-``yes`` -> done, ``skip`` -> skipped, ``no`` -> todo (PyYAML reads yes/no as booleans; the strings
-and true/false are accepted too). The first version's flat mapping ``{image: yes/no/skip}`` is read
-the same way. Names are matched as paths relative to the source, else by a unique file name. Only
-todo images change. A file that cannot be read or parsed, or is not of that shape, is reported in
-the SyncReport and NOT recorded as imported: the next sync tries again. An image imported as done
-whose mask file exists in the destination (``<stem><mask_suffix>.<save_format>``; .png or .npy
-when no save_format is given) gets one object per label ``1..max`` of that mask (points ``[]``, engine
-``DEXTR-AnnoTool``, label the first configured label or ``object``), so its objects count and are
-exported; the mask file is left untouched.
+The seed tool's progress file (``legacy_file``; default ``<source>/.anno_prog``; its format and
+reading in :mod:`dextr_core.store.legacy`) is read, never written, on the first sync that finds
+it (not after a reset): ``yes`` -> done, ``skip`` -> skipped, ``no`` -> todo. Names are matched as
+paths relative to the source, else by a unique file name. Only todo images change. A file that
+cannot be read or parsed, is not of that shape, or names no image of the source folder at all
+is reported in the SyncReport and NOT recorded as imported: the next sync tries again. Its
+``required:`` paths are compared with the store's source and destination (relative ones resolved
+against ``legacy_base``, the config's folder; not compared when that is None) and each
+difference is reported (:func:`~dextr_core.store.legacy.path_differences`). An image imported as
+done whose mask file exists in the destination (``<stem><mask_suffix>.<save_format>``; .png or
+.npy when no save_format is given) gets one object per label ``1..max`` of that mask (points
+``[]``, engine ``DEXTR-AnnoTool``, label the first configured label or ``object``), so its
+objects count and are exported; the mask file is left untouched.
 """
 
 from __future__ import annotations
@@ -48,10 +42,10 @@ from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
-import yaml
 from tinydb.table import Document
 
 from ..images import ImageReadError, image_size, is_image_file
+from .legacy import LegacyProgressError, path_differences, read_legacy_progress
 from .records import (
     _IMAGES,
     _META,
@@ -202,30 +196,6 @@ def add_images(store: ProgressStore, entries: Iterable[tuple]) -> list[str]:
 # ---- DEXTR-AnnoTool import ----------------------------------------------------------------------
 
 
-def _legacy_entries(legacy: Path, data: Any) -> tuple[dict | None, list[str], str | None]:
-    """``(annotated mapping, required names, problem)`` of a parsed progress file."""
-    if data is None:
-        return {}, [], None
-    if not isinstance(data, dict):
-        return None, [], (f"is not a mapping (it holds a {type(data).__name__}); DEXTR-AnnoTool "
-                          "writes 'required:' (a list) and 'annotated:' (image: yes/no/skip)")
-    if "annotated" in data or "required" in data:
-        annotated = data.get("annotated")
-        required = data.get("required")
-        if annotated is None:
-            annotated = {}
-        if not isinstance(annotated, dict):
-            return None, [], (f"has 'annotated:' holding a {type(annotated).__name__}, not a "
-                              "mapping of image: yes/no/skip")
-        if required is None:
-            required = []
-        if not isinstance(required, list):
-            return None, [], (f"has 'required:' holding a {type(required).__name__}, not a list "
-                              "of images")
-        return annotated, [str(r) for r in required], None
-    return data, [], None  # the first version's flat mapping {image: yes/no/skip}
-
-
 def import_legacy(store: ProgressStore, report: SyncReport) -> None:
     """Import DEXTR-AnnoTool's progress file once (see the module docstring); inside sync."""
     meta = store._meta.get(doc_id=_META_ID) or {}
@@ -241,18 +211,10 @@ def import_legacy(store: ProgressStore, report: SyncReport) -> None:
             )
         return
     try:
-        text = legacy.read_text(encoding="utf-8-sig")
-        data = yaml.safe_load(text)
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        progress = read_legacy_progress(legacy)
+    except LegacyProgressError as exc:
         report.messages.append(
-            f"DEXTR-AnnoTool progress file {legacy} could not be read ({exc}); it was not "
-            "imported. Fix or remove it; the next sync tries again."
-        )
-        return
-    annotated, required, problem = _legacy_entries(legacy, data)
-    if annotated is None:
-        report.messages.append(
-            f"DEXTR-AnnoTool progress file {legacy} {problem}; it was not imported. Fix or "
+            f"DEXTR-AnnoTool progress file {legacy} {exc}; it was not imported. Fix or "
             "remove it; the next sync tries again."
         )
         return
@@ -260,28 +222,32 @@ def import_legacy(store: ProgressStore, report: SyncReport) -> None:
     for image_id in store._doc_of:
         by_name[PurePosixPath(image_id).name].append(image_id)
 
-    def resolve(key: Any) -> str | None:
-        name = str(key).replace("\\", "/").removeprefix("./")
+    def resolve(key: str) -> str | None:
+        name = key.replace("\\", "/").removeprefix("./")
         if name in store._doc_of:
             return name
         matches = by_name.get(PurePosixPath(name).name, [])
         return matches[0] if len(matches) == 1 else None
 
+    found = {key: resolve(key) for key in progress.annotated}
+    unknown = [key for key, image_id in found.items() if image_id is None]
+    if progress.annotated and len(unknown) == len(progress.annotated):
+        report.messages.append(
+            f"None of the {len(unknown)} images in DEXTR-AnnoTool progress file {legacy} is in "
+            f"the source folder {store.source_dir} (e.g. {_first(unknown, 3)}), so it cannot be "
+            "this folder's progress; it was not imported. Check required.source (or "
+            "admin.progress_file); the next sync tries again."
+        )
+        return
     counts: Counter = Counter()
-    unknown, bad = [], []
     with_masks = 0
     from ..masks import clashing_ids
 
     clashing = clashing_ids(store._doc_of)
     stamp = legacy.stat().st_mtime
-    for key, value in annotated.items():
-        image_id = resolve(key)
+    for key, status in progress.annotated.items():
+        image_id = found[key]
         if image_id is None:
-            unknown.append(str(key))
-            continue
-        status = _legacy_status(value)
-        if status is None:
-            bad.append(f"{key}: {value!r}")
             continue
         doc = store._raw(image_id)
         if doc["status"] != "todo" or status == "todo":
@@ -300,26 +266,25 @@ def import_legacy(store: ProgressStore, report: SyncReport) -> None:
                 with_masks += 1
         store._update(image_id, fields)
         counts[status] += 1
-    missing_required = [r for r in required if resolve(r) is None]
     if unknown:
         report.messages.append(
             f"{len(unknown)} entr(y/ies) of {legacy} name no image in the source folder "
             f"(ignored): {_first(unknown)}"
         )
-    if missing_required:
+    if progress.bad:
         report.messages.append(
-            f"{len(missing_required)} image(s) listed under 'required:' in {legacy} are not in "
-            f"the source folder: {_first(missing_required)}"
-        )
-    if bad:
-        report.messages.append(
-            f"{len(bad)} entr(y/ies) of {legacy} are not yes/no/skip (ignored): {_first(bad)}"
+            f"{len(progress.bad)} entr(y/ies) of {legacy} are not yes/no/skip (ignored): "
+            f"{_first(progress.bad)}"
         )
     if with_masks:
         report.messages.append(
             f"{with_masks} image(s) imported as done had mask files in {store.destination}; "
             "their objects were read from them (the files are unchanged)"
         )
+    if store.legacy_base is not None:
+        report.messages.extend(path_differences(
+            progress, store.legacy_base, store.source_dir, store.destination,
+            (with_masks, counts["done"])))
     report.legacy_imported = dict(counts)
     report.legacy_file = legacy
     store._meta.update({"legacy_import": {"file": str(legacy), "at": store.clock(),
@@ -561,21 +526,6 @@ def _adopt_shared_files(store: ProgressStore, docs: list[dict], clashing: frozen
                 store._update(owner, {"objects": objects, "n_objects": len(objects),
                                       "legacy": None})
     return lines
-
-
-def _legacy_status(value: Any) -> str | None:
-    if value is True:
-        return "done"
-    if value is False or value is None:
-        return "todo"
-    text = str(value).strip().lower()
-    if text in ("yes", "y", "true", "done", "1"):
-        return "done"
-    if text in ("no", "n", "false", "todo", "0", ""):
-        return "todo"
-    if text in ("skip", "skipped"):
-        return "skipped"
-    return None
 
 
 def _files_under(folder: Path) -> dict[str, float]:

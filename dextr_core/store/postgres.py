@@ -438,6 +438,7 @@ class PostgresStore(ProgressStore):
         recover_corrupt: bool = False,
         compact_bytes: int | None = None,
         legacy_file: str | os.PathLike | None = None,
+        legacy_base: str | os.PathLike | None = None,
         mask_suffix: str | None = None,
         save_format: str | None = None,
         destination: str | os.PathLike | None = None,
@@ -458,6 +459,7 @@ class PostgresStore(ProgressStore):
         self._psycopg, self._psycopg_pool, self._Jsonb = _import_driver()
         self.source_dir = Path(source_dir)
         self.legacy_file = None if legacy_file is None else Path(legacy_file)
+        self.legacy_base = None if legacy_base is None else Path(legacy_base)
         self.mask_suffix = mask_suffix
         self.save_format = save_format
         self.destination = None if destination is None else Path(destination)

@@ -88,7 +88,8 @@ class ProgressStore:
     the scan which files are masks when the source is the destination, and the DEXTR-AnnoTool
     import where its masks are; ``labels`` (the configured labels) names imported objects;
     ``legacy_file`` is DEXTR-AnnoTool's progress file (None: ``<source>/.anno_prog`` if it
-    exists). See :mod:`dextr_core.store.maintenance`.
+    exists), ``legacy_base`` the folder its relative ``required:`` paths are resolved against
+    (the config's folder; None: they are not compared). See :mod:`dextr_core.store.maintenance`.
 
     A store whose files cannot be read raises :class:`StoreCorruptError` naming them, and they
     are left untouched. With ``recover_corrupt=True`` both files are moved aside instead
@@ -107,6 +108,7 @@ class ProgressStore:
         recover_corrupt: bool = False,
         compact_bytes: int | None = None,
         legacy_file: str | os.PathLike | None = None,
+        legacy_base: str | os.PathLike | None = None,
         mask_suffix: str | None = None,
         save_format: str | None = None,
         destination: str | os.PathLike | None = None,
@@ -115,6 +117,7 @@ class ProgressStore:
         self.path = Path(path)
         self.source_dir = Path(source_dir)
         self.legacy_file = None if legacy_file is None else Path(legacy_file)
+        self.legacy_base = None if legacy_base is None else Path(legacy_base)
         self.mask_suffix = mask_suffix
         self.save_format = save_format
         self.destination = None if destination is None else Path(destination)
@@ -944,6 +947,17 @@ def _check_text(text: str, what: str) -> str:
         raise StoreInputError(f"{what} {text!r} contains control characters ({', '.join(bad)}); "
                               "type it again without them.")
     return text
+
+
+def config_options(cfg: Any) -> dict[str, Any]:
+    """The store's constructor keywords for an :class:`~dextr_core.config.AnnoConfig` (claim
+    timeout, the folders and mask naming, labels, DEXTR-AnnoTool's progress file and the
+    config's folder its paths are relative to)."""
+    return {"claim_timeout_s": float(cfg.claim_timeout_min) * 60.0,
+            "exclude_dirs": (cfg.destination,), "mask_suffix": cfg.mask_suffix,
+            "save_format": cfg.save_format, "destination": cfg.destination,
+            "labels": tuple(cfg.labels), "legacy_file": cfg.legacy_progress_file,
+            "legacy_base": Path(cfg.path).parent}
 
 
 def open_store(location: str | os.PathLike | None, source_dir: str | os.PathLike,

@@ -170,7 +170,7 @@ def test_annotate_one_object_in_chromium(server):
 
 def test_a_page_address_on_a_fresh_server_goes_through_the_app(server):
     """A lead's bookmark of /progress as the first request of a fresh server: the page comes with
-    app.py's sidebar and navigation, not Streamlit's automatic pages/ list (ui.state.run_through_app)."""
+    app.py's sidebar and navigation, not Streamlit's automatic pages/ list (ui.resources.run_through_app)."""
     url, _ = server
     with chromium_page(1400, 900) as page:
         page.goto(f"{url}/progress")
