@@ -176,7 +176,8 @@ def test_a_seed_folder_with_one_of_two_same_stem_photos_done_keeps_its_mask(tmp_
         Image.fromarray(np.full((H, W, 3), 150, np.uint8)).save(src / name)
     masks.save_label_map(dest / "a_mask.png", masks.label_map([_box(A), _box(B)], (H, W)))
     (src / ".anno_prog").write_text(
-        "required:\n- a.jpg\n- a.png\nannotated:\n  a.jpg: yes\n  a.png: no\n")
+        "required:\n  source: ./images\n  destination: ./masks\n"
+        "annotated:\n  a.jpg: yes\n  a.png: no\n")
     store = ProgressStore(src / ".dextr_progress.json", src, clock=clock, destination=dest,
                           mask_suffix="_mask", save_format="png")
     store.sync()
