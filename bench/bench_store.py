@@ -154,8 +154,8 @@ def main() -> None:
                 server.stop()
             journal_kb = 0.0
         else:
-            journal_kb = store._storage.journal_size / 1e3
-            compact_ms, _ = timed(store._storage.compact)
+            journal_kb = store.backend._storage.journal_size / 1e3
+            compact_ms, _ = timed(store.backend._storage.compact)
             rows.append(("compaction (every 16 MB of journal)", f"{compact_ms:.0f}", ""))
             store.close()
 

@@ -34,16 +34,16 @@ def mark_done(
         doc = {"time": t, "action": action, "image_id": image_id, "annotator": who}
         return {**doc, "detail": detail} if detail else doc
 
-    with store._storage.transaction():
-        raw = store._storage.read()["images"]
+    with store.backend._storage.transaction():
+        raw = store.backend._storage.read()["images"]
         events = []
         for image_id, who, t, objects, seconds in finished:
-            key = str(store._doc_of[image_id])
+            key = str(store.backend._doc_of[image_id])
             old = dict(raw[key])
             raw[key].update(status="done", annotator=who, claimed_at=None, completed_at=t,
                             updated_at=t, n_objects=len(objects), seconds=seconds,
                             objects=objects)
-            store._storage.record("images", key, old, raw[key])
+            store.backend._storage.record("images", key, old, raw[key])
             events.append(event(t, "claimed", image_id, who))
             events += [event(t, "object_added", image_id, who, index=o["index"], label=o["label"])
                        for o in objects]

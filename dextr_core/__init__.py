@@ -20,7 +20,15 @@ from .points import extreme_points
 from .processing import make_input, paste_mask, paste_probability, validate_points
 from .remote import ModelServiceError, RemoteSegmenter, load_remote_or_fallback
 from .segmenters import DOWNLOAD_COMMAND, DextrSegmenter, Segmenter, load_segmenter
-from .store import ClaimError, ImageRecord, ObjectRecord, ProgressStore, StoreCorruptError
+from .store import (
+    ClaimError,
+    ImageRecord,
+    ObjectRecord,
+    ProgressStore,
+    Store,
+    StoreCorruptError,
+    open_store,
+)
 from .weights import WeightsError, load_dextr_weights
 
 __all__ = [
@@ -38,6 +46,7 @@ __all__ = [
     "ProgressStore",
     "RemoteSegmenter",
     "Segmenter",
+    "Store",
     "StoreCorruptError",
     "WeightsError",
     "build_dextr",
@@ -49,6 +58,7 @@ __all__ = [
     "load_remote_or_fallback",
     "load_segmenter",
     "make_input",
+    "open_store",
     "paste_mask",
     "paste_probability",
     "to_rgb_uint8",

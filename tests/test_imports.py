@@ -16,13 +16,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 #: Import cycles that exist on purpose until a named piece of work removes them. Any other cycle,
 #: or a change of one of these, fails the test (remove an entry once its cycle is gone).
-KNOWN_CYCLES = {
-    # PostgresStore subclasses ProgressStore, and open_store (in progress_store) imports postgres
-    # to pick the backend; maintenance takes part too, through the store object it is handed
-    # (its import of progress_store is for type hints only). Issue 20 part 2 removes it: one set
-    # of claim rules over a backend protocol, maintenance written against the protocol.
-    frozenset({"dextr_core.store.progress_store", "dextr_core.store.postgres"}),
-}
+KNOWN_CYCLES: set[frozenset[str]] = set()
 #: What pages may not import: they get sessions and views, never files or the raw store.
 PAGES_MAY_NOT_IMPORT = ("dextr_core.store", "dextr_core.masks", "dextr_core.fileio")
 
@@ -141,14 +135,48 @@ def test_the_graph_sees_deferred_and_relative_imports_and_skips_type_checking():
     assert "dextr_core.store" in graph["dextr_core.session"]  # "from .store import" in a method
     assert "dextr_core.store.records" in graph["dextr_core.store.maintenance"]  # from .records
     assert "ui.resources" in graph["app"]  # "from ui import resources as state"
-    # maintenance names ProgressStore for its type hints only (under TYPE_CHECKING)
+    # maintenance names the rules' Store for its type hints only (under TYPE_CHECKING)
     tree = ast.parse((REPO / "dextr_core/store/maintenance.py").read_text())
     hinted = [n for n in ast.walk(tree) if isinstance(n, ast.If) and _is_type_checking(n.test)]
-    assert hinted and "progress_store" in ast.unparse(hinted[0])
-    assert "dextr_core.store.progress_store" not in graph["dextr_core.store.maintenance"]
+    assert hinted and "rules" in ast.unparse(hinted[0])
+    assert "dextr_core.store.rules" not in graph["dextr_core.store.maintenance"]
     # a cycle made on purpose is found
     graph["dextr_core.errors"] = graph["dextr_core.errors"] | {"dextr_core.config"}
     assert any({"dextr_core.errors", "dextr_core.config"} <= c for c in _strong_components(graph))
+
+
+def _reachable(graph: dict[str, set[str]], start: str) -> set[str]:
+    seen, todo = set(), [start]
+    while todo:
+        module = todo.pop()
+        for target in graph.get(module, ()):
+            if target not in seen:
+                seen.add(target)
+                todo.append(target)
+    return seen
+
+
+#: The modules that store documents; the claim rules must run over any of them.
+STORE_BACKENDS = ("dextr_core.store.file_backend", "dextr_core.store.journal",
+                  "dextr_core.store.postgres")
+
+
+def test_the_store_rules_import_no_backend():
+    graph = import_graph()
+    for module in ("dextr_core.store.rules", "dextr_core.store.maintenance",
+                   "dextr_core.store.imports", "dextr_core.store.backend"):
+        reached = _reachable(graph, module)
+        assert "dextr_core.store.records" in reached or module == "dextr_core.store.records"
+        assert not reached & set(STORE_BACKENDS), (module, sorted(reached & set(STORE_BACKENDS)))
+    # nor a storage library, directly or through any project module they import
+    files = _module_files()
+    for module in ("dextr_core.store.rules", *sorted(_reachable(graph, "dextr_core.store.rules"))):
+        tree = ast.parse(files[module].read_text(encoding="utf-8"))
+        names = {alias.name.split(".")[0] for node in ast.walk(tree)
+                 if isinstance(node, ast.Import) for alias in node.names}
+        names |= {(node.module or "").split(".")[0] for node in ast.walk(tree)
+                  if isinstance(node, ast.ImportFrom) and not node.level}
+        assert not names & {"tinydb", "psycopg", "psycopg_pool", "filelock"}, module
 
 
 def test_importing_dextr_core_gives_its_names_without_keras_or_streamlit():

@@ -352,8 +352,8 @@ def test_a_tiff_size_recorded_turned_twice_is_corrected_by_the_next_scan(
     with monkeypatch.context() as m:  # a store of the old version: what its image_size recorded
         m.setattr(maintenance, "image_size", lambda path, *a: (H, W))
         store.sync()
-    with store._storage.transaction():
-        store._meta.update({maintenance._TIFF_SIZES_CHECKED: False}, doc_ids=[1])
+    with store.backend.transaction():
+        store.backend.update_meta({maintenance._TIFF_SIZES_CHECKED: False})
     assert (store.get("t.tif").width, store.get("t.tif").height) == (H, W)
     report = store.sync()
     assert (store.get("t.tif").width, store.get("t.tif").height) == (W, H)

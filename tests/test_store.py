@@ -377,7 +377,7 @@ def test_reset_backs_up_and_starts_over(store, source, clock):
 def test_corrupt_store_raises_with_path_and_leaves_the_file(store):
     store.claim_next("ann")
     store.close()
-    store._storage.close()
+    store.backend._storage.close()
     bad = b'{"format": "dextr-progress-store", "tables": {trunc'
     store.path.write_bytes(bad)
     with pytest.raises(StoreCorruptError) as err:
@@ -403,7 +403,7 @@ def test_damaged_journal_middle_line_is_corrupt_but_torn_tail_is_dropped(store, 
     store.complete(a.id, "ann")
     b = store.claim_next("ann")
     store.complete(b.id, "ann")
-    journal = store._storage.journal_path
+    journal = store.backend._storage.journal_path
     store.close()
     good = journal.read_bytes()
     journal.write_bytes(good + b'{"c": [["images", "1", {"id": "a.j')  # torn last write
@@ -502,7 +502,7 @@ def test_two_instances_see_each_others_writes_across_compactions(tmp_path, sourc
             s.complete(rec.id, who, 1)
     assert one.images() == two.images() and one.events() == two.events()
     assert one.summary() == two.summary()
-    assert one._storage._generation > 0  # it did compact
+    assert one.backend._storage._generation > 0  # it did compact
     three = ProgressStore(path, source, clock=clock)
     assert three.images() == one.images()
 
@@ -533,12 +533,12 @@ def test_reset_and_compaction_by_one_instance_are_seen_by_another(tmp_path, sour
     one.sync()
     two = ProgressStore(path, source, clock=clock)
     rec = two.claim_next("bob")
-    two._storage.compact()
+    two.backend._storage.compact()
     assert one.get(rec.id).annotator == "bob"  # caught up across the compaction
     loaded = []
-    one._storage.on_reload = lambda tables: loaded.append(True) or one._rebuild_indexes(tables)
+    one.backend._storage.on_reload = lambda tables: loaded.append(True) or one.backend._rebuild_indexes(tables)
     two.complete(rec.id, "bob")
-    two._storage.compact()
+    two.backend._storage.compact()
     assert one.get(rec.id).status == "done" and not loaded  # adopted without a full reload
     backup = one.reset()
     assert len(two) == 0 and two.events()[-1].action == "reset"
@@ -574,8 +574,8 @@ def test_lock_held_too_long_is_a_clear_error(store):
 
     from dextr_core.store.journal import StoreBusyError
 
-    store._storage._file_lock.timeout = 0.2
-    with FileLock(str(store._storage.lock_path)), pytest.raises(StoreBusyError, match="locked"):
+    store.backend._storage._file_lock.timeout = 0.2
+    with FileLock(str(store.backend._storage.lock_path)), pytest.raises(StoreBusyError, match="locked"):
         store.claim_next("ann")
 
 

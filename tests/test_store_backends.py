@@ -220,7 +220,7 @@ def test_connections_the_database_dropped_while_idle_are_replaced_without_an_err
     with psycopg.connect(pg_url, autocommit=True) as admin:  # e.g. a database restart
         admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE "
                       "datname = current_database() AND pid <> pg_backend_pid()")
-    for conn in list(store._pool._pool):  # as if idle for a while (no sleeping in tests)
+    for conn in list(store.backend._pool._pool):  # as if idle for a while (no sleeping in tests)
         conn._dextr_used = 0.0
     store.heartbeat("a.jpg", "ana")
     assert store.get("a.jpg").status == "in_progress"
@@ -418,7 +418,7 @@ def test_a_copy_that_does_not_verify_commits_nothing(tmp_path, source, clock, pg
     file_store_with_work(tmp_path, source, clock).close()
 
     def lose_an_object(dst):
-        tx = dst._storage.current()
+        tx = dst.backend._storage.current()
         tx.conn.execute("UPDATE dextr_images SET doc = doc - 'objects' WHERE id = 'a.jpg'")
 
     with pytest.raises(StoreInputError, match="differs .* objects.*nothing was committed"):

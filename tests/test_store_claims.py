@@ -201,12 +201,12 @@ def test_objects_stored_before_object_ids_get_ids_when_the_list_next_changes(sto
     store.claim("a.jpg", "ana")
     store.add_object("a.jpg", "ana", obj())
     # an object as the first version stored it: no object_id key
-    doc_id = store._doc_of["a.jpg"]
+    doc_id = store.backend._doc_of["a.jpg"]
 
     def strip(doc):
         doc["objects"] = [{k: v for k, v in o.items() if k != "object_id"} for o in doc["objects"]]
 
-    store._images.update(strip, doc_ids=[doc_id])
+    store.backend._images.update(strip, doc_ids=[doc_id])
     assert store.objects("a.jpg")[0].object_id == ""
     store.add_object("a.jpg", "ana", obj())
     ids = [o.object_id for o in store.objects("a.jpg")]
@@ -239,7 +239,7 @@ def test_a_write_callback_that_raises_leaves_the_store_unchanged(store):
     store.claim("a.jpg", "ana", session=TAB1)
     store.add_object("a.jpg", "ana", obj(), session=TAB1)
     before = (store.images(), store.objects(), store.events(), store.summary())
-    disk_before = (store.path.read_bytes(), store._storage.journal_path.read_bytes())
+    disk_before = (store.path.read_bytes(), store.backend._storage.journal_path.read_bytes())
 
     def full_disk(objects):
         raise OSError(errno.ENOSPC, "No space left on device (simulated)")
@@ -247,7 +247,7 @@ def test_a_write_callback_that_raises_leaves_the_store_unchanged(store):
     with pytest.raises(OSError, match="No space left"):
         store.complete("a.jpg", "ana", 9.0, session=TAB1, write=full_disk)
     assert (store.images(), store.objects(), store.events(), store.summary()) == before
-    assert (store.path.read_bytes(), store._storage.journal_path.read_bytes()) == disk_before
+    assert (store.path.read_bytes(), store.backend._storage.journal_path.read_bytes()) == disk_before
     again = reopen(store)
     assert again.get("a.jpg").status == "in_progress" and again.images() == before[0]
     again.close()

@@ -140,7 +140,7 @@ def test_two_processes_share_one_store(tmp_path):
     check_each_image_claimed_and_completed_once(store, n)
     assert {store.get(i).annotator for i in a} == {"proc-a"}
     assert {store.get(i).annotator for i in b} == {"proc-b"}
-    assert store._storage._generation > 0  # compactions happened while both were writing
+    assert store.backend._storage._generation > 0  # compactions happened while both were writing
 
 
 CRASH_WRITER = """

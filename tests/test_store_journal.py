@@ -43,7 +43,7 @@ def store(tmp_path, source, clock) -> ProgressStore:
 
 
 def files(s: ProgressStore) -> tuple[bytes, bytes]:
-    return s.path.read_bytes(), s._storage.journal_path.read_bytes()
+    return s.path.read_bytes(), s.backend._storage.journal_path.read_bytes()
 
 
 def state(s: ProgressStore):
@@ -156,17 +156,17 @@ def test_a_compaction_failing_after_the_fsynced_line_does_not_raise_and_is_retri
 ):
     s = open_store(tmp_path / "p.json", source, clock, compact_bytes=1)  # compact on every write
     s.sync()
-    generation = s._storage._generation
+    generation = s.backend._storage._generation
     monkeypatch.setattr(os, "replace", enospc)  # the snapshot's rename fails
     with caplog.at_level(logging.WARNING, logger="dextr_core.store.journal"):
         rec = s.claim_next("ann")  # the line is on disk: no error for the caller
     monkeypatch.undo()
     assert rec is not None and "compaction is tried again later" in caplog.text
-    assert s._storage._generation == generation  # not compacted
+    assert s.backend._storage._generation == generation  # not compacted
     assert open_store(s.path, source, clock).get(rec.id).annotator == "ann"  # persisted
     clock.advance(5)
     s.heartbeat(rec.id, "ann")  # the next write compacts
-    assert s._storage._generation == generation + 1
+    assert s.backend._storage._generation == generation + 1
     assert open_store(s.path, source, clock).get(rec.id).status == "in_progress"
     s.close()
 
@@ -177,7 +177,7 @@ def test_a_compaction_whose_new_journal_fails_keeps_the_old_journal_valid(
     s = open_store(tmp_path / "p.json", source, clock)
     s.sync()
     a = do_one_image(s)
-    journal = s._storage.journal_path
+    journal = s.backend._storage.journal_path
     real = store_storage.atomic_write
 
     def snapshot_only(path, data):
@@ -187,7 +187,7 @@ def test_a_compaction_whose_new_journal_fails_keeps_the_old_journal_valid(
 
     monkeypatch.setattr(store_storage, "atomic_write", snapshot_only)
     with caplog.at_level(logging.WARNING, logger="dextr_core.store.journal"):
-        s._storage.compact()  # the snapshot is renamed, the new journal fails
+        s.backend._storage.compact()  # the snapshot is renamed, the new journal fails
     monkeypatch.undo()
     assert "nothing is lost" in caplog.text
     b = do_one_image(s)  # appended to the old journal, after the part the snapshot covers
@@ -214,7 +214,7 @@ def test_a_new_snapshot_written_by_another_process_is_noticed_before_appending(
     one = open_store(tmp_path / "p.json", source, clock)
     one.sync()
     two = open_store(one.path, source, clock)
-    journal = one._storage.journal_path
+    journal = one.backend._storage.journal_path
     real = store_storage.atomic_write
     monkeypatch.setattr(store_storage, "atomic_write",
                         lambda p, d: enospc() if Path(p) == journal else real(p, d))
@@ -238,8 +238,8 @@ def test_a_compaction_interrupted_between_snapshot_and_journal_opens_with_everyt
     s = open_store(tmp_path / "p.json", source, clock)
     s.sync()
     a = do_one_image(s)
-    with s._storage.transaction():
-        s._storage._write_snapshot(s._storage._store_id, s._storage._generation + 1)
+    with s.backend._storage.transaction():
+        s.backend._storage._write_snapshot(s.backend._storage._store_id, s.backend._storage._generation + 1)
     b = do_one_image(s)  # appended to the old journal after the snapshot was written
     expected = state(s)
     s.close()
@@ -262,7 +262,7 @@ def closed_store(tmp_path, source, clock) -> ProgressStore:
 
 
 def assert_refused_and_untouched(s: ProgressStore, damaged: Path, match: str) -> None:
-    journal = s._storage.journal_path
+    journal = s.backend._storage.journal_path
     before = {p: p.read_bytes() for p in (s.path, journal) if p.exists()}
     listing = sorted(p.name for p in s.path.parent.iterdir())
     with pytest.raises(StoreCorruptError, match=match) as err:
@@ -278,12 +278,12 @@ def assert_refused_and_untouched(s: ProgressStore, damaged: Path, match: str) ->
 def test_a_journal_without_its_snapshot_is_refused(tmp_path, source, clock):
     s = closed_store(tmp_path, source, clock)
     s.path.unlink()
-    assert_refused_and_untouched(s, s._storage.journal_path, "snapshot .* is missing")
+    assert_refused_and_untouched(s, s.backend._storage.journal_path, "snapshot .* is missing")
 
 
 def test_an_unreadable_journal_header_is_refused(tmp_path, source, clock):
     s = closed_store(tmp_path, source, clock)
-    journal = s._storage.journal_path
+    journal = s.backend._storage.journal_path
     lines = journal.read_bytes().split(b"\n")
     journal.write_bytes(b"\n".join([b"\x00\x00garbage"] + lines[1:]))
     assert_refused_and_untouched(s, journal, "header .* cannot be read")
@@ -291,13 +291,13 @@ def test_an_unreadable_journal_header_is_refused(tmp_path, source, clock):
 
 def test_an_empty_journal_is_refused(tmp_path, source, clock):
     s = closed_store(tmp_path, source, clock)
-    s._storage.journal_path.write_bytes(b"")
-    assert_refused_and_untouched(s, s._storage.journal_path, "header .* cannot be read")
+    s.backend._storage.journal_path.write_bytes(b"")
+    assert_refused_and_untouched(s, s.backend._storage.journal_path, "header .* cannot be read")
 
 
 def test_a_journal_of_another_store_is_refused(tmp_path, source, clock):
     s = closed_store(tmp_path, source, clock)
-    journal = s._storage.journal_path
+    journal = s.backend._storage.journal_path
     lines = journal.read_bytes().split(b"\n")
     header = json.loads(lines[0])
     header["store"] = "0" * 32
@@ -313,7 +313,7 @@ def test_a_journal_of_another_store_is_refused(tmp_path, source, clock):
 ])
 def test_a_generation_mismatch_is_refused(tmp_path, source, clock, journal_generation, covers, match):
     s = closed_store(tmp_path, source, clock)
-    journal = s._storage.journal_path
+    journal = s.backend._storage.journal_path
     snapshot = json.loads(s.path.read_bytes())
     snapshot["generation"] = 0 if match.startswith("continues") else 3 - (covers == [1, 10])
     snapshot["covers"] = covers
@@ -327,7 +327,7 @@ def test_a_generation_mismatch_is_refused(tmp_path, source, clock, journal_gener
 
 def test_a_journal_shorter_than_the_snapshot_covers_is_refused(tmp_path, source, clock):
     s = closed_store(tmp_path, source, clock)
-    journal = s._storage.journal_path
+    journal = s.backend._storage.journal_path
     snapshot = json.loads(s.path.read_bytes())
     snapshot["generation"] += 1
     snapshot["covers"] = [snapshot["generation"] - 1, journal.stat().st_size + 100]
@@ -337,7 +337,7 @@ def test_a_journal_shorter_than_the_snapshot_covers_is_refused(tmp_path, source,
 
 def _edit_snapshot(s: ProgressStore, edit) -> None:
     compacting = open_store(s.path, s.source_dir, s.clock)
-    compacting._storage.compact()  # every record in the snapshot
+    compacting.backend._storage.compact()  # every record in the snapshot
     compacting.close()
     snapshot = json.loads(s.path.read_bytes())
     edit(snapshot["tables"])
@@ -363,7 +363,7 @@ def test_an_event_without_a_time_is_refused(tmp_path, source, clock):
 
 
 def _append_journal(s: ProgressStore, *lines: bytes) -> None:
-    journal = s._storage.journal_path
+    journal = s.backend._storage.journal_path
     journal.write_bytes(journal.read_bytes() + b"".join(line + b"\n" for line in lines))
 
 
@@ -428,7 +428,7 @@ def test_each_kind_of_malformed_record_is_refused_in_the_snapshot_and_in_a_journ
         _edit_snapshot(s, lambda t: None)  # every record in the snapshot, to build the line from
         table, doc_id, doc = make(json.loads(s.path.read_bytes())["tables"])
         _append_journal(s, json.dumps({"c": [[table, doc_id, doc]]}).encode())
-        assert_refused_and_untouched(s, s._storage.journal_path, match)
+        assert_refused_and_untouched(s, s.backend._storage.journal_path, match)
 
 
 def test_a_malformed_snapshot_record_is_refused_even_when_a_journal_line_replaces_it(
@@ -485,7 +485,7 @@ def test_a_malformed_journal_line_is_refused_even_as_the_last_line(
     s = closed_store(tmp_path, source, clock)
     good = b'{"c": [["images", "1", {"id": "img0.jpg", "status": "todo"}]]}'
     _append_journal(s, line) if last else _append_journal(s, line, good)
-    assert_refused_and_untouched(s, s._storage.journal_path, match)
+    assert_refused_and_untouched(s, s.backend._storage.journal_path, match)
 
 
 def test_a_malformed_line_written_by_another_process_is_refused_not_applied(
@@ -503,12 +503,12 @@ def test_a_malformed_line_written_by_another_process_is_refused_not_applied(
 
 def test_a_snapshot_without_a_journal_opens_and_gets_a_new_journal(tmp_path, source, clock):
     s = closed_store(tmp_path, source, clock)
-    with s._storage.transaction():
-        s._storage.compact()
+    with s.backend._storage.transaction():
+        s.backend._storage.compact()
     expected = reopened_state(s)
-    s._storage.journal_path.unlink()
+    s.backend._storage.journal_path.unlink()
     again = open_store(s.path, source, clock)
-    assert state(again) == expected and s._storage.journal_path.exists()
+    assert state(again) == expected and s.backend._storage.journal_path.exists()
     again.close()
 
 
@@ -517,13 +517,13 @@ def test_a_first_version_snapshot_one_generation_ahead_of_its_journal_opens(tmp_
     s = closed_store(tmp_path, source, clock)
     expected = reopened_state(s)
     again = open_store(s.path, source, clock)
-    with again._storage.transaction():
-        again._storage.compact()
+    with again.backend._storage.transaction():
+        again.backend._storage.compact()
     again.close()
     snapshot = json.loads(s.path.read_bytes())
     del snapshot["covers"]
     s.path.write_text(json.dumps(snapshot))
-    journal = s._storage.journal_path
+    journal = s.backend._storage.journal_path
     lines = journal.read_bytes().split(b"\n")
     header = json.loads(lines[0])
     header["generation"] -= 1
@@ -540,7 +540,7 @@ def test_recovery_keeps_the_snapshot_and_the_journal_aside_before_starting_fresh
     tmp_path, source, clock
 ):
     s = closed_store(tmp_path, source, clock)
-    journal = s._storage.journal_path
+    journal = s.backend._storage.journal_path
     _append_journal(s, b'{"c": 5}')
     old = {s.path.name: s.path.read_bytes(), journal.name: journal.read_bytes()}
     fresh = open_store(s.path, source, clock, recover_corrupt=True)
@@ -553,7 +553,7 @@ def test_recovery_keeps_the_snapshot_and_the_journal_aside_before_starting_fresh
 
 def test_recovery_of_a_journal_without_its_snapshot_keeps_the_journal(tmp_path, source, clock):
     s = closed_store(tmp_path, source, clock)
-    journal = s._storage.journal_path
+    journal = s.backend._storage.journal_path
     s.path.unlink()
     old = journal.read_bytes()
     fresh = open_store(s.path, source, clock, recover_corrupt=True)
@@ -568,7 +568,7 @@ def test_recovery_of_a_journal_without_its_snapshot_keeps_the_journal(tmp_path, 
 def test_a_reset_keeps_the_old_journal_too_and_the_backup_opens_by_itself(store, source, clock):
     do_one_image(store)
     expected = state(store)
-    journal = store._storage.journal_path
+    journal = store.backend._storage.journal_path
     backup = store.reset()
     assert [p.name for p in store.path.parent.glob(store.path.name + ".backup-*")] == [backup.name]
     kept = list(store.path.parent.glob(journal.name + ".backup-*"))
@@ -620,8 +620,8 @@ def test_a_reset_that_fails_says_what_is_on_disk_and_loses_nothing(store, source
 def test_an_opened_store_reads_its_files_once_not_on_every_call(store, source, clock):
     again = open_store(store.path, source, clock)
     loads = []
-    real = again._storage._load
-    again._storage._load = lambda: (loads.append(1), real())[1]
+    real = again.backend._storage._load
+    again.backend._storage._load = lambda: (loads.append(1), real())[1]
     for _ in range(3):
         do_one_image(again)
     assert loads == []
@@ -653,7 +653,7 @@ def test_a_process_killed_between_the_compactions_two_writes_loses_nothing(tmp_p
     path = tmp_path / "p.json"
     s = ProgressStore(path, tmp_path / "none")
     s.add_images((f"img{i:03d}.jpg", 10, 10) for i in range(60))
-    s._storage.compact()  # an empty journal: the writer compacts after a few images
+    s.backend._storage.compact()  # an empty journal: the writer compacts after a few images
     s.close()
     repo = Path(__file__).resolve().parents[1]
     env = dict(os.environ, PYTHONPATH=str(repo) + os.pathsep + os.environ.get("PYTHONPATH", ""))
@@ -669,7 +669,7 @@ def test_a_process_killed_between_the_compactions_two_writes_loses_nothing(tmp_p
     assert {again.get(i).status for i in acknowledged} == {"done"}
     # and goes on: the next compaction brings snapshot and journal together again
     again.compact_bytes = 1
-    again._storage._compact_at = 1
+    again.backend._storage._compact_at = 1
     rec = again.claim_next("next")
     again.complete(rec.id, "next")
     header = json.loads(Path(str(path) + ".journal").read_bytes().split(b"\n")[0])

@@ -1,10 +1,17 @@
 """The progress store package: one store is the single truth of a team's annotation progress.
 
 * :mod:`.records` - ImageRecord, ObjectRecord, Event, SyncReport, STATUSES, the store's errors.
-* :mod:`.progress_store` - :class:`ProgressStore` (claims, objects, finishing, reading, summary)
-  and :func:`open_store`, the entry point that picks the backend from the location
+* :mod:`.rules` - :class:`Store`: the claim rules, checks and messages (claims, objects,
+  finishing, reading, summary), written once over a backend.
+* :mod:`.backend` - the :class:`~.backend.Backend` protocol the rules and maintenance run over.
+* :mod:`.file_backend` - :class:`~.file_backend.FileBackend` (TinyDB, indexes, the journal) and
+  :class:`ProgressStore`, the store in a file.
+* :mod:`.postgres` - :class:`~.postgres.PostgresBackend` (SQL) and ``PostgresStore``, the store
+  in a PostgreSQL database (imported when one is opened).
+* :mod:`.opening` - :func:`open_store`, the entry point that picks the backend from the location
   (:func:`config_options`: its keywords for a config).
 * :mod:`.maintenance` - folder scan/sync, the DEXTR-AnnoTool import, reset, reconcile.
+* :mod:`.imports` - objects imported from other annotations (``add_imported``).
 * :mod:`.legacy` - DEXTR-AnnoTool's progress file (``.anno_prog``): reading it, its paths.
 * :mod:`.journal` - the storage engine: an in-memory TinyDB over a JSON snapshot plus an fsync'd
   journal, with its file format and failure rules in the module docstring.
@@ -13,8 +20,8 @@
 names from here.
 """
 
-from .journal import StoreBusyError, StoreCorruptError, StoreWriteError
-from .progress_store import ProgressStore, config_options, open_store
+from .file_backend import ProgressStore
+from .opening import config_options, open_store
 from .records import (
     LEGACY_ANNOTATOR,
     LEGACY_PROGRESS_NAME,
@@ -23,11 +30,15 @@ from .records import (
     Event,
     ImageRecord,
     ObjectRecord,
+    StoreBusyError,
+    StoreCorruptError,
     StoreInputError,
+    StoreWriteError,
     SyncReport,
     _decode_points,
     _encode_points,
 )
+from .rules import Store
 
 __all__ = [
     "LEGACY_ANNOTATOR",
@@ -38,6 +49,7 @@ __all__ = [
     "ImageRecord",
     "ObjectRecord",
     "ProgressStore",
+    "Store",
     "StoreBusyError",
     "StoreCorruptError",
     "StoreInputError",

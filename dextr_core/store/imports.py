@@ -15,9 +15,10 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .records import ObjectRecord, _object_record
+from .rules import check_object_id
 
 if TYPE_CHECKING:
-    from .progress_store import ProgressStore
+    from .rules import Store
 
 __all__ = ["IMPORT_ANNOTATOR", "add_imported"]
 
@@ -25,7 +26,7 @@ __all__ = ["IMPORT_ANNOTATOR", "add_imported"]
 IMPORT_ANNOTATOR = "import"
 
 
-def add_imported(store: ProgressStore, image_id: str, objects: Sequence[ObjectRecord], *,
+def add_imported(store: Store, image_id: str, objects: Sequence[ObjectRecord], *,
                  done: bool = False, source: str = "",
                  write: Callable[[list[ObjectRecord]], Any] | None = None) -> str:
     """Give the todo photo ``image_id`` these objects (labels, engines and object ids as given;
@@ -38,7 +39,7 @@ def add_imported(store: ProgressStore, image_id: str, objects: Sequence[ObjectRe
     transaction (the caller writes the label map there), and if it raises nothing changes.
     ``source``: where the objects come from, kept in the photo's note and the event.
     """
-    with store._storage.transaction():
+    with store.backend.transaction():
         doc = store._require(image_id)
         if doc.get("missing"):
             return "missing"
@@ -50,7 +51,7 @@ def add_imported(store: ProgressStore, image_id: str, objects: Sequence[ObjectRe
             mine = all(o.get("object_id") in ids for o in stored)
             return "already imported" if mine and len(stored) == len(ids) else "has objects"
         now = store.clock()
-        docs = [{"object_id": store._check_object_id(o.object_id), "index": i,
+        docs = [{"object_id": check_object_id(o.object_id), "index": i,
                  "label": str(o.label), "points": "", "engine": str(o.engine or "import"),
                  "annotator": o.annotator or IMPORT_ANNOTATOR, "created_at": now,
                  "seconds": 0.0}

@@ -89,8 +89,8 @@ from tinydb import TinyDB
 from tinydb.storages import Storage
 from tinydb.table import Table
 
-from ..errors import DextrError
 from ..fileio import atomic_write
+from .records import StoreBusyError, StoreCorruptError, StoreWriteError
 
 log = logging.getLogger(__name__)
 
@@ -115,27 +115,6 @@ Reloader = Callable[[Tables], Problem | None]
 
 #: Seconds between two tries to take the store's file lock while another process holds it.
 LOCK_POLL_S = 0.002
-
-
-class StoreCorruptError(DextrError):
-    """The progress store's files cannot be read; the message names the files and what to do.
-
-    ``path`` is the damaged file; ``paths`` every file involved (snapshot and journal). Nothing
-    is renamed or replaced when this is raised.
-    """
-
-    def __init__(self, message: str, path: Path, paths: tuple[Path, ...] = ()):
-        super().__init__(message)
-        self.path = Path(path)
-        self.paths = tuple(Path(p) for p in paths) or (self.path,)
-
-
-class StoreBusyError(DextrError):
-    """Another process held the store's lock for too long; nothing was changed."""
-
-
-class StoreWriteError(DextrError):
-    """Progress could not be written to disk (disk full, permissions); the change was not saved."""
 
 
 @contextmanager

@@ -1,8 +1,9 @@
 """Store maintenance: scanning the source folder, the DEXTR-AnnoTool import, reset, reconcile.
 
 These are the store's jobs that are not one annotator's work on one image. Each function takes the
-:class:`~dextr_core.store.progress_store.ProgressStore` (the methods of the same names delegate
-here) and runs as store transactions like every other call.
+:class:`~dextr_core.store.rules.Store` (the methods of the same names delegate here) and works on
+its :class:`~dextr_core.store.backend.Backend` only (no backend is imported here), in backend
+transactions that keep other servers' maintenance out (:meth:`Backend.lock_for_maintenance`).
 
 Scan rules (:func:`sync`)
 -------------------------
@@ -42,27 +43,19 @@ from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
-from tinydb.table import Document
-
 from ..images import ImageReadError, image_size, is_image_file
 from .legacy import LegacyProgressError, path_differences, read_legacy_progress
 from .records import (
-    _IMAGES,
-    _META,
-    _META_ID,
     LEGACY_ANNOTATOR,
     LEGACY_PROGRESS_NAME,
     StoreInputError,
-    StoreWriteError,
     SyncReport,
     _first,
-    _free_name,
     _new_image_doc,
-    _stamp,
 )
 
 if TYPE_CHECKING:
-    from .progress_store import ProgressStore
+    from .rules import Store
 
 __all__ = ["add_images", "import_legacy", "reconcile", "reset", "scan", "sync"]
 
@@ -82,7 +75,7 @@ def _same_folder(a: Path | None, b: Path | None) -> bool:
         return False
 
 
-def scan(store: ProgressStore) -> list[str]:
+def scan(store: Store) -> list[str]:
     """The image ids found in the source folder (sorted), by the scan rules above."""
     root = store.source_dir
     if not root.is_dir():
@@ -110,7 +103,7 @@ def scan(store: ProgressStore) -> list[str]:
     return found
 
 
-def sync(store: ProgressStore) -> SyncReport:
+def sync(store: Store) -> SyncReport:
     """Scan the source folder: add new images, flag vanished ones ``missing``, import legacy.
 
     Image sizes are read from the headers of new files only (an unreadable header makes the
@@ -118,8 +111,10 @@ def sync(store: ProgressStore) -> SyncReport:
     DEXTR-AnnoTool's progress file imports it, once (not after a :func:`reset`).
     """
     found = scan(store)
-    with store._storage.transaction():
-        known = set(store._doc_of)
+    backend = store.backend
+    with backend.transaction():
+        backend.lock_for_maintenance()
+        known = set(backend.all_ids())
     new_ids = [i for i in found if i not in known]
     sizes: dict[str, tuple] = {}
     for image_id in new_ids:
@@ -129,8 +124,8 @@ def sync(store: ProgressStore) -> SyncReport:
             sizes[image_id] = (None, None, str(exc))
     # sizes of known TIFFs again, once per store: they were recorded turned twice before
     # (EXIF orientation 5-8, Pillow < this check)
-    with store._storage.transaction():
-        checked = (store._meta.get(doc_id=_META_ID) or {}).get(_TIFF_SIZES_CHECKED)
+    with backend.transaction():
+        checked = backend.meta().get(_TIFF_SIZES_CHECKED)
     tiffs: dict[str, tuple[int, int]] = {}
     for image_id in (i for i in found if not checked and i in known
                      and i.lower().endswith((".tif", ".tiff"))):
@@ -138,9 +133,10 @@ def sync(store: ProgressStore) -> SyncReport:
             tiffs[image_id] = image_size(store.source_dir / image_id)
     report = SyncReport()
     found_set = set(found)
-    with store._storage.transaction():
+    with backend.transaction():
+        backend.lock_for_maintenance()
         if not checked:
-            store._meta.update({_TIFF_SIZES_CHECKED: True}, doc_ids=[_META_ID])
+            backend.update_meta({_TIFF_SIZES_CHECKED: True})
         for image_id, (width, height) in tiffs.items():
             doc = store._raw(image_id)
             if doc is not None and (doc.get("width"), doc.get("height")) == (height, width):
@@ -151,21 +147,21 @@ def sync(store: ProgressStore) -> SyncReport:
         report.unreadable = [i for i in report.added if sizes[i][2]]
         report.unreadable_reasons = {i: sizes[i][2] for i in report.unreadable}
         now = store.clock()
-        for image_id in sorted(set(store._doc_of) - found_set - store._missing):
+        for image_id in sorted(set(backend.all_ids()) - found_set - set(backend.missing_ids())):
             store._update(image_id, {"missing": True, "updated_at": now})
             report.vanished.append(image_id)
-        for image_id in sorted(store._missing & found_set):
+        for image_id in sorted(set(backend.missing_ids()) & found_set):
             store._update(image_id, {"missing": False, "updated_at": now})
             report.reappeared.append(image_id)
         import_legacy(store, report)
-        report.total = len(store._doc_of) - len(store._missing)
+        report.total = len(backend.all_ids()) - len(backend.missing_ids())
         if report.added or report.vanished or report.reappeared:
             store._log("synced", None, None, added=len(report.added),
                        vanished=len(report.vanished), reappeared=len(report.reappeared))
     return report
 
 
-def add_images(store: ProgressStore, entries: Iterable[tuple]) -> list[str]:
+def add_images(store: Store, entries: Iterable[tuple]) -> list[str]:
     """Add images without scanning: ``(image_id, width, height[, error])`` each; bulk API.
 
     For tools and benchmarks that already know the images. Ids the store knows are left
@@ -174,31 +170,31 @@ def add_images(store: ProgressStore, entries: Iterable[tuple]) -> list[str]:
     """
     added: list[str] = []
     seen: set[str] = set()
-    with store._storage.transaction():
+    backend = store.backend
+    with backend.transaction():
+        backend.lock_for_maintenance()
+        known = backend.all_ids()
         docs = []
-        next_id = store._max_image_doc + 1
         for entry in entries:
             image_id, width, height = entry[0], entry[1], entry[2]
             error = entry[3] if len(entry) > 3 else None
-            if image_id in store._doc_of or image_id in seen:
+            if image_id in known or image_id in seen:
                 continue
             seen.add(image_id)
-            doc = _new_image_doc(image_id, width, height,
-                                 "unreadable" if error else "todo", error)
-            docs.append(Document(doc, doc_id=next_id))
-            next_id += 1
+            docs.append(_new_image_doc(image_id, width, height,
+                                       "unreadable" if error else "todo", error))
             added.append(image_id)
         if docs:
-            store._images.insert_multiple(docs)
+            backend.insert_images(docs)
     return added
 
 
 # ---- DEXTR-AnnoTool import ----------------------------------------------------------------------
 
 
-def import_legacy(store: ProgressStore, report: SyncReport) -> None:
+def import_legacy(store: Store, report: SyncReport) -> None:
     """Import DEXTR-AnnoTool's progress file once (see the module docstring); inside sync."""
-    meta = store._meta.get(doc_id=_META_ID) or {}
+    meta = store.backend.meta()
     if meta.get("legacy_import") is not None or meta.get("reset_at") is not None:
         return
     explicit = store.legacy_file is not None
@@ -218,13 +214,14 @@ def import_legacy(store: ProgressStore, report: SyncReport) -> None:
             "remove it; the next sync tries again."
         )
         return
+    known = store.backend.all_ids()
     by_name: dict[str, list[str]] = defaultdict(list)
-    for image_id in store._doc_of:
+    for image_id in known:
         by_name[PurePosixPath(image_id).name].append(image_id)
 
     def resolve(key: str) -> str | None:
         name = key.replace("\\", "/").removeprefix("./")
-        if name in store._doc_of:
+        if name in known:
             return name
         matches = by_name.get(PurePosixPath(name).name, [])
         return matches[0] if len(matches) == 1 else None
@@ -243,7 +240,7 @@ def import_legacy(store: ProgressStore, report: SyncReport) -> None:
     with_masks = 0
     from ..masks import clashing_ids
 
-    clashing = clashing_ids(store._doc_of)
+    clashing = clashing_ids(known)
     stamp = legacy.stat().st_mtime
     for key, status in progress.annotated.items():
         image_id = found[key]
@@ -287,12 +284,12 @@ def import_legacy(store: ProgressStore, report: SyncReport) -> None:
             (with_masks, counts["done"])))
     report.legacy_imported = dict(counts)
     report.legacy_file = legacy
-    store._meta.update({"legacy_import": {"file": str(legacy), "at": store.clock(),
-                                          "counts": dict(counts)}}, doc_ids=[_META_ID])
+    store.backend.update_meta({"legacy_import": {"file": str(legacy), "at": store.clock(),
+                                                 "counts": dict(counts)}})
     store._log("legacy_import", None, None, file=str(legacy), **dict(counts))
 
 
-def _legacy_mask_file(store: ProgressStore, image_id: str, clashing: frozenset[str]
+def _legacy_mask_file(store: Store, image_id: str, clashing: frozenset[str]
                       ) -> Path | None:
     """The existing mask file of an image in the destination (in save_format), or None."""
     from ..masks import SAVE_FORMATS, mask_path
@@ -311,7 +308,7 @@ def _legacy_mask_file(store: ProgressStore, image_id: str, clashing: frozenset[s
     return None
 
 
-def _objects_from_mask(store: ProgressStore, path: Path | None) -> list[dict]:
+def _objects_from_mask(store: Store, path: Path | None) -> list[dict]:
     """One object document per label 1..max of an image's mask file ``path`` ([] if none)."""
     if path is None:
         return []
@@ -334,47 +331,25 @@ def _objects_from_mask(store: ProgressStore, path: Path | None) -> list[dict]:
 # ---- start over / crash repair ------------------------------------------------------------------
 
 
-def reset(store: ProgressStore) -> Path:
-    """Start over: move the store to ``<name>.backup-<UTC time>`` next to it, return that path.
+def reset(store: Store) -> Path | str:
+    """Start over: keep a backup of everything, empty the store; return the backup's name.
 
-    The store is compacted first, so that backup holds everything and opens as a store by itself
-    (``ProgressStore(backup, ...)``); the journal, by then only its header, is kept too, as
-    ``<name>.journal.backup-<UTC time>``. The new store is empty (call :meth:`sync` to scan the
-    source again); DEXTR-AnnoTool's progress file is not imported again, and :meth:`reconcile`
-    does not adopt mask files older than the reset. Other processes sharing the store notice on
-    their next call. Raises :class:`StoreWriteError` saying what is on disk if a step fails.
+    The file store moves its files to ``<name>.backup-<UTC time>`` (a store by itself); the
+    PostgreSQL store copies its tables into a schema ``dextr_backup_<UTC time>``
+    (:meth:`Backend.reset`). The new store is empty (call :meth:`~Store.sync` to scan the source
+    again); DEXTR-AnnoTool's progress file is not imported again, and :func:`reconcile` does not
+    adopt mask files older than the reset. Raises a store error saying what is on disk if a step
+    fails.
     """
-    with store._storage.transaction():
-        now = store.clock()
-        backup = _free_name(store.path.with_name(f"{store.path.name}.backup-{_stamp(now)}"))
-        journal = store._storage.journal_path
-        backup_journal = _free_name(journal.with_name(f"{journal.name}.backup-{_stamp(now)}"))
-        step, moved = "write a snapshot of the store", False
-        try:
-            store._storage.compact()
-            # The journal first, then the snapshot: a crash between the two leaves the old
-            # snapshot alone, which opens as the old store (it holds the whole journal).
-            step = f"move the journal to {backup_journal}"
-            os.replace(journal, backup_journal)
-            step = f"move the store to {backup}"
-            os.replace(store.path, backup)
-            step, moved = "write the new, empty store", True
-            store._storage.start_new_store({
-                _META: {str(_META_ID): {"created_at": now, "reset_at": now,
-                                        "reset_backup": str(backup)}},
-            })
-        except OSError as exc:
-            store._storage.reload_on_next_use()
-            state = (f"The old store is kept as {backup} (journal {backup_journal})."
-                     if moved else "Nothing was reset; the store is as it was.")
-            raise StoreWriteError(
-                f"Could not reset the progress store {store.path}: could not {step} ({exc}). "
-                f"{state} Check the disk space and the folder's permissions, then try again."
-            ) from exc
+    backend = store.backend
+    with backend.transaction():
+        backend.lock_for_maintenance()
+        backup = backend.reset(store.clock())
         store._log("reset", None, None, backup=str(backup))
     return backup
 
-def reconcile(store: ProgressStore, destination: str | os.PathLike, mask_suffix: str,
+
+def reconcile(store: Store, destination: str | os.PathLike, mask_suffix: str,
               save_format: str) -> list[str]:
     """Make records and mask files agree after a crash; return one line per fix.
 
@@ -392,15 +367,16 @@ def reconcile(store: ProgressStore, destination: str | os.PathLike, mask_suffix:
 
     dest = Path(destination)
     lines: list[str] = []
-    with store._storage.transaction():
-        meta = store._meta.get(doc_id=_META_ID) or {}
-        reset_at = meta.get("reset_at")
+    backend = store.backend
+    with backend.transaction():
+        backend.lock_for_maintenance()
+        reset_at = backend.meta().get("reset_at")
         now = store.clock()
-        docs = sorted(store._storage.read().get(_IMAGES, {}).values(), key=lambda d: d["id"])
+        docs = backend.all_images()
         clashing = clashing_ids(d["id"] for d in docs)
         if clashing:
             lines += _adopt_shared_files(store, docs, clashing, dest, mask_suffix, save_format)
-            docs = sorted(store._storage.read().get(_IMAGES, {}).values(), key=lambda d: d["id"])
+            docs = backend.all_images()
         existing = _files_under(dest)
         stems = {os.path.splitext(p)[0] for p in existing}
         for doc in docs:
@@ -470,7 +446,7 @@ def reconcile(store: ProgressStore, destination: str | os.PathLike, mask_suffix:
     return lines
 
 
-def _adopt_shared_files(store: ProgressStore, docs: list[dict], clashing: frozenset[str],
+def _adopt_shared_files(store: Store, docs: list[dict], clashing: frozenset[str],
                         dest: Path, mask_suffix: str, save_format: str) -> list[str]:
     """Give each mask file saved under a name stem that photos share (``a_mask.png`` of ``a.jpg``
     and ``a.png``, written by DEXTR-AnnoTool or before names were kept unique) to the one photo it

@@ -1,32 +1,28 @@
-"""The progress store on PostgreSQL: the same API and guarantees as the TinyDB file store.
+"""The progress store on PostgreSQL: :class:`PostgresBackend`, SQL only, and :class:`PostgresStore`.
 
 Selected by a ``postgresql://`` location in :func:`dextr_core.store.open_store` (``admin.database``
 or the environment variable ``DEXTR_DATABASE_URL``). Several app servers on several machines can
 share one database; the file store cannot be shared across machines (file locks over network
-filesystems are unreliable).
+filesystems are unreliable). The claim rules, checks and messages are
+:mod:`dextr_core.store.rules`' (the same code as over the file store); this module only stores
+documents and answers the :class:`~dextr_core.store.backend.Backend` questions in SQL.
 
 How it keeps the file store's promises
 --------------------------------------
-* Every public method is ONE database transaction (psycopg 3, a :class:`psycopg_pool.ConnectionPool`
-  of connections per store object; nested calls inside a transaction are savepoints). A method that
-  returned has committed; a method that raised rolled back, so it changed nothing.
-* An image is changed only while its row is locked (``SELECT ... FOR UPDATE``): claims, objects,
-  completion and skips of one image are serialised across every server; ``claim_next`` picks its
-  todo image with ``FOR UPDATE SKIP LOCKED``, so concurrent annotators never wait for each other and
-  never get the same image (the status is checked again under the lock).
+* Every transaction is ONE database transaction (psycopg 3, a :class:`psycopg_pool.ConnectionPool`
+  of connections per backend; nested transactions are savepoints). A call that returned has
+  committed; a call that raised rolled back, so it changed nothing.
+* An image is changed only while its row is locked (``SELECT ... FOR UPDATE``:
+  :meth:`PostgresBackend.image`): claims, objects, completion and skips of one image are
+  serialised across every server; the next todo image is picked with ``FOR UPDATE SKIP LOCKED``
+  (:meth:`PostgresBackend.free_images`), so concurrent annotators never wait for each other and
+  never get the same image (the rules check the status again under the lock).
 * ``complete(write=...)`` checks the claim under the row lock, calls ``write(objects)`` and only then
   marks the image done and commits. If ``write`` raises, the transaction is rolled back. If the
   COMMIT itself fails after ``write`` returned (the database went away), the mask file exists and the
-  image is still in progress: :meth:`ProgressStore.reconcile` marks it done later, as after a crash
-  of the file store.
-* The claim rules, messages and validation are the file store's own code: this class inherits
-  :class:`~dextr_core.store.progress_store.ProgressStore` and replaces only its storage primitives
-  (``_raw``, ``_update``, ``_log``, the transaction, the maintenance adapters) and the methods that
-  read the file store's in-memory indexes (``claim_next``, ``summary``, the readers). The folder
-  scan, the DEXTR-AnnoTool import and reconcile are :mod:`dextr_core.store.maintenance`'s code,
-  running on the adapters below.
-* Maintenance (sync, import, reconcile, reset) takes a transaction-level advisory lock, so two
-  servers never scan at the same time.
+  image is still in progress: ``reconcile`` marks it done later, as after a crash of the file store.
+* Maintenance (sync, import, reconcile, reset) takes a transaction-level advisory lock
+  (:meth:`PostgresBackend.lock_for_maintenance`), so two servers never scan at the same time.
 
 Schema (tables prefixed ``dextr_`` in the connection's schema; version in ``dextr_schema_version``,
 migrations in :data:`MIGRATIONS`, applied in order under an advisory lock when a store is opened)::
@@ -39,7 +35,7 @@ migrations in :data:`MIGRATIONS`, applied in order under an advisory lock when a
 ``doc`` is exactly the file store's sparse image document (see :mod:`dextr_core.store.records`);
 ``status``/``missing``/``annotator``/``claimed_at`` are copies of its fields for the indexes, and
 ``seconds``/``n_objects``/``object_annotators`` (``{annotator: objects}``, NULL without objects)
-for :meth:`PostgresStore.summary` (migration 2); :func:`_columns` derives them all from the doc.
+for the summary's figures (migration 2); :func:`_columns` derives them all from the doc.
 ``reset`` copies the four tables into a new schema ``dextr_backup_<UTC time>`` of the same database
 (in the same transaction that empties them) and returns that schema's name.
 """
@@ -49,33 +45,28 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import statistics
 import threading
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from .journal import StoreBusyError, StoreWriteError
-from .progress_store import ProgressStore
+from .backend import Figures
+from .file_backend import ProgressStore
 from .records import (
-    _IMAGES,
     _META_ID,
     STATUSES,
     Event,
-    ImageRecord,
-    ObjectRecord,
+    StoreBusyError,
     StoreInputError,
+    StoreWriteError,
     _is_default,
-    _object_record,
-    _record,
     _stamp,
 )
-
-__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "PostgresStore", "is_postgres_url", "redact_url"]
+from .rules import Store
 
 #: ``(version, SQL)`` applied in order; a database at a higher version than this list is refused.
 MIGRATIONS: list[tuple[int, str]] = [
@@ -306,17 +297,19 @@ class _Conn:
         return self._tx.raw.transaction()
 
 
-class _Storage:
-    """The transaction context (``store._storage.transaction()``) and ``read()`` for maintenance."""
 
-    def __init__(self, store: PostgresStore):
-        self._store = store
+
+class _Storage:
+    """The transaction context of a :class:`PostgresBackend` (one :class:`_Tx` per thread)."""
+
+    def __init__(self, backend: PostgresBackend):
+        self._store = backend
         self._local = threading.local()
 
     def current(self) -> _Tx:
         tx = getattr(self._local, "tx", None)
         if tx is None:
-            raise RuntimeError("a PostgresStore helper was called outside a transaction")
+            raise RuntimeError("a PostgresBackend method was called outside a transaction")
         return tx
 
     @contextmanager
@@ -358,97 +351,26 @@ class _Storage:
                 "running and reachable, then try again (a retry never duplicates an object)."
             ) from exc
 
-    def read(self) -> dict[str, dict]:
-        """``{"images": {id: doc}}`` of every image, locked for this transaction (reconcile)."""
-        tx = self.current()
-        rows = tx.conn.execute(
-            "SELECT id, doc FROM dextr_images ORDER BY id FOR UPDATE").fetchall()
-        tx.docs.update((i, d) for i, d in rows)
-        return {_IMAGES: {i: d for i, d in rows}}
-
 
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-class _Meta:
-    """The ``meta`` table adapter (``get(doc_id=1)``, ``update(fields, doc_ids=[1])``)."""
 
-    def __init__(self, store: PostgresStore):
-        self._store = store
-
-    def get(self, doc_id: int = _META_ID) -> dict | None:
-        tx = self._store._storage.current()
-        row = tx.conn.execute("SELECT doc FROM dextr_meta WHERE key = %s", (doc_id,)).fetchone()
-        return None if row is None else row[0]
-
-    def update(self, fields: dict, doc_ids: Sequence[int] = (_META_ID,)) -> None:
-        tx = self._store._storage.current()
-        for key in doc_ids:
-            tx.conn.execute(
-                "INSERT INTO dextr_meta (key, doc) VALUES (%s, %s) ON CONFLICT (key) DO UPDATE "
-                "SET doc = dextr_meta.doc || EXCLUDED.doc", (key, self._store._Jsonb(fields)))
-
-
-class _Images:
-    """The ``images`` table adapter used by :func:`maintenance.add_images` (bulk insert)."""
-
-    def __init__(self, store: PostgresStore):
-        self._store = store
-
-    def insert_multiple(self, docs: Iterable[dict]) -> None:
-        store = self._store
-        tx = store._storage.current()
-        docs = [dict(d) for d in docs]
-        if not docs:
-            return
-        conn = tx.conn
-        columns = ", ".join(("id", *_COLUMNS))
-        conn.execute("CREATE TEMP TABLE IF NOT EXISTS dextr_new_rows (LIKE dextr_images) "
-                     "ON COMMIT DELETE ROWS")
-        conn.execute("DELETE FROM dextr_new_rows")
-        with conn.cursor().copy(f"COPY dextr_new_rows ({columns}) FROM STDIN") as copy:
-            for doc in docs:
-                copy.write_row((doc["id"], *_columns(doc, store._Jsonb)))
-        conn.execute(f"INSERT INTO dextr_images ({columns}) SELECT {columns} "
-                     "FROM dextr_new_rows ON CONFLICT (id) DO NOTHING")
-        if tx.ids is not None:
-            tx.ids.update((d["id"], None) for d in docs)
-
-
-class PostgresStore(ProgressStore):
-    """The progress store in a PostgreSQL database at ``url`` (``postgresql://user@host/db``).
-
-    Same constructor keywords as :class:`ProgressStore` (``compact_bytes`` and
-    ``recover_corrupt`` do not apply and are ignored), plus ``pool_size`` (connections this
-    object keeps, default 8), ``connect_timeout_s`` (how long a call waits for a connection) and
-    ``lock_timeout_s`` (how long a call waits for a row another server holds before it raises
-    :class:`StoreBusyError`). :attr:`path` is the URL without its password.
+class PostgresBackend:
+    """The documents of a progress store in the PostgreSQL database at ``url``
+    (``postgresql://user@host/db``). ``pool_size``: connections this object keeps (default 8);
+    ``connect_timeout_s``: how long a call waits for a connection; ``lock_timeout_s``: how long
+    a call waits for a row another server holds before it raises :class:`StoreBusyError`.
+    ``clock`` stamps the store's creation. :attr:`path` is the URL without its password.
     """
 
-    def __init__(
-        self,
-        url: str,
-        source_dir: str | os.PathLike,
-        *,
-        claim_timeout_s: float = 1800.0,
-        clock: Callable[[], float] = time.time,
-        exclude_dirs: Iterable[str | os.PathLike] = (),
-        recover_corrupt: bool = False,
-        compact_bytes: int | None = None,
-        legacy_file: str | os.PathLike | None = None,
-        legacy_base: str | os.PathLike | None = None,
-        mask_suffix: str | None = None,
-        save_format: str | None = None,
-        destination: str | os.PathLike | None = None,
-        labels: Sequence[str] = (),
-        pool_size: int = 8,
-        connect_timeout_s: float = 10.0,
-        lock_timeout_s: float = 30.0,
-    ):
+    def __init__(self, url: str, *, clock: Callable[[], float] = time.time, pool_size: int = 8,
+                 connect_timeout_s: float = 10.0, lock_timeout_s: float = 30.0):
         self.url = str(url)
         self.path = redact_url(self.url)
+        self.clock = clock
         problem = url_problem(self.url)
         if problem is not None:
             raise StoreInputError(
@@ -457,23 +379,8 @@ class PostgresStore(ProgressStore):
                 f"{URL_EXAMPLE} (special characters in the password percent-encoded, e.g. %40 "
                 "for @).")
         self._psycopg, self._psycopg_pool, self._Jsonb = _import_driver()
-        self.source_dir = Path(source_dir)
-        self.legacy_file = None if legacy_file is None else Path(legacy_file)
-        self.legacy_base = None if legacy_base is None else Path(legacy_base)
-        self.mask_suffix = mask_suffix
-        self.save_format = save_format
-        self.destination = None if destination is None else Path(destination)
-        self.labels = tuple(str(label) for label in labels)
-        self.claim_timeout_s = float(claim_timeout_s)
-        self.clock = clock
-        self.exclude_dirs = tuple(Path(d).resolve() for d in exclude_dirs)
-        self.recovered_from = None
-        self.recovered_files: list[Path] = []
         self.connect_timeout_s = float(connect_timeout_s)
-        self._max_image_doc = 0  # read by maintenance.add_images; ids are the primary key here
         self._storage = _Storage(self)
-        self._meta = _Meta(self)
-        self._images = _Images(self)
         lock_ms = max(1, int(lock_timeout_s * 1000))
 
         def configure(conn) -> None:
@@ -521,6 +428,7 @@ class PostgresStore(ProgressStore):
         if time.monotonic() - getattr(conn, "_dextr_used", 0.0) > 2.0:
             self._psycopg_pool.ConnectionPool.check_connection(conn)
 
+
     # ---- schema ---------------------------------------------------------------------------------
 
     def _migrate(self) -> None:
@@ -551,39 +459,26 @@ class PostgresStore(ProgressStore):
         with self._storage.transaction() as tx:
             return tx.conn.execute("SELECT max(version) FROM dextr_schema_version").fetchone()[0]
 
+
     def close(self) -> None:
-        """Close the connection pool (the store cannot be used afterwards)."""
+        """Close the connection pool (the backend cannot be used afterwards)."""
         self._pool.close()
 
-    def __len__(self) -> int:
-        with self._storage.transaction() as tx:
-            return tx.conn.execute("SELECT count(*) FROM dextr_images").fetchone()[0]
+    def transaction(self):
+        """One database transaction per outermost call (savepoints inside)."""
+        return self._storage.transaction()
 
-    # ---- storage primitives used by the inherited methods and by maintenance ------------------
+    def _tx(self) -> _Tx:
+        return self._storage.current()
 
-    def _maintenance_lock(self, tx: _Tx) -> None:
-        tx.conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_MAINTENANCE,))
+    def count(self) -> int:
+        return self._tx().conn.execute("SELECT count(*) FROM dextr_images").fetchone()[0]
 
-    @property
-    def _doc_of(self) -> dict[str, None]:  # type: ignore[override]
-        """Every image id (maintenance only: loaded once per transaction, serialised)."""
-        tx = self._storage.current()
-        if tx.ids is None:
-            self._maintenance_lock(tx)
-            tx.ids = dict.fromkeys(
-                r[0] for r in tx.conn.execute("SELECT id FROM dextr_images ORDER BY id"))
-        return tx.ids
+    # ---- one image ------------------------------------------------------------------------------
 
-    @property
-    def _missing(self) -> set[str]:  # type: ignore[override]
-        tx = self._storage.current()
-        if tx.missing is None:
-            tx.missing = {r[0] for r in tx.conn.execute(
-                "SELECT id FROM dextr_images WHERE missing")}
-        return tx.missing
-
-    def _raw(self, image_id: str) -> dict | None:
-        tx = self._storage.current()
+    def image(self, image_id: str) -> dict | None:
+        """The image's document, its row locked until the transaction ends."""
+        tx = self._tx()
         doc = tx.docs.get(image_id)
         if doc is None:
             row = tx.conn.execute("SELECT doc FROM dextr_images WHERE id = %s FOR UPDATE",
@@ -593,9 +488,18 @@ class PostgresStore(ProgressStore):
             doc = tx.docs[image_id] = row[0]
         return doc
 
-    def _update(self, image_id: str, fields: dict) -> None:
-        tx = self._storage.current()
-        old = self._raw(image_id)
+    def peek(self, image_id: str) -> dict | None:
+        tx = self._tx()
+        doc = tx.docs.get(image_id)
+        if doc is not None:
+            return doc
+        row = tx.conn.execute("SELECT doc FROM dextr_images WHERE id = %s",
+                              (image_id,)).fetchone()
+        return None if row is None else row[0]
+
+    def update(self, image_id: str, fields: dict) -> None:
+        tx = self._tx()
+        old = self.image(image_id)
         if old is None:
             raise StoreInputError(f"No image {image_id!r} in the progress store {self.path}.")
         doc = dict(old)  # a new dict: callers may still read the old one (e.g. "was": status)
@@ -608,104 +512,88 @@ class PostgresStore(ProgressStore):
         if tx.missing is not None:
             (tx.missing.add if doc.get("missing") else tx.missing.discard)(image_id)
 
-    def _log(self, action: str, image_id: str | None, annotator: str | None, **detail) -> None:
-        tx = self._storage.current()
-        tx.pending_events.append((self.clock(), action, image_id, annotator, self._Jsonb(detail)))
+    def insert_images(self, docs: list[dict]) -> None:
+        """Add new image documents (one COPY into a temporary table, then one INSERT)."""
+        tx = self._tx()
+        if not docs:
+            return
+        conn = tx.conn
+        columns = ", ".join(("id", *_COLUMNS))
+        conn.execute("CREATE TEMP TABLE IF NOT EXISTS dextr_new_rows (LIKE dextr_images) "
+                     "ON COMMIT DELETE ROWS")
+        conn.execute("DELETE FROM dextr_new_rows")
+        with conn.cursor().copy(f"COPY dextr_new_rows ({columns}) FROM STDIN") as copy:
+            for doc in docs:
+                copy.write_row((doc["id"], *_columns(doc, self._Jsonb)))
+        conn.execute(f"INSERT INTO dextr_images ({columns}) SELECT {columns} "
+                     "FROM dextr_new_rows ON CONFLICT (id) DO NOTHING")
+        if tx.ids is not None:
+            tx.ids.update((d["id"], None) for d in docs)
 
-    def _select_docs(self, tx: _Tx, sql: str, params: Sequence = ()) -> list[dict]:
+    def log(self, time: float, action: str, image_id: str | None, annotator: str | None,
+            detail: dict) -> None:
+        self._tx().pending_events.append((time, action, image_id, annotator, self._Jsonb(detail)))
+
+    # ---- claims ---------------------------------------------------------------------------------
+
+    def _select_docs(self, sql: str, params: Sequence = ()) -> list[dict]:
+        """Documents read under a row lock: kept as this transaction's copies."""
+        tx = self._tx()
         docs = [r[0] for r in tx.conn.execute(sql, params)]
         for doc in docs:
             tx.docs[doc["id"]] = doc
         return docs
 
-    # ---- claiming -------------------------------------------------------------------------------
+    def claims(self, annotator: str | None = None) -> list[dict]:
+        if annotator is None:
+            return self._select_docs(
+                "SELECT doc FROM dextr_images WHERE status = 'in_progress' AND NOT missing "
+                "ORDER BY id FOR UPDATE")
+        return self._select_docs(
+            "SELECT doc FROM dextr_images WHERE status = 'in_progress' AND NOT missing "
+            "AND annotator = %s ORDER BY id FOR UPDATE", (annotator,))
 
-    def claim_next(self, annotator: str, *, session: str | None = None) -> ImageRecord | None:
-        """See :meth:`ProgressStore.claim_next`; todo images are picked with SKIP LOCKED."""
-        annotator = self._check_name(annotator)
-        session = self._check_session(session)
-        with self._storage.transaction() as tx:
-            now = self.clock()
-            mine = self._select_docs(
-                tx, "SELECT doc FROM dextr_images WHERE status = 'in_progress' AND NOT missing "
-                "AND annotator = %s ORDER BY id FOR UPDATE", (annotator,))
-            own = [d for d in mine if self._same_session(d, session) or self._lapsed(d, now)]
-            if own:
-                doc = own[0]
-                if self._same_session(doc, session):
-                    self._refresh(doc, now, session)
-                else:  # our own lapsed claim from another tab: this tab takes it over
-                    self._take(doc, annotator, now, session)
-                return _record(self._raw(doc["id"]))
-            candidates = []
-            rows = tx.conn.execute(
-                "WITH lapsed AS (SELECT doc FROM dextr_images WHERE status = 'in_progress' "
-                "AND NOT missing AND (claimed_at IS NULL OR claimed_at <= %s) ORDER BY id "
-                "FOR UPDATE SKIP LOCKED), todo AS (SELECT doc FROM dextr_images WHERE "
-                "status = 'todo' AND NOT missing ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED) "
-                "SELECT doc, true FROM lapsed UNION ALL SELECT doc, false FROM todo",
-                (now - self.claim_timeout_s,)).fetchall()
-            for doc, was_claimed in rows:
-                tx.docs[doc["id"]] = doc
-                if not was_claimed:
-                    candidates.append(doc["id"])
-                elif not self._lapsed(doc, now):
-                    continue
-                elif doc.get("resume"):
-                    self._unclaim(doc, now, doc.get("annotator"), lapsed=True)
-                else:
-                    candidates.append(doc["id"])
-            if not candidates:
-                return None
-            chosen = min(candidates)
-            self._take(self._raw(chosen), annotator, now, session)
-            return _record(self._raw(chosen))
+    def free_images(self, lapsed_before: float) -> tuple[list[dict], dict | None]:
+        """Lapsed claims and the first todo image in one statement, both ``SKIP LOCKED``."""
+        tx = self._tx()
+        rows = tx.conn.execute(
+            "WITH lapsed AS (SELECT doc FROM dextr_images WHERE status = 'in_progress' "
+            "AND NOT missing AND (claimed_at IS NULL OR claimed_at <= %s) ORDER BY id "
+            "FOR UPDATE SKIP LOCKED), todo AS (SELECT doc FROM dextr_images WHERE "
+            "status = 'todo' AND NOT missing ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED) "
+            "SELECT doc, true FROM lapsed UNION ALL SELECT doc, false FROM todo",
+            (lapsed_before,)).fetchall()
+        lapsed, todo = [], None
+        for doc, was_claimed in rows:
+            tx.docs[doc["id"]] = doc
+            if was_claimed:
+                lapsed.append(doc)
+            else:
+                todo = doc
+        return lapsed, todo
 
     # ---- reading --------------------------------------------------------------------------------
 
-    def get(self, image_id: str) -> ImageRecord | None:
-        with self._storage.transaction() as tx:
-            row = tx.conn.execute("SELECT doc FROM dextr_images WHERE id = %s",
-                                  (image_id,)).fetchone()
-            return None if row is None else _record(row[0])
-
-    def images(self, status: str | None = None) -> list[ImageRecord]:
-        self._check_status(status)
-        with self._storage.transaction() as tx:
-            if status is None:
-                rows = tx.conn.execute("SELECT doc FROM dextr_images ORDER BY id")
-            else:
-                rows = tx.conn.execute(
-                    "SELECT doc FROM dextr_images WHERE status = %s ORDER BY id", (status,))
-            return [_record(r[0]) for r in rows]
+    def images(self, status: str | None = None, with_objects: bool = False) -> list[dict]:
+        where, params = [], []
+        if status is not None:
+            where.append("status = %s")
+            params.append(status)
+        if with_objects:
+            where.append("doc ? 'objects'")
+        sql = "SELECT doc FROM dextr_images"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        return [r[0] for r in self._tx().conn.execute(sql + " ORDER BY id", params)]
 
     def image_ids(self, status: str | None = None) -> list[str]:
-        self._check_status(status)
-        with self._storage.transaction() as tx:
-            if status is None:
-                rows = tx.conn.execute("SELECT id FROM dextr_images ORDER BY id")
-            else:
-                rows = tx.conn.execute(
-                    "SELECT id FROM dextr_images WHERE status = %s ORDER BY id", (status,))
-            return [r[0] for r in rows]
-
-    @staticmethod
-    def _check_status(status: str | None) -> None:
-        if status is not None and status not in STATUSES:
-            raise StoreInputError(f"Unknown status {status!r}; use one of {', '.join(STATUSES)}.")
-
-    def objects(self, image_id: str | None = None) -> list[ObjectRecord]:
-        with self._storage.transaction() as tx:
-            if image_id is not None:
-                row = tx.conn.execute("SELECT doc FROM dextr_images WHERE id = %s",
-                                      (image_id,)).fetchone()
-                if row is None:
-                    self._require(image_id)  # raises the file store's message
-                docs = [row[0]]
-            else:
-                docs = [r[0] for r in tx.conn.execute(
-                    "SELECT doc FROM dextr_images WHERE doc ? 'objects' ORDER BY id")]
-            return [_object_record(d["id"], o) for d in docs for o in d.get("objects") or []]
+        conn = self._tx().conn
+        if status is None:
+            rows = conn.execute("SELECT id FROM dextr_images ORDER BY id")
+        else:
+            rows = conn.execute("SELECT id FROM dextr_images WHERE status = %s ORDER BY id",
+                                (status,))
+        return [r[0] for r in rows]
 
     def events(self, since: float | None = None, limit: int | None = None) -> list[Event]:
         sql = "SELECT time, action, image_id, annotator, detail FROM dextr_events"
@@ -717,114 +605,117 @@ class PostgresStore(ProgressStore):
         if limit is not None:
             sql += " LIMIT %s"
             params.append(max(0, int(limit)))
-        with self._storage.transaction() as tx:
-            rows = tx.conn.execute(sql, params).fetchall()
+        rows = self._tx().conn.execute(sql, params).fetchall()
         return [Event(t, a, i, who, dict(d or {})) for t, a, i, who, d in reversed(rows)]
 
-    def summary(self) -> dict:
-        """See :meth:`ProgressStore.summary` (same keys and figures, computed by SQL)."""
-        with self._storage.transaction() as tx:
-            conn = tx.conn
-            if tx.fresh:  # its own transaction: all figures from one snapshot of the database
-                conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-            now = self.clock()
-            by_status = dict.fromkeys(STATUSES, 0)
-            total_objects, total_seconds = 0, 0.0
-            missing = 0
-            done: Counter = Counter()
-            skipped: Counter = Counter()
-            seconds: Counter = Counter()
-            # one pass over the images for the counts and times by status and annotator
-            for is_missing, status, who, n, secs in conn.execute(
-                "SELECT missing, status, coalesce(annotator, ''), count(*), sum(seconds) "
-                "FROM dextr_images GROUP BY 1, 2, 3"
-            ):
-                if is_missing:
-                    missing += int(n)
-                    continue
-                by_status[status] += int(n)
-                total_seconds += float(secs or 0.0)
-                if status == "done":
-                    done[who] += int(n)
-                    seconds[who] += float(secs or 0.0)
-                elif status == "skipped":
-                    skipped[who] += int(n)
-            objects = Counter({who: int(n) for who, n in conn.execute(
-                "SELECT o.key, sum(o.value::int) FROM dextr_images, "
-                "jsonb_each_text(object_annotators) AS o WHERE NOT missing "
-                "AND object_annotators IS NOT NULL GROUP BY o.key")})
-            total_objects = sum(objects.values())
-            spo: dict[str, list[float]] = defaultdict(list)
-            for who, secs, n in conn.execute(
-                "SELECT coalesce(annotator, ''), seconds, n_objects FROM dextr_images "
-                "WHERE NOT missing AND status = 'done' AND n_objects > 0"
-            ):
-                spo[who].append(secs / n)
-            last = dict(conn.execute(
-                "SELECT annotator, max(time) FROM dextr_events WHERE annotator IS NOT NULL "
-                "AND annotator <> '' GROUP BY annotator").fetchall())
-            annotators = {}
-            for name in sorted(n for n in set(done) | set(skipped) | set(objects) | set(last)
-                               if n):
-                values = spo.get(name, [])
-                stats = {
-                    "done": int(done.get(name, 0)),
-                    "skipped": int(skipped.get(name, 0)),
-                    "objects": int(objects.get(name, 0)),
-                    "seconds": round(float(seconds.get(name, 0.0)), 3),
-                    "median_seconds_per_object": statistics.median(values) if values else None,
-                    "last_activity": last.get(name),
-                }
-                if any(v for k, v in stats.items() if k != "median_seconds_per_object"):
-                    annotators[name] = stats
-            claims = [
-                {"image_id": d["id"], "annotator": d.get("annotator"),
-                 "claimed_at": d.get("claimed_at"), "lapsed": self._lapsed(d, now)}
-                for (d,) in conn.execute(
-                    "SELECT doc FROM dextr_images WHERE status = 'in_progress' AND NOT missing "
-                    "ORDER BY id")
-            ]
-            row = conn.execute("SELECT time FROM dextr_events ORDER BY seq DESC LIMIT 1").fetchone()
-            return {
-                "total": sum(by_status.values()),
-                "by_status": by_status,
-                "missing": int(missing),
-                "objects": int(total_objects),
-                "seconds": round(float(total_seconds), 3),
-                "annotators": annotators,
-                "claims": claims,
-                "last_event": None if row is None else row[0],
-            }
+    def figures(self) -> Figures:
+        """The summary's counts by SQL, from one snapshot of the database when the transaction
+        is the call's own."""
+        tx = self._tx()
+        conn = tx.conn
+        if tx.fresh:
+            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        f = Figures(by_status=dict.fromkeys(STATUSES, 0), missing=0, objects=0, seconds=0.0)
+        done: Counter = Counter()
+        skipped: Counter = Counter()
+        seconds: Counter = Counter()
+        # one pass over the images for the counts and times by status and annotator
+        for is_missing, status, who, n, secs in conn.execute(
+            "SELECT missing, status, coalesce(annotator, ''), count(*), sum(seconds) "
+            "FROM dextr_images GROUP BY 1, 2, 3"
+        ):
+            if is_missing:
+                f.missing += int(n)
+                continue
+            f.by_status[status] += int(n)
+            f.seconds += float(secs or 0.0)
+            if status == "done":
+                done[who] += int(n)
+                seconds[who] += float(secs or 0.0)
+            elif status == "skipped":
+                skipped[who] += int(n)
+        f.done, f.skipped, f.seconds_by = dict(done), dict(skipped), dict(seconds)
+        f.objects_by = {who: int(n) for who, n in conn.execute(
+            "SELECT o.key, sum(o.value::int) FROM dextr_images, "
+            "jsonb_each_text(object_annotators) AS o WHERE NOT missing "
+            "AND object_annotators IS NOT NULL GROUP BY o.key")}
+        f.objects = sum(f.objects_by.values())
+        spo: dict[str, list[float]] = defaultdict(list)
+        for who, secs, n in conn.execute(
+            "SELECT coalesce(annotator, ''), seconds, n_objects FROM dextr_images "
+            "WHERE NOT missing AND status = 'done' AND n_objects > 0"
+        ):
+            spo[who].append(secs / n)
+        f.seconds_per_object = dict(spo)
+        f.last_activity = dict(conn.execute(
+            "SELECT annotator, max(time) FROM dextr_events WHERE annotator IS NOT NULL "
+            "AND annotator <> '' GROUP BY annotator").fetchall())
+        f.claims = [d for (d,) in conn.execute(
+            "SELECT doc FROM dextr_images WHERE status = 'in_progress' AND NOT missing "
+            "ORDER BY id")]
+        row = conn.execute("SELECT time FROM dextr_events ORDER BY seq DESC LIMIT 1").fetchone()
+        f.last_event = None if row is None else row[0]
+        return f
 
     # ---- maintenance ----------------------------------------------------------------------------
 
-    def reset(self) -> str:  # type: ignore[override]
-        """Start over: copy every table into a new schema ``dextr_backup_<UTC time>`` of the same
-        database, then empty the store, in ONE transaction (a failure changes nothing); return
-        the backup schema's name. Restore: see docs/scale-out.md."""
-        with self._storage.transaction() as tx:
-            conn = tx.conn
-            self._maintenance_lock(tx)
-            now = self.clock()
-            taken = {r[0] for r in conn.execute(
-                "SELECT nspname FROM pg_namespace WHERE nspname LIKE 'dextr_backup_%%'")}
-            base = f"dextr_backup_{_stamp(now).replace('-', '_')}"
-            backup = base
-            for i in range(1, 10_000):
-                if backup not in taken:
-                    break
-                backup = f"{base}_{i}"
-            if not re.fullmatch(r"[a-z0-9_]{1,63}", backup):  # pragma: no cover - by construction
-                raise StoreInputError(f"Cannot name a backup schema {backup!r}.")
-            conn.execute(f'CREATE SCHEMA "{backup}"')
-            for table in _TABLES:
-                conn.execute(f'CREATE TABLE "{backup}".{table} AS TABLE {table}')
-            conn.execute("TRUNCATE dextr_images, dextr_events")
-            conn.execute("DELETE FROM dextr_meta")
-            conn.execute("INSERT INTO dextr_meta (key, doc) VALUES (%s, %s)", (_META_ID, self._Jsonb(
-                {"created_at": now, "reset_at": now, "reset_backup": backup})))
-            tx.forget()
-            self._log("reset", None, None, backup=backup)
+    def lock_for_maintenance(self) -> None:
+        """A transaction-level advisory lock: one server's maintenance at a time."""
+        self._tx().conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_MAINTENANCE,))
+
+    def all_ids(self) -> dict[str, None]:
+        """Every image id (loaded once per transaction; inserts in it are added)."""
+        tx = self._tx()
+        if tx.ids is None:
+            tx.ids = dict.fromkeys(
+                r[0] for r in tx.conn.execute("SELECT id FROM dextr_images ORDER BY id"))
+        return tx.ids
+
+    def missing_ids(self) -> set[str]:
+        tx = self._tx()
+        if tx.missing is None:
+            tx.missing = {r[0] for r in tx.conn.execute(
+                "SELECT id FROM dextr_images WHERE missing")}
+        return tx.missing
+
+    def all_images(self) -> list[dict]:
+        """Every image document by id, every row locked for this transaction (reconcile)."""
+        return self._select_docs("SELECT doc FROM dextr_images ORDER BY id FOR UPDATE")
+
+    def meta(self) -> dict:
+        row = self._tx().conn.execute("SELECT doc FROM dextr_meta WHERE key = %s",
+                                      (_META_ID,)).fetchone()
+        return {} if row is None else dict(row[0])
+
+    def update_meta(self, fields: dict) -> None:
+        self._tx().conn.execute(
+            "INSERT INTO dextr_meta (key, doc) VALUES (%s, %s) ON CONFLICT (key) DO UPDATE "
+            "SET doc = dextr_meta.doc || EXCLUDED.doc", (_META_ID, self._Jsonb(fields)))
+
+    def reset(self, now: float) -> str:
+        """Copy every table into a new schema ``dextr_backup_<UTC time>`` of the same database,
+        then empty the store, in this transaction (a failure changes nothing); return the backup
+        schema's name. Restore: see docs/scale-out.md."""
+        tx = self._tx()
+        conn = tx.conn
+        taken = {r[0] for r in conn.execute(
+            "SELECT nspname FROM pg_namespace WHERE nspname LIKE 'dextr_backup_%%'")}
+        base = f"dextr_backup_{_stamp(now).replace('-', '_')}"
+        backup = base
+        for i in range(1, 10_000):
+            if backup not in taken:
+                break
+            backup = f"{base}_{i}"
+        if not re.fullmatch(r"[a-z0-9_]{1,63}", backup):  # pragma: no cover - by construction
+            raise StoreInputError(f"Cannot name a backup schema {backup!r}.")
+        conn.execute(f'CREATE SCHEMA "{backup}"')
+        for table in _TABLES:
+            conn.execute(f'CREATE TABLE "{backup}".{table} AS TABLE {table}')
+        conn.execute("TRUNCATE dextr_images, dextr_events")
+        conn.execute("DELETE FROM dextr_meta")
+        conn.execute("INSERT INTO dextr_meta (key, doc) VALUES (%s, %s)", (_META_ID, self._Jsonb(
+            {"created_at": now, "reset_at": now, "reset_backup": backup})))
+        tx.forget()
         return backup
 
     def backups(self) -> list[str]:
@@ -835,10 +726,44 @@ class PostgresStore(ProgressStore):
                 "ORDER BY nspname")]
 
 
+
+
+class PostgresStore(Store):
+    """The progress store in a PostgreSQL database at ``url``: :class:`~dextr_core.store.rules.Store`
+    over a :class:`PostgresBackend`.
+
+    Same keywords as :class:`~dextr_core.store.file_backend.ProgressStore` (``compact_bytes`` and
+    ``recover_corrupt`` do not apply and are ignored), plus :class:`PostgresBackend`'s
+    ``pool_size``, ``connect_timeout_s`` and ``lock_timeout_s``. :attr:`path` is the URL without
+    its password.
+    """
+
+    def __init__(self, url: str, source_dir: str | os.PathLike, *,
+                 clock: Callable[[], float] = time.time, recover_corrupt: bool = False,
+                 compact_bytes: int | None = None, pool_size: int = 8,
+                 connect_timeout_s: float = 10.0, lock_timeout_s: float = 30.0, **kwargs: Any):
+        backend = PostgresBackend(url, clock=clock, pool_size=pool_size,
+                                  connect_timeout_s=connect_timeout_s,
+                                  lock_timeout_s=lock_timeout_s)
+        super().__init__(backend, source_dir, clock=clock, **kwargs)
+        self.backend: PostgresBackend = backend
+        self.url = backend.url
+        self.recovered_from: Path | None = None
+        self.recovered_files: list[Path] = []
+
+    def schema_version(self) -> int:
+        """The schema version of the database (= :data:`SCHEMA_VERSION` once opened)."""
+        return self.backend.schema_version()
+
+    def backups(self) -> list[str]:
+        """The backup schemas made by :meth:`reset`, oldest first."""
+        return self.backend.backups()
+
+
 # ---- moving a project from the file store ---------------------------------------------------------
 
 
-def _comparable(store: ProgressStore) -> dict[str, Any]:
+def _comparable(store: Store) -> dict[str, Any]:
     return {"images": store.images(), "objects": store.objects(), "events": store.events(),
             "summary": store.summary()}
 
@@ -864,14 +789,14 @@ def copy_to_postgres(file: str | os.PathLike, url: str, source_dir: str | os.Pat
     src = ProgressStore(src_path, source_dir, clock=clock)
     dst = PostgresStore(url, source_dir, clock=clock, pool_size=1)
     try:
-        with src._storage.transaction():
-            tables = src._storage.read()
-            images = [tables.get("images", {})[k] for k in sorted(tables.get("images", {}), key=int)]
-            events = [tables.get("events", {})[k] for k in sorted(tables.get("events", {}), key=int)]
-            meta = dict(tables.get("meta", {}).get(str(_META_ID)) or {})
-            with dst._storage.transaction() as tx:
-                conn = tx.conn
-                dst._maintenance_lock(tx)
+        with src.backend.transaction():
+            images = src.backend.all_images()
+            events = src.backend.events()
+            meta = src.backend.meta()
+            backend = dst.backend
+            with backend.transaction():
+                backend.lock_for_maintenance()
+                conn = backend._tx().conn
                 n_images = conn.execute("SELECT count(*) FROM dextr_images").fetchone()[0]
                 n_events = conn.execute("SELECT count(*) FROM dextr_events").fetchone()[0]
                 if (n_images or n_events) and not replace:
@@ -882,15 +807,15 @@ def copy_to_postgres(file: str | os.PathLike, url: str, source_dir: str | os.Pat
                     )
                 conn.execute("TRUNCATE dextr_images, dextr_events")
                 conn.execute("ALTER SEQUENCE dextr_events_seq_seq RESTART")
-                dst._images.insert_multiple(images)
+                backend.insert_images(images)
                 with conn.cursor().copy("COPY dextr_events (time, action, image_id, annotator, "
                                         "detail) FROM STDIN") as out:
                     for e in events:
-                        out.write_row((e["time"], e["action"], e.get("image_id"),
-                                       e.get("annotator"), dst._Jsonb(e.get("detail") or {})))
+                        out.write_row((e.time, e.action, e.image_id, e.annotator,
+                                       backend._Jsonb(e.detail)))
                 conn.execute("DELETE FROM dextr_meta")
                 conn.execute("INSERT INTO dextr_meta (key, doc) VALUES (%s, %s)",
-                             (_META_ID, dst._Jsonb(dict(meta, copied_from=str(src_path)))))
+                             (_META_ID, backend._Jsonb(dict(meta, copied_from=str(src_path)))))
                 if check is not None:
                     check(dst)
                 want, got = _comparable(src), _comparable(dst)

@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import DextrError
-from .journal import StoreBusyError, StoreCorruptError, StoreWriteError
 
 __all__ = [
     "LEGACY_ANNOTATOR",
@@ -50,6 +49,27 @@ LEGACY_ANNOTATOR = "DEXTR-AnnoTool"
 _IMAGES, _EVENTS, _META = "images", "events", "meta"
 _OBJECT_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _META_ID = 1
+
+
+class StoreCorruptError(DextrError):
+    """The progress store's files cannot be read; the message names the files and what to do.
+
+    ``path`` is the damaged file; ``paths`` every file involved (snapshot and journal). Nothing
+    is renamed or replaced when this is raised.
+    """
+
+    def __init__(self, message: str, path: Path, paths: tuple[Path, ...] = ()):
+        super().__init__(message)
+        self.path = Path(path)
+        self.paths = tuple(Path(p) for p in paths) or (self.path,)
+
+
+class StoreBusyError(DextrError):
+    """Another process held the store's lock for too long; nothing was changed."""
+
+
+class StoreWriteError(DextrError):
+    """Progress could not be written to disk (disk full, permissions); the change was not saved."""
 
 
 class ClaimError(DextrError):

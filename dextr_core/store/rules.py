@@ -12,49 +12,36 @@ Claims
 A claim is held by ``(annotator, session)``: ``session`` is a browser-session token (uuid hex) the
 caller makes, passed as the keyword ``session=`` to every mutating call. ``session=None`` (scripts,
 old callers) makes the annotator name the holder, as before. One image is held by one session at a
-time: the same name in another tab gets another image from :meth:`ProgressStore.claim_next` and a
-:class:`ClaimError` ("open in another tab or browser of yours") from :meth:`ProgressStore.claim`.
+time: the same name in another tab gets another image from :meth:`Store.claim_next` and a
+:class:`ClaimError` ("open in another tab or browser of yours") from :meth:`Store.claim`.
 A claim lapses ``claim_timeout_s`` after the holder's last activity (claim, heartbeat, object added
 or removed); a lapsed image goes to the next annotator who asks, and is re-taken silently by its
 holder if nobody took it. A call from a session whose claim moved to someone else is refused.
 Object adds are idempotent by ``ObjectRecord.object_id`` and removes by id are too, so a retry never
-duplicates; :meth:`ProgressStore.complete` calls the caller's ``write(objects)`` (the mask file)
+duplicates; :meth:`Store.complete` calls the caller's ``write(objects)`` (the mask file)
 under the checked claim and marks the image done only if it returns.
 
 Conventions are in :mod:`dextr_core.store.records`; the folder scan, the DEXTR-AnnoTool import,
-reset and reconcile in :mod:`dextr_core.store.maintenance`. TinyDB tables: ``images`` (one
-document per image, its objects embedded as a list), ``events`` (the append-only activity log) and
-``meta`` (store creation, reset and legacy import facts).
+reset and reconcile in :mod:`dextr_core.store.maintenance`. The rules run over a
+:class:`~dextr_core.store.backend.Backend` (this module imports none): the same claims, checks and
+messages on the file store and on PostgreSQL.
 """
 
 from __future__ import annotations
 
-import heapq
 import math
 import os
-import re
 import statistics
 import time
 import uuid
-from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from filelock import FileLock
-from tinydb.table import Document
-
-from ..fileio import fsync_dir
 from . import maintenance
-from .journal import JournaledStorage, Problem, StoreCorruptError, open_journaled_db
+from .backend import Backend
 from .records import (
-    _EVENTS,
-    _IMAGES,
-    _META,
-    _META_ID,
-    _NUMBER_TYPES,
     _OBJECT_ID_RE,
-    _PLAIN_TODO_KEYS,
     STATUSES,
     ClaimError,
     Event,
@@ -62,27 +49,24 @@ from .records import (
     ObjectRecord,
     StoreInputError,
     SyncReport,
-    _document_problem,
     _encode_points,
-    _free_name,
-    _is_default,
     _iso,
     _object_record,
     _record,
-    _stamp,
     _with_object_ids,
 )
 
-__all__ = ["ProgressStore", "open_store"]
+__all__ = ["Store", "check_object_id", "check_text"]
 
 
-class ProgressStore:
-    """Progress of every image of one source folder, safe for many threads and two processes.
+class Store:
+    """Progress of every image of one source folder: the rules, over a :class:`Backend`.
 
-    ``path`` is the store's snapshot file (``admin.progress_file``; ``<path>.journal`` and
-    ``<path>.lock`` live next to it). ``source_dir`` is scanned by :meth:`sync`; folders listed in
-    ``exclude_dirs`` (e.g. a destination inside the source) and hidden files/folders are ignored.
-    ``clock`` returns epoch seconds (tests inject one).
+    ``backend`` keeps the documents (:class:`~dextr_core.store.file_backend.FileBackend` or
+    :class:`~dextr_core.store.postgres.PostgresBackend`; :func:`dextr_core.store.open_store`
+    picks one). ``source_dir`` is scanned by :meth:`sync`; folders listed in ``exclude_dirs``
+    (e.g. a destination inside the source) and hidden files/folders are ignored. ``clock``
+    returns epoch seconds (tests inject one).
 
     ``destination`` (the mask folder), ``mask_suffix`` and ``save_format`` (``png``/``npy``) tell
     the scan which files are masks when the source is the destination, and the DEXTR-AnnoTool
@@ -90,23 +74,16 @@ class ProgressStore:
     ``legacy_file`` is DEXTR-AnnoTool's progress file (None: ``<source>/.anno_prog`` if it
     exists), ``legacy_base`` the folder its relative ``required:`` paths are resolved against
     (the config's folder; None: they are not compared). See :mod:`dextr_core.store.maintenance`.
-
-    A store whose files cannot be read raises :class:`StoreCorruptError` naming them, and they
-    are left untouched. With ``recover_corrupt=True`` both files are moved aside instead
-    (``<name>.corrupt-<time>``, ``<name>.journal.corrupt-<time>``: :attr:`recovered_files`, the
-    first also :attr:`recovered_from`) and a new, empty store is started.
     """
 
     def __init__(
         self,
-        path: str | os.PathLike,
+        backend: Backend,
         source_dir: str | os.PathLike,
         *,
         claim_timeout_s: float = 1800.0,
         clock: Callable[[], float] = time.time,
         exclude_dirs: Iterable[str | os.PathLike] = (),
-        recover_corrupt: bool = False,
-        compact_bytes: int | None = None,
         legacy_file: str | os.PathLike | None = None,
         legacy_base: str | os.PathLike | None = None,
         mask_suffix: str | None = None,
@@ -114,7 +91,7 @@ class ProgressStore:
         destination: str | os.PathLike | None = None,
         labels: Sequence[str] = (),
     ):
-        self.path = Path(path)
+        self.backend = backend
         self.source_dir = Path(source_dir)
         self.legacy_file = None if legacy_file is None else Path(legacy_file)
         self.legacy_base = None if legacy_base is None else Path(legacy_base)
@@ -125,195 +102,31 @@ class ProgressStore:
         self.claim_timeout_s = float(claim_timeout_s)
         self.clock = clock
         self.exclude_dirs = tuple(Path(d).resolve() for d in exclude_dirs)
-        self.recovered_from: Path | None = None
-        self.recovered_files: list[Path] = []
-        self._reset_indexes()
-        kwargs: dict[str, Any] = {"listener": self._on_change, "on_reload": self._rebuild_indexes,
-                                  "validate": _document_problem}
-        if compact_bytes is not None:
-            kwargs["compact_bytes"] = compact_bytes
-        try:
-            self._storage = JournaledStorage(self.path, **kwargs)
-        except StoreCorruptError:
-            if not recover_corrupt:
-                raise
-            self._storage = self._recover_corrupt(kwargs)
-        self._db = open_journaled_db(self._storage)
-        self._images = self._db.table(_IMAGES, cache_size=0)
-        self._events = self._db.table(_EVENTS, cache_size=0)
-        self._meta = self._db.table(_META, cache_size=0)
-        with self._storage.transaction():
-            if self._meta.get(doc_id=_META_ID) is None:
-                self._meta.insert(Document({"created_at": self.clock()}, doc_id=_META_ID))
 
-    def _recover_corrupt(self, kwargs) -> JournaledStorage:
-        """Move the snapshot AND the journal aside (``*.corrupt-<UTC time>``, never over an
-        existing file: every old byte is kept), then start a new, empty store."""
-        stamp = _stamp(time.time())
-        journal = self.path.with_name(self.path.name + ".journal")
-        with FileLock(str(self.path.with_name(self.path.name + ".lock"))):
-            for old in (self.path, journal):
-                if old.exists():
-                    kept = _free_name(old.with_name(f"{old.name}.corrupt-{stamp}"))
-                    os.replace(old, kept)
-                    self.recovered_files.append(kept)
-            fsync_dir(self.path.parent)
-        self.recovered_from = self.recovered_files[0] if self.recovered_files else None
-        return JournaledStorage(self.path, **kwargs)
+    @property
+    def path(self) -> Any:
+        """Where the store is: the snapshot file's path, or the database URL (no password)."""
+        return self.backend.path
 
     def close(self) -> None:
-        """Release the journal's file handle (the store cannot be used afterwards)."""
-        self._storage.close()
+        """Release the store's files or connections (it cannot be used afterwards)."""
+        self.backend.close()
 
     def __len__(self) -> int:
         """Number of images known to the store (missing ones included)."""
-        with self._storage.transaction():
-            return len(self._doc_of)
-
-    # ---- in-memory indexes (rebuilt on load, kept up to date on every change) ---------------
-
-    def _reset_indexes(self) -> None:
-        self._doc_of: dict[str, int] = {}
-        self._sorted_ids: list[str] | None = None
-        self._max_image_doc = 0
-        self._todo_heap: list[str] = []
-        self._in_progress: set[str] = set()
-        self._missing: set[str] = set()
-        self._counts: Counter = Counter()
-        self._total_objects = 0
-        self._total_seconds = 0.0
-        self._ann_done: Counter = Counter()
-        self._ann_skipped: Counter = Counter()
-        self._ann_objects: Counter = Counter()
-        self._ann_seconds: Counter = Counter()
-        self._ann_spo: dict[str, dict[str, float]] = defaultdict(dict)
-        self._ann_last: dict[str, float] = {}
-        self._event_times: list[float] = []
-        self._event_ids: list[int] = []
-        self._max_event_id = 0
-        self._heap_bulk = False
-        self._indexed_tables: dict = {}
-
-    def _rebuild_indexes(self, tables: dict) -> Problem | None:
-        """Build every index from ``tables`` (``{table: {doc_id: document}}``), checking each document.
-
-        The journal calls it with a snapshot's tables as soon as they are read, so the record checks
-        and the index building are one pass over the 200,000 documents of a large store. Returns
-        None, or ``(table, doc_id, reason)`` for the first document
-        :func:`records._document_problem` refuses (the indexes are then incomplete: the journal
-        refuses the whole store). The changes read from the journal after it go to
-        :meth:`_on_change`.
-        """
-        self._reset_indexes()
-        self._indexed_tables = tables
-        self._heap_bulk = True  # the todo heap is filled by appends and heapified once at the end
-        doc_of, todo, index_image = self._doc_of, self._todo_heap, self._index_image
-        n_plain = 0
-        for key, doc in tables.get(_IMAGES, {}).items():
-            image_id = doc.get("id")
-            if (doc.get("status") == "todo" and doc.keys() <= _PLAIN_TODO_KEYS
-                    and type(image_id) is str and image_id and key.isdigit()):
-                # An image never worked on (most of a large store): the checks of
-                # _document_problem and what _index_image does with it, inline.
-                doc_of[image_id] = int(key)
-                todo.append(image_id)
-                n_plain += 1
-                continue
-            reason = _document_problem(_IMAGES, key, doc)
-            if reason is not None:
-                return _IMAGES, key, reason
-            doc_of[image_id] = int(key)
-            index_image(key, doc, +1)
-        if n_plain:
-            self._counts["todo"] += n_plain
-        self._max_image_doc = max(doc_of.values(), default=0)
-        heapq.heapify(self._todo_heap)
-        self._heap_bulk = False
-        ids, times, last = self._event_ids, self._event_times, self._ann_last
-        for key, doc in tables.get(_EVENTS, {}).items():
-            t = doc.get("time")
-            if type(t) not in _NUMBER_TYPES or type(doc.get("action")) is not str or not key.isdigit():
-                reason = _document_problem(_EVENTS, key, doc)  # the same checks, with the reason
-                if reason is not None:
-                    return _EVENTS, key, reason
-            ids.append(int(key))
-            times.append(t)
-            who = doc.get("annotator")
-            if who and t > last.get(who, 0.0):
-                last[who] = t
-        if any(a > b for a, b in zip(ids, ids[1:], strict=False)):  # not stored in id order
-            pairs = sorted(zip(ids, times, strict=True))
-            self._event_ids, self._event_times = [i for i, _ in pairs], [t for _, t in pairs]
-        self._max_event_id = self._event_ids[-1] if self._event_ids else 0
-        return None
-
-    def _on_change(self, table: str, key: str, old: dict | None, new: dict | None) -> None:
-        if table == _IMAGES:
-            if old is not None:
-                self._index_image(key, old, -1)
-                if new is None or new["id"] != old["id"]:
-                    self._doc_of.pop(old["id"], None)
-                    self._sorted_ids = None
-            if new is not None:
-                if new["id"] not in self._doc_of:
-                    self._doc_of[new["id"]] = int(key)
-                    self._max_image_doc = max(self._max_image_doc, int(key))
-                    self._sorted_ids = None
-                self._index_image(key, new, +1)
-        elif table == _EVENTS:
-            if new is not None and old is None and int(key) > self._max_event_id:
-                self._index_event(key, new)
-            else:  # an event rewritten or removed: not done by this module, rebuild to be safe
-                self._rebuild_indexes(self._indexed_tables)  # every document in it was checked
-
-    def _index_event(self, key: str, doc: dict) -> None:
-        self._event_ids.append(int(key))
-        self._event_times.append(doc["time"])
-        self._max_event_id = max(self._max_event_id, int(key))
-        who = doc.get("annotator")
-        if who:
-            self._ann_last[who] = max(self._ann_last.get(who, 0.0), doc["time"])
-
-    def _index_image(self, key: str, doc: dict, sign: int) -> None:
-        image_id = doc["id"]
-        if doc.get("missing"):
-            (self._missing.add if sign > 0 else self._missing.discard)(image_id)
-            return
-        status = doc["status"]
-        self._counts[status] += sign
-        if status == "todo" and sign > 0:
-            # Lazy heap: stale entries are dropped when they reach the top.
-            if self._heap_bulk:
-                self._todo_heap.append(image_id)
-            else:
-                heapq.heappush(self._todo_heap, image_id)
-        elif status == "in_progress":
-            (self._in_progress.add if sign > 0 else self._in_progress.discard)(image_id)
-        objects = doc.get("objects") or ()
-        self._total_objects += sign * len(objects)
-        for obj in objects:
-            self._ann_objects[obj.get("annotator") or ""] += sign
-        seconds = doc.get("seconds") or 0.0
-        self._total_seconds += sign * seconds
-        who = doc.get("annotator") or ""
-        if status == "done":
-            self._ann_done[who] += sign
-            self._ann_seconds[who] += sign * seconds
-            n = doc.get("n_objects") or 0
-            if sign > 0 and n > 0:
-                self._ann_spo[who][image_id] = seconds / n
-            else:
-                self._ann_spo[who].pop(image_id, None)
-        elif status == "skipped":
-            self._ann_skipped[who] += sign
+        with self.backend.transaction():
+            return self.backend.count()
 
     # ---- helpers ------------------------------------------------------------------------------
 
     def _raw(self, image_id: str) -> dict | None:
-        doc_id = self._doc_of.get(image_id)
-        if doc_id is None:
-            return None
-        return self._storage.read()[_IMAGES].get(str(doc_id))
+        return self.backend.image(image_id)
+
+    def _update(self, image_id: str, fields: dict) -> None:
+        self.backend.update(image_id, fields)
+
+    def _log(self, action: str, image_id: str | None, annotator: str | None, **detail) -> None:
+        self.backend.log(self.clock(), action, image_id, annotator, detail)
 
     def _require(self, image_id: str) -> dict:
         doc = self._raw(image_id)
@@ -324,21 +137,6 @@ class ProgressStore:
             )
         return doc
 
-    def _update(self, image_id: str, fields: dict) -> None:
-        def apply(doc: dict) -> None:
-            for key, value in fields.items():
-                if _is_default(value):
-                    doc.pop(key, None)
-                else:
-                    doc[key] = value
-
-        self._images.update(apply, doc_ids=[self._doc_of[image_id]])
-
-    def _log(self, action: str, image_id: str | None, annotator: str | None, **detail) -> None:
-        doc = {"time": self.clock(), "action": action, "image_id": image_id,
-               "annotator": annotator, "detail": detail}
-        doc = {k: v for k, v in doc.items() if not _is_default(v)}
-        self._events.insert(Document(doc, doc_id=self._max_event_id + 1))
 
     def _lapsed(self, doc: dict, now: float) -> bool:
         claimed = doc.get("claimed_at")
@@ -348,7 +146,7 @@ class ProgressStore:
     def _check_name(annotator: str, what: str = "annotator") -> str:
         if not isinstance(annotator, str) or not annotator.strip():
             raise StoreInputError(f"The {what} name is empty; enter your name before annotating.")
-        _check_text(annotator, f"The {what} name")
+        check_text(annotator, f"The {what} name")
         return annotator.strip()
 
     def _held_by_other_error(self, doc: dict, now: float, annotator: str | None = None) -> ClaimError:
@@ -465,6 +263,7 @@ class ProgressStore:
             fields["session"] = session
         self._update(doc["id"], fields)
 
+
     # ---- claiming -----------------------------------------------------------------------------
 
     def claim_next(self, annotator: str, *, session: str | None = None) -> ImageRecord | None:
@@ -479,42 +278,32 @@ class ProgressStore:
         """
         annotator = self._check_name(annotator)
         session = self._check_session(session)
-        with self._storage.transaction():
+        with self.backend.transaction():
             now = self.clock()
-            images = self._storage.read().get(_IMAGES, {})
-            held = [self._raw(i) for i in self._in_progress]
-            own = sorted(
-                d["id"] for d in held
-                if d.get("annotator") == annotator
-                and (self._same_session(d, session) or self._lapsed(d, now))
-            )
+            own = [d for d in self.backend.claims(annotator)
+                   if self._same_session(d, session) or self._lapsed(d, now)]
             if own:
-                doc = self._raw(own[0])
+                doc = own[0]
                 if self._same_session(doc, session):
                     self._refresh(doc, now, session)
                 else:  # our own lapsed claim from another tab: this tab takes it over
                     self._take(doc, annotator, now, session)
-                return _record(self._raw(own[0]))
-            lapsed = sorted(d["id"] for d in held if self._lapsed(d, now))
-            candidates = []
-            for image_id in lapsed:
-                doc = self._raw(image_id)
+                return _record(self._raw(doc["id"]))
+            lapsed, todo = self.backend.free_images(now - self.claim_timeout_s)
+            candidates = [] if todo is None else [todo["id"]]
+            for doc in lapsed:
+                if not self._lapsed(doc, now):
+                    continue
                 if doc.get("resume"):
                     self._unclaim(doc, now, doc.get("annotator"), lapsed=True)
                 else:
-                    candidates.append(image_id)
-            heap = self._todo_heap
-            while heap:
-                doc = images.get(str(self._doc_of.get(heap[0], -1)))
-                if doc is not None and doc["status"] == "todo" and not doc.get("missing"):
-                    candidates.append(heap[0])
-                    break
-                heapq.heappop(heap)
+                    candidates.append(doc["id"])
             if not candidates:
                 return None
             chosen = min(candidates)
             self._take(self._raw(chosen), annotator, now, session)
             return _record(self._raw(chosen))
+
 
     def claim(self, image_id: str, annotator: str, *, session: str | None = None) -> ImageRecord:
         """Claim one given image (prev/next navigation) for ``annotator`` in ``session``; return it.
@@ -526,7 +315,7 @@ class ProgressStore:
         """
         annotator = self._check_name(annotator)
         session = self._check_session(session)
-        with self._storage.transaction():
+        with self.backend.transaction():
             doc = self._require(image_id)
             now = self.clock()
             if doc.get("missing"):
@@ -553,7 +342,7 @@ class ProgressStore:
         """Keep ``annotator``'s claim (in ``session``) on ``image_id`` alive; ClaimError if lost."""
         annotator = self._check_name(annotator)
         session = self._check_session(session)
-        with self._storage.transaction():
+        with self.backend.transaction():
             doc = self._require(image_id)
             self._require_holder(doc, annotator, "keep working on it", session)
             self._update(image_id, {"claimed_at": self.clock()})
@@ -567,7 +356,7 @@ class ProgressStore:
         """
         annotator = self._check_name(annotator)
         session = self._check_session(session)
-        with self._storage.transaction():
+        with self.backend.transaction():
             doc = self._require(image_id)
             if doc["status"] != "in_progress":
                 return
@@ -603,17 +392,6 @@ class ProgressStore:
                 )
         return pts
 
-    @staticmethod
-    def _check_object_id(object_id) -> str:
-        if object_id is None or object_id == "":
-            return ""
-        if not isinstance(object_id, str) or not _OBJECT_ID_RE.fullmatch(object_id):
-            raise StoreInputError(
-                f"Object id {object_id!r} is not 1-64 letters, digits, '-' or '_'; pass a uuid "
-                "hex (uuid.uuid4().hex) or leave it empty for the store to make one."
-            )
-        return object_id
-
     def add_object(self, image_id: str, annotator: str, obj: ObjectRecord, *,
                    session: str | None = None) -> ObjectRecord:
         """Append an accepted object to an image ``annotator`` holds; return the stored record.
@@ -628,8 +406,8 @@ class ProgressStore:
         """
         annotator = self._check_name(annotator)
         session = self._check_session(session)
-        object_id = self._check_object_id(obj.object_id)
-        with self._storage.transaction():
+        object_id = check_object_id(obj.object_id)
+        with self.backend.transaction():
             doc = self._require(image_id)
             self._require_holder(doc, annotator, "add objects", session)
             objects = list(doc.get("objects") or [])
@@ -641,7 +419,7 @@ class ProgressStore:
             now = self.clock()
             objects = _with_object_ids(objects)
             new = {
-                "index": len(objects) + 1, "label": _check_text(str(obj.label), "The label"),
+                "index": len(objects) + 1, "label": check_text(str(obj.label), "The label"),
                 "points": _encode_points(points),
                 "engine": str(obj.engine or ""), "annotator": obj.annotator or annotator,
                 "created_at": float(obj.created_at) if obj.created_at is not None else now,
@@ -664,14 +442,14 @@ class ProgressStore:
         session = self._check_session(session)
         key = index_or_object_id
         if isinstance(key, str):
-            key = self._check_object_id(key)
+            key = check_object_id(key)
             if not key:
                 raise StoreInputError("remove_object needs an object index (1, 2, ...) or id.")
         elif isinstance(key, bool) or not isinstance(key, int):
             raise StoreInputError(
                 f"remove_object needs an object index (1, 2, ...) or object id, got {key!r}."
             )
-        with self._storage.transaction():
+        with self.backend.transaction():
             doc = self._require(image_id)
             self._require_holder(doc, annotator, "remove objects", session)
             objects = list(doc.get("objects") or [])
@@ -693,18 +471,19 @@ class ProgressStore:
             self._log("object_removed", image_id, annotator, index=index,
                       label=removed.get("label"))
 
+
     def objects(self, image_id: str | None = None) -> list[ObjectRecord]:
         """The objects of one image in index order, or of every image (by image id, then index).
 
         Objects stored before object ids existed have ``object_id == ""`` until the image's
         object list is next changed (then the store gives each one an id).
         """
-        with self._storage.transaction():
+        with self.backend.transaction():
             if image_id is not None:
-                docs = [self._require(image_id)]
+                doc = self.backend.peek(image_id)
+                docs = [doc if doc is not None else self._require(image_id)]
             else:
-                table = self._storage.read().get(_IMAGES, {})
-                docs = [table[str(self._doc_of[i])] for i in self._ids()]
+                docs = self.backend.images(with_objects=True)
             return [_object_record(d["id"], o) for d in docs for o in d.get("objects") or []]
 
     # ---- finishing ----------------------------------------------------------------------------
@@ -732,7 +511,7 @@ class ProgressStore:
             seconds = float("nan")
         if not math.isfinite(seconds) or seconds < 0:
             raise StoreInputError(f"seconds must be a number >= 0, got {seconds!r}.")
-        with self._storage.transaction():
+        with self.backend.transaction():
             doc = self._require(image_id)
             if doc["status"] == "done" and doc.get("annotator") == annotator:
                 return _record(doc)
@@ -755,7 +534,7 @@ class ProgressStore:
         """Mark an image skipped (``reason`` kept as its note); it must be todo or held by them."""
         annotator = self._check_name(annotator)
         session = self._check_session(session)
-        with self._storage.transaction():
+        with self.backend.transaction():
             doc = self._require(image_id)
             if doc["status"] == "skipped":
                 return
@@ -776,7 +555,7 @@ class ProgressStore:
         with its annotator but no longer falls back to done.
         """
         by = self._check_name(by, "lead")
-        with self._storage.transaction():
+        with self.backend.transaction():
             doc = self._require(image_id)
             now = self.clock()
             if doc["status"] == "in_progress":
@@ -797,7 +576,7 @@ class ProgressStore:
 
     def mark_unreadable(self, image_id: str, error: str) -> None:
         """Record that the image file cannot be read (``error`` says why); it is not handed out."""
-        with self._storage.transaction():
+        with self.backend.transaction():
             doc = self._require(image_id)
             now = self.clock()
             holder = doc.get("annotator")  # read before the update changes doc
@@ -807,69 +586,29 @@ class ProgressStore:
             })
             self._log("unreadable", image_id, holder, error=str(error))
 
-    # ---- reading ------------------------------------------------------------------------------
-
     def get(self, image_id: str) -> ImageRecord | None:
         """The record of one image, or None if the store does not know it."""
-        with self._storage.transaction():
-            doc_id = self._doc_of.get(image_id)
-            if doc_id is None:
-                return None
-            doc = self._images.get(doc_id=doc_id)
+        with self.backend.transaction():
+            doc = self.backend.peek(image_id)
             return None if doc is None else _record(doc)
 
     def images(self, status: str | None = None) -> list[ImageRecord]:
         """All image records sorted by id (missing ones included), or those with ``status``."""
-        if status is not None and status not in STATUSES:
-            raise StoreInputError(f"Unknown status {status!r}; use one of {', '.join(STATUSES)}.")
-        with self._storage.transaction():
-            table = self._storage.read().get(_IMAGES, {})
-            docs = (table[str(self._doc_of[i])] for i in self._ids())
-            return [_record(d) for d in docs if status is None or d["status"] == status]
+        _check_status(status)
+        with self.backend.transaction():
+            return [_record(d) for d in self.backend.images(status)]
 
     def image_ids(self, status: str | None = None) -> list[str]:
         """Image ids sorted (missing ones included), or those with ``status``; much cheaper
         than :meth:`images` for navigation through 100,000 images."""
-        if status is not None and status not in STATUSES:
-            raise StoreInputError(f"Unknown status {status!r}; use one of {', '.join(STATUSES)}.")
-        with self._storage.transaction():
-            ids = self._ids()
-            if status is None:
-                return list(ids)
-            table = self._storage.read().get(_IMAGES, {})
-            doc_of = self._doc_of
-            return [i for i in ids if table[str(doc_of[i])]["status"] == status]
-
-    def _ids(self) -> list[str]:
-        if self._sorted_ids is None:
-            self._sorted_ids = sorted(self._doc_of)
-        return self._sorted_ids
+        _check_status(status)
+        with self.backend.transaction():
+            return self.backend.image_ids(status)
 
     def events(self, since: float | None = None, limit: int | None = None) -> list[Event]:
         """The activity log, oldest first: events after ``since`` (epoch s); the last ``limit``."""
-        with self._storage.transaction():
-            ids = self._event_ids
-            start = 0
-            if since is not None:
-                # Events are appended under the store lock, so their times only go forward.
-                lo, hi = 0, len(ids)
-                times = self._event_times
-                while lo < hi:
-                    mid = (lo + hi) // 2
-                    if times[mid] <= since:
-                        lo = mid + 1
-                    else:
-                        hi = mid
-                start = lo
-            if limit is not None:
-                start = max(start, len(ids) - int(limit))
-            table = self._storage.read().get(_EVENTS, {})
-            out = []
-            for doc_id in ids[start:]:
-                d = table[str(doc_id)]
-                out.append(Event(d["time"], d["action"], d.get("image_id"), d.get("annotator"),
-                                 dict(d.get("detail") or {})))
-            return out
+        with self.backend.transaction():
+            return self.backend.events(since, limit)
 
     def summary(self) -> dict:
         """Figures for the leads' page (missing images only count under ``missing``).
@@ -880,40 +619,38 @@ class ProgressStore:
         with objects: seconds / n_objects; None if none), "last_activity" (epoch s or None)}},
         "claims": [{"image_id", "annotator", "claimed_at", "lapsed"}], "last_event": epoch s}``
         """
-        with self._storage.transaction():
+        with self.backend.transaction():
             now = self.clock()
-            by_status = {s: int(self._counts.get(s, 0)) for s in STATUSES}
-            names = (set(self._ann_done) | set(self._ann_skipped) | set(self._ann_objects)
-                     | set(self._ann_last))
-            annotators = {}
-            for name in sorted(n for n in names if n):
-                spo = list(self._ann_spo.get(name, {}).values())
-                stats = {
-                    "done": int(self._ann_done.get(name, 0)),
-                    "skipped": int(self._ann_skipped.get(name, 0)),
-                    "objects": int(self._ann_objects.get(name, 0)),
-                    "seconds": round(float(self._ann_seconds.get(name, 0.0)), 3),
-                    "median_seconds_per_object": statistics.median(spo) if spo else None,
-                    "last_activity": self._ann_last.get(name),
-                }
-                if any(v for k, v in stats.items() if k != "median_seconds_per_object"):
-                    annotators[name] = stats
-            claims = []
-            for image_id in sorted(self._in_progress):
-                doc = self._raw(image_id)
-                claims.append({"image_id": image_id, "annotator": doc.get("annotator"),
-                               "claimed_at": doc.get("claimed_at"),
-                               "lapsed": self._lapsed(doc, now)})
-            return {
-                "total": sum(by_status.values()),
-                "by_status": by_status,
-                "missing": len(self._missing),
-                "objects": int(self._total_objects),
-                "seconds": round(float(self._total_seconds), 3),
-                "annotators": annotators,
-                "claims": claims,
-                "last_event": self._event_times[-1] if self._event_times else None,
+            f = self.backend.figures()
+        by_status = {s: int(f.by_status.get(s, 0)) for s in STATUSES}
+        names = set(f.done) | set(f.skipped) | set(f.objects_by) | set(f.last_activity)
+        annotators = {}
+        for name in sorted(n for n in names if n):
+            spo = f.seconds_per_object.get(name) or []
+            stats = {
+                "done": int(f.done.get(name, 0)),
+                "skipped": int(f.skipped.get(name, 0)),
+                "objects": int(f.objects_by.get(name, 0)),
+                "seconds": round(float(f.seconds_by.get(name, 0.0)), 3),
+                "median_seconds_per_object": statistics.median(spo) if spo else None,
+                "last_activity": f.last_activity.get(name),
             }
+            if any(v for k, v in stats.items() if k != "median_seconds_per_object"):
+                annotators[name] = stats
+        claims = [{"image_id": d["id"], "annotator": d.get("annotator"),
+                   "claimed_at": d.get("claimed_at"), "lapsed": self._lapsed(d, now)}
+                  for d in f.claims]
+        return {
+            "total": sum(by_status.values()),
+            "by_status": by_status,
+            "missing": int(f.missing),
+            "objects": int(f.objects),
+            "seconds": round(float(f.seconds), 3),
+            "annotators": annotators,
+            "claims": claims,
+            "last_event": f.last_event,
+        }
+
 
     # ---- maintenance (dextr_core.store.maintenance) ----------------------------------------
 
@@ -939,7 +676,14 @@ class ProgressStore:
         return maintenance.reconcile(self, destination, mask_suffix, save_format)
 
 
-def _check_text(text: str, what: str) -> str:
+
+
+def _check_status(status: str | None) -> None:
+    if status is not None and status not in STATUSES:
+        raise StoreInputError(f"Unknown status {status!r}; use one of {', '.join(STATUSES)}.")
+
+
+def check_text(text: str, what: str) -> str:
     """``text`` unchanged, or StoreInputError when it holds a control character (NUL and the
     like, which PostgreSQL cannot store and no name needs): the same rule on every backend."""
     bad = sorted({f"U+{ord(c):04X}" for c in text if ord(c) < 32 or ord(c) == 127})
@@ -949,52 +693,13 @@ def _check_text(text: str, what: str) -> str:
     return text
 
 
-def config_options(cfg: Any) -> dict[str, Any]:
-    """The store's constructor keywords for an :class:`~dextr_core.config.AnnoConfig` (claim
-    timeout, the folders and mask naming, labels, DEXTR-AnnoTool's progress file and the
-    config's folder its paths are relative to)."""
-    return {"claim_timeout_s": float(cfg.claim_timeout_min) * 60.0,
-            "exclude_dirs": (cfg.destination,), "mask_suffix": cfg.mask_suffix,
-            "save_format": cfg.save_format, "destination": cfg.destination,
-            "labels": tuple(cfg.labels), "legacy_file": cfg.legacy_progress_file,
-            "legacy_base": Path(cfg.path).parent}
-
-
-def open_store(location: str | os.PathLike | None, source_dir: str | os.PathLike,
-               **kwargs: Any) -> ProgressStore:
-    """Open the progress store at ``location`` for the images of ``source_dir``.
-
-    ``location`` is the snapshot file's path (``admin.database`` / ``admin.progress_file``) or a
-    ``postgresql://user@host/db`` URL (:class:`dextr_core.store.postgres.PostgresStore`, a
-    subclass with the same API). The environment variable ``DEXTR_DATABASE_URL``, when set,
-    overrides a file ``location`` (and is used when ``location`` is None), so every server of a
-    deployment can be pointed at one database without editing configs. ``kwargs`` go to the
-    store's constructor.
-    """
-    env = os.environ.get("DEXTR_DATABASE_URL", "").strip()
-    text = os.fspath(location) if location is not None else ""
-    if isinstance(text, bytes):
-        text = os.fsdecode(text)
-    lost = re.match(r"(?i)(postgres(?:ql)?(?:\+\w+)?):/(?!/)", text)
-    if lost and not isinstance(location, str):  # a URL passed as a Path lost one slash
-        text = f"{lost.group(1)}://{text[lost.end():]}"
-    if env and "://" not in text:
-        text = env
-    if not text:
+def check_object_id(object_id) -> str:
+    """``object_id`` checked: "" (the store makes one) or 1-64 letters, digits, ``-``, ``_``."""
+    if object_id is None or object_id == "":
+        return ""
+    if not isinstance(object_id, str) or not _OBJECT_ID_RE.fullmatch(object_id):
         raise StoreInputError(
-            "No progress store location: set admin.database (a file path or postgresql:// URL) "
-            "or the environment variable DEXTR_DATABASE_URL."
+            f"Object id {object_id!r} is not 1-64 letters, digits, '-' or '_'; pass a uuid "
+            "hex (uuid.uuid4().hex) or leave it empty for the store to make one."
         )
-    scheme = text.split("://", 1)[0].lower() if "://" in text else ""
-    if scheme.startswith("postgresql+"):  # SQLAlchemy-style "postgresql+psycopg://"
-        scheme, text = "postgresql", "postgresql://" + text.split("://", 1)[1]
-    if scheme in ("postgresql", "postgres"):
-        from .postgres import PostgresStore
-
-        return PostgresStore(text, source_dir, **kwargs)
-    if scheme:
-        raise StoreInputError(
-            f"admin.database {text!r} is a {scheme}:// address; the progress store is a file "
-            "path (e.g. images/.dextr_progress.json) or a postgresql://user@host/database URL."
-        )
-    return ProgressStore(text, source_dir, **kwargs)
+    return object_id
