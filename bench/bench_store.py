@@ -167,7 +167,7 @@ def main() -> None:
             extra.close()
             reopen_ms, store = timed(ProgressStore, path, Path(tmp) / "no-source")
             rows.append((f"open (snapshot + {args.ops} journal lines)", f"{reopen_ms:.0f}", ""))
-            n_events = len(store._event_ids)
+            n_events = len(store.backend._event_ids)
             summary = store.summary()
             store.close()
 

@@ -34,22 +34,23 @@ def mark_done(
         doc = {"time": t, "action": action, "image_id": image_id, "annotator": who}
         return {**doc, "detail": detail} if detail else doc
 
-    with store.backend._storage.transaction():
-        raw = store.backend._storage.read()["images"]
+    backend = store.backend  # the file backend's own engine: this is a bulk path for benchmarks
+    with backend._storage.transaction():
+        raw = backend._storage.read()["images"]
         events = []
         for image_id, who, t, objects, seconds in finished:
-            key = str(store.backend._doc_of[image_id])
+            key = str(backend._doc_of[image_id])
             old = dict(raw[key])
             raw[key].update(status="done", annotator=who, claimed_at=None, completed_at=t,
                             updated_at=t, n_objects=len(objects), seconds=seconds,
                             objects=objects)
-            store.backend._storage.record("images", key, old, raw[key])
+            backend._storage.record("images", key, old, raw[key])
             events.append(event(t, "claimed", image_id, who))
             events += [event(t, "object_added", image_id, who, index=o["index"], label=o["label"])
                        for o in objects]
             events.append(event(t, "completed", image_id, who, n_objects=len(objects),
                                 seconds=seconds))
-        base = store._max_event_id
-        store._events.insert_multiple(
+        base = backend._max_event_id
+        backend._events.insert_multiple(
             Document(e, doc_id=base + k) for k, e in enumerate(events, start=1)
         )

@@ -418,7 +418,7 @@ def test_a_copy_that_does_not_verify_commits_nothing(tmp_path, source, clock, pg
     file_store_with_work(tmp_path, source, clock).close()
 
     def lose_an_object(dst):
-        tx = dst.backend._storage.current()
+        tx = dst.backend._tx()
         tx.conn.execute("UPDATE dextr_images SET doc = doc - 'objects' WHERE id = 'a.jpg'")
 
     with pytest.raises(StoreInputError, match="differs .* objects.*nothing was committed"):

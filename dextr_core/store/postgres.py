@@ -299,7 +299,7 @@ class _Conn:
 
 
 
-class _Storage:
+class _Transactions:
     """The transaction context of a :class:`PostgresBackend` (one :class:`_Tx` per thread)."""
 
     def __init__(self, backend: PostgresBackend):
@@ -380,7 +380,7 @@ class PostgresBackend:
                 "for @).")
         self._psycopg, self._psycopg_pool, self._Jsonb = _import_driver()
         self.connect_timeout_s = float(connect_timeout_s)
-        self._storage = _Storage(self)
+        self._transactions = _Transactions(self)
         lock_ms = max(1, int(lock_timeout_s * 1000))
 
         def configure(conn) -> None:
@@ -432,7 +432,7 @@ class PostgresBackend:
     # ---- schema ---------------------------------------------------------------------------------
 
     def _migrate(self) -> None:
-        with self._storage.transaction() as tx:
+        with self._transactions.transaction() as tx:
             conn = tx.conn
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_MIGRATE,))
             conn.execute("CREATE TABLE IF NOT EXISTS dextr_schema_version "
@@ -456,7 +456,7 @@ class PostgresBackend:
 
     def schema_version(self) -> int:
         """The schema version of the database (= :data:`SCHEMA_VERSION` once opened)."""
-        with self._storage.transaction() as tx:
+        with self._transactions.transaction() as tx:
             return tx.conn.execute("SELECT max(version) FROM dextr_schema_version").fetchone()[0]
 
 
@@ -466,10 +466,10 @@ class PostgresBackend:
 
     def transaction(self):
         """One database transaction per outermost call (savepoints inside)."""
-        return self._storage.transaction()
+        return self._transactions.transaction()
 
     def _tx(self) -> _Tx:
-        return self._storage.current()
+        return self._transactions.current()
 
     def count(self) -> int:
         return self._tx().conn.execute("SELECT count(*) FROM dextr_images").fetchone()[0]
@@ -720,7 +720,7 @@ class PostgresBackend:
 
     def backups(self) -> list[str]:
         """The backup schemas made by :meth:`reset`, oldest first."""
-        with self._storage.transaction() as tx:
+        with self._transactions.transaction() as tx:
             return [r[0] for r in tx.conn.execute(
                 "SELECT nspname FROM pg_namespace WHERE nspname LIKE 'dextr_backup_%%' "
                 "ORDER BY nspname")]

@@ -222,7 +222,7 @@ def _new_image_doc(image_id: str, width, height, status="todo", error=None) -> d
 _STATUS_SET = frozenset(STATUSES)
 _NUMBER_TYPES = (int, float)
 #: Keys of an image document that the checks need nothing from but ``id`` and ``status`` (an
-#: image never worked on); :meth:`ProgressStore._rebuild_indexes` checks those inline.
+#: image never worked on); :meth:`FileBackend._rebuild_indexes` checks those inline.
 _PLAIN_TODO_KEYS = frozenset(("id", "status", "width", "height", "error", "note"))
 
 
@@ -235,7 +235,7 @@ def _document_problem(table: str, doc_id: str, doc: dict) -> str | None:
     ``action`` text; numeric document ids), so that a damaged record is reported as such (a
     :class:`StoreCorruptError` naming the file) instead of a KeyError later. Kept cheap: it runs
     for every one of the 200,000 documents of a large store at each open. The snapshot's
-    documents are checked while the indexes are built (``ProgressStore._rebuild_indexes``), which
+    documents are checked while the indexes are built (``FileBackend._rebuild_indexes``), which
     makes the checks on an image never worked on and on an event inline: a rule added here must
     be added there too (tests/test_store_journal.py refuses each malformed kind in both places).
     """

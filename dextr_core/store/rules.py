@@ -1,11 +1,11 @@
-"""The progress store: which image is todo, claimed, done or skipped, who did what, and when.
+"""The progress store's rules: which image is todo, claimed, done or skipped, who did what, when.
 
 One store is shared by a team: one Streamlit server serves many browser sessions as threads, and
-two server processes may share one data folder. Every public method is one transaction under a
-thread lock and a file lock (``<store>.lock``); see :mod:`dextr_core.store.journal` for the files
-on disk (a JSON snapshot plus an fsync'd journal, TinyDB as the document API over them). A method
-that returned has its change on disk (a ``kill -9`` afterwards loses nothing); a method that
-raised changed nothing.
+several server processes may share one store. Every public method of :class:`Store` is one
+transaction of its backend (:mod:`dextr_core.store.file_backend`: a thread lock and a file lock
+over a snapshot and an fsync'd journal; :mod:`dextr_core.store.postgres`: one database
+transaction). A method that returned has its change stored (a ``kill -9`` afterwards loses
+nothing); a method that raised changed nothing.
 
 Claims
 ------
@@ -104,7 +104,7 @@ class Store:
         self.exclude_dirs = tuple(Path(d).resolve() for d in exclude_dirs)
 
     @property
-    def path(self) -> Any:
+    def path(self) -> Path | str:
         """Where the store is: the snapshot file's path, or the database URL (no password)."""
         return self.backend.path
 
