@@ -23,8 +23,8 @@ import heapq
 import os
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -104,16 +104,13 @@ class FileBackend:
         self.recovered_from = self.recovered_files[0] if self.recovered_files else None
         return JournaledStorage(self.path, **kwargs)
 
-
     def close(self) -> None:
         """Release the journal's file handle (the store cannot be used afterwards)."""
         self._storage.close()
 
-    @contextmanager
-    def transaction(self) -> Iterator[None]:
+    def transaction(self) -> AbstractContextManager[None]:
         """Thread lock and file lock held; the changes are journaled when the outermost ends."""
-        with self._storage.transaction():
-            yield
+        return self._storage.transaction()
 
     def count(self) -> int:
         return len(self._doc_of)
