@@ -58,6 +58,7 @@ RUNTIME_NAMES = {
     "graph": "TensorFlow graph",
     "eager": "TensorFlow eager",
     "predict": "Keras predict",
+    "torch": "PyTorch",  # SAM's encoder (dextr_core.sam)
 }
 #: OpenVINO's names of the precisions (``INFERENCE_PRECISION_HINT``).
 OPENVINO_PRECISIONS = {"f32": "f32", "bf16": "bf16", "f16": "f16"}

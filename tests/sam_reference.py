@@ -108,3 +108,35 @@ def mobile_sam():
     import mobile_sam as package
 
     return package
+
+
+def seeded_checkpoint(variant: str, path, seed: int = 0):
+    """Build the reference model ``variant`` (``"vit_b"``: segment_anything's registry,
+    ``"mobile_sam"``: MobileSAM's ``vit_t``) from ``seed``, save its state dict at ``path`` in
+    the published layout (a plain ``torch.save`` of ``state_dict()``) and return the reference
+    model with those weights, in eval mode.
+
+    Tensors the reference initialises to a constant (batch-norm statistics, zero biases, relative
+    position tables, attention biases, ...) get seeded noise, so every parameter takes part in
+    the comparison; running variances are drawn from [0.5, 1.5).
+    """
+    import torch
+
+    torch.manual_seed(seed)
+    if variant == "mobile_sam":
+        model = mobile_sam().sam_model_registry["vit_t"]()
+    else:
+        model = segment_anything().sam_model_registry[variant]()
+    generator = torch.Generator().manual_seed(seed + 1)
+    state = model.state_dict()
+    with torch.no_grad():
+        for name, tensor in state.items():
+            if not tensor.dtype.is_floating_point:
+                continue
+            if "running_var" in name:
+                tensor.copy_(torch.rand(tensor.shape, generator=generator) + 0.5)
+            elif tensor.numel() > 1 and bool((tensor == tensor.flatten()[0]).all()):
+                tensor.add_(torch.randn(tensor.shape, generator=generator) * 0.05)
+    torch.save(state, path)
+    model.load_state_dict(state)
+    return model.eval()  # eval() again: MobileSAM's attention caches its biases in eval()
