@@ -351,3 +351,21 @@ def test_the_app_runs_on_a_sam_file(mobile, tmp_path, monkeypatch):
     saved = np.asarray(Image.open(app.object_mask_path(tmp_path / "out", "a.png", obj.object_id)))
     assert ((saved > 0) == expected).all()
     assert obj.engine == "MobileSAM (mobile_sam.pt)"
+
+
+def test_dextr_evaluate_runs_a_sam_file_with_the_chosen_prompt(mobile, tmp_path, monkeypatch,
+                                                               capsys):
+    """How a team with real weights compares SAM with DEXTR: ``dextr-evaluate --weights``."""
+    import test_app as app
+
+    from dextr_core.evaluate import main
+
+    for folder in ("images", "masks"):
+        (tmp_path / folder).mkdir()
+    Image.fromarray(app._photo(1)).save(tmp_path / "images" / "disc.png")
+    Image.fromarray(app._disc_mask().astype(np.uint8) * 255).save(tmp_path / "masks" / "disc.png")
+    monkeypatch.setenv("DEXTR_SAM_RUNTIME", "torch")
+    assert main([str(tmp_path), "--weights", str(mobile[0]), "--sam-prompt", "box",
+                 "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "segmenter: MobileSAM (mobile_sam.pt)" in out and "objects:   1" in out
