@@ -444,7 +444,8 @@ class SamSegmenter:
 
     Attributes: ``name`` (``"MobileSAM (mobile_sam.pt)"``), ``variant``, ``runtime``,
     ``device``, ``precision``, ``runtime_info`` (one line for the sidebar), ``encoder_runs`` (how
-    many times the image encoder ran). Thread-safe: one encoder / decoder run at a time.
+    many times the image encoder ran). Thread-safe: one encoder run and one decoder run at a
+    time (a click on one photo does not wait for another photo's encoder).
     """
 
     is_fallback = False
@@ -476,16 +477,19 @@ class SamSegmenter:
         self.runtime = choice.runtime
         self._torch_device = torch.device("cuda" if self.device.kind == "gpu" else "cpu")
         self.model.to(self._torch_device)
-        self._lock = threading.Lock()
+        self._encoder_lock = threading.Lock()  # one encoder run at a time
+        self._decoder_lock = threading.Lock()  # one decoder run at a time
+        self._cache_lock = threading.Lock()  # the embedding cache
         self._embeddings: OrderedDict[str, PhotoEmbedding] = OrderedDict()
         self.encoder_runs = 0
         self._key = None
         self._encode = self._torch_encoder("f32")
-        xml = None
-        if self.runtime == "openvino":
-            xml = self._openvino_encoder(runtime == "auto")
-        self.precision_decision, self._encode = self._choose_precision(requested_precision, xml)
-        self.precision = self.precision_decision.precision
+        with tempfile.TemporaryDirectory(prefix="sam_openvino_") as scratch:
+            xml = None
+            if self.runtime == "openvino":
+                xml = self._openvino_encoder(runtime == "auto", Path(scratch))
+            decision, self._encode = self._choose_precision(requested_precision, xml)
+        self.precision_decision, self.precision = decision, decision.precision
         from .segmenters import describe_runtime
 
         self.runtime_info = describe_runtime(self.runtime, self.device, self.precision_decision)
@@ -516,10 +520,10 @@ class SamSegmenter:
 
         return encode
 
-    def _openvino_encoder(self, automatic: bool) -> Path | None:
+    def _openvino_encoder(self, automatic: bool, folder: Path) -> Path | None:
         """Switch ``self._encode`` to OpenVINO: the cached IR of these weights, else a fresh
-        conversion checked against PyTorch (kept in the cache if it passes). Returns the IR's
-        xml (in the cache, or a temporary folder while this runs), None if PyTorch stays."""
+        conversion in ``folder`` checked against PyTorch (kept in the cache if it passes).
+        Returns the IR's xml (in the cache, else in ``folder``), None if PyTorch stays."""
         if ir_cache.cache_dir() is not None:
             self._key = _cache_key(self.weights_path)
             xml = ir_cache.lookup(self._key, IR_FILES)
@@ -531,7 +535,6 @@ class SamSegmenter:
                     warnings.warn(f"Ignoring the cached OpenVINO encoder {xml.parent} ({exc})",
                                   RuntimeWarning, stacklevel=3)
                     ir_cache.discard(self._key)
-        folder = Path(tempfile.mkdtemp(prefix="sam_openvino_"))
         try:
             xml = _export_encoder(self.model.image_encoder, folder)
             encode = _compile_encoder(xml)
@@ -547,7 +550,7 @@ class SamSegmenter:
                 entry = ir_cache.store(self._key, folder, IR_FILES)
                 if entry is not None:
                     return entry / IR_FILES[0]
-            return xml  # the folder stays for the precision candidates of this run
+            return xml
         except Exception as exc:
             if not automatic:
                 raise
@@ -629,25 +632,35 @@ class SamSegmenter:
 
         image = to_rgb_uint8(np.asarray(image))
         key = photo_key(image)
-        with self._lock:
-            found = self._embeddings.get(key)
+        found = self._kept(key)
+        if found is not None:
+            return found
+        with self._encoder_lock:
+            found = self._kept(key)  # encoded by another thread while this one waited
             if found is not None:
-                self._embeddings.move_to_end(key)
                 return found
             x, input_size = encoder_input(image)
             embedding = PhotoEmbedding(self._features(self._encode(x)),
                                        tuple(image.shape[:2]), input_size)
             self.encoder_runs += 1
+        with self._cache_lock:
             self._embeddings[key] = embedding
             while len(self._embeddings) > self.max_photos:
                 self._embeddings.popitem(last=False)
-            return embedding
+        return embedding
+
+    def _kept(self, key: str) -> PhotoEmbedding | None:
+        with self._cache_lock:
+            found = self._embeddings.get(key)
+            if found is not None:
+                self._embeddings.move_to_end(key)
+            return found
 
     set_image = prepare
 
     def forget_photos(self) -> None:
         """Drop every kept embedding."""
-        with self._lock:
+        with self._cache_lock:
             self._embeddings.clear()
 
     # -- decoder
@@ -703,7 +716,7 @@ class SamSegmenter:
         ``ValueError`` for invalid points (:func:`dextr_core.processing.validate_points`)."""
         points = validate_points(points, np.shape(image))
         embedding = self.prepare(image)
-        with self._lock, self._decoder_threads():
+        with self._decoder_lock, self._decoder_threads():
             return self._decode(embedding, points)
 
     @contextlib.contextmanager

@@ -211,6 +211,32 @@ def test_embeddings_of_the_last_few_photos_are_kept_and_older_ones_dropped(mobil
     assert len(encoded) == 4 and len(segmenter._embeddings) == 2
 
 
+def test_two_clicks_at_once_on_a_new_photo_encode_it_once(mobile):
+    import threading
+    import time
+
+    from dextr_core.sam import SamSegmenter
+
+    segmenter = SamSegmenter(mobile[0], runtime="torch", warm_up=False)
+    encoded = []
+
+    def slow_encoder(x):
+        encoded.append(x)
+        time.sleep(0.5)  # both threads arrive while the first one encodes
+        return np.zeros((1, 256, 64, 64), np.float32)
+
+    segmenter._encode = slow_encoder
+    photo = np.full((40, 60, 3), 7, np.uint8)
+    masks = []
+    threads = [threading.Thread(target=lambda: masks.append(segmenter.segment(
+        photo, [[5, 20], [50, 20], [30, 5], [30, 35]]))) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(encoded) == 1 and len(masks) == 2 and (masks[0] == masks[1]).all()
+
+
 def test_refused_points_say_why_and_cost_no_encoder_run(mobile_segmenter, photos):
     image, _ = photos[0]
     runs = mobile_segmenter.encoder_runs
