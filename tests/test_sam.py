@@ -395,3 +395,29 @@ def test_dextr_evaluate_runs_a_sam_file_with_the_chosen_prompt(mobile, tmp_path,
                  "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert "segmenter: MobileSAM (mobile_sam.pt)" in out and "objects:   1" in out
+
+
+@pytest.mark.slow
+def test_a_reduced_precision_is_used_only_where_the_precision_check_passes(mobile, tmp_path,
+                                                                          monkeypatch):
+    """A device that offers bfloat16 (here torch's CPU, told so): the check of
+    dextr_core.precision measures whole masks against float32 on the sample photos (one photo
+    here) and keeps bfloat16 only if it is accurate and faster; the decision is cached."""
+    from dextr_core import precision, sam
+    from dextr_core.runtime import Device
+
+    photos = tmp_path / "samples"
+    photos.mkdir()
+    Image.open(precision.SAMPLES / "coffee.jpg").save(photos / "coffee.jpg")
+    monkeypatch.setattr(precision, "SAMPLES", photos)
+    monkeypatch.setattr(sam, "sam_devices", lambda: [Device("torch", "cpu", "test CPU", ("bf16",))])
+    first = sam.SamSegmenter(mobile[0], runtime="torch", warm_up=False)
+    decision = first.precision_decision
+    (check,) = decision.checks
+    assert check.precision == "bf16" and check.inputs == 1
+    assert first.precision == ("bf16" if check.kept else "f32")
+    assert check.kept == (check.accurate and check.candidate_s < check.reference_s)
+    assert check.accurate == (check.min_iou >= precision.MIN_IOU
+                              and check.max_difference <= precision.MAX_PROBABILITY_DIFFERENCE)
+    again = sam.SamSegmenter(mobile[0], runtime="torch", warm_up=False)
+    assert again.precision == first.precision and again.precision_decision.cached
