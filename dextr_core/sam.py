@@ -39,6 +39,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import importlib
+import importlib.util
 import io
 import logging
 import os
@@ -460,8 +461,6 @@ class SamSegmenter:
         max_photos: int = DEFAULT_MAX_PHOTOS,
         warm_up: bool = True,
     ):
-        import torch
-
         self.weights_path = Path(weights_path)
         self.prompt = sam_prompt(prompt)
         if int(max_photos) < 1:
@@ -470,8 +469,12 @@ class SamSegmenter:
         requested_precision = precision_check.requested_precision(precision)
         if runtime == "auto":
             runtime = os.environ.get("DEXTR_SAM_RUNTIME", "auto") or "auto"
+        if runtime not in RUNTIMES:  # fail now, not after the load
+            raise ValueError(f"SAM runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
+        self.variant, self.model = load_model(self.weights_path)  # says if torch is missing
+        import torch
+
         choice = choose_runtime(runtime, sam_devices())
-        self.variant, self.model = load_model(self.weights_path)
         self.name = f"{VARIANT_NAMES[self.variant]} ({self.weights_path.name})"
         self.device = choice.device
         self.runtime = choice.runtime

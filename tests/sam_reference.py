@@ -25,6 +25,10 @@ from __future__ import annotations
 
 import sys
 import types
+from pathlib import Path
+
+#: The repository root (the working folder of subprocesses the SAM tests start).
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _importable(name: str) -> bool:

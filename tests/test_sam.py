@@ -97,6 +97,8 @@ def assert_faithful(ours: np.ndarray, reference: np.ndarray) -> tuple[float, flo
     iou = (want & got).sum() / (want | got).sum()
     difference = float(np.abs(ours - reference).max() / max(1.0, np.abs(reference).max()))
     assert iou >= MIN_IOU and difference <= LOGIT_TOLERANCE, (iou, difference)
+    print(f"fidelity: IoU {iou:.4f}, max |dlogit| {difference:.2g} (relative), "
+          f"logits in [{reference.min():.3g}, {reference.max():.3g}]")  # shown with pytest -s
     return float(iou), difference
 
 
@@ -117,6 +119,20 @@ def test_a_mobile_sam_file_is_recognised_by_its_contents_whatever_its_name(mobil
     assert segmenter.name == "MobileSAM (weights.bin)" and not segmenter.is_fallback
     assert "PyTorch on CPU" in segmenter.runtime_info
     assert segmenter.encoder_runs == 0  # the warm-up run is not a photo
+
+
+def test_segment_anything_modeling_loads_in_a_process_without_torchvision():
+    """The app's process has no stand-ins: where torchvision does not import (CPU-only torch),
+    sam_modeling() still gives segment_anything's networks."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from dextr_core.sam import sam_modeling; m = sam_modeling(); "
+            "print(m.Sam.__name__, m.MaskDecoder.__name__, 'torchvision' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300, cwd=sam_reference.REPO)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split()[:2] == ["Sam", "MaskDecoder"]
 
 
 def test_the_vit_variants_are_told_apart_by_the_encoder_width(tmp_path):
@@ -282,6 +298,22 @@ def test_corrupt_and_foreign_files_are_refused_with_a_message_naming_what_was_fo
         assert "python -m dextr_core.download mobile-sam" in message
     with pytest.raises(WeightsError, match="conv1, fc"):
         load_segmenter(foreign)
+
+
+def test_without_torch_a_sam_file_gets_the_install_command(mobile):
+    """A DEXTR user's install (no torch): a SAM file is named as such, with what to install."""
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['torch'] = None\n"
+            "from dextr_core.segmenters import load_segmenter\n"
+            "from dextr_core.weights import WeightsError\n"
+            "try:\n    load_segmenter(sys.argv[1])\n"
+            "except WeightsError as exc:\n    print(exc)\n")
+    done = subprocess.run([sys.executable, "-c", code, str(mobile[0])], capture_output=True,
+                          text=True, timeout=300, cwd=sam_reference.REPO)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "PyTorch is not installed" in done.stdout and 'pip install ".[sam]"' in done.stdout
 
 
 def test_a_sam_file_whose_shapes_do_not_fit_is_refused(mobile, tmp_path):
