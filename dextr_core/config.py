@@ -46,10 +46,9 @@ import yaml
 
 from .download import DEFAULT_WEIGHTS_FILE, DEFAULT_WEIGHTS_FOLDER
 from .errors import DextrError
+from .sam import PROMPTS as SAM_PROMPTS  # values of optional.sam_prompt (no torch imported)
 
 DEFAULT_MASK_SUFFIX = "_mask"
-#: Values of ``optional.sam_prompt`` (the same as :data:`dextr_core.sam.PROMPTS`; tests pin it).
-SAM_PROMPTS = ("box+points", "box", "points")
 DEFAULT_SAVE_FORMAT = "png"
 DEFAULT_LABELS = ("object",)
 #: ``optional.weights`` when absent, relative to the config's folder: the one weights location

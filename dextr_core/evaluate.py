@@ -407,7 +407,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS,
                         help=f"DEXTR weights file, or a SAM checkpoint such as mobile_sam.pt "
                         f"(default {DEFAULT_WEIGHTS})")
-    parser.add_argument("--sam-prompt", choices=["box+points", "box", "points"],
+    from .sam import PROMPTS
+
+    parser.add_argument("--sam-prompt", choices=PROMPTS,
                         default="box+points",
                         help="how a SAM checkpoint is prompted from the clicks (default "
                         "box+points: the box of the 4 extreme points plus every click)")
