@@ -23,7 +23,10 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["RUNTIMES", "Choice", "Device", "choose", "cpu_flags", "cpu_name", "probe_devices"]
+__all__ = [
+    "RUNTIMES", "Choice", "Device", "choose", "cpu_flags", "cpu_name", "openvino_device",
+    "probe_devices",
+]
 
 #: Runtimes :class:`dextr_core.segmenters.DextrSegmenter` can run the network with.
 RUNTIMES = ("auto", "openvino", "xla", "graph", "eager", "predict")
@@ -176,22 +179,29 @@ def probe_devices(backend: str) -> list[Device]:
                 Device("torch", "gpu", torch.cuda.get_device_name(), gpu_precisions(capability))
             )
     devices.append(Device(backend, "cpu", cpu_name()))
-    if backend == "tensorflow" and importlib.util.find_spec("openvino") is not None:
-        try:
-            import openvino as ov
-
-            core = ov.Core()
-            if "CPU" in core.available_devices:
-                capabilities = core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
-                name = core.get_property("CPU", "FULL_DEVICE_NAME")
-                devices.append(
-                    Device(
-                        "openvino", "cpu", name, openvino_cpu_precisions(capabilities, cpu_flags())
-                    )
-                )
-        except Exception:  # an OpenVINO that cannot start is as good as none
-            pass
+    if backend == "tensorflow":
+        openvino = openvino_device()
+        if openvino is not None:
+            devices.append(openvino)
     return devices
+
+
+def openvino_device() -> Device | None:
+    """OpenVINO's CPU plugin as a :class:`Device`, or None when openvino is not installed or
+    cannot start."""
+    if importlib.util.find_spec("openvino") is None:
+        return None
+    try:
+        import openvino as ov
+
+        core = ov.Core()
+        if "CPU" not in core.available_devices:
+            return None
+        capabilities = core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+        name = core.get_property("CPU", "FULL_DEVICE_NAME")
+        return Device("openvino", "cpu", name, openvino_cpu_precisions(capabilities, cpu_flags()))
+    except Exception:  # an OpenVINO that cannot start is as good as none
+        return None
 
 
 def resolve(runtime: str = "auto", devices: list[Device] | None = None) -> Choice:

@@ -1,4 +1,5 @@
-"""Segmenters: image + extreme points -> mask. DEXTR when its weights are there, else GrabCut.
+"""Segmenters: image + extreme points -> mask. DEXTR (or SAM, :mod:`dextr_core.sam`) when its
+weights are there, else GrabCut.
 
 Both follow the :class:`Segmenter` protocol. A segmenter is shared by every Streamlit session of a
 server process (one cached instance, called from several threads): :class:`DextrSegmenter` runs
@@ -28,7 +29,14 @@ from . import precision as precision_check
 from . import runtime as runtime_choice
 from .batching import DynamicBatcher
 from .processing import DEFAULT_THRESHOLD, make_input, paste_mask, paste_probability
-from .weights import DEFAULT_WEIGHTS_NAME, DOWNLOAD_COMMAND, apply_weights, read_weight_file
+from .weights import (
+    DEFAULT_WEIGHTS_NAME,
+    DOWNLOAD_COMMAND,
+    REMEDY,
+    WeightsError,
+    apply_weights,
+    read_weight_file,
+)
 
 __all__ = [
     "DEFAULT_WEIGHTS_PATH",
@@ -50,6 +58,7 @@ RUNTIME_NAMES = {
     "graph": "TensorFlow graph",
     "eager": "TensorFlow eager",
     "predict": "Keras predict",
+    "torch": "PyTorch",  # SAM's encoder (dextr_core.sam)
 }
 #: OpenVINO's names of the precisions (``INFERENCE_PRECISION_HINT``).
 OPENVINO_PRECISIONS = {"f32": "f32", "bf16": "bf16", "f16": "f16"}
@@ -434,17 +443,39 @@ def describe_runtime(runtime: str, device, decision) -> str:
 
 
 def load_segmenter(
-    weights_path: str | os.PathLike | None = None, threshold: float = DEFAULT_THRESHOLD
+    weights_path: str | os.PathLike | None = None,
+    threshold: float = DEFAULT_THRESHOLD,
+    *,
+    sam_prompt: str = "box+points",
 ) -> Segmenter:
-    """The segmenter the app uses: DEXTR if the weights file exists, else the GrabCut fallback.
+    """The segmenter the app uses, chosen by the weights file's contents: DEXTR for a DEXTR
+    HDF5 file, :class:`dextr_core.sam.SamSegmenter` for a SAM checkpoint (PyTorch file: SAM
+    ViT-B/L/H or MobileSAM, ``sam_prompt`` one of :data:`dextr_core.sam.PROMPTS`), the GrabCut
+    fallback when the file does not exist.
 
     ``weights_path`` defaults to :data:`DEFAULT_WEIGHTS_PATH` (``models/dextr_pascal-sbd.h5``).
-    A file that exists but is broken or not DEXTR's raises
-    :class:`dextr_core.weights.WeightsError` (the app shows it) instead of silently falling back.
-    Get the weights with :data:`DOWNLOAD_COMMAND`.
+    ``threshold`` is DEXTR's (SAM keeps its own, logit > 0). A file that exists but is broken,
+    or is neither DEXTR's nor SAM's, raises :class:`dextr_core.weights.WeightsError` naming what
+    it found (the app shows it) instead of silently falling back. Get the weights with
+    :data:`DOWNLOAD_COMMAND` (SAM: ``python -m dextr_core.download mobile-sam``).
     """
     threshold = _check_threshold(threshold)
     path = Path(weights_path) if weights_path is not None else DEFAULT_WEIGHTS_PATH
+    if path.is_file():
+        from . import sam
+
+        try:
+            kind = sam.describe_file(path)
+        except OSError as exc:
+            raise WeightsError(f"Weights file {path} cannot be read ({exc}). {REMEDY}") from exc
+        if kind == "torch":
+            return sam.SamSegmenter(path, prompt=sam_prompt)
+        if kind != "hdf5":
+            raise WeightsError(
+                f"Weights file {path} is neither DEXTR weights (an HDF5 file) nor a SAM "
+                f"checkpoint (a PyTorch file): it is {kind}. {REMEDY} For SAM put "
+                f"mobile_sam.pt or sam_vit_b_01ec64.pth there (`{sam.DOWNLOAD_COMMAND}`)."
+            )
     if path.exists():
         return DextrSegmenter(path, threshold)
     from .fallback import GrabCutSegmenter

@@ -272,6 +272,7 @@ def _page() -> None:
         show()
         prompts.all_done(store)
         return
+    resources.prepare_photo(sess.segmenter, photos.full_image, sess.path)  # SAM: embedding now
     _take_injected_clicks(sess)
     row = st.container(horizontal=True, gap="medium")  # wraps: controls below when narrow
     left = row.container(width=photo_canvas.display_size(sess)[0])
