@@ -23,6 +23,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import precision
+
 __all__ = [
     "RUNTIMES", "Choice", "Device", "choose", "cpu_flags", "cpu_name", "openvino_device",
     "probe_devices",
@@ -215,3 +217,39 @@ def resolve(runtime: str = "auto", devices: list[Device] | None = None) -> Choic
 
     backend = keras.backend.backend()
     return choose(runtime, backend, probe_devices(backend) if devices is None else devices)
+
+
+#: How the runtimes are named in :attr:`DextrSegmenter.runtime_info`.
+RUNTIME_NAMES = {
+    "openvino": "OpenVINO",
+    "xla": "TensorFlow XLA",
+    "graph": "TensorFlow graph",
+    "eager": "TensorFlow eager",
+    "predict": "Keras predict",
+    "torch": "PyTorch",  # SAM's encoder (dextr_core.sam)
+}
+
+
+def describe_runtime(runtime: str, device, decision) -> str:
+    """One line saying what runs DEXTR, e.g. ``"OpenVINO on CPU (Xeon), bfloat16 (checked: min
+    IoU 0.998, ...)"`` or ``"OpenVINO on CPU (AMD EPYC), float32 (the device offers no faster
+    precision)"``. ``device``: :class:`dextr_core.runtime.Device`; ``decision``:
+    :class:`dextr_core.precision.Decision`."""
+    name = RUNTIME_NAMES.get(runtime, runtime)
+    if runtime == "predict":
+        name = f"Keras {device.framework}".replace("jax", "JAX").replace("torch", "PyTorch")
+    text = f"{name} on {device.label}, {precision.PRECISION_NAME[decision.precision]}"
+    check = decision.check
+    if check is not None:
+        detail = f"checked: {check.summary()}"
+    else:
+        refused = [
+            f"{precision.PRECISION_NAME[c.precision]} "
+            + ("not faster" if c.accurate else "differs")
+            + f": {c.summary()}"
+            for c in decision.checks
+        ]
+        detail = "; ".join(refused) if refused else decision.note
+    if decision.cached:
+        detail += "; decision cached"
+    return f"{text} ({detail})" if detail else text

@@ -493,9 +493,8 @@ class SamSegmenter:
                 xml = self._openvino_encoder(runtime == "auto", Path(scratch))
             decision, self._encode = self._choose_precision(requested_precision, xml)
         self.precision_decision, self.precision = decision, decision.precision
-        from .segmenters import describe_runtime
-
-        self.runtime_info = describe_runtime(self.runtime, self.device, self.precision_decision)
+        self.runtime_info = runtime_choice.describe_runtime(self.runtime, self.device,
+                                                            self.precision_decision)
         self.runtime_info += "; prompt decoder in PyTorch; embeddings of " \
             f"{self.max_photos} photos kept"
         logger.info("%s runs on %s (%s)", self.name, self.runtime_info, choice.reason)

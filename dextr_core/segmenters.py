@@ -51,15 +51,6 @@ DEFAULT_WEIGHTS_PATH = Path(__file__).resolve().parents[1] / "models" / DEFAULT_
 
 #: Runtimes :class:`DextrSegmenter` can run the network with (see ``runtime=``).
 RUNTIMES = runtime_choice.RUNTIMES
-#: How the runtimes are named in :attr:`DextrSegmenter.runtime_info`.
-RUNTIME_NAMES = {
-    "openvino": "OpenVINO",
-    "xla": "TensorFlow XLA",
-    "graph": "TensorFlow graph",
-    "eager": "TensorFlow eager",
-    "predict": "Keras predict",
-    "torch": "PyTorch",  # SAM's encoder (dextr_core.sam)
-}
 #: OpenVINO's names of the precisions (``INFERENCE_PRECISION_HINT``).
 OPENVINO_PRECISIONS = {"f32": "f32", "bf16": "bf16", "f16": "f16"}
 
@@ -276,7 +267,8 @@ class DextrSegmenter:
                     forward = _compile_openvino(xml, self.precision, batch=-1)
                 sizes = sorted({min(2**i, max_batch) for i in range(max_batch.bit_length() + 1)})
                 self._batcher = DynamicBatcher(forward, max_batch, sizes=sizes)
-        self.runtime_info = describe_runtime(self.runtime, self.device, self.precision_decision)
+        self.runtime_info = runtime_choice.describe_runtime(self.runtime, self.device,
+                                                            self.precision_decision)
         if self.max_batch > 1:
             self.runtime_info += f"; up to {self.max_batch} concurrent clicks in one forward"
         logger.info("%s runs on %s (%s)", self.name, self.runtime_info, choice.reason)
@@ -415,31 +407,6 @@ def _requested_max_batch(max_batch: int | None) -> int | None:
             "(1: one forward at a time)"
         )
     return number
-
-
-def describe_runtime(runtime: str, device, decision) -> str:
-    """One line saying what runs DEXTR, e.g. ``"OpenVINO on CPU (Xeon), bfloat16 (checked: min
-    IoU 0.998, ...)"`` or ``"OpenVINO on CPU (AMD EPYC), float32 (the device offers no faster
-    precision)"``. ``device``: :class:`dextr_core.runtime.Device`; ``decision``:
-    :class:`dextr_core.precision.Decision`."""
-    name = RUNTIME_NAMES.get(runtime, runtime)
-    if runtime == "predict":
-        name = f"Keras {device.framework}".replace("jax", "JAX").replace("torch", "PyTorch")
-    text = f"{name} on {device.label}, {precision_check.PRECISION_NAME[decision.precision]}"
-    check = decision.check
-    if check is not None:
-        detail = f"checked: {check.summary()}"
-    else:
-        refused = [
-            f"{precision_check.PRECISION_NAME[c.precision]} "
-            + ("not faster" if c.accurate else "differs")
-            + f": {c.summary()}"
-            for c in decision.checks
-        ]
-        detail = "; ".join(refused) if refused else decision.note
-    if decision.cached:
-        detail += "; decision cached"
-    return f"{text} ({detail})" if detail else text
 
 
 def load_segmenter(
