@@ -332,7 +332,7 @@ def test_more_clicks_refine_and_undo_goes_back(project):
     assert not np.array_equal(sess.candidate.mask, first)
     five_background = at.session_state["anno_view"].background
     assert five_background[1] != first_background[1]  # the canvas shows the refined mask
-    _button(at, "Undo click").click().run()
+    _button(at, "Undo").click().run()
     assert any("4 clicks" in c.value for c in at.caption)
     again = at.session_state["anno_session"].candidate.mask
     assert (again & first).sum() / (again | first).sum() > 0.98
@@ -346,7 +346,7 @@ def test_points_on_one_spot_warn_and_stay(project):
     assert not at.exception
     assert "one spot" in _texts(at.warning)
     assert _button(at, "Accept object").disabled
-    _button(at, "Undo click").click().run()
+    _button(at, "Undo").click().run()
     assert any("3 of 4" in i.value for i in at.info)
 
 
@@ -367,7 +367,7 @@ def test_a_failing_model_keeps_the_clicks(project, monkeypatch):
     assert "broken model failed" in _texts(at.warning)
     assert "out of memory" in _texts(at.warning)
     assert _button(at, "Accept object").disabled
-    assert not _button(at, "Undo click").disabled
+    assert not _button(at, "Undo").disabled
 
 
 def test_click_outside_the_image_is_refused(project):
