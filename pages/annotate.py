@@ -281,8 +281,10 @@ def _page() -> None:
     with right:
         show()  # beside (or below) the photo: the canvas never moves under the pointer
     with left:
-        tools.row(sess, photo_canvas.whole_scale(sess), photo_canvas.redraw)
+        bar = st.container()  # above the photo, filled once the canvas has the tool's mode
         photo_canvas.draw(sess, candidate)
+    with bar:
+        tools.row(sess, photo_canvas.whole_scale(sess), photo_canvas.redraw)
     with right:
         _controls(sess, candidate, cfg)
 

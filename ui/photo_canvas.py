@@ -54,8 +54,9 @@ def _on_canvas(sess, key: str) -> None:
     """Canvas callback: its markers become the current clicks, its paths the strokes."""
     value = st.session_state.get(key) or {}
     raw = (value.get("drawing") or {}).get("raw") if hasattr(value, "get") else None
-    if raw is None or not sess.editable:
-        return
+    current = view().drawing
+    if raw is None or not sess.editable or current is None or current[0] != key:
+        return  # a canvas already replaced (its last send came late): not this object's
     take_drawing(sess, raw)
 
 
@@ -286,7 +287,7 @@ def draw(sess, candidate) -> None:
     if state.drawing is None or state.drawing[0] != key or state.drawing[3] != box:
         xy = box.to_canvas(sess.points) if sess.editing is None else np.zeros((0, 2))
         state.drawing = (key, cv.points_drawing(xy), len(sess.strokes), box)
-    tool = tools.state().tool
+    tool = tools.current(sess)
     brush = tools.brush_px(sess, whole_scale(sess))
     if tool == "points":
         mode, width, colour = "point", cv.POINT_STROKE, cv.POINT_STROKE_COLOUR

@@ -28,7 +28,7 @@ TOOLS = ("points", "paint", "erase")
 KEYS = {"points": "C", "paint": "B", "erase": "E", "smaller": "[", "larger": "]", "zoom": "Z"}
 #: Stroke colours on the canvas (what tells paint from erase in the canvas's drawing).
 PAINT_COLOUR = "rgba(0, 230, 118, 0.55)"
-ERASE_COLOUR = "rgba(255, 23, 68, 0.55)"
+ERASE_COLOUR = "rgba(255, 255, 255, 0.6)"
 #: Default brush diameter on screen (CSS px) for a photo shown whole; the size is kept in image px.
 DEFAULT_BRUSH_SCREEN_PX = 16
 #: Brush sizes ``[`` / ``]`` step through (image px): about x1.25 a step.
@@ -51,6 +51,13 @@ class Tools:
 def state() -> Tools:
     """This browser session's :class:`Tools`."""
     return st.session_state.setdefault(_STATE, Tools())
+
+
+def current(sess) -> str:
+    """The tool in use: the chosen one, except that an accepted object being edited is
+    corrected with the brushes (Points then means Paint)."""
+    tool = state().tool
+    return "paint" if tool == "points" and sess.editing is not None else tool
 
 
 def mode_of(colour: str) -> str:
@@ -128,10 +135,8 @@ def _act(action, redraw) -> None:
 def row(sess, scale: float, redraw) -> None:
     """The tool row (one line, above the photo). ``scale``: canvas px per image px of the photo
     shown whole; ``redraw``: called when the canvas must be mounted afresh (a new view)."""
-    t = state()
     editing = sess.editing is not None
-    if editing and t.tool == "points":
-        t.tool = "paint"  # an accepted object is corrected with the brushes
+    chosen = current(sess)
     bar = st.container(horizontal=True, gap="small", vertical_alignment="center",
                        key="anno-tools")
     labels = {"points": "Points", "paint": "Paint", "erase": "Erase"}
@@ -139,7 +144,7 @@ def row(sess, scale: float, redraw) -> None:
              "erase": ":material/ink_eraser:"}
     for tool in TOOLS:
         bar.button(labels[tool], key=f"anno-tool-{tool}", icon=icons[tool],
-                   type="primary" if t.tool == tool else "secondary",
+                   type="primary" if chosen == tool else "secondary",
                    on_click=_choose, args=(tool,),
                    disabled=(tool == "points" and editing) or not sess.editable,
                    help=f"{labels[tool]} (`{KEYS[tool]}`)",
