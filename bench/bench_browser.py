@@ -238,7 +238,7 @@ def measure(width: int, height: int, repeat: int, screenshot: Path | None = None
                 models.append(float(found.group(1)) if found else 0.0)
                 if screenshot is not None:
                     page.screenshot(path=str(screenshot))
-                page.get_by_role("button", name="Clear", exact=True).click()
+                page.get_by_role("button", name="Clear Shortcut").click()
             browser.close()
     return times[1:], models[1:], thirds[1:]
 
