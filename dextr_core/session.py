@@ -829,6 +829,8 @@ class AnnotationSession:
         """The clicks changed: the candidate is recomputed on demand (a pending Accept keeps its
         object id only for the very clicks it was made with, see :meth:`accept`)."""
         op.candidate = None
+        if len(op.points) < 4:
+            op.model = None  # as before strokes: fewer than 4 clicks forget the model's mask
         if not op.points and not op.strokes:
             op.object_started = self.clock()
 
