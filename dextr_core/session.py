@@ -62,6 +62,8 @@ from .strokes import Stroke, apply_strokes
 
 #: Seconds between two heartbeats on the held image (claim timeouts are minutes).
 HEARTBEAT_EVERY_S = 30.0
+#: The engine recorded for an object painted by hand from nothing (no clicks).
+HAND = "painted by hand"
 #: Unreadable images passed over in one :meth:`AnnotationSession.open_next` at most.
 MAX_UNREADABLE_PER_OPEN = 50
 
@@ -175,7 +177,6 @@ class _Editing:
     bits), ``before`` its stored strokes then; the session's strokes are added after those."""
 
     object_id: str
-    index: int
     base: np.ndarray
     before: tuple
     saved: tuple = ()  # the session strokes the store holds now
@@ -485,7 +486,8 @@ class AnnotationSession:
         elif model is None and not strokes:
             cand = None
         elif model is None:  # painted from nothing (or 1-3 clicks: the strokes alone)
-            cand = Candidate((), apply_strokes(None, strokes, op.shape), None, "", 0.0, strokes)
+            cand = Candidate((), apply_strokes(None, strokes, op.shape), None, HAND, 0.0,
+                             strokes)
         elif model.mask is None or not strokes:
             cand = model
         else:
@@ -535,8 +537,8 @@ class AnnotationSession:
             raise SessionError("That object is no longer on this image (deleted meanwhile?); "
                                "reload the page to see its objects.")
         record = found[0]
-        op.editing = _Editing(record.object_id, record.index,
-                              np.packbits(self.mask(record).ravel()), tuple(record.strokes))
+        op.editing = _Editing(record.object_id, np.packbits(self.mask(record).ravel()),
+                              tuple(record.strokes))
         op.strokes, op.history, op.candidate = [], [], None
 
     def save_edit(self):
@@ -698,6 +700,9 @@ class AnnotationSession:
         from .store import ClaimError
 
         op = self._require_editable()
+        if not self.edit_saved:
+            raise SessionError("The last change to the object you are editing is not saved: "
+                               "press Save edit to try again, or Undo it, then Image done.")
         if not allow_empty and not self.objects:
             raise EmptyImageError(f"{op.image_id} has no object. Save it as done with an empty "
                                   "mask?")

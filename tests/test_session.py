@@ -547,7 +547,7 @@ def test_an_object_painted_from_nothing_is_accepted_and_rebuilt_from_its_strokes
     s.add_stroke(PAINT)
     np.testing.assert_array_equal(s.candidate.mask, PAINTED)
     stored = s.accept("wire")
-    assert stored.points == [] and stored.strokes == [PAINT]
+    assert stored.points == [] and stored.strokes == [PAINT] and stored.engine == "painted by hand"
     masks.object_mask_path(paths.destination, "a.png", stored.object_id).unlink()
     fresh = _session(project, token="t1")  # the file is gone: the record rebuilds the mask
     fresh.open_next()
@@ -640,6 +640,8 @@ def test_a_full_disk_at_an_edit_saves_nothing_and_the_retry_saves_once(project, 
     assert s.strokes == [ERASE] and not s.edit_saved  # kept for the retry
     with pytest.raises(SessionError, match="not saved"):
         s.stop_editing()
+    with pytest.raises(SessionError, match="not saved"):
+        s.done()
     monkeypatch.undo()
     s.save_edit()
     s.save_edit()  # pressed twice: nothing new stored
