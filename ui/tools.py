@@ -194,7 +194,7 @@ def cursor_px(brush: float, scale: float) -> int | None:
 
 #: Keys Streamlit cannot bind to buttons (``C`` is its own, ``[`` / ``]`` are refused): pressed
 #: outside a text field and without modifiers, they press the named button instead (and
-#: Streamlit's own ``c`` is not run).
+#: Streamlit's own ``c`` is not run) while the annotate page shows it.
 _KEYS_SCRIPT = """<script>
 window.__dextrKeys = %s;
 if (!window.__dextrKeysOn) {
@@ -206,9 +206,10 @@ if (!window.__dextrKeysOn) {
     const key = window.__dextrKeys[event.key.toLowerCase()];
     if (!key) return;
     const button = document.querySelector(".st-key-" + key + " button");
+    if (!button) return;  // another page: its keys are its own
     event.stopImmediatePropagation();
     event.preventDefault();
-    if (button && !button.disabled) button.click();
+    if (!button.disabled) button.click();
   }, true);
 }
 </script>"""
