@@ -797,3 +797,21 @@ def test_a_new_mask_leaves_the_canvas_photo_alone_and_comes_as_a_layer_over_it(
     mask = at.session_state["anno_session"].candidate.mask
     expected = draw_overlay(shown.image, [fit_mask(mask, (height, width))])
     assert np.abs(image - expected).max() <= 1.0
+
+
+def test_the_tool_row_chooses_a_brush_and_edit_makes_an_object_current(project):
+    at = _app()
+    _accept(at, DISC_CLICKS, "disc")
+    assert _button(at, "Points").proto.type == "primary"
+    _button(at, "Paint").click().run()
+    assert not at.exception
+    assert _button(at, "Paint").proto.type == "primary"
+    assert _button(at, "Points").proto.type == "secondary"
+    assert any("Brush" in m.value and "px" in m.value for m in at.markdown)
+    _button(at, "Edit").click().run()
+    assert not at.exception
+    assert "Editing an accepted object" in _texts(at.info)
+    assert _button(at, "Points").disabled  # an accepted object is corrected with the brushes
+    _button(at, "Done editing 1").click().run()
+    assert not at.exception and not [b for b in at.button if b.label.startswith("Done editing")]
+    assert not _button(at, "Points").disabled
