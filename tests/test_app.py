@@ -743,7 +743,7 @@ def test_when_the_service_stops_answering_mid_session_the_page_offers_the_local_
     local = resources.Engine(__import__("dextr_core.fallback").fallback.GrabCutSegmenter(), None)
     service = resources.Engine(DownService(), None)
     monkeypatch.setattr(resources, "_load_engine",
-                        lambda weights, threshold, server="": service if server else local)
+                        lambda weights, threshold, server="", *_: service if server else local)
     cfg = project / "anno_cfg.yml"
     cfg.write_text(cfg.read_text() + "  model_server: http://gpu1:8000/dextr\n")
     at = _app()
