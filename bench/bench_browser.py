@@ -1,4 +1,5 @@
-"""Fourth click -> overlay in a real browser, model aside: 4000 x 3000 photo, stub segmenter.
+"""Fourth click -> overlay, and brush stroke -> mask, in a real browser, model aside: 4000 x 3000
+photo, stub segmenter.
 
 Starts ``streamlit run bench/stub_app.py`` (app.py with a segmenter that returns a fixed disc mask
 at once) over a temporary folder with one 4000 x 3000 JPEG, opens it in headless Debian chromium
@@ -8,7 +9,14 @@ frame where the page shows the mask at the disc's centre, far from every click m
 of the canvas changes colour (a mask drawn into the canvas's photo), or a mask layer <img> over the
 canvas is decoded and covers it. That span is everything but the model: the canvas's message to the server, the
 rerun, the overlay, its encoding, the transfer and the browser's drawing. Each repeat clears the
-clicks first. Run from the repository root::
+clicks first.
+
+The stroke figure: with the four clicks in place and the Paint tool chosen, each round drags one
+stroke across the background (mouse down, 10 moves, up) and times, inside the page, from its
+``pointerup`` to the first animation frame where the mask layer <img> is opaque at a point on the
+stroke, far from the disc: the canvas's send, the rerun (the strokes rasterised at full
+resolution on the model's mask, the layer made and encoded), the transfer and the drawing; no
+model call. Run from the repository root::
 
     python3 bench/bench_browser.py [--repeat 7] [--size 4000x3000]
 """
@@ -76,6 +84,43 @@ _WATCH = """([x, y]) => {
         Math.abs(p[0] - b.base[0]) + Math.abs(p[1] - b.base[1]) + Math.abs(p[2] - b.base[2]) > 30)
       b.t1 = performance.now();
     requestAnimationFrame(tick);
+  };
+  requestAnimationFrame(tick);
+}"""
+
+
+# Per stroke: pointerup time, then a per-frame watch of the mask layer's alpha at one point.
+_STROKE_WATCH = """([x, y]) => {
+  const find = (root) => {
+    for (const el of root.querySelectorAll('*')) {
+      if (el.tagName === 'CANVAS' && el.classList.contains('dc-background-canvas')) return el;
+      if (el.shadowRoot) { const c = find(el.shadowRoot); if (c) return c; }
+    }
+    return null;
+  };
+  const probe = document.createElement('canvas');
+  probe.width = probe.height = 1;
+  const alpha = () => {
+    const c = find(document);
+    const img = c && c.parentElement.querySelector('img.dextr-mask');
+    if (!img || !img.complete || !img.naturalWidth) return 0;
+    const ctx = probe.getContext('2d');
+    ctx.clearRect(0, 0, 1, 1);
+    const cr = c.getBoundingClientRect(), ir = img.getBoundingClientRect();
+    const ix = (x + cr.left - ir.left) * img.naturalWidth / ir.width;
+    const iy = (y + cr.top - ir.top) * img.naturalHeight / ir.height;
+    if (ix < 0 || iy < 0 || ix >= img.naturalWidth || iy >= img.naturalHeight) return 0;
+    ctx.drawImage(img, Math.floor(ix), Math.floor(iy), 1, 1, 0, 0, 1, 1);
+    return ctx.getImageData(0, 0, 1, 1).data[3];
+  };
+  window.__stroke = {t0: null, t1: null, base: alpha()};
+  window.addEventListener('pointerup', () => {
+    if (window.__stroke.t0 === null) window.__stroke.t0 = performance.now();
+  }, {capture: true, once: true});
+  const tick = () => {
+    const b = window.__stroke;
+    if (b.t0 !== null && b.t1 === null && alpha() > 0) b.t1 = performance.now();
+    if (b.t1 === null) requestAnimationFrame(tick);
   };
   requestAnimationFrame(tick);
 }"""
@@ -193,9 +238,55 @@ def measure(width: int, height: int, repeat: int, screenshot: Path | None = None
                 models.append(float(found.group(1)) if found else 0.0)
                 if screenshot is not None:
                     page.screenshot(path=str(screenshot))
-                page.get_by_role("button", name="Clear clicks").click()
+                page.get_by_role("button", name="Clear Shortcut").click()
             browser.close()
     return times[1:], models[1:], thirds[1:]
+
+
+def measure_strokes(width: int, height: int, repeat: int) -> list[float]:
+    """ms from a Paint stroke's pointerup to its mask on the page, one figure per round (the
+    first round, a warm-up, dropped)."""
+    from playwright.sync_api import expect, sync_playwright
+
+    from ui.photos import display_size_for
+
+    shown = display_size_for((width, height))
+    scale = shown[0] / width
+    cx, cy, r = width // 2, height // 2, min(width, height) // 4
+    extremes = [(cx - r, cy), (cx + r, cy), (cx, cy - r), (cx, cy + r)]
+    left = (cx - r) * scale  # strokes stay left of the disc
+    times = []
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        (folder / "src").mkdir()
+        _photo(folder / "src" / "photo.jpg", width, height)
+        with _server(folder) as url, sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True,
+                                         args=CHROMIUM_ARGS)
+            page = browser.new_page(viewport={"width": 1700, "height": 1100})
+            page.set_default_timeout(90_000)
+            expect.set_options(timeout=60_000)
+            page.goto(f"{url}/?annotator=bench")
+            page.get_by_text("photo.jpg").first.wait_for()
+            for x, y in extremes:
+                _click(page, (x + 0.5) * scale, (y + 0.5) * scale)
+            expect(page.get_by_text("4 clicks. Check the mask")).to_be_visible()
+            page.keyboard.press("b")
+            expect(page.locator(".st-key-anno-tool-paint button").first).to_have_attribute(
+                "data-testid", "stBaseButton-primary")
+            box = page.locator("canvas.upper-canvas").bounding_box()
+            for i in range(repeat + 1):
+                y = 30.0 + i * (shown[1] - 60.0) / max(1, repeat)
+                page.evaluate(_STROKE_WATCH, [left * 0.5, y])
+                page.mouse.move(box["x"] + 10, box["y"] + y)
+                page.mouse.down()
+                page.mouse.move(box["x"] + left - 20, box["y"] + y + 3, steps=10)
+                page.mouse.up()
+                page.wait_for_function("() => window.__stroke.t1 !== null", timeout=60_000)
+                times.append(page.evaluate("() => window.__stroke.t1 - window.__stroke.t0"))
+                page.wait_for_timeout(300)
+            browser.close()
+    return times[1:]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -203,6 +294,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=7, help="measured rounds (median)")
     parser.add_argument("--screenshot", type=Path, help="save the page with the mask (PNG)")
     parser.add_argument("--size", default="4000x3000", help="photo WIDTHxHEIGHT")
+    parser.add_argument("--only", choices=("clicks", "strokes"), help="run one of the two")
     args = parser.parse_args(argv)
     if not CHROMIUM.exists():
         print("needs Debian's chromium at /usr/bin/chromium (bash scripts/setup_tests.sh)")
@@ -211,16 +303,24 @@ def main(argv: list[str] | None = None) -> int:
     load = os.getloadavg()
     print(f"bench_browser.py  {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}  "
           f"{platform.machine()}  {os.cpu_count()} CPUs  load {load[0]:.2f} {load[1]:.2f}")
-    times, models, thirds = measure(width, height, args.repeat, args.screenshot)
-    rest = [t - m for t, m in zip(times, models, strict=True)]
-    print(f"{width}x{height}, stub model, {len(times)} rounds (median, min, max ms):")
-    for name, values in (("4th click -> mask shown (browser)", times),
-                         ("  of which the stub model (page's 'Model N ms')", models),
-                         ("  the rest: rerun, overlay, encoding, transfer, drawing", rest),
-                         ("3rd click -> its rerun shown (no mask: the round trip)", thirds)):
+    rows = []
+    if args.only != "strokes":
+        times, models, thirds = measure(width, height, args.repeat, args.screenshot)
+        rest = [t - m for t, m in zip(times, models, strict=True)]
+        rows += [("4th click -> mask shown (browser)", times),
+                 ("  of which the stub model (page's 'Model N ms')", models),
+                 ("  the rest: rerun, overlay, encoding, transfer, drawing", rest),
+                 ("3rd click -> its rerun shown (no mask: the round trip)", thirds)]
+    if args.only != "clicks":
+        strokes = measure_strokes(width, height, args.repeat)
+        rows.append(("Paint stroke (pointerup) -> mask shown (no model)", strokes))
+    print(f"{width}x{height}, stub model, {args.repeat} rounds (median, min, max ms):")
+    for name, values in rows:
         print(f"| {name:56s} | {statistics.median(values):6.0f} | {min(values):6.0f} | "
               f"{max(values):6.0f} |")
-    print("rounds:", ", ".join(f"{t:.0f}" for t in times))
+    for name, values in rows:
+        if not name.startswith(" "):
+            print(f"rounds ({name.split(' ->')[0]}):", ", ".join(f"{t:.0f}" for t in values))
     return 0
 
 

@@ -12,6 +12,7 @@ Layout (DEXTR-AnnoTool's keys plus a few new optional ones)::
       labels: [object]          # class names offered for each object
       weights: models/dextr_pascal-sbd.h5
       threshold: 0.8            # 0 < t < 1, DEXTR probability -> mask
+      sam_prompt: box+points    # SAM weights only: box+points | box | points (dextr_core.sam)
       claim_timeout_min: 30     # an image left open this long goes back to the queue
       max_image_megapixels: 200 # larger photos are refused before decoding (marked unreadable)
     admin:
@@ -44,6 +45,7 @@ from typing import Any
 import yaml
 
 from .errors import DextrError
+from .sam import PROMPTS as SAM_PROMPTS  # values of optional.sam_prompt (no torch imported)
 
 DEFAULT_MASK_SUFFIX = "_mask"
 DEFAULT_SAVE_FORMAT = "png"
@@ -79,6 +81,7 @@ KNOWN_KEYS: dict[str, tuple[str, ...]] = {
         "claim_timeout_min",
         "max_image_megapixels",
         "model_server",
+        "sam_prompt",
     ),
     "admin": ("progress_file", "database", "reset_progress"),
 }
@@ -110,6 +113,8 @@ class AnnoConfig:
     decoding), ``database`` (where the store lives: a file path as text, or a ``postgresql://``
     URL; default ``str(progress_file)``), ``model_server`` (the address of a DEXTR model service,
     ``http://host:port/...``, see :mod:`dextr_core.serve`; "" = run the model in this process),
+    ``sam_prompt`` (how a SAM checkpoint is prompted from the clicks: ``box+points`` (default),
+    ``box`` or ``points``; see :mod:`dextr_core.sam`),
     ``warnings`` (things that still work but should be fixed, for the app to show).
     """
 
@@ -129,6 +134,7 @@ class AnnoConfig:
     max_image_pixels: int = int(DEFAULT_MAX_IMAGE_MEGAPIXELS * 1_000_000)
     database: str = ""
     model_server: str = ""
+    sam_prompt: str = SAM_PROMPTS[0]
     warnings: tuple[str, ...] = ()
 
 
@@ -335,6 +341,7 @@ def load_config(path: str | os.PathLike) -> AnnoConfig:
                       f"must be above 0 megapixels, got {megapixels}; e.g. 200")
         megapixels = DEFAULT_MAX_IMAGE_MEGAPIXELS
     model_server = _model_server(check, optional)
+    sam_prompt = _sam_prompt(check, optional)
     warnings: list[str] = []
     progress_file, legacy_file = _progress_files(check, admin, source, cfg_path.parent, warnings)
     database = _database(check, admin, source, progress_file)
@@ -362,8 +369,21 @@ def load_config(path: str | os.PathLike) -> AnnoConfig:
         max_image_pixels=int(round(megapixels * 1_000_000)),
         database=database or str(progress_file),
         model_server=model_server,
+        sam_prompt=sam_prompt,
         warnings=tuple(warnings),
     )
+
+
+def _sam_prompt(check: _Checker, optional: dict) -> str:
+    value = optional.get("sam_prompt")
+    if value is None or value == "":
+        return SAM_PROMPTS[0]
+    if value not in SAM_PROMPTS:
+        check.problem("optional.sam_prompt",
+                      f"must be one of {', '.join(SAM_PROMPTS)}, got {value!r}; box+points (the "
+                      "box of the four clicks plus the clicks) is the default")
+        return SAM_PROMPTS[0]
+    return value
 
 
 def _model_server(check: _Checker, optional: dict) -> str:

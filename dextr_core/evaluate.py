@@ -353,9 +353,12 @@ def write_csv(path: str | os.PathLike, objects: Sequence[ObjectResult]) -> None:
     atomic_write(Path(path), data)
 
 
-def make_segmenter(kind: str | None, weights: Path, threshold: float | None):
-    """The segmenter the CLI evaluates: ``"fallback"``, ``"dextr"`` or None (DEXTR when the weights
-    file exists, else the GrabCut fallback). ``threshold`` None keeps each segmenter's default."""
+def make_segmenter(kind: str | None, weights: Path, threshold: float | None,
+                   sam_prompt: str = "box+points"):
+    """The segmenter the CLI evaluates: ``"fallback"``, ``"dextr"`` or None (the weights file's
+    model when it exists, else the GrabCut fallback). ``"dextr"`` means the ``weights`` file:
+    DEXTR's .h5, or a SAM checkpoint (:class:`dextr_core.sam.SamSegmenter` prompted as
+    ``sam_prompt``; its threshold is its own). ``threshold`` None keeps each one's default."""
     if kind is None:
         kind = "dextr" if Path(weights).is_file() else "fallback"
     if kind == "fallback":
@@ -372,6 +375,10 @@ def make_segmenter(kind: str | None, weights: Path, threshold: float | None):
             f"DEXTR weights not found at {weights}. Get them with `{DOWNLOAD_COMMAND}`, pass "
             "--weights PATH, or evaluate the classical fallback with --segmenter fallback."
         )
+    from .sam import SamSegmenter, describe_file
+
+    if describe_file(weights) == "torch":
+        return SamSegmenter(weights, prompt=sam_prompt)
     return DextrSegmenter(weights) if threshold is None else DextrSegmenter(weights, threshold)
 
 
@@ -398,7 +405,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--segmenter", choices=["fallback", "dextr"], default=None,
                         help="default: dextr if the --weights file exists, else fallback")
     parser.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS,
-                        help=f"DEXTR weights file (default {DEFAULT_WEIGHTS})")
+                        help=f"DEXTR weights file, or a SAM checkpoint such as mobile_sam.pt "
+                        f"(default {DEFAULT_WEIGHTS})")
+    from .sam import PROMPTS
+
+    parser.add_argument("--sam-prompt", choices=PROMPTS,
+                        default="box+points",
+                        help="how a SAM checkpoint is prompted from the clicks (default "
+                        "box+points: the box of the 4 extreme points plus every click)")
     parser.add_argument("--ignore", type=_parse_ignore, default=None, metavar="VALUE",
                         help="mask value left out of object and IoU, e.g. 128 for the GrabCut set "
                         "(default: none; a note is printed when masks hold such a middle value)")
@@ -443,7 +457,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         hint = mask_values_warning(pairs, args.ignore)
         if hint:
             print(hint, file=sys.stderr)
-        segmenter = make_segmenter(args.segmenter, args.weights, args.threshold)
+        segmenter = make_segmenter(args.segmenter, args.weights, args.threshold, args.sam_prompt)
         result = evaluate(args.dataset_dir, segmenter, ignore=args.ignore, limit=args.limit,
                           progress=not args.no_progress, clicks=args.clicks,
                           every=args.every)

@@ -4,7 +4,9 @@ Exporting the Keras network to OpenVINO's IR (``dextr.xml`` + ``dextr.bin``, ~12
 and checking it against Keras (~5 s) are most of a :class:`~dextr_core.segmenters.DextrSegmenter`'s
 start-up. The IR depends only on the weights file's bytes, the network's code and the Keras and
 OpenVINO versions, so an IR that passed the check is kept under a key made of exactly those; a
-later start with the same key compiles it directly and skips both.
+later start with the same key compiles it directly and skips both. :mod:`dextr_core.sam` keeps
+its converted image encoder (``sam_encoder.xml`` / ``.bin``) the same way, under a key made by
+:func:`key_for` from its own code and versions.
 
 The same entry keeps the precision decisions of :mod:`dextr_core.precision`
 (``precision-<tag>.json``, one per runtime, device and threshold), so a reduced precision is
@@ -32,6 +34,7 @@ __all__ = [
     "cache_key",
     "decision_tag",
     "discard",
+    "key_for",
     "lookup",
     "lookup_decision",
     "store",
@@ -61,27 +64,41 @@ def cache_key(weights_path: str | os.PathLike) -> str:
         openvino_version = importlib.import_module("openvino").__version__
     except ImportError:
         openvino_version = "none"
+    return key_for(
+        weights_path,
+        code=[Path(__file__).parent / "network.py"],
+        versions=f"keras {keras.__version__} openvino {openvino_version}",
+    )
 
+
+def key_for(weights_path: str | os.PathLike, code: list[Path], versions) -> str:
+    """Hex key over a weights file's bytes, the source files ``code`` (the network's code) and
+    ``versions`` (text, or a mapping of package -> version). Any change of one gives a new key."""
     digest = hashlib.sha256()
     with open(weights_path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 22), b""):
             digest.update(block)
-    digest.update((Path(__file__).parent / "network.py").read_bytes())
-    digest.update(f"keras {keras.__version__} openvino {openvino_version}".encode())
+    for path in code:
+        digest.update(Path(path).read_bytes())
+    if not isinstance(versions, str):
+        versions = json.dumps(versions, sort_keys=True)
+    digest.update(versions.encode())
     return digest.hexdigest()[:32]
 
 
-def lookup(key: str) -> Path | None:
-    """The cached ``dextr.xml`` for ``key`` if its entry is complete, else None."""
+def lookup(key: str, files: tuple[str, ...] = IR_FILES) -> Path | None:
+    """The cached IR's xml (``files[0]``, default ``dextr.xml``) for ``key`` if its entry holds
+    all ``files``, else None."""
     root = cache_dir()
     if root is None:
         return None
     entry = root / key
-    return entry / IR_FILES[0] if all((entry / name).is_file() for name in IR_FILES) else None
+    return entry / files[0] if all((entry / name).is_file() for name in files) else None
 
 
-def store(key: str, folder: Path) -> Path | None:
-    """Copy the IR in ``folder`` into the cache under ``key``; returns the entry or None.
+def store(key: str, folder: Path, files: tuple[str, ...] = IR_FILES) -> Path | None:
+    """Copy the IR ``files`` in ``folder`` into the cache under ``key``; returns the entry or
+    None.
 
     The entry appears whole or not at all (copied into a temporary folder, then renamed), so a
     second server process exporting at the same time, or a crash, never leaves half an IR.
@@ -93,12 +110,12 @@ def store(key: str, folder: Path) -> Path | None:
     temporary = root / f".{key}.{uuid.uuid4().hex}.tmp"
     try:
         temporary.mkdir(parents=True)
-        for name in IR_FILES:
+        for name in files:
             shutil.copyfile(folder / name, temporary / name)
         try:
             temporary.rename(entry)
         except OSError:
-            if lookup(key) is None:  # not another process's complete copy but a broken entry
+            if lookup(key, files) is None:  # not another process's complete copy but a broken entry
                 shutil.rmtree(entry, ignore_errors=True)
                 temporary.rename(entry)
         return entry

@@ -23,7 +23,12 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["RUNTIMES", "Choice", "Device", "choose", "cpu_flags", "cpu_name", "probe_devices"]
+from . import precision
+
+__all__ = [
+    "RUNTIMES", "Choice", "Device", "choose", "cpu_flags", "cpu_name", "openvino_device",
+    "probe_devices",
+]
 
 #: Runtimes :class:`dextr_core.segmenters.DextrSegmenter` can run the network with.
 RUNTIMES = ("auto", "openvino", "xla", "graph", "eager", "predict")
@@ -176,22 +181,29 @@ def probe_devices(backend: str) -> list[Device]:
                 Device("torch", "gpu", torch.cuda.get_device_name(), gpu_precisions(capability))
             )
     devices.append(Device(backend, "cpu", cpu_name()))
-    if backend == "tensorflow" and importlib.util.find_spec("openvino") is not None:
-        try:
-            import openvino as ov
-
-            core = ov.Core()
-            if "CPU" in core.available_devices:
-                capabilities = core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
-                name = core.get_property("CPU", "FULL_DEVICE_NAME")
-                devices.append(
-                    Device(
-                        "openvino", "cpu", name, openvino_cpu_precisions(capabilities, cpu_flags())
-                    )
-                )
-        except Exception:  # an OpenVINO that cannot start is as good as none
-            pass
+    if backend == "tensorflow":
+        openvino = openvino_device()
+        if openvino is not None:
+            devices.append(openvino)
     return devices
+
+
+def openvino_device() -> Device | None:
+    """OpenVINO's CPU plugin as a :class:`Device`, or None when openvino is not installed or
+    cannot start."""
+    if importlib.util.find_spec("openvino") is None:
+        return None
+    try:
+        import openvino as ov
+
+        core = ov.Core()
+        if "CPU" not in core.available_devices:
+            return None
+        capabilities = core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+        name = core.get_property("CPU", "FULL_DEVICE_NAME")
+        return Device("openvino", "cpu", name, openvino_cpu_precisions(capabilities, cpu_flags()))
+    except Exception:  # an OpenVINO that cannot start is as good as none
+        return None
 
 
 def resolve(runtime: str = "auto", devices: list[Device] | None = None) -> Choice:
@@ -205,3 +217,39 @@ def resolve(runtime: str = "auto", devices: list[Device] | None = None) -> Choic
 
     backend = keras.backend.backend()
     return choose(runtime, backend, probe_devices(backend) if devices is None else devices)
+
+
+#: How the runtimes are named in :attr:`DextrSegmenter.runtime_info`.
+RUNTIME_NAMES = {
+    "openvino": "OpenVINO",
+    "xla": "TensorFlow XLA",
+    "graph": "TensorFlow graph",
+    "eager": "TensorFlow eager",
+    "predict": "Keras predict",
+    "torch": "PyTorch",  # SAM's encoder (dextr_core.sam)
+}
+
+
+def describe_runtime(runtime: str, device, decision) -> str:
+    """One line saying what runs DEXTR, e.g. ``"OpenVINO on CPU (Xeon), bfloat16 (checked: min
+    IoU 0.998, ...)"`` or ``"OpenVINO on CPU (AMD EPYC), float32 (the device offers no faster
+    precision)"``. ``device``: :class:`dextr_core.runtime.Device`; ``decision``:
+    :class:`dextr_core.precision.Decision`."""
+    name = RUNTIME_NAMES.get(runtime, runtime)
+    if runtime == "predict":
+        name = f"Keras {device.framework}".replace("jax", "JAX").replace("torch", "PyTorch")
+    text = f"{name} on {device.label}, {precision.PRECISION_NAME[decision.precision]}"
+    check = decision.check
+    if check is not None:
+        detail = f"checked: {check.summary()}"
+    else:
+        refused = [
+            f"{precision.PRECISION_NAME[c.precision]} "
+            + ("not faster" if c.accurate else "differs")
+            + f": {c.summary()}"
+            for c in decision.checks
+        ]
+        detail = "; ".join(refused) if refused else decision.note
+    if decision.cached:
+        detail += "; decision cached"
+    return f"{text} ({detail})" if detail else text

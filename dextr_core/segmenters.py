@@ -1,4 +1,5 @@
-"""Segmenters: image + extreme points -> mask. DEXTR when its weights are there, else GrabCut.
+"""Segmenters: image + extreme points -> mask. DEXTR (or SAM, :mod:`dextr_core.sam`) when its
+weights are there, else GrabCut.
 
 Both follow the :class:`Segmenter` protocol. A segmenter is shared by every Streamlit session of a
 server process (one cached instance, called from several threads): :class:`DextrSegmenter` runs
@@ -28,7 +29,14 @@ from . import precision as precision_check
 from . import runtime as runtime_choice
 from .batching import DynamicBatcher
 from .processing import DEFAULT_THRESHOLD, make_input, paste_mask, paste_probability
-from .weights import DEFAULT_WEIGHTS_NAME, DOWNLOAD_COMMAND, apply_weights, read_weight_file
+from .weights import (
+    DEFAULT_WEIGHTS_NAME,
+    DOWNLOAD_COMMAND,
+    REMEDY,
+    WeightsError,
+    apply_weights,
+    read_weight_file,
+)
 
 __all__ = [
     "DEFAULT_WEIGHTS_PATH",
@@ -43,14 +51,6 @@ DEFAULT_WEIGHTS_PATH = Path(__file__).resolve().parents[1] / "models" / DEFAULT_
 
 #: Runtimes :class:`DextrSegmenter` can run the network with (see ``runtime=``).
 RUNTIMES = runtime_choice.RUNTIMES
-#: How the runtimes are named in :attr:`DextrSegmenter.runtime_info`.
-RUNTIME_NAMES = {
-    "openvino": "OpenVINO",
-    "xla": "TensorFlow XLA",
-    "graph": "TensorFlow graph",
-    "eager": "TensorFlow eager",
-    "predict": "Keras predict",
-}
 #: OpenVINO's names of the precisions (``INFERENCE_PRECISION_HINT``).
 OPENVINO_PRECISIONS = {"f32": "f32", "bf16": "bf16", "f16": "f16"}
 
@@ -267,7 +267,8 @@ class DextrSegmenter:
                     forward = _compile_openvino(xml, self.precision, batch=-1)
                 sizes = sorted({min(2**i, max_batch) for i in range(max_batch.bit_length() + 1)})
                 self._batcher = DynamicBatcher(forward, max_batch, sizes=sizes)
-        self.runtime_info = describe_runtime(self.runtime, self.device, self.precision_decision)
+        self.runtime_info = runtime_choice.describe_runtime(self.runtime, self.device,
+                                                            self.precision_decision)
         if self.max_batch > 1:
             self.runtime_info += f"; up to {self.max_batch} concurrent clicks in one forward"
         logger.info("%s runs on %s (%s)", self.name, self.runtime_info, choice.reason)
@@ -408,43 +409,40 @@ def _requested_max_batch(max_batch: int | None) -> int | None:
     return number
 
 
-def describe_runtime(runtime: str, device, decision) -> str:
-    """One line saying what runs DEXTR, e.g. ``"OpenVINO on CPU (Xeon), bfloat16 (checked: min
-    IoU 0.998, ...)"`` or ``"OpenVINO on CPU (AMD EPYC), float32 (the device offers no faster
-    precision)"``. ``device``: :class:`dextr_core.runtime.Device`; ``decision``:
-    :class:`dextr_core.precision.Decision`."""
-    name = RUNTIME_NAMES.get(runtime, runtime)
-    if runtime == "predict":
-        name = f"Keras {device.framework}".replace("jax", "JAX").replace("torch", "PyTorch")
-    text = f"{name} on {device.label}, {precision_check.PRECISION_NAME[decision.precision]}"
-    check = decision.check
-    if check is not None:
-        detail = f"checked: {check.summary()}"
-    else:
-        refused = [
-            f"{precision_check.PRECISION_NAME[c.precision]} "
-            + ("not faster" if c.accurate else "differs")
-            + f": {c.summary()}"
-            for c in decision.checks
-        ]
-        detail = "; ".join(refused) if refused else decision.note
-    if decision.cached:
-        detail += "; decision cached"
-    return f"{text} ({detail})" if detail else text
-
-
 def load_segmenter(
-    weights_path: str | os.PathLike | None = None, threshold: float = DEFAULT_THRESHOLD
+    weights_path: str | os.PathLike | None = None,
+    threshold: float = DEFAULT_THRESHOLD,
+    *,
+    sam_prompt: str = "box+points",
 ) -> Segmenter:
-    """The segmenter the app uses: DEXTR if the weights file exists, else the GrabCut fallback.
+    """The segmenter the app uses, chosen by the weights file's contents: DEXTR for a DEXTR
+    HDF5 file, :class:`dextr_core.sam.SamSegmenter` for a SAM checkpoint (PyTorch file: SAM
+    ViT-B/L/H or MobileSAM, ``sam_prompt`` one of :data:`dextr_core.sam.PROMPTS`), the GrabCut
+    fallback when the file does not exist.
 
     ``weights_path`` defaults to :data:`DEFAULT_WEIGHTS_PATH` (``models/dextr_pascal-sbd.h5``).
-    A file that exists but is broken or not DEXTR's raises
-    :class:`dextr_core.weights.WeightsError` (the app shows it) instead of silently falling back.
-    Get the weights with :data:`DOWNLOAD_COMMAND`.
+    ``threshold`` is DEXTR's (SAM keeps its own, logit > 0). A file that exists but is broken,
+    or is neither DEXTR's nor SAM's, raises :class:`dextr_core.weights.WeightsError` naming what
+    it found (the app shows it) instead of silently falling back. Get the weights with
+    :data:`DOWNLOAD_COMMAND` (SAM: ``python -m dextr_core.download mobile-sam``).
     """
     threshold = _check_threshold(threshold)
     path = Path(weights_path) if weights_path is not None else DEFAULT_WEIGHTS_PATH
+    if path.is_file():
+        from . import sam
+
+        try:
+            kind = sam.describe_file(path)
+        except OSError as exc:
+            raise WeightsError(f"Weights file {path} cannot be read ({exc}). {REMEDY}") from exc
+        if kind == "torch":
+            return sam.SamSegmenter(path, prompt=sam_prompt)
+        if kind != "hdf5":
+            raise WeightsError(
+                f"Weights file {path} is neither DEXTR weights (an HDF5 file) nor a SAM "
+                f"checkpoint (a PyTorch file): it is {kind}. {REMEDY} For SAM put "
+                f"mobile_sam.pt or sam_vit_b_01ec64.pth there (`{sam.DOWNLOAD_COMMAND}`)."
+            )
     if path.exists():
         return DextrSegmenter(path, threshold)
     from .fallback import GrabCutSegmenter

@@ -14,6 +14,15 @@ read from the progress store, which is the single truth. It is the only writer o
   lapsed and moved to someone else is told (:class:`~dextr_core.store.ClaimError`) and writes
   nothing.
 
+- **Strokes** (Paint / Erase, :mod:`dextr_core.strokes`) correct the current object: the
+  candidate (its mask is the model's mask for the clicks with the strokes applied on top, or the
+  strokes alone for an object painted from nothing), kept here until Accept, which stores them
+  beside the clicks; or an accepted object made current by :meth:`AnnotationSession.edit_object`,
+  whose every change is saved at once (:meth:`AnnotationSession.save_edit`) with the rules of an
+  accept: the claim is checked before anything is written, a failed write is reported, a retry
+  stores the same strokes once. :meth:`AnnotationSession.undo` undoes the last action, a click or
+  a stroke.
+
 A session holds at most one image, claimed by ``(annotator, session token)``; an image held by
 another live session (another person, or the same name in another tab) opens read-only with the
 reason, and done or skipped images opened with Prev/Next open read-only with their status until
@@ -52,9 +61,12 @@ from .masks import (
     save_object_mask,
     split_label_map,
 )
+from .strokes import Stroke, apply_strokes
 
 #: Seconds between two heartbeats on the held image (claim timeouts are minutes).
 HEARTBEAT_EVERY_S = 30.0
+#: The engine recorded for an object painted by hand from nothing (no clicks).
+HAND = "painted by hand"
 #: Unreadable images passed over in one :meth:`AnnotationSession.open_next` at most.
 MAX_UNREADABLE_PER_OPEN = 50
 
@@ -123,10 +135,12 @@ class ImageStatus:
 
 @dataclass(frozen=True)
 class Candidate:
-    """The mask of the current clicks (bool (H, W) at full resolution) or why there is none.
+    """The mask of the current object (bool (H, W) at full resolution) or why there is none.
 
-    ``points``: the clicks it was made from (full-image (x, y)); ``error``: the segmenter's refusal
-    or failure as a sentence (``mask`` is None then); ``model_ms``: segmentation time in ms.
+    ``points``: the clicks it was made from (full-image (x, y)); ``strokes``: the brush strokes
+    applied on the model's mask (or, without clicks, on an empty one); ``error``: the
+    segmenter's refusal or failure as a sentence (``mask`` is None then); ``model_ms``:
+    segmentation time in ms.
     """
 
     points: tuple
@@ -134,6 +148,7 @@ class Candidate:
     error: str | None
     engine: str
     model_ms: float = 0.0
+    strokes: tuple = ()
 
 
 @dataclass(frozen=True)
@@ -160,6 +175,22 @@ class _Open:
     pending_points: tuple | None = None
     mask_file: Path | None = None  # where the saved mask is read from (found once per open)
     file_stamp: tuple | None = None  # the photo file's (mtime ns, size, inode) when opened
+    strokes: list = field(default_factory=list)  # the current object's strokes (Stroke)
+    history: list = field(default_factory=list)  # "click" / "stroke", oldest first (for undo)
+    model: Candidate | None = None  # the model's mask for the clicks, before the strokes
+    candidate_key: tuple = (None, ())  # what op.candidate was made from (see candidate)
+    editing: _Editing | None = None  # the accepted object made current by edit_object
+
+
+@dataclass
+class _Editing:
+    """An accepted object being corrected: ``base`` its mask when it was made current (packed
+    bits), ``before`` its stored strokes then; the session's strokes are added after those."""
+
+    object_id: str
+    base: np.ndarray
+    before: tuple
+    saved: tuple = ()  # the session strokes the store holds now
 
 
 class AnnotationSession:
@@ -377,12 +408,25 @@ class AnnotationSession:
         """Give the open image back unfinished (its objects stay in the store) and close it."""
         self._leave()
 
-    # ---- clicks and the candidate ------------------------------------------------------------
+    # ---- clicks, strokes and the candidate ---------------------------------------------------
+
+    @property
+    def strokes(self) -> list[Stroke]:
+        """The current object's strokes this session holds (a copy): the candidate's, or those
+        added to the object being edited since :meth:`edit_object`."""
+        return list(self._open.strokes) if self._open else []
+
+    @property
+    def editing(self) -> str | None:
+        """The object id of the accepted object being edited (:meth:`edit_object`), else None."""
+        return self._open.editing.object_id if self._open and self._open.editing else None
 
     def add_point(self, x: float, y: float) -> None:
         """Add one click (full-image pixels); PointError when outside the image."""
         op = self._require_editable()
+        self._refuse_clicks_while_editing(op)
         op.points.append(list(self._checked_point(op, x, y)))
+        op.history.append("click")
         self._points_changed(op)
 
     def set_points(self, points: Sequence[Sequence[float]]) -> None:
@@ -391,36 +435,100 @@ class AnnotationSession:
         op = self._require_editable()
         checked = [list(self._checked_point(op, p[0], p[1])) for p in points]
         if checked != op.points:
+            self._refuse_clicks_while_editing(op)
+            _track(op.history, "click", len(op.points), len(checked))
             op.points = checked
             self._points_changed(op)
 
+    def add_stroke(self, stroke: Stroke) -> None:
+        """Add one brush stroke to the current object (while editing an accepted object it is
+        saved at once: see :meth:`save_edit`)."""
+        self.set_strokes([*self.strokes, stroke])
+
+    def set_strokes(self, strokes: Sequence[Stroke]) -> None:
+        """Replace the current object's strokes (e.g. by what the canvas shows). While editing an
+        accepted object the change is saved at once (:meth:`save_edit`; its errors propagate,
+        the strokes stay for the retry)."""
+        op = self._require_editable()
+        strokes = list(strokes)
+        if any(not isinstance(st, Stroke) for st in strokes):
+            raise TypeError("strokes must be dextr_core.strokes.Stroke objects")
+        if strokes == op.strokes:
+            return
+        _track(op.history, "stroke", len(op.strokes), len(strokes))
+        op.strokes = strokes
+        if not op.points and not op.strokes and op.editing is None:
+            op.object_started = self.clock()
+        if op.editing is not None:
+            self.save_edit()
+
     def undo(self) -> None:
-        """Remove the last click (no-op without clicks)."""
+        """Undo the last action of the current object, a click or a stroke (no-op without any).
+        Undoing a stroke of an object being edited saves the change at once."""
         op = self._require_open()
-        if op.points:
-            op.points.pop()
-            self._points_changed(op)
+        if not op.history:
+            return
+        if op.history[-1] == "stroke":
+            self.set_strokes(op.strokes[:-1])
+            return
+        op.history.pop()
+        op.points.pop()
+        self._points_changed(op)
 
     def clear(self) -> None:
-        """Remove all clicks of the current object."""
+        """Remove all clicks and strokes of the current object (of an object being edited: the
+        strokes added since :meth:`edit_object`, saved at once)."""
         op = self._require_open()
-        op.points = []
+        if op.editing is not None:
+            self.set_strokes([])
+            return
+        op.points, op.strokes, op.history = [], [], []
         op.object_started = self.clock()
         self._points_changed(op)
 
     @property
     def candidate(self) -> Candidate | None:
-        """The mask of the current clicks (segmented once per set of >= 4 clicks), None with
-        fewer. A refusal (ValueError, e.g. all clicks on one spot) or a model failure gives a
-        Candidate with ``error`` set: the clicks are kept."""
+        """The current object's mask: the model's mask of the clicks (segmented once per set of
+        >= 4 clicks) with the strokes applied; with no clicks, the strokes alone (an object
+        painted from nothing); while editing an accepted object, its mask with the new strokes.
+        None with fewer than 4 clicks and no strokes. A refusal (ValueError, e.g. all clicks on
+        one spot) or a model failure gives a Candidate with ``error`` set: the clicks are kept."""
         op = self._open
-        if op is None or len(op.points) < 4:
+        if op is None:
+            return None
+        strokes = tuple(op.strokes)
+        ed = op.editing
+        model = None if ed is not None else self._model(op)
+        key = (ed.object_id if ed else model, strokes)  # the model by identity
+        if op.candidate is not None and op.candidate_key[0] is key[0] and \
+                op.candidate_key[1] == strokes:
+            return op.candidate
+        if ed is not None:
+            base = np.unpackbits(ed.base, count=op.shape[0] * op.shape[1]).reshape(op.shape)
+            cand = Candidate((), apply_strokes(base.astype(bool), strokes), None, "", 0.0,
+                             strokes)
+        elif model is None and not strokes:
+            cand = None
+        elif model is None:  # painted from nothing (or 1-3 clicks: the strokes alone)
+            cand = Candidate((), apply_strokes(None, strokes, op.shape), None, HAND, 0.0,
+                             strokes)
+        elif model.mask is None or not strokes:
+            cand = model
+        else:
+            cand = Candidate(model.points, apply_strokes(model.mask, strokes), None,
+                             model.engine, model.model_ms, strokes)
+        op.candidate, op.candidate_key = cand, key
+        return cand
+
+    def _model(self, op: _Open) -> Candidate | None:
+        """The model's mask for the current clicks (>= 4), made once per set of clicks."""
+        if len(op.points) < 4:
             return None
         key = tuple(tuple(p) for p in op.points)
         seg = self.segmenter
-        if (op.candidate is not None and op.candidate.points == key
-                and op.candidate.engine == str(getattr(seg, "name", ""))):
-            return op.candidate
+        if (op.model is not None and op.model.points == key
+                and op.model.engine == str(getattr(seg, "name", ""))):
+            return op.model
         t0 = time.perf_counter()
         try:
             image = self.load(op.path)
@@ -432,8 +540,101 @@ class AnnotationSession:
         except Exception as exc:  # a failing model must not cost the clicks
             mask, error = None, f"the segmenter {seg.name} failed ({type(exc).__name__}: {exc})."
         ms = (time.perf_counter() - t0) * 1000.0
-        op.candidate = Candidate(key, mask, error, str(getattr(seg, "name", "")), ms)
-        return op.candidate
+        op.model = Candidate(key, mask, error, str(getattr(seg, "name", "")), ms)
+        return op.model
+
+    # ---- editing an accepted object ----------------------------------------------------------
+
+    def edit_object(self, obj) -> None:
+        """Make one of :attr:`objects` (an ObjectRecord or its object id) the current object to
+        correct it with strokes; each change is saved at once. SessionError while another
+        object is being made (accept or clear it first) or when the object is gone."""
+        op = self._require_editable()
+        if op.editing is not None:
+            self.stop_editing()
+        if op.points or op.strokes:
+            raise SessionError("Accept or clear the object you are making first, then edit "
+                               "another one.")
+        object_id = obj if isinstance(obj, str) else getattr(obj, "object_id", "")
+        found = [o for o in self.objects if object_id and o.object_id == object_id]
+        if not found:
+            raise SessionError("That object is no longer on this image (deleted meanwhile?); "
+                               "reload the page to see its objects.")
+        record = found[0]
+        op.editing = _Editing(record.object_id, np.packbits(self.mask(record).ravel()),
+                              tuple(record.strokes))
+        op.strokes, op.history, op.candidate = [], [], None
+
+    def save_edit(self):
+        """Save the object being edited: its mask file, then its strokes (the stored ones plus
+        this session's), through ``store.edit_object`` (the claim is checked before anything is
+        written). Returns the stored ObjectRecord. Raises ClaimError when the claim was lost
+        (nothing written; the image turns read-only), WriteError when a write failed (the
+        previous mask file is put back; the strokes stay here: call again to retry, which
+        stores them once), SessionError when the object is gone."""
+        from .store import ClaimError, StoreInputError, StoreWriteError
+
+        op = self._require_editable()
+        ed = op.editing
+        if ed is None:
+            raise SessionError("No object is being edited; press Edit beside an object first.")
+        strokes = tuple(op.strokes)
+        mask = self.candidate.mask
+        target = object_mask_path(self.paths.destination, op.image_id, ed.object_id)
+        written = []
+
+        def write() -> None:
+            save_object_mask(target, mask)
+            written.append(True)
+
+        try:
+            stored = self.store.edit_object(op.image_id, self.annotator, ed.object_id,
+                                            [*ed.before, *strokes], session=self.token,
+                                            write=write)
+        except ClaimError as exc:
+            self._lost(exc)
+            raise
+        except StoreInputError as exc:
+            raise SessionError(str(exc)) from exc
+        except (OSError, StoreWriteError) as exc:
+            if written:  # the file is new, the record is not: put the saved mask back
+                previous = self._masks.get((op.image_id, ed.object_id))
+                if previous is not None:
+                    n = op.shape[0] * op.shape[1]
+                    with contextlib.suppress(OSError):
+                        save_object_mask(target, np.unpackbits(previous, count=n)
+                                         .astype(bool).reshape(op.shape))
+            if isinstance(exc, OSError):
+                raise WriteError(_disk_message(exc, "The edit was not saved",
+                                               "then press Save edit")) from exc
+            raise WriteError(f"The edit was not saved: {exc} Press Save edit to try "
+                             "again.") from exc
+        self._masks[(op.image_id, ed.object_id)] = np.packbits(mask.ravel())
+        ed.saved = strokes
+        return stored
+
+    @property
+    def edit_saved(self) -> bool:
+        """True unless the object being edited has strokes the store does not hold yet."""
+        op = self._open
+        return not (op and op.editing) or tuple(op.strokes) == op.editing.saved
+
+    def stop_editing(self) -> None:
+        """Go back from editing an accepted object to making a new one. SessionError when the
+        last change is not saved yet (retry :meth:`save_edit`, or undo it)."""
+        op = self._require_open()
+        if op.editing is None:
+            return
+        if not self.edit_saved:
+            raise SessionError("The last change to this object is not saved: press Save edit "
+                               "to try again, or Undo it.")
+        op.editing, op.strokes, op.history, op.candidate = None, [], [], None
+        op.object_started = self.clock()
+
+    def _refuse_clicks_while_editing(self, op: _Open) -> None:
+        if op.editing is not None:
+            raise SessionError("Clicks make a new object: press Done editing first (an "
+                               "accepted object is corrected with Paint and Erase).")
 
     # ---- actions -----------------------------------------------------------------------------
 
@@ -449,16 +650,19 @@ class AnnotationSession:
         from .store import ClaimError, ObjectRecord
 
         op = self._require_editable()
+        if op.editing is not None:
+            raise SessionError("This object is already accepted and its changes are saved; "
+                               "press Done editing.")
         cand = self.candidate
-        if cand is None or cand.mask is None:
+        if cand is None or cand.mask is None or 0 < len(op.points) < 4:
             raise SessionError("Click the object's four extreme points first (left-most, "
-                               "right-most, top, bottom) and check the mask.")
+                               "right-most, top, bottom) and check the mask, or paint it.")
         if not cand.mask.any():
-            raise SessionError(f"The mask of these clicks is empty ({cand.engine} found no "
-                               "object there), so nothing was saved. Move the clicks onto the "
-                               "object's edges, or Clear and click again.")
-        if op.pending_id is None or op.pending_points != cand.points:
-            op.pending_id, op.pending_points = uuid.uuid4().hex, cand.points
+            raise SessionError(f"The mask is empty ({cand.engine} found no object there), so "
+                               "nothing was saved. Move the clicks onto the object's edges, "
+                               "paint the object, or Clear and click again.")
+        if op.pending_id is None or op.pending_points != (cand.points, cand.strokes):
+            op.pending_id, op.pending_points = uuid.uuid4().hex, (cand.points, cand.strokes)
         object_id = op.pending_id
         target = object_mask_path(self.paths.destination, op.image_id, object_id)
         try:
@@ -470,7 +674,8 @@ class AnnotationSession:
         record = ObjectRecord(label=str(label), points=[list(p) for p in cand.points],
                               engine=cand.engine, annotator=self.annotator,
                               seconds=round(max(0.0, now - op.object_started), 3),
-                              object_id=object_id)
+                              object_id=object_id, strokes=list(cand.strokes),
+                              edited=bool(cand.strokes))
         try:
             stored = self.store.add_object(op.image_id, self.annotator, record,
                                            session=self.token)
@@ -482,7 +687,7 @@ class AnnotationSession:
                                            "then press Accept again")) from exc
         self._masks[(op.image_id, object_id)] = np.packbits(cand.mask.ravel())
         op.pending_id = op.pending_points = None
-        op.points, op.candidate = [], None
+        op.points, op.strokes, op.history, op.candidate = [], [], [], None
         op.object_started = now
         return stored
 
@@ -501,6 +706,8 @@ class AnnotationSession:
         except OSError as exc:
             raise WriteError(_disk_message(exc, "The object was not deleted",
                                            "then delete it again")) from exc
+        if op.editing is not None and op.editing.object_id == target:
+            op.editing, op.strokes, op.history, op.candidate = None, [], [], None
         if not isinstance(target, int):
             self._masks.pop((op.image_id, target), None)
             with contextlib.suppress(OSError):
@@ -519,6 +726,9 @@ class AnnotationSession:
         from .store import ClaimError
 
         op = self._require_editable()
+        if not self.edit_saved:
+            raise SessionError("The last change to the object you are editing is not saved: "
+                               "press Save edit to try again, or Undo it, then Image done.")
         if not allow_empty and not self.objects:
             raise EmptyImageError(f"{op.image_id} has no object. Save it as done with an empty "
                                   "mask?")
@@ -684,8 +894,10 @@ class AnnotationSession:
     def _points_changed(self, op: _Open) -> None:
         """The clicks changed: the candidate is recomputed on demand (a pending Accept keeps its
         object id only for the very clicks it was made with, see :meth:`accept`)."""
-        op.candidate = None if len(op.points) < 4 else op.candidate
-        if not op.points:
+        op.candidate = None
+        if len(op.points) < 4:
+            op.model = None  # as before strokes: fewer than 4 clicks forget the model's mask
+        if not op.points and not op.strokes:
             op.object_started = self.clock()
 
     def _find_mask(self, op: _Open, obj) -> np.ndarray:
@@ -707,13 +919,28 @@ class AnnotationSession:
                      int(obj.index) if ids is None or not object_id else 0)
             if 1 <= index <= len(labels) and labels[index - 1].any():
                 return labels[index - 1]
+        strokes = list(getattr(obj, "strokes", None) or [])
         if obj.points:
             try:
-                return np.asarray(self.segmenter.segment(
+                model = np.asarray(self.segmenter.segment(
                     self.load(op.path), np.asarray(obj.points, dtype=np.float64)), dtype=bool)
-            except Exception:  # a refusal or a failing model: the object shows empty
+                return apply_strokes(model, strokes)
+            except Exception:  # a refusal or a failing model: the object shows its strokes
                 pass
-        return np.zeros(op.shape, dtype=bool)
+        return apply_strokes(None, strokes, op.shape)
+
+
+def _track(history: list, kind: str, before: int, after: int) -> None:
+    """Keep the undo history in step with a list of ``kind`` that went from ``before`` to
+    ``after`` items (added at its end, or its last ones removed, as a canvas does)."""
+    if after > before:
+        history.extend([kind] * (after - before))
+        return
+    for _ in range(before - after):
+        for i in range(len(history) - 1, -1, -1):
+            if history[i] == kind:
+                del history[i]
+                break
 
 
 def _file_stamp(path: Path) -> tuple | None:

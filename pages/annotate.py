@@ -27,7 +27,7 @@ from dextr_core.session import (
     PhotoUnreadableError,
     SessionPaths,
 )
-from ui import photo_canvas, photos, prompts, resources
+from ui import photo_canvas, photos, prompts, resources, tools
 from ui.messages import clear, md, say, show
 from ui.overlay import colour_hex
 
@@ -38,6 +38,9 @@ _LABEL, _CHOSEN = "anno_label", "anno_label_chosen"
 CONTROLS_WIDTH = 300  # CSS px
 SHORTCUTS = {"accept": "A", "undo": "U", "clear": "X", "done": "D", "skip": "S",
              "previous": "P", "next": "N"}
+#: The tool row's keys (ui/tools.py), listed in the help.
+TOOL_KEYS = {"points": "C", "paint brush": "B", "erase brush": "E", "smaller / larger brush":
+             "[ ]", "zoom to the object and back": "Z"}
 
 
 def _token() -> str:
@@ -140,8 +143,7 @@ def _edit(sess):
 
 
 def _points(sess, do):
-    clear()
-    do()
+    _act(do)  # undo / clear: while editing an object the change is saved (or fails) at once
     photo_canvas.view().generation += 1
 
 
@@ -179,26 +181,34 @@ def _controls(sess, candidate, cfg) -> None:
             st.button("Use the local engine", on_click=resources.use_local_engine,
                       width="stretch", help="Run the model in this server until the service "
                       "answers again (the sidebar can ask it again)")
+    elif sess.editing is not None:
+        st.info("Editing an accepted object: Paint and Erase change it, each change is saved.")
+    elif status.editable and n == 0 and candidate is not None:
+        st.caption("Painted by hand. Check the mask, then accept.")
     elif status.editable and n < 4:
         st.info(f"Click the extreme points: {n} of 4.")
     elif status.editable:
         st.caption(f"{n} clicks. Check the mask, then accept. Model {candidate.model_ms:.0f} ms.")
     st.selectbox("Class", cfg.labels, key=_LABEL, filter_mode=None, on_change=_chosen)
     _release_focus()
-    ready = candidate is not None and candidate.mask is not None and status.editable
+    ready = (candidate is not None and candidate.mask is not None and status.editable
+             and sess.editing is None and n not in (1, 2, 3))
     st.button("Accept object", type="primary", on_click=_accept, args=(sess,), disabled=not ready,
               shortcut=SHORTCUTS["accept"], width="stretch")
-    st.button("Undo click", on_click=_points, args=(sess, sess.undo), disabled=not sess.points,
-              shortcut=SHORTCUTS["undo"], width="stretch")
-    st.button("Clear clicks", on_click=_points, args=(sess, sess.clear),
-              disabled=not sess.points, shortcut=SHORTCUTS["clear"], width="stretch")
+    st.button("Undo", on_click=_points, args=(sess, sess.undo), help="Undo the last click or stroke",
+              disabled=not (sess.points or sess.strokes), shortcut=SHORTCUTS["undo"],
+              width="stretch")
+    st.button("Clear", on_click=_points, args=(sess, sess.clear), help="Clear the clicks and strokes",
+              disabled=not (sess.points or sess.strokes), shortcut=SHORTCUTS["clear"],
+              width="stretch")
     objects = sess.objects
     st.markdown(f"**Objects ({len(objects)})**")
     for i, obj in enumerate(objects, start=1):
-        swatch, text, delete = st.columns([1, 4, 3], vertical_alignment="center")
+        swatch, text, edit, delete = st.columns([1, 3, 3, 3], vertical_alignment="center")
         swatch.markdown(f"<div style='width:1.2em;height:1.2em;border-radius:3px;background:"
                         f"{colour_hex(i - 1)}'></div>", unsafe_allow_html=True)
-        text.markdown(f"{i}\\. {md(obj.label)}")
+        text.markdown(f"{i}\\. {md(obj.label)}" + (" ✎" if obj.edited else ""))
+        tools.edit_button(edit, sess, obj, i, photo_canvas.redraw)
         delete.button("Delete", key=f"anno-del-{sess.image_id}-{obj.object_id or i}",
                       on_click=_delete, args=(sess, obj), type="tertiary",
                       icon=":material/delete:", help=f"Delete object {i}",
@@ -222,9 +232,12 @@ def _controls(sess, candidate, cfg) -> None:
         st.markdown(
             "1. Click the object's **four extreme points**: left-most, right-most, top and "
             "bottom (any order); more clicks on its border refine the mask.\n"
-            "2. Pick the class and **Accept**; repeat for every object.\n"
-            "3. **Image done** saves the mask file and opens the next image.\n\n"
-            + "\n".join(f"- `{key}`: {what}" for what, key in SHORTCUTS.items()))
+            "2. Correct the mask with **Paint** and **Erase** (the brush size is in image "
+            "pixels; **Zoom** enlarges the object), or paint a thin object from nothing.\n"
+            "3. Pick the class and **Accept**; repeat for every object. **Edit** beside an "
+            "accepted object corrects it (saved at once).\n"
+            "4. **Image done** saves the mask file and opens the next image.\n\n"
+            + "\n".join(f"- `{key}`: {what}" for what, key in {**SHORTCUTS, **TOOL_KEYS}.items()))
 
 
 def _chosen() -> None:
@@ -272,6 +285,7 @@ def _page() -> None:
         show()
         prompts.all_done(store)
         return
+    resources.prepare_photo(sess.segmenter, photos.full_image, sess.path)  # SAM: embedding now
     _take_injected_clicks(sess)
     row = st.container(horizontal=True, gap="medium")  # wraps: controls below when narrow
     left = row.container(width=photo_canvas.display_size(sess)[0])
@@ -281,7 +295,10 @@ def _page() -> None:
     with right:
         show()  # beside (or below) the photo: the canvas never moves under the pointer
     with left:
+        bar = st.container()  # above the photo, filled once the canvas has the tool's mode
         photo_canvas.draw(sess, candidate)
+    with bar:
+        tools.row(sess, photo_canvas.whole_scale(sess), photo_canvas.redraw)
     with right:
         _controls(sess, candidate, cfg)
 

@@ -332,7 +332,7 @@ def test_more_clicks_refine_and_undo_goes_back(project):
     assert not np.array_equal(sess.candidate.mask, first)
     five_background = at.session_state["anno_view"].background
     assert five_background[1] != first_background[1]  # the canvas shows the refined mask
-    _button(at, "Undo click").click().run()
+    _button(at, "Undo").click().run()
     assert any("4 clicks" in c.value for c in at.caption)
     again = at.session_state["anno_session"].candidate.mask
     assert (again & first).sum() / (again | first).sum() > 0.98
@@ -346,7 +346,7 @@ def test_points_on_one_spot_warn_and_stay(project):
     assert not at.exception
     assert "one spot" in _texts(at.warning)
     assert _button(at, "Accept object").disabled
-    _button(at, "Undo click").click().run()
+    _button(at, "Undo").click().run()
     assert any("3 of 4" in i.value for i in at.info)
 
 
@@ -367,7 +367,7 @@ def test_a_failing_model_keeps_the_clicks(project, monkeypatch):
     assert "broken model failed" in _texts(at.warning)
     assert "out of memory" in _texts(at.warning)
     assert _button(at, "Accept object").disabled
-    assert not _button(at, "Undo click").disabled
+    assert not _button(at, "Undo").disabled
 
 
 def test_click_outside_the_image_is_refused(project):
@@ -743,7 +743,7 @@ def test_when_the_service_stops_answering_mid_session_the_page_offers_the_local_
     local = resources.Engine(__import__("dextr_core.fallback").fallback.GrabCutSegmenter(), None)
     service = resources.Engine(DownService(), None)
     monkeypatch.setattr(resources, "_load_engine",
-                        lambda weights, threshold, server="": service if server else local)
+                        lambda weights, threshold, server="", *_: service if server else local)
     cfg = project / "anno_cfg.yml"
     cfg.write_text(cfg.read_text() + "  model_server: http://gpu1:8000/dextr\n")
     at = _app()
@@ -889,3 +889,21 @@ def test_a_held_photo_replaced_by_an_unreadable_file_is_named_and_given_up(proje
     record = _store(project).get("a.png")
     assert (record.status, record.annotator) == ("unreadable", None)
     assert "cannot identify image file" in record.error
+
+
+def test_the_tool_row_chooses_a_brush_and_edit_makes_an_object_current(project):
+    at = _app()
+    _accept(at, DISC_CLICKS, "disc")
+    assert _button(at, "Points").proto.type == "primary"
+    _button(at, "Paint").click().run()
+    assert not at.exception
+    assert _button(at, "Paint").proto.type == "primary"
+    assert _button(at, "Points").proto.type == "secondary"
+    assert any("Brush" in m.value and "px" in m.value for m in at.markdown)
+    _button(at, "Edit").click().run()
+    assert not at.exception
+    assert "Editing an accepted object" in _texts(at.info)
+    assert _button(at, "Points").disabled  # an accepted object is corrected with the brushes
+    _button(at, "Done editing 1").click().run()
+    assert not at.exception and not [b for b in at.button if b.label.startswith("Done editing")]
+    assert not _button(at, "Points").disabled

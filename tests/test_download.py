@@ -234,3 +234,73 @@ def test_install_command_is_the_exact_command_that_puts_the_file_there(tmp_path,
     assert result.returncode == 0, result.stderr
     assert target.read_bytes() == good_file
 
+
+
+# --- SAM checkpoints (issue 21) -----------------------------------------------------------------
+
+
+def _sam_layout(width: int | None) -> bytes:
+    """A tiny PyTorch state dict with SAM's parts: a ViT image encoder of ``width`` (None:
+    MobileSAM's TinyViT key) — what the downloader checks besides the MD5."""
+    torch = pytest.importorskip("torch")
+    import io
+
+    state = {"prompt_encoder.point_embeddings.0.weight": torch.zeros(1, 256),
+             "mask_decoder.iou_token.weight": torch.zeros(1, 256)}
+    if width is None:
+        state["image_encoder.layers.0.blocks.0.conv1.c.weight"] = torch.zeros(256, 64, 1, 1)
+    else:
+        state["image_encoder.patch_embed.proj.weight"] = torch.zeros(width, 3, 16, 16)
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    return buffer.getvalue()
+
+
+def test_sam_vit_b_is_fetched_and_checked_by_md5_and_layout(tmp_path, monkeypatch, capsys):
+    import hashlib
+
+    from dextr_core import download
+
+    body = _sam_layout(768)
+    published = download.SAM_FILES["sam-vit-b"]
+    assert published.md5 == "01ec64d29a2fca3f0661936605ae66f8"
+    # the served stand-in is not the real file: make its MD5 the published one for this test
+    monkeypatch.setitem(download.SAM_FILES, "sam-vit-b", download.SamFile(
+        published.name, published.url_base, hashlib.md5(body).hexdigest(), "vit_b"))
+    path = "/share/DEXTR/sam_vit_b_01ec64.pth"
+    with Server({path: body}) as server:
+        assert main(["sam-vit-b", "--dest", str(tmp_path), "--url-base", server.url]) == 0
+    assert (tmp_path / "sam_vit_b_01ec64.pth").read_bytes() == body
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sam_vit_b_01ec64.pth"]
+    with Server({}) as server:  # a valid file already there is kept
+        assert main(["sam-vit-b", "--dest", str(tmp_path), "--url-base", server.url]) == 0
+    assert server.requests == [] and "already there" in capsys.readouterr().out
+
+
+def test_a_sam_file_with_another_md5_is_refused_and_not_saved(tmp_path, capsys):
+    body = _sam_layout(768)
+    with Server({"/share/DEXTR/sam_vit_b_01ec64.pth": body}) as server:
+        assert main(["sam-vit-b", "--dest", str(tmp_path), "--url-base", server.url]) == 1
+    err = capsys.readouterr().err
+    assert "not the published 01ec64d29a2fca3f0661936605ae66f8" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_mobile_sam_is_checked_by_layout_and_a_wrong_variant_refused(tmp_path, capsys):
+    out = tmp_path / "models" / "mobile_sam.pt"
+    with Server({"/share/DEXTR/mobile_sam.pt": _sam_layout(None)}) as server:
+        assert main(["mobile-sam", "--out", str(out), "--url-base", server.url]) == 0
+    assert out.is_file() and "MD5 of mobile_sam.pt" in capsys.readouterr().out
+    out.unlink()
+    with Server({"/share/DEXTR/mobile_sam.pt": _sam_layout(1280)}) as server:
+        assert main(["mobile-sam", "--out", str(out), "--url-base", server.url]) == 1
+    assert "is a vit_h checkpoint, not mobile_sam.pt" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_sam_downloads_are_published_where_the_checkpoints_live():
+    from dextr_core.download import SAM_FILES, model_for
+
+    assert SAM_FILES["sam-vit-b"].url_base == "https://dl.fbaipublicfiles.com/segment_anything/"
+    assert SAM_FILES["mobile-sam"].url_base.startswith("https://github.com/ChaoningZhang/MobileSAM")
+    assert model_for("models/mobile_sam.pt") == "mobile-sam"

@@ -89,7 +89,7 @@ def test_dextr_runtime_overrides_auto_and_bad_names_are_refused(monkeypatch):
 
 def test_the_description_names_runtime_device_and_precision():
     from dextr_core.precision import Decision, PrecisionCheck
-    from dextr_core.segmenters import describe_runtime
+    from dextr_core.runtime import describe_runtime
 
     plain = describe_runtime(
         "openvino", Device("openvino", "cpu", "AMD EPYC"), Decision("f32", note="no faster one")

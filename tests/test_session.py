@@ -22,10 +22,12 @@ from dextr_core.session import (
     PhotoUnreadableError,
     PointError,
     ReadOnlyError,
+    SessionError,
     SessionPaths,
     WriteError,
 )
 from dextr_core.store import ClaimError, ObjectRecord, ProgressStore
+from dextr_core.strokes import Stroke
 
 H, W = 60, 80
 A = [[10, 20], [30, 20], [20, 10], [20, 30]]  # box x 10..30, y 10..30
@@ -542,3 +544,208 @@ def test_a_candidate_that_failed_is_made_again_once_another_engine_runs(project)
     assert s.candidate.error and "does not answer" in s.candidate.error
     s.segmenter = BoxSegmenter()  # the page hands the session the local engine
     assert s.candidate.error is None and s.candidate.mask.any()
+
+
+# ---- strokes: paint and erase on the current object, edits of accepted objects -----------------
+
+PAINT = Stroke("paint", 3, [(50, 50), (70, 50)])  # rows 49..51, x 49..71 (round caps)
+ERASE = Stroke("erase", 1, [(20, 5), (20, 40)])  # column 20 from y 5 to 40
+
+
+def _line(x0, x1, y0, y1) -> np.ndarray:
+    out = np.zeros((H, W), bool)
+    out[y0:y1 + 1, x0:x1 + 1] = True
+    return out
+
+
+PAINTED = _line(49, 71, 49, 51)  # 3 px wide; the caps reach 1 px past the ends (corners: 1.41)
+ERASED = _line(20, 20, 5, 40)
+
+
+def test_the_candidate_is_the_models_mask_with_paint_added_and_erase_removed(project):
+    store, paths, _ = project
+    s = _session(project)
+    s.open_next()
+    s.set_points(A)
+    s.add_stroke(PAINT)
+    s.add_stroke(ERASE)
+    expected = (_box(A) | PAINTED) & ~ERASED
+    np.testing.assert_array_equal(s.candidate.mask, expected)
+    assert s.candidate.strokes == (PAINT, ERASE)
+    stored = s.accept("thing")
+    assert stored.strokes == [PAINT, ERASE] and stored.edited and stored.points == A
+    assert s.strokes == [] and s.candidate is None
+    file = masks.object_mask_path(paths.destination, "a.png", stored.object_id)
+    np.testing.assert_array_equal(masks.load_object_mask(file), expected)
+    s.done()
+    np.testing.assert_array_equal(_saved(paths) == 1, expected)
+
+
+def test_more_clicks_rerun_the_model_and_the_strokes_apply_again_on_top(project):
+    s = _session(project)
+    s.open_next()
+    s.set_points(A)
+    s.add_stroke(ERASE)
+    s.add_point(35, 20)  # the box grows to x 35
+    np.testing.assert_array_equal(s.candidate.mask,
+                                  _box([*A, [35, 20]]) & ~ERASED)
+
+
+def test_undo_takes_back_the_last_action_click_or_stroke(project):
+    s = _session(project)
+    s.open_next()
+    s.set_points(A[:3])
+    s.add_stroke(PAINT)
+    s.add_point(*A[3])
+    s.add_stroke(ERASE)
+    s.undo()
+    assert s.strokes == [PAINT] and s.points == A
+    s.undo()
+    assert s.strokes == [PAINT] and s.points == A[:3]
+    s.undo()
+    assert s.strokes == [] and s.points == A[:3]
+    s.set_points(A)  # the canvas's own undo removed a stroke it showed: the history follows
+    s.set_strokes([PAINT, ERASE])
+    s.set_strokes([PAINT])
+    s.undo()
+    assert s.strokes == [] and s.points == A
+    s.undo()
+    assert s.points == A[:3]
+    s.clear()
+    assert s.points == [] and s.strokes == [] and s.candidate is None
+    s.undo()  # nothing left: no error
+
+
+def test_an_object_painted_from_nothing_is_accepted_and_rebuilt_from_its_strokes(project):
+    store, paths, _ = project
+    s = _session(project, token="t1")
+    s.open_next()
+    s.add_stroke(PAINT)
+    np.testing.assert_array_equal(s.candidate.mask, PAINTED)
+    stored = s.accept("wire")
+    assert stored.points == [] and stored.strokes == [PAINT] and stored.engine == "painted by hand"
+    masks.object_mask_path(paths.destination, "a.png", stored.object_id).unlink()
+    fresh = _session(project, token="t1")  # the file is gone: the record rebuilds the mask
+    fresh.open_next()
+    np.testing.assert_array_equal(fresh.mask(fresh.objects[0]), PAINTED)
+
+
+def test_an_object_without_its_file_is_rebuilt_from_clicks_and_strokes(project):
+    store, paths, _ = project
+    s = _session(project, token="t1")
+    s.open_next()
+    s.set_points(A)
+    s.add_stroke(ERASE)
+    stored = s.accept("thing")
+    masks.object_mask_path(paths.destination, "a.png", stored.object_id).unlink()
+    fresh = _session(project, token="t1")
+    fresh.open_next()
+    fresh.done()
+    np.testing.assert_array_equal(_saved(paths) == 1, _box(A) & ~ERASED)
+
+
+def test_one_to_three_clicks_with_strokes_cannot_be_accepted(project):
+    s = _session(project)
+    s.open_next()
+    s.set_points(A[:2])
+    s.add_stroke(PAINT)
+    with pytest.raises(SessionError, match="four extreme points"):
+        s.accept("thing")
+    s.set_points([])
+    s.set_strokes([ERASE])  # erasing nothing leaves an empty mask
+    with pytest.raises(SessionError, match="empty"):
+        s.accept("thing")
+
+
+def test_an_edit_of_an_accepted_object_is_saved_at_once_and_a_reload_shows_it(project):
+    store, paths, _ = project
+    s = _session(project, token="t1")
+    s.open_next()
+    stored = _accept(s, A)
+    s.edit_object(stored)
+    assert s.editing == stored.object_id
+    with pytest.raises(SessionError, match="Done editing"):
+        s.add_point(5, 5)
+    s.add_stroke(ERASE)
+    file = masks.object_mask_path(paths.destination, "a.png", stored.object_id)
+    np.testing.assert_array_equal(masks.load_object_mask(file), _box(A) & ~ERASED)
+    (record,) = store.objects("a.png")
+    assert record.strokes == [ERASE] and record.edited
+    s.add_stroke(PAINT)
+    s.undo()  # the undo is saved too
+    assert store.objects("a.png")[0].strokes == [ERASE]
+    s.stop_editing()
+    s.edit_object(stored.object_id)  # a second edit keeps the first one's strokes
+    s.add_stroke(PAINT)
+    assert store.objects("a.png")[0].strokes == [ERASE, PAINT]
+    fresh = _session(project, token="t1")  # a refresh of the page (the same tab)
+    fresh.open_next()
+    np.testing.assert_array_equal(fresh.mask(fresh.objects[0]), (_box(A) & ~ERASED) | PAINTED)
+    fresh.done()
+    np.testing.assert_array_equal(_saved(paths) == 1, (_box(A) & ~ERASED) | PAINTED)
+
+
+def test_an_edit_after_the_claim_lapsed_and_moved_writes_nothing_and_says_so(project):
+    store, paths, clock = project
+    ana = _session(project, "ana")
+    ana.open_next()
+    stored = _accept(ana, A)
+    file = masks.object_mask_path(paths.destination, "a.png", stored.object_id)
+    before = file.read_bytes()
+    ana.edit_object(stored)
+    clock.t += 601
+    _session(project, "ben").open_next()
+    with pytest.raises(ClaimError):
+        ana.add_stroke(ERASE)
+    assert file.read_bytes() == before and store.objects("a.png")[0].strokes == []
+    assert not ana.editable and "ben" in ana.status.reason
+
+
+def test_a_full_disk_at_an_edit_saves_nothing_and_the_retry_saves_once(project, monkeypatch):
+    store, paths, _ = project
+    s = _session(project)
+    s.open_next()
+    stored = _accept(s, A)
+    file = masks.object_mask_path(paths.destination, "a.png", stored.object_id)
+    before = file.read_bytes()
+    s.edit_object(stored)
+    monkeypatch.setattr(masks, "atomic_write", _enospc)
+    with pytest.raises(WriteError, match="edit was not saved.*Save edit"):
+        s.add_stroke(ERASE)
+    assert file.read_bytes() == before and store.objects("a.png")[0].strokes == []
+    assert s.strokes == [ERASE] and not s.edit_saved  # kept for the retry
+    with pytest.raises(SessionError, match="not saved"):
+        s.stop_editing()
+    with pytest.raises(SessionError, match="not saved"):
+        s.done()
+    monkeypatch.undo()
+    s.save_edit()
+    s.save_edit()  # pressed twice: nothing new stored
+    assert store.objects("a.png")[0].strokes == [ERASE] and s.edit_saved
+    assert [e.action for e in store.events()].count("object_edited") == 1
+    np.testing.assert_array_equal(masks.load_object_mask(file), _box(A) & ~ERASED)
+
+
+def test_a_store_failing_after_the_edits_file_puts_the_saved_mask_back(project, monkeypatch):
+    from dextr_core.store import StoreWriteError
+
+    store, paths, _ = project
+    s = _session(project)
+    s.open_next()
+    stored = _accept(s, A)
+    file = masks.object_mask_path(paths.destination, "a.png", stored.object_id)
+    real = store.edit_object
+
+    def fails_after_writing(*args, write=None, **kw):
+        write()
+        raise StoreWriteError("Progress could not be written (simulated).")
+
+    s.edit_object(stored)
+    monkeypatch.setattr(store, "edit_object", fails_after_writing)
+    with pytest.raises(WriteError, match="edit was not saved"):
+        s.add_stroke(ERASE)
+    np.testing.assert_array_equal(masks.load_object_mask(file), _box(A))  # the saved mask
+    monkeypatch.setattr(store, "edit_object", real)
+    s.save_edit()
+    np.testing.assert_array_equal(masks.load_object_mask(file), _box(A) & ~ERASED)
+    assert store.objects("a.png")[0].strokes == [ERASE]

@@ -23,6 +23,7 @@ from dextr_core.store import (
     open_store,
 )
 from dextr_core.store.journal import JournaledStorage, open_journaled_db
+from dextr_core.strokes import Stroke
 
 # The throwaway PostgreSQL server and the backend parametrisation (tests/pg_server.py).
 pg_server = pg.pg_server
@@ -437,6 +438,8 @@ def test_reconcile_repairs_records_after_a_crash(store, tmp_path, clock):
     # done, but its mask file is gone -> todo, clicks kept
     a = store.claim("a.jpg", "ann")
     store.add_object(a.id, "ann", ObjectRecord(points=POINTS))
+    painted = [Stroke("paint", 5, [(3, 3), (9, 9)])]  # painted by hand: no clicks, kept too
+    store.add_object(a.id, "ann", ObjectRecord(points=[], strokes=painted))
     store.complete(a.id, "ann")
     # the app saved the mask and stopped before complete() -> done
     b = store.claim("b.PNG", "bob")
@@ -453,7 +456,7 @@ def test_reconcile_repairs_records_after_a_crash(store, tmp_path, clock):
     lines = store.reconcile(dest, "_mask", "png")
     assert len(lines) == 3, lines
     assert store.get("a.jpg").status == "todo" and "missing" in store.get("a.jpg").note
-    assert len(store.objects("a.jpg")) == 1
+    assert [o.strokes for o in store.objects("a.jpg")] == [[], painted]
     rb = store.get("b.PNG")
     assert (rb.status, rb.annotator, rb.n_objects) == ("done", "bob", 1)
     rd = store.get("sub/d.JPG")

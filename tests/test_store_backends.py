@@ -109,6 +109,72 @@ def test_events_name_what_was_there_before_the_change(store_location, source, cl
     s.close()
 
 
+def test_strokes_are_kept_beside_the_clicks_and_an_edit_replaces_them_once(
+        store_location, source, clock):
+    from dextr_core.strokes import Stroke
+
+    s = open_store(store_location, source, claim_timeout_s=600, clock=clock)
+    s.sync()
+    s.claim("a.jpg", "ana", session=TAB1)
+    paint = Stroke("paint", 4.5, [(1, 2), (10.25, 2)])
+    erase = Stroke("erase", 2, [(3, 3)])
+    clicked = s.add_object("a.jpg", "ana", ObjectRecord(points=POINTS, strokes=[paint]),
+                           session=TAB1)
+    painted = s.add_object("a.jpg", "ana", ObjectRecord(points=[], strokes=[paint]),
+                           session=TAB1)  # painted from nothing: no clicks
+    plain = s.add_object("a.jpg", "ana", obj(), session=TAB1)
+    assert (clicked.strokes, clicked.edited, clicked.points) == ([paint], True, POINTS)
+    assert (painted.strokes, painted.points) == ([paint], [])
+    assert (plain.strokes, plain.edited) == ([], False)
+    with pytest.raises(StoreInputError, match="at least 4 points"):
+        s.add_object("a.jpg", "ana", ObjectRecord(points=[]), session=TAB1)
+    writes = []
+    edited = s.edit_object("a.jpg", "ana", plain.object_id, [erase], session=TAB1,
+                           write=lambda: writes.append(1))
+    again = s.edit_object("a.jpg", "ana", plain.object_id, [erase], session=TAB1,
+                          write=lambda: writes.append(1))  # a retry: nothing new stored
+    assert edited == again and edited.strokes == [erase] and edited.edited and writes == [1, 1]
+    assert [e.action for e in s.events()].count("object_edited") == 1
+    s.close()
+    s = open_store(store_location, source, claim_timeout_s=600, clock=clock)  # survives a restart
+    assert [(o.strokes, o.edited) for o in s.objects("a.jpg")] == [
+        ([paint], True), ([paint], True), ([erase], True)]
+    reverted = s.edit_object("a.jpg", "ana", plain.object_id, [], session=TAB1)
+    assert (reverted.strokes, reverted.edited) == ([], False)
+    s.close()
+
+
+def test_an_edit_checks_the_claim_before_writing_and_a_failed_write_stores_nothing(
+        store_location, source, clock):
+    from dextr_core.strokes import Stroke
+
+    s = open_store(store_location, source, claim_timeout_s=600, clock=clock)
+    s.sync()
+    s.claim("a.jpg", "ana", session=TAB1)
+    stored = s.add_object("a.jpg", "ana", obj(), session=TAB1)
+    stroke = Stroke("paint", 3, [(5, 5)])
+    writes = []
+
+    def full_disk():
+        writes.append("tried")
+        raise OSError(errno.ENOSPC, "No space left on device (simulated)")
+
+    with pytest.raises(OSError, match="No space left"):
+        s.edit_object("a.jpg", "ana", stored.object_id, [stroke], session=TAB1, write=full_disk)
+    assert s.objects("a.jpg")[0].strokes == [] and writes == ["tried"]
+    clock.advance(601)
+    s.claim("a.jpg", "ben")  # ana's claim lapsed and moved to ben
+    with pytest.raises(ClaimError):
+        s.edit_object("a.jpg", "ana", stored.object_id, [stroke], session=TAB1,
+                      write=lambda: writes.append("written"))
+    assert writes == ["tried"] and s.objects("a.jpg")[0].strokes == []
+    with pytest.raises(StoreInputError, match="no object"):
+        s.edit_object("a.jpg", "ben", "gone", [stroke])
+    with pytest.raises(StoreInputError, match="strokes are not valid"):
+        s.edit_object("a.jpg", "ben", stored.object_id, [{"mode": "fill"}])
+    s.close()
+
+
 # ---- transactions and row locks -------------------------------------------------------------------
 
 

@@ -397,6 +397,13 @@ MALFORMED = {
     "todo image with objects not a list": (
         lambda t: ("images", "3", dict(t["images"]["3"], objects={})),
         "objects that are not a list"),
+    "image with an object whose stroke has no width": (
+        lambda t: ("images", "1", dict(t["images"]["1"], objects=[
+            {"index": 1, "strokes": [{"mode": "paint", "points": [[1, 1]]}]}])),
+        "bad stroke: stroke width None"),
+    "image with an object whose strokes are not a list": (
+        lambda t: ("images", "1", dict(t["images"]["1"], objects=[{"index": 1, "strokes": 7}])),
+        "strokes are not a list"),
     "image with seconds as text": (lambda t: ("images", "1", dict(t["images"]["1"], seconds="9")),
                                    "seconds '9', not a number"),
     "image with a fraction of objects": (

@@ -118,23 +118,63 @@ class Engine:
 
 
 @st.cache_resource(show_spinner="Loading the segmentation model...", max_entries=4)
-def _load_engine(weights: str, threshold: float, model_server: str = "") -> Engine:
+def _load_engine(weights: str, threshold: float, model_server: str = "",
+                 sam_prompt: str = "box+points") -> Engine:
     from dextr_core.segmenters import load_segmenter
 
     if model_server:  # the team's model service; the local engine while it does not answer
         from dextr_core.remote import load_remote_or_fallback
 
         choice = load_remote_or_fallback(
-            model_server, lambda: _load_engine(weights, threshold).segmenter, threshold=threshold)
+            model_server, lambda: _load_engine(weights, threshold, "", sam_prompt).segmenter,
+            threshold=threshold)
         return Engine(choice.segmenter, None if choice.error is None else str(choice.error))
     try:
-        return Engine(load_segmenter(weights, threshold=threshold), None)
+        return Engine(load_segmenter(weights, threshold=threshold, sam_prompt=sam_prompt), None)
     except Exception as exc:  # WeightsError (a broken file) and anything the model build raises
         from dextr_core.fallback import GrabCutSegmenter
 
         from_weights = type(exc).__name__ == "WeightsError"
         message = str(exc) if from_weights else f"{type(exc).__name__}: {exc}"
         return Engine(GrabCutSegmenter().warm_up(), message)
+
+
+def prepare_photo(segmenter, load, path) -> None:
+    """Start the segmenter's per-photo work for the photo at ``path`` in the background, where
+    the segmenter has a ``prepare(image)`` hook (SAM: the image embedding, seconds on a CPU),
+    so the first object on the photo costs only the prompt decoder. Returns at once; the page
+    is not delayed (a click before it is done waits for the same computation, not a second
+    one). ``load(path)`` gives the decoded photo; it is called here, in the page's thread (the
+    page decodes the photo anyway, so it is a cache hit). Each photo is started once per
+    segmenter."""
+    prepare = getattr(segmenter, "prepare", None)
+    if prepare is None or path is None:
+        return
+    key = (id(segmenter), str(path))
+    with _PREPARING_LOCK:
+        if key in _PREPARING:
+            return
+        _PREPARING[key] = True
+        while len(_PREPARING) > 64:
+            _PREPARING.pop(next(iter(_PREPARING)))
+
+    try:
+        image = load(path)
+    except Exception:  # an unreadable photo is reported by the page itself
+        _PREPARING.pop(key, None)
+        return
+
+    def work():
+        try:
+            prepare(image)
+        except Exception:  # a failing model shows at the first click
+            _PREPARING.pop(key, None)
+
+    threading.Thread(target=work, name="prepare-photo", daemon=True).start()
+
+
+_PREPARING: dict = {}
+_PREPARING_LOCK = threading.Lock()
 
 
 #: Session key: this browser session chose the local engine while the model service was down.
@@ -150,7 +190,7 @@ def engine() -> Engine:
     """
     cfg = config()
     server = "" if st.session_state.get(LOCAL_ENGINE_KEY) else cfg.model_server
-    return _load_engine(str(cfg.weights), float(cfg.threshold), server)
+    return _load_engine(str(cfg.weights), float(cfg.threshold), server, cfg.sam_prompt)
 
 
 def use_local_engine() -> None:

@@ -401,8 +401,9 @@ def reconcile(store: Store, destination: str | os.PathLike, mask_suffix: str,
             mtime = existing.get(str(mpath))
             image_id = doc["id"]
             if status == "done" and mtime is None and n_objects > 0:
-                # Objects read from a DEXTR-AnnoTool mask (no clicks) existed only in that file.
-                kept = [o for o in doc["objects"] if o.get("points")]
+                # Objects read from a DEXTR-AnnoTool mask (no clicks) existed only in that file;
+                # objects painted by hand (strokes, no clicks) are rebuilt from their strokes.
+                kept = [o for o in doc["objects"] if o.get("points") or o.get("strokes")]
                 kept = [dict(o, index=i) for i, o in enumerate(kept, start=1)]
                 note = f"mask file {mpath} was missing; annotate again (clicks kept)"
                 if len(kept) < n_objects:

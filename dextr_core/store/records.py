@@ -12,7 +12,7 @@ Conventions (for the whole store package)
   "height", "annotator", "session", "claimed_at", "updated_at", "completed_at", "n_objects",
   "seconds", "error", "missing", "note", "resume", "legacy", "objects": [{"object_id", "index",
   "label", "points" (text, see :func:`_encode_points`), "engine", "annotator", "created_at",
-  "seconds"}]}``; :func:`_document_problem` says which documents read from disk are refused.
+  "seconds", "strokes": [{"mode", "width", "points": [[x, y], ...]}], "edited"}]}``; :func:`_document_problem` says which documents read from disk are refused.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import DextrError
+from ..strokes import stroke_problem, strokes_from_docs
 
 __all__ = [
     "LEGACY_ANNOTATOR",
@@ -85,7 +86,10 @@ class ObjectRecord:
     """One accepted object of an image.
 
     ``points`` are the clicks ``[[x, y], ...]`` in full-image pixels (at least 4; ``[]`` only for
-    objects imported from DEXTR-AnnoTool's mask files); ``index`` is the
+    objects imported from DEXTR-AnnoTool's mask files and objects painted by hand from nothing);
+    ``strokes`` the brush strokes applied on top of the model's mask for those clicks
+    (:class:`dextr_core.strokes.Stroke`, in order); ``edited`` True once strokes changed it by
+    hand; ``index`` is the
     1-based position in acceptance order (= its value in the label map); ``engine`` names the
     segmenter that made the mask; ``created_at`` epoch seconds; ``seconds`` time spent on it.
     """
@@ -101,6 +105,10 @@ class ObjectRecord:
     #: Client-made id (uuid hex, 1-64 of ``[A-Za-z0-9_-]``); the store makes one when empty. An
     #: add whose id is already stored on the image returns the stored record (a retry).
     object_id: str = ""
+    #: Brush strokes (dextr_core.strokes.Stroke) applied in order on the model's mask.
+    strokes: list = field(default_factory=list)
+    #: True when the mask was corrected by hand (strokes), at Accept or by an edit afterwards.
+    edited: bool = False
 
 
 @dataclass
@@ -135,7 +143,7 @@ class ImageRecord:
 class Event:
     """One line of the activity log.
 
-    ``action`` is one of claimed, object_added, object_removed, completed, skipped, released,
+    ``action`` is one of claimed, object_added, object_edited, object_removed, completed, skipped, released,
     reopened, unreadable, synced, legacy_import, reconciled, reset; ``annotator`` is who did it
     (None for the store itself); ``detail`` holds action-specific facts (e.g. ``{"index": 2}``).
     """
@@ -253,6 +261,14 @@ def _document_problem(table: str, doc_id: str, doc: dict) -> str | None:
             for o in objects:
                 if type(o) is not dict:
                     return f"(image {image_id}) has objects that are not a list of documents"
+                strokes = o.get("strokes")
+                if strokes is not None:
+                    if type(strokes) is not list:
+                        return f"(image {image_id}) has an object whose strokes are not a list"
+                    for stroke in strokes:
+                        problem = stroke_problem(stroke)
+                        if problem:
+                            return f"(image {image_id}) has an object with a bad stroke: {problem}"
         seconds = doc.get("seconds")
         if seconds is not None and type(seconds) not in _NUMBER_TYPES:
             return f"(image {image_id}) has seconds {seconds!r}, not a number"
@@ -276,7 +292,9 @@ def _object_record(image_id: str, o: dict) -> ObjectRecord:
     return ObjectRecord(image_id=image_id, index=o["index"], label=o["label"],
                         points=_decode_points(o["points"]), engine=o["engine"],
                         annotator=o["annotator"], created_at=o["created_at"],
-                        seconds=o["seconds"], object_id=o.get("object_id") or "")
+                        seconds=o["seconds"], object_id=o.get("object_id") or "",
+                        strokes=strokes_from_docs(o.get("strokes")),
+                        edited=bool(o.get("edited")))
 
 
 def _with_object_ids(objects: list[dict]) -> list[dict]:

@@ -38,6 +38,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from ..strokes import Stroke
 from . import maintenance
 from .backend import Backend
 from .records import (
@@ -368,7 +369,9 @@ class Store:
 
     # ---- objects ------------------------------------------------------------------------------
 
-    def _check_points(self, doc: dict, points) -> list[list[float]]:
+    def _check_points(self, doc: dict, points, painted: bool = False) -> list[list[float]]:
+        if painted and not points:  # an object painted by hand from nothing
+            return []
         try:
             pts = [[float(p[0]), float(p[1])] for p in points]
             if any(len(p) != 2 for p in points):
@@ -415,7 +418,8 @@ class Store:
                 for stored in objects:
                     if stored.get("object_id") == object_id:
                         return _object_record(doc["id"], stored)
-            points = self._check_points(doc, obj.points)
+            strokes = self._check_strokes(obj.strokes)
+            points = self._check_points(doc, obj.points, painted=bool(strokes))
             now = self.clock()
             objects = _with_object_ids(objects)
             new = {
@@ -426,10 +430,62 @@ class Store:
                 "seconds": float(obj.seconds or 0.0),
                 "object_id": object_id or uuid.uuid4().hex,
             }
+            if strokes or obj.edited:
+                new.update(strokes=strokes, edited=True)
             objects.append(new)
             self._update(image_id, {"objects": objects, "claimed_at": now, "updated_at": now})
             self._log("object_added", image_id, annotator, index=new["index"], label=new["label"])
             return _object_record(doc["id"], new)
+
+    @staticmethod
+    def _check_strokes(strokes) -> list[dict]:
+        """Strokes (dextr_core.strokes.Stroke or their documents) -> stored documents."""
+        try:
+            return [(s if isinstance(s, Stroke) else Stroke.from_doc(s)).to_doc()
+                    for s in strokes or ()]
+        except (TypeError, ValueError) as exc:
+            raise StoreInputError(f"An object's strokes are not valid: {exc}.") from None
+
+    def edit_object(self, image_id: str, annotator: str, object_id: str, strokes, *,
+                    session: str | None = None, write: Callable[[], Any] | None = None
+                    ) -> ObjectRecord:
+        """Replace the strokes of one object of an image ``annotator`` (in ``session``) holds
+        (``edited`` is True while it has strokes); return the stored record.
+
+        One transaction, like :meth:`complete`: the claim is checked FIRST, then ``write()`` is
+        called (the caller writes the object's mask file there), and only if it returns are the
+        strokes stored. If ``write`` raises, the store is unchanged and the exception propagates;
+        after a ClaimError ``write`` was never called. The same strokes again store nothing new (a
+        retry). ``strokes``: Stroke objects or their documents. Raises ClaimError, and
+        StoreInputError for an object that is no longer there or bad strokes.
+        """
+        annotator = self._check_name(annotator)
+        session = self._check_session(session)
+        object_id = check_object_id(object_id)
+        docs = self._check_strokes(strokes)
+        with self.backend.transaction():
+            doc = self._require(image_id)
+            self._require_holder(doc, annotator, "edit objects", session)
+            objects = list(doc.get("objects") or [])
+            found = [i for i, o in enumerate(objects) if object_id and o.get("object_id") == object_id]
+            if not found:
+                raise StoreInputError(f"{image_id} has no object {object_id!r} any more (deleted "
+                                      "meanwhile?); reload the page to see its objects.")
+            i = found[0]
+            if not docs and not objects[i].get("points"):
+                raise StoreInputError("An object painted by hand needs at least one Paint stroke; "
+                                      "delete it instead.")
+            if write is not None:
+                write()
+            if objects[i].get("strokes", []) == docs:
+                return _object_record(doc["id"], objects[i])
+            objects[i] = {k: v for k, v in dict(objects[i], strokes=docs, edited=True).items()
+                          if docs or k not in ("strokes", "edited")}
+            now = self.clock()
+            self._update(image_id, {"objects": objects, "claimed_at": now, "updated_at": now})
+            self._log("object_edited", image_id, annotator, index=objects[i]["index"],
+                      strokes=len(docs))
+            return _object_record(doc["id"], objects[i])
 
     def remove_object(self, image_id: str, annotator: str, index_or_object_id: int | str, *,
                       session: str | None = None) -> None:

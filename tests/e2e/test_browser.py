@@ -275,7 +275,7 @@ def test_the_whole_photo_is_visible_beside_or_above_the_controls(server, width):
         page.screenshot(path=str(ARTIFACTS / f"e2e_canvas_fit_{width}.png"), full_page=True)
         assert abs(box["width"] - shown[0]) <= 1 and abs(box["height"] - shown[1]) <= 1, box
         assert box["x"] + box["width"] <= page.evaluate(_CONTENT_RIGHT) + 0.5, (box, width)
-        for name in ("Accept object", "Image done", "Undo click", "Prev", "Next"):
+        for name in ("Accept object", "Image done", "Undo Shortcut", "Prev", "Next"):
             control = page.get_by_role("button", name=name).bounding_box()
             assert not _overlap(box, control), (name, box, control, width)
         select = page.get_by_test_id("stSelectbox").bounding_box()
@@ -325,6 +325,6 @@ def test_the_mask_comes_as_a_layer_over_the_photo_and_goes_with_the_clicks(serve
         corner = page.evaluate(_MASK_AT, [5, 5])
         assert corner is None or corner[3] == 0, corner  # outside the objects' box: nothing
         page.screenshot(path=str(ARTIFACTS / "e2e_mask_layer.png"))
-        page.get_by_role("button", name="Clear clicks").click()
+        page.get_by_role("button", name="Clear Shortcut").click()
         expect(page.get_by_text("Click the extreme points: 0 of 4.")).to_be_visible()
         page.wait_for_function(f"() => ({_MASK_AT})({centre}) === null")
