@@ -68,12 +68,14 @@ from .masks import (
     load_label_map,
     mask_path,
 )
+from .store.records import review_state
 
 #: Export formats: COCO instances JSON, per-image label maps (DEXTR-AnnoTool layout), palette PNGs,
 #: the Ultralytics YOLO segmentation layout, the Pascal VOC segmentation layout.
 FORMATS = ("coco", "masks", "palette", "yolo", "voc")
-#: Image statuses an export can select; "all" takes every image that has a mask file.
-STATUSES = ("done", "skipped", "in_progress", "todo", "all")
+#: Image statuses an export can select; "all" takes every image that has a mask file,
+#: "approved" the done images a lead approved as they stand (see store.review_state).
+STATUSES = ("done", "approved", "skipped", "in_progress", "todo", "all")
 
 ProgressCallback = Callable[[int, int], None]
 #: File in every folder export: an existing folder is replaced only when it holds this (or is empty).
@@ -144,7 +146,10 @@ def palette_png(labels: np.ndarray) -> bytes:
 def _selected_images(store: _Store, status: str) -> list[Any]:
     if status not in STATUSES:
         raise ExportError(f"unknown status {status!r}; use one of {', '.join(STATUSES)}")
-    records = store.images() if status == "all" else store.images(status=status)
+    if status == "approved":
+        records = [r for r in store.images(status="done") if review_state(r) == "approved"]
+    else:
+        records = store.images() if status == "all" else store.images(status=status)
     return sorted(records, key=lambda r: str(_field(r, "id")))
 
 
@@ -678,7 +683,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="output file (coco, --zip) or folder")
     parser.add_argument("--zip", action="store_true", help="write one .zip file")
     parser.add_argument("--status", default="done", choices=STATUSES,
-                        help="which images to export (default: done)")
+                        help="which images to export (default: done; approved: done and "
+                             "approved by a lead in review)")
     parser.add_argument("--mask-format", choices=("png", "npy"), default=None,
                         help="file format for --format masks (default: the config's save_format)")
     parser.add_argument("--segmentation", choices=SEGMENTATIONS, default="rle",

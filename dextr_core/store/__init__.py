@@ -27,6 +27,7 @@ from .records import (
     SyncReport,
     _decode_points,
     _encode_points,
+    review_state,
 )
 
 __all__ = [
@@ -47,4 +48,5 @@ __all__ = [
     "_encode_points",
     "config_options",
     "open_store",
+    "review_state",
 ]

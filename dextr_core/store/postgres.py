@@ -73,6 +73,7 @@ from .records import (
     _object_record,
     _record,
     _stamp,
+    review_state,
 )
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "PostgresStore", "is_postgres_url", "redact_url"]
@@ -795,6 +796,30 @@ class PostgresStore(ProgressStore):
                 "claims": claims,
                 "last_event": None if row is None else row[0],
             }
+
+    # ---- review (see ProgressStore.approve / send_back; those are inherited) --------------------
+
+    def review_queue(self, limit: int | None = None) -> list[ImageRecord]:
+        """See :meth:`ProgressStore.review_queue`."""
+        with self._storage.transaction() as tx:
+            docs = [r[0] for r in tx.conn.execute(
+                "SELECT doc FROM dextr_images WHERE status = 'done' AND NOT missing "
+                "ORDER BY coalesce((doc->>'completed_at')::float8, 0), id")]
+        waiting = [d for d in docs if review_state(d) == "waiting"]
+        return [_record(d) for d in waiting[:limit]]
+
+    def review_counts(self) -> dict[str, int]:
+        """See :meth:`ProgressStore.review_counts`."""
+        counts = dict.fromkeys(("approved", "sent_back", "waiting"), 0)
+        with self._storage.transaction() as tx:
+            for status, missing, review, completed_at in tx.conn.execute(
+                    "SELECT status, missing, doc->'review', doc->'completed_at' FROM dextr_images "
+                    "WHERE status = 'done' OR doc->'review' IS NOT NULL"):
+                state = review_state({"status": status, "missing": missing, "review": review,
+                                      "completed_at": completed_at})
+                if state is not None:
+                    counts[state] += 1
+        return counts
 
     # ---- maintenance ----------------------------------------------------------------------------
 
