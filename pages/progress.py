@@ -39,12 +39,6 @@ GALLERY_SHOWN_KEY = "gallery_shown"
 GALLERY_KEPT_KEY = "gallery_kept"
 REVIEW_LATER_KEY = "review_later_n"
 REVIEW_NOTE_KEY = "review_note"
-#: What the page says where a lead is needed but no lead access is configured.
-NO_LEAD_CONFIGURED = (
-    "No lead access is configured, so nobody can do this. Set `lead_password` (or `[auth]` with "
-    "`lead_emails`) in `.streamlit/secrets.toml` and restart the app; see docs/roles.md.")
-
-
 @st.cache_resource(show_spinner=False)
 def _cache() -> view.SnapshotCache:
     """The snapshot and object index shared by every session of this server process."""
@@ -52,11 +46,8 @@ def _cache() -> view.SnapshotCache:
 
 
 def actions() -> LeadActions:
-    """This run's :class:`~dextr_core.leads.LeadActions` over the shared store; the lead role is
-    asked at each action's call."""
-    return LeadActions(resources.store_handle(), resources.config(),
-                       lead=lambda: roles.lead_name() if roles.is_lead() else None,
-                       refusal=_needs_lead)
+    """This run's :class:`~dextr_core.leads.LeadActions` (:func:`ui.resources.lead_actions`)."""
+    return resources.lead_actions()
 
 
 def _say(outcome: Outcome) -> None:
@@ -73,11 +64,6 @@ def thumbnail(image_path: str, image_mtime: float, mask_file: str, mask_mtime: f
 def _store_failed(exc: Exception) -> None:
     st.error(f"The progress store cannot be read, so this part of the page is not shown: "
              f"{md(exc)}")
-
-
-def _needs_lead(what: str) -> str:
-    return (f"Only a lead can {what}: sign in with the lead role in the sidebar."
-            if roles.is_configured() else NO_LEAD_CONFIGURED)
 
 
 # --------------------------------------------------------------------------------------------
@@ -150,7 +136,7 @@ def show_review(leads: LeadActions, cfg, lead: bool) -> None:
     """The review queue: one photo with its objects, Approve or Send back with a note, Later."""
     st.header("Review")
     if not lead:
-        st.info(_needs_lead("review done images"))
+        st.info(roles.needs_lead("review done images"))
         return
     if not st.toggle("Open the review queue", key="review_open",
                      help="Done photos not yet reviewed, oldest first"):
@@ -312,7 +298,7 @@ def _ask(action: str | None, image_id: str) -> None:
     """Button callback: ask to confirm ``action`` on ``image_id`` (None: cancel)."""
     messages.clear()
     if action is not None and not roles.is_lead():
-        messages.say("error", md(_needs_lead("reopen or send back images")))
+        messages.say("error", md(roles.needs_lead("reopen or send back images")))
         return
     st.session_state[CONFIRM_KEY] = (action, image_id) if action else None
 
@@ -401,7 +387,7 @@ def show_reset(leads: LeadActions, cfg, lead: bool) -> None:
         st.write("Resetting forgets who did what and puts every image back in the queue. The "
                  "mask files stay; the progress file is backed up first.")
         if not lead:
-            st.info(_needs_lead("reset progress"))
+            st.info(roles.needs_lead("reset progress"))
             return
         typed = st.text_input("Type RESET to confirm", key="reset_confirm_text")
         c1, c2, c3 = st.columns(3)
