@@ -103,9 +103,18 @@ def show_figures(labels: tuple[str, ...]) -> None:
         st.info("Nobody has annotated anything yet.")
     else:  # a dataframe shows its cells as plain text: names need no escaping here
         st.dataframe(table, width="stretch", column_config={
-            "Median s / object": st.column_config.NumberColumn(format="%.1f"),
+            view.MEDIAN_COLUMN: st.column_config.NumberColumn(format="%.1f",
+                                                              help=view.MEDIAN_HELP),
             "Last activity": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm"),
         })
+
+    holders = view.holders_table(snap)
+    if not holders.empty:
+        st.subheader("Open now")
+        st.dataframe(holders, width="stretch", hide_index=True, column_config={
+            "Since": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm"),
+            "Idle": st.column_config.CheckboxColumn(
+                help="Left idle past the claim timeout: the next annotator who asks gets it")})
 
     left, right = st.columns(2)
     with left:

@@ -889,3 +889,21 @@ def test_a_held_photo_replaced_by_an_unreadable_file_is_named_and_given_up(proje
     record = _store(project).get("a.png")
     assert (record.status, record.annotator) == ("unreadable", None)
     assert "cannot identify image file" in record.error
+
+
+def test_a_photo_sent_back_opens_first_for_who_did_it_with_the_leads_note(project):
+    at = _app("bob")  # creates the store; bob finishes b.png (the first he gets: a.png)
+    store = _store(project)
+    try:
+        store.release(_current_image(at), "bob")
+        store.claim("b.png", "bob")
+        store.complete("b.png", "bob", 5.0)
+        store.send_back("b.png", "lea", "the disc's edge is off", to="bob")
+    finally:
+        store.close()
+    at = _app("bob")
+    assert not at.exception, at.exception
+    assert _current_image(at) == "b.png"
+    assert "lea sent b.png back for correction: the disc's edge is off" in _texts(at.warning)
+    other = _app("cleo")
+    assert _current_image(other) != "b.png" and "sent b.png back" not in _texts(other.warning)

@@ -134,8 +134,8 @@ def test_figures_for_a_small_dataset(project):
     assert list(table.index) == ["ana", "bob"]
     assert table.loc["ana", "Images done"] == 1 and table.loc["ana", "Skipped"] == 1
     assert table.loc["ana", "Objects"] == 2 and table.loc["bob", "Objects"] == 1
-    assert table.loc["ana", "Median s / object"] == pytest.approx(6.0)  # 12 s / 2 objects
-    assert table.loc["bob", "Median s / object"] == pytest.approx(12.0)
+    assert table.loc["ana", view.MEDIAN_COLUMN] == pytest.approx(6.0)  # 12 s / 2 objects
+    assert table.loc["bob", view.MEDIAN_COLUMN] == pytest.approx(12.0)
     recent = at.dataframe[1].value
     assert "finished" in set(recent["What"]) and "sub/b.png" in set(recent["Image"])
     charts = at.get("vega_lite_chart")
@@ -750,3 +750,42 @@ def test_the_page_exports_yolo_voc_and_coco_polygons_with_the_cli_code(project, 
             anns = json.loads(zf.read("annotations.json"))["annotations"]
             assert anns and all(isinstance(a["segmentation"], list) for a in anns)
     assert any("2 images, 3 objects" in s.value for s in at.success)
+
+
+def test_a_lead_reviews_the_queue_oldest_first_and_the_page_counts_it(project):
+    at = run_page(lead_password=PASSWORD)
+    assert any("Only a lead can review" in i.value for i in at.info)  # not a lead: no queue
+    at = become_lead(at)
+    at.toggle(key="review_open").set_value(True).run()
+    assert not at.exception, at.exception
+    markdown = " ".join(m.value for m in at.markdown)
+    assert md("a.png") in markdown and "done by ana" in markdown  # a.png was done first
+    assert "1 car, 1 person; 8 clicks" in markdown
+    button(at, "review_approve").click().run()
+    assert not at.exception, at.exception
+    assert any("a.png approved" in s.value.replace("\\", "") for s in at.success)
+    markdown = " ".join(m.value for m in at.markdown)
+    assert md("sub/b.png") in markdown and "done by bob" in markdown
+    at.text_area(key="review_note").input("the person's arm is cut off").run()
+    button(at, "review_send_back").click().run()
+    assert not at.exception, at.exception
+    said = " ".join(s.value for s in at.success).replace("\\", "")
+    assert "sub/b.png sent back with the note" in said and "first image bob gets" in said
+    assert any("Nothing is waiting for review" in s.value for s in at.success)
+    metrics = {m.label: m.value for m in at.metric}
+    assert (metrics["Approved"], metrics["Sent back"], metrics["Waiting for review"]) == \
+        ("1", "1", "0")
+    # who holds what now: bob has sub/b.png; the lead is no row among the annotators
+    holders = at.dataframe[1].value
+    assert list(holders["Image"]) == ["sub/b.png"] and list(holders["Annotator"]) == ["bob"]
+    assert "lead" not in set(at.dataframe[0].value.index)
+    store = ProgressStore(project.progress_file, project.source)
+    try:
+        assert store.get("sub/b.png").review["note"] == "the person's arm is cut off"
+        assert store.get("a.png").review["decision"] == "approved"
+    finally:
+        store.close()
+    at.selectbox(key="export_status").set_value("approved").run()
+    button(at, "export_run").click().run()
+    assert not at.exception, at.exception
+    assert any("1 images, 2 objects" in s.value for s in at.success)

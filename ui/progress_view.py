@@ -281,10 +281,19 @@ def pct(part: int, total: int) -> str:
     return f"{100.0 * part / total:.1f} %" if total else "0 %"
 
 
+#: The annotator table's time column: it says what it counts.
+MEDIAN_COLUMN = "Median s / object (photo open)"
+#: What that column counts, in words (the page's column help).
+MEDIAN_HELP = ("Over their done photos: the time each photo was open until Image done (breaks "
+               "included, so it is more than the clicking), divided by its objects; the median.")
+
+
 def annotator_table(snap: Snapshot) -> pd.DataFrame:
     """One row per annotator (index "Annotator", names as the store holds them): images done and
-    skipped, objects, median seconds per object (over their done images: image time / objects),
-    last activity (local time); most images done first."""
+    skipped, objects, median seconds per object (:data:`MEDIAN_COLUMN`: over their done images,
+    the time the photo was open until Image done, breaks included, / its objects), last
+    activity (local time); most images done first. A name with no image, object or claim (a
+    lead who only reopened or reviewed) is not a row."""
     holders = {c.get("annotator") for c in snap.summary.get("claims") or ()}
     rows = {str(name): (s if isinstance(s, dict) else {})
             for name, s in (snap.summary.get("annotators") or {}).items()}
@@ -297,13 +306,13 @@ def annotator_table(snap: Snapshot) -> pd.DataFrame:
             "Images done": [_int(s.get("done")) for s in rows.values()],
             "Skipped": [_int(s.get("skipped")) for s in rows.values()],
             "Objects": [_int(s.get("objects")) for s in rows.values()],
-            "Median s / object": [s.get("median_seconds_per_object") for s in rows.values()],
+            MEDIAN_COLUMN: [s.get("median_seconds_per_object") for s in rows.values()],
             "Last activity": local_times(_times(pd.Series(
                 [s.get("last_activity") for s in rows.values()], dtype=object))).to_numpy(),
         },
         index=pd.Index(list(rows), name="Annotator"),
     )
-    table["Median s / object"] = pd.to_numeric(table["Median s / object"], errors="coerce")
+    table[MEDIAN_COLUMN] = pd.to_numeric(table[MEDIAN_COLUMN], errors="coerce")
     return table.sort_values(["Images done", "Objects"], ascending=False)
 
 
