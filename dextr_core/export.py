@@ -37,6 +37,7 @@ from __future__ import annotations
 import argparse
 import colorsys
 import contextlib
+import csv
 import datetime as _dt
 import io
 import json
@@ -369,12 +370,48 @@ def _entries_masks(config: Any, store: _Store, status: str, save_format: str,
                    ) -> Iterator[tuple[str, bytes]]:
     records = _selected_images(store, status)
     clashing = _clashing(store)
-    for record, lm, _ in _iter_label_maps(config, records, result.warnings, progress, clashing):
+    legend: list[tuple[str, int, str]] = []
+    for record, lm, file_ids in _iter_label_maps(config, records, result.warnings, progress,
+                                                 clashing):
         image_id = str(_field(record, "id"))
-        rel = mask_path(".", image_id, config.mask_suffix, save_format, clashing)
+        rel = PurePosixPath(*mask_path(".", image_id, config.mask_suffix, save_format,
+                                       clashing).parts).as_posix()
         result.images += 1
         result.objects += int(lm.max())
-        yield PurePosixPath(*rel.parts).as_posix(), encode_label_map(lm, save_format)
+        legend += _legend_rows(store, rel, image_id, int(lm.max()), file_ids)
+        yield rel, encode_label_map(lm, save_format)
+    yield LEGEND_NAME, _legend_csv(legend)
+
+
+#: The masks export's legend: which class each object id of each mask file is.
+LEGEND_NAME = "legend.csv"
+
+
+def _legend_rows(store: _Store, mask_file: str, image_id: str, n: int,
+                 file_ids: list[str] | None) -> list[tuple[str, int, str]]:
+    """(mask file, object id 1..n, class) of one label map: by the object ids the file names
+    when it names them, else by the objects' order; "?" for a value the store has no object
+    for."""
+    objects = list(store.objects(image_id)) if hasattr(store, "objects") else []
+    by_id = {str(_field(o, "object_id", "") or ""): str(_field(o, "label")) for o in objects}
+    by_index = {int(_field(o, "index")): str(_field(o, "label")) for o in objects}
+    rows = []
+    for value in range(1, n + 1):
+        if file_ids is not None and value <= len(file_ids) and file_ids[value - 1] in by_id:
+            label = by_id[file_ids[value - 1]]
+        else:
+            label = by_index.get(value, "?")
+        rows.append((mask_file, value, label))
+    return rows
+
+
+def _legend_csv(rows: list[tuple[str, int, str]]) -> bytes:
+    """``mask_file,id,class`` then one line per object (CSV, UTF-8)."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(("mask_file", "id", "class"))
+    writer.writerows(rows)
+    return out.getvalue().encode("utf-8")
 
 
 def _entries_palette(config: Any, store: _Store, status: str,
@@ -586,7 +623,8 @@ def run_export(
 
     ``fmt``: "coco" (one JSON file; inside a zip as ``annotations.json``), "masks" (one label map
     per image, mirroring sub-folders, named like the destination's files, in ``save_format``:
-    "png" | "npy", default the config's), "palette" (one mode-P PNG per image, ``a/b/img.png``),
+    "png" | "npy", default the config's; ``legend.csv`` gives each file's object ids' classes),
+    "palette" (one mode-P PNG per image, ``a/b/img.png``),
     "yolo" or "voc" (a dataset folder, :mod:`dextr_core.formats.yolo` / ``.voc``).
     ``as_zip``: write one ``.zip`` file at ``out`` instead. ``segmentation`` ("rle" | "polygon")
     and ``polygon_tolerance`` (pixels): the COCO masks and the YOLO outlines. ``link``: YOLO/VOC
