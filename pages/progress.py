@@ -33,10 +33,11 @@ REFRESH_S = 15
 GALLERY_PAGE = 12
 GALLERY_COLUMNS = 4
 #: Session keys: the gallery action waiting for confirmation ((action, image id) or None), the
-#: tiles shown and the tiles kept in place after an action, photos passed with Later, the note.
+#: tiles shown (view, ids), a lead acted in the gallery (the whole page is drawn again), photos
+#: passed with Later, the review note.
 CONFIRM_KEY = "gallery_confirm"
 GALLERY_SHOWN_KEY = "gallery_shown"
-GALLERY_KEPT_KEY = "gallery_kept"
+GALLERY_ACTED_KEY = "gallery_acted"
 REVIEW_LATER_KEY = "review_later_n"
 REVIEW_NOTE_KEY = "review_note"
 @st.cache_resource(show_spinner=False)
@@ -214,10 +215,18 @@ def _review_later() -> None:
 # Gallery
 
 
-def show_gallery(leads: LeadActions, cfg, lead: bool) -> None:
+@st.fragment(run_every=REFRESH_S)
+def show_gallery(cfg, lead: bool) -> None:
     """Filtered, paginated thumbnails of finished images with their masks; Reopen and Send
-    back, each confirmed in its own tile. A photo acted on keeps its place (with its new status)
-    until the page or the filters change, so no other photo's button moves under the pointer."""
+    back, each confirmed in its own tile.
+
+    Drawn again every :data:`REFRESH_S` seconds like the figures, so its count is never older
+    than theirs. The tiles themselves stay as they are (a photo acted on keeps its place, with
+    its new status) until the lead changes the page or the filters or asks for the latest, so no
+    other photo's button moves under the pointer; below them the page says when they differ."""
+    if st.session_state.pop(GALLERY_ACTED_KEY, False):
+        st.rerun()  # a lead's action: the whole page (figures, its outcome) is drawn again
+    leads = actions()
     st.header("Gallery")
     try:
         snap = _cache().snapshot(leads)
@@ -240,16 +249,13 @@ def show_gallery(leads: LeadActions, cfg, lead: bool) -> None:
     pages = max(1, -(-len(chosen) // GALLERY_PAGE))
     page = min(int(st.number_input(f"Page (of {pages})", min_value=1, max_value=pages, value=1,
                                    step=1, key="gallery_page")), pages)
-    st.caption(f"{len(chosen):,} images match.")
-    shown = list(chosen["id"].iloc[(page - 1) * GALLERY_PAGE: page * GALLERY_PAGE])
+    done = snap.counts.get("done", 0)
+    st.caption(f"{len(chosen):,} images match ({done:,} done in all; as of "
+               f"{dt.datetime.now().strftime('%H:%M:%S')}).")
+    latest = list(chosen["id"].iloc[(page - 1) * GALLERY_PAGE: page * GALLERY_PAGE])
     view_key = (tuple(statuses), who, label, page)
-    kept = st.session_state.get(GALLERY_KEPT_KEY)
-    if kept and kept[0] == view_key:
-        shown = kept[1]  # the tiles as they were when the lead acted
-        st.caption("A photo you reopened or sent back stays in its place, with its new status, "
-                   "until you change the page or the filters.")
-    else:
-        st.session_state.pop(GALLERY_KEPT_KEY, None)
+    before = st.session_state.get(GALLERY_SHOWN_KEY)
+    shown = before[1] if before and before[0] == view_key else latest
     st.session_state[GALLERY_SHOWN_KEY] = (view_key, shown)
     records = {str(r.id): r for r in chosen.itertuples(index=False)}
     columns = st.columns(GALLERY_COLUMNS)
@@ -264,6 +270,11 @@ def show_gallery(leads: LeadActions, cfg, lead: bool) -> None:
                 continue
             if record is not None:
                 _gallery_tile(cfg, record, objects, lead, clashing)
+    if shown != latest:  # below the tiles: nothing above them moves
+        st.caption("The photos that match changed since these tiles were drawn (a photo acted "
+                   "on keeps its place, with its new status).")
+        st.button("Show the latest", key="gallery_latest", icon=":material/refresh:",
+                  on_click=st.session_state.pop, args=(GALLERY_SHOWN_KEY, None))
 
 
 def _thumbnail(cfg, image_id: str, clashing) -> None:
@@ -321,9 +332,7 @@ def _confirmed(action: str, image_id: str) -> None:
         outcome = leads.reopen(image_id)
     else:
         outcome = leads.send_back(image_id, st.session_state.pop(f"{CONFIRM_KEY}::note", ""))
-    shown = st.session_state.get(GALLERY_SHOWN_KEY)
-    if shown is not None:
-        st.session_state[GALLERY_KEPT_KEY] = shown  # the tiles stay where they were
+    st.session_state[GALLERY_ACTED_KEY] = True
     _say(outcome)
 
 
@@ -436,7 +445,7 @@ def main() -> None:
     show_last_scan(leads)
     show_figures(tuple(cfg.labels))
     show_review(leads, cfg, lead)
-    show_gallery(leads, cfg, lead)
+    show_gallery(cfg, lead)
     show_exports(leads, lead)
     show_reset(leads, cfg, lead)
 

@@ -789,3 +789,21 @@ def test_a_lead_reviews_the_queue_oldest_first_and_the_page_counts_it(project):
     button(at, "export_run").click().run()
     assert not at.exception, at.exception
     assert any("1 images, 2 objects" in s.value for s in at.success)
+
+
+def test_the_gallery_count_follows_the_store_and_its_tiles_stay_until_asked(project):
+    at = run_page()
+    assert "2 images match (2 done in all" in " ".join(c.value for c in at.caption)
+    other = ProgressStore(project.progress_file, project.source, claim_timeout_s=600.0)
+    other.claim("d.png", "cleo")  # someone finishes a photo while the page is open
+    other.complete("d.png", "cleo", 3.0)
+    other.close()
+    at.run()  # what the refresh every REFRESH_S seconds draws
+    assert not at.exception, at.exception
+    captions = " ".join(c.value for c in at.caption)
+    assert "3 images match (3 done in all" in captions
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Done"] == "3"
+    assert len(at.get("image")) == 2 and "changed since these tiles were drawn" in captions
+    button(at, "gallery_latest").click().run()
+    assert len(at.get("image")) == 3 and not [b for b in at.button if b.key == "gallery_latest"]
