@@ -203,12 +203,17 @@ class LeadActions:
         lines, _ = self.last_scan()
         return Outcome("success", " ".join(["Source folder scanned.", *lines]), lines=lines)
 
-    def reset(self) -> Outcome:
+    def reset(self, *, only_if_pending: bool = False) -> Outcome:
         """Start the progress over: the store keeps the old progress as a backup, then the source
-        folder is scanned again. A reset the config asked for (``reset_pending``) is then done."""
+        folder is scanned again. A reset the config asked for (``reset_pending``) is then done;
+        with ``only_if_pending`` (the answer to that question) nothing happens when someone
+        answered it meanwhile."""
         if self.lead() is None:
             return Outcome("error", self.refusal("reset progress"))
         with self.handle.lock:
+            if only_if_pending and not self.handle.reset_pending:
+                return Outcome("warning", "Someone answered the config's reset meanwhile; "
+                                          "nothing was reset now.")
             try:
                 backup = Path(self.store.reset())
             except Exception as exc:  # StoreWriteError, ...: the store promises nothing changed

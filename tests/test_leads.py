@@ -302,6 +302,8 @@ def test_a_reset_says_which_step_failed_and_the_rescan_runs_again(project, monke
     assert outcome.level == "warning" and outcome.backup is not None
     assert "could not be scanned" in outcome.message and str(outcome.backup) in outcome.message
     assert not leads.handle.reset_pending  # the reset the config asked for is done
+    again = leads.reset(only_if_pending=True)  # a second lead's answer to the same question
+    assert again.level == "warning" and again.backup is None and "meanwhile" in again.message
     outcome = leads.rescan()
     assert outcome.level == "error" and "the queue is as it was" in outcome.message
     monkeypatch.setattr(type(store), "sync", real_sync)

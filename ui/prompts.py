@@ -53,9 +53,9 @@ def reset_prompt(on_reset) -> bool:
         return True
     left, right = st.columns(2)
     if left.button("Reset the progress (keep a backup)", type="primary"):
-        if not resources.reset_pending():  # someone else answered meanwhile
+        outcome = resources.lead_actions().reset(only_if_pending=True)
+        if outcome.level == "warning" and outcome.backup is None:  # answered meanwhile
             st.rerun()
-        outcome = resources.lead_actions().reset()
         if outcome.backup is None:
             st.error(md(outcome.message))
             return True
