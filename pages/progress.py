@@ -34,12 +34,13 @@ GALLERY_PAGE = 12
 GALLERY_COLUMNS = 4
 #: Session keys: the gallery action waiting for confirmation ((action, image id) or None), the
 #: tiles shown (view, ids), a lead acted in the gallery (the whole page is drawn again), photos
-#: passed with Later, the review note.
+#: passed with Later, the review note, the photo just decided on (shown until Next photo).
 CONFIRM_KEY = "gallery_confirm"
 GALLERY_SHOWN_KEY = "gallery_shown"
 GALLERY_ACTED_KEY = "gallery_acted"
 REVIEW_LATER_KEY = "review_later_n"
 REVIEW_NOTE_KEY = "review_note"
+REVIEW_DECIDED_KEY = "review_decided"
 @st.cache_resource(show_spinner=False)
 def _cache() -> view.SnapshotCache:
     """The snapshot and object index shared by every session of this server process."""
@@ -143,7 +144,9 @@ def show_figures(labels: tuple[str, ...]) -> None:
 
 
 def show_review(leads: LeadActions, cfg, lead: bool) -> None:
-    """The review queue: one photo with its objects, Approve or Send back with a note, Later."""
+    """The review queue: one photo with its objects, Approve or Send back with a note, Later.
+    After a decision the photo stays, with a Next photo button where Approve was (a double
+    click never decides on a photo the lead has not seen)."""
     st.header("Review")
     if not lead:
         st.info(roles.needs_lead("review done images"))
@@ -152,18 +155,19 @@ def show_review(leads: LeadActions, cfg, lead: bool) -> None:
                      help="Done photos not yet reviewed, oldest first"):
         return
     later = st.session_state.get(REVIEW_LATER_KEY, 0)
+    decided = st.session_state.get(REVIEW_DECIDED_KEY)
     try:
-        queue = leads.review_queue(limit=later + 1)
+        queue = [leads.image(decided)] if decided else leads.review_queue(limit=later + 1)
         snap = _cache().snapshot(leads)
     except DextrError as exc:
         _store_failed(exc)
         return
-    if not queue:
+    if not queue or queue[0] is None:
         st.success("Nothing is waiting for review.")
         return
     if later >= len(queue):
         later = st.session_state[REVIEW_LATER_KEY] = 0
-    record = queue[later]
+    record = queue[0 if decided else later]
     try:
         objects = leads.objects(record.id)
     except DextrError as exc:
@@ -179,11 +183,16 @@ def show_review(leads: LeadActions, cfg, lead: bool) -> None:
                     f"{when}  \n{md(view.work_caption(record, objects))}")
         for obj in objects:
             st.caption(f"{obj.index}. {md(obj.label)}")
-        st.text_area("Note for the annotator (sent with Send back)", key=REVIEW_NOTE_KEY,
-                     placeholder="e.g. the second car misses its mirror")
+        if decided:
+            st.button("Next photo", key="review_next", type="primary", width="stretch",
+                      on_click=st.session_state.pop, args=(REVIEW_DECIDED_KEY, None),
+                      icon=":material/arrow_forward:")
+            return
         st.button("Approve", key="review_approve", type="primary", width="stretch",
                   on_click=_review, args=("approve", record.id, record.completed_at),
                   icon=":material/check:")
+        st.text_area("Note for the annotator (sent with Send back)", key=REVIEW_NOTE_KEY,
+                     placeholder="e.g. the second car misses its mirror")
         st.button("Send back", key="review_send_back", width="stretch",
                   on_click=_review, args=("send_back", record.id, record.completed_at),
                   icon=":material/reply:",
@@ -203,6 +212,7 @@ def _review(decision: str, image_id: str, completed_at: float | None) -> None:
         outcome = leads.send_back(image_id, note, completed_at=completed_at)
     if outcome.ok:
         st.session_state[REVIEW_NOTE_KEY] = ""
+        st.session_state[REVIEW_DECIDED_KEY] = image_id
     _say(outcome)
 
 

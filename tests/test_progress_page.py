@@ -764,6 +764,10 @@ def test_a_lead_reviews_the_queue_oldest_first_and_the_page_counts_it(project):
     button(at, "review_approve").click().run()
     assert not at.exception, at.exception
     assert any("a.png approved" in s.value.replace("\\", "") for s in at.success)
+    # the decided photo stays, Next photo where Approve was: a double click decides nothing
+    assert not [b for b in at.button if b.key == "review_approve"]
+    assert md("a.png") in " ".join(m.value for m in at.markdown)
+    button(at, "review_next").click().run()
     markdown = " ".join(m.value for m in at.markdown)
     assert md("sub/b.png") in markdown and "done by bob" in markdown
     at.text_area(key="review_note").input("the person's arm is cut off").run()
@@ -771,6 +775,7 @@ def test_a_lead_reviews_the_queue_oldest_first_and_the_page_counts_it(project):
     assert not at.exception, at.exception
     said = " ".join(s.value for s in at.success).replace("\\", "")
     assert "sub/b.png sent back with the note" in said and "first image bob gets" in said
+    button(at, "review_next").click().run()
     assert any("Nothing is waiting for review" in s.value for s in at.success)
     metrics = {m.label: m.value for m in at.metric}
     assert (metrics["Approved"], metrics["Sent back"], metrics["Waiting for review"]) == \
