@@ -129,9 +129,18 @@ class LeadActions:
         if by is None:
             return Outcome("error", self.refusal("reopen images"), image_id)
         try:
+            before = self.store.get(image_id)
             self.store.reopen(image_id, by=by)
         except (DextrError, OSError) as exc:
             return self._failed(f"Could not reopen {image_id}: {exc}", image_id)
+        if before is not None and before.status == "todo":
+            return Outcome("warning", f"{image_id} is already in the queue for anyone; nothing "
+                                      "was changed.", image_id, "todo")
+        if before is not None and before.status == "in_progress":
+            return Outcome("warning", f"{image_id} is open by {before.annotator}: it stays with "
+                                      "them (if they are correcting it, it no longer goes back "
+                                      "to done when they leave it).", image_id, "in_progress",
+                           before.annotator)
         return self._after(image_id, f"{image_id} reopened.")
 
     def approve(self, image_id: str, *, completed_at: float | None = None) -> Outcome:

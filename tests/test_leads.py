@@ -135,6 +135,12 @@ def test_reopen_says_where_the_image_is_now_and_a_failure_changes_nothing(projec
     assert outcome.ok and outcome.status == "todo"
     assert outcome.message == "a.png reopened. It is back in the queue for anyone."
     assert len(store.objects("a.png")) == 1  # nothing lost
+    again = leads.reopen("a.png")  # another lead's click on the same tile
+    assert again.level == "warning" and "already in the queue" in again.message
+    store.claim("b.png", "bob")  # bob corrects b.png: reopening does not take it from him
+    outcome = leads.reopen("b.png")
+    assert (outcome.level, outcome.holder) == ("warning", "bob") and "stays with" in outcome.message
+    assert store.get("b.png").status == "in_progress"
 
 
 # ---- review: the store's rules on both backends --------------------------------------------
