@@ -802,11 +802,16 @@ class PostgresStore(ProgressStore):
     def review_queue(self, limit: int | None = None) -> list[ImageRecord]:
         """See :meth:`ProgressStore.review_queue`."""
         with self._storage.transaction() as tx:
-            docs = [r[0] for r in tx.conn.execute(
-                "SELECT doc FROM dextr_images WHERE status = 'done' AND NOT missing "
-                "ORDER BY coalesce((doc->>'completed_at')::float8, 0), id")]
-        waiting = [d for d in docs if review_state(d) == "waiting"]
-        return [_record(d) for d in waiting[:limit]]
+            rows = tx.conn.execute(  # the review facts only; whole documents for the chosen
+                "SELECT id, doc->'review', doc->'completed_at' FROM dextr_images WHERE "
+                "status = 'done' AND NOT missing "
+                "ORDER BY coalesce((doc->>'completed_at')::float8, 0), id").fetchall()
+            ids = [i for i, review, completed_at in rows if review_state(
+                {"status": "done", "review": review, "completed_at": completed_at}) == "waiting"]
+            ids = ids[:limit]
+            docs = {r[0]: r[1] for r in tx.conn.execute(
+                "SELECT id, doc FROM dextr_images WHERE id = ANY(%s)", (ids,))}
+        return [_record(docs[i]) for i in ids if i in docs]
 
     def review_counts(self) -> dict[str, int]:
         """See :meth:`ProgressStore.review_counts`."""
