@@ -37,6 +37,7 @@ from __future__ import annotations
 import argparse
 import colorsys
 import contextlib
+import csv
 import datetime as _dt
 import io
 import json
@@ -68,12 +69,14 @@ from .masks import (
     load_label_map,
     mask_path,
 )
+from .store.records import review_state
 
 #: Export formats: COCO instances JSON, per-image label maps (DEXTR-AnnoTool layout), palette PNGs,
 #: the Ultralytics YOLO segmentation layout, the Pascal VOC segmentation layout.
 FORMATS = ("coco", "masks", "palette", "yolo", "voc")
-#: Image statuses an export can select; "all" takes every image that has a mask file.
-STATUSES = ("done", "skipped", "in_progress", "todo", "all")
+#: Image statuses an export can select; "all" takes every image that has a mask file,
+#: "approved" the done images a lead approved as they stand (see store.review_state).
+STATUSES = ("done", "approved", "skipped", "in_progress", "todo", "all")
 
 ProgressCallback = Callable[[int, int], None]
 #: File in every folder export: an existing folder is replaced only when it holds this (or is empty).
@@ -144,7 +147,10 @@ def palette_png(labels: np.ndarray) -> bytes:
 def _selected_images(store: _Store, status: str) -> list[Any]:
     if status not in STATUSES:
         raise ExportError(f"unknown status {status!r}; use one of {', '.join(STATUSES)}")
-    records = store.images() if status == "all" else store.images(status=status)
+    if status == "approved":
+        records = [r for r in store.images(status="done") if review_state(r) == "approved"]
+    else:
+        records = store.images() if status == "all" else store.images(status=status)
     return sorted(records, key=lambda r: str(_field(r, "id")))
 
 
@@ -364,12 +370,48 @@ def _entries_masks(config: Any, store: _Store, status: str, save_format: str,
                    ) -> Iterator[tuple[str, bytes]]:
     records = _selected_images(store, status)
     clashing = _clashing(store)
-    for record, lm, _ in _iter_label_maps(config, records, result.warnings, progress, clashing):
+    legend: list[tuple[str, int, str]] = []
+    for record, lm, file_ids in _iter_label_maps(config, records, result.warnings, progress,
+                                                 clashing):
         image_id = str(_field(record, "id"))
-        rel = mask_path(".", image_id, config.mask_suffix, save_format, clashing)
+        rel = PurePosixPath(*mask_path(".", image_id, config.mask_suffix, save_format,
+                                       clashing).parts).as_posix()
         result.images += 1
         result.objects += int(lm.max())
-        yield PurePosixPath(*rel.parts).as_posix(), encode_label_map(lm, save_format)
+        legend += _legend_rows(store, rel, image_id, int(lm.max()), file_ids)
+        yield rel, encode_label_map(lm, save_format)
+    yield LEGEND_NAME, _legend_csv(legend)
+
+
+#: The masks export's legend: which class each object id of each mask file is.
+LEGEND_NAME = "legend.csv"
+
+
+def _legend_rows(store: _Store, mask_file: str, image_id: str, n: int,
+                 file_ids: list[str] | None) -> list[tuple[str, int, str]]:
+    """(mask file, object id 1..n, class) of one label map: by the object ids the file names
+    when it names them, else by the objects' order; "?" for a value the store has no object
+    for."""
+    objects = list(store.objects(image_id)) if hasattr(store, "objects") else []
+    by_id = {str(_field(o, "object_id", "") or ""): str(_field(o, "label")) for o in objects}
+    by_index = {int(_field(o, "index")): str(_field(o, "label")) for o in objects}
+    rows = []
+    for value in range(1, n + 1):
+        if file_ids is not None and value <= len(file_ids) and file_ids[value - 1] in by_id:
+            label = by_id[file_ids[value - 1]]
+        else:
+            label = by_index.get(value, "?")
+        rows.append((mask_file, value, label))
+    return rows
+
+
+def _legend_csv(rows: list[tuple[str, int, str]]) -> bytes:
+    """``mask_file,id,class`` then one line per object (CSV, UTF-8)."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(("mask_file", "id", "class"))
+    writer.writerows(rows)
+    return out.getvalue().encode("utf-8")
 
 
 def _entries_palette(config: Any, store: _Store, status: str,
@@ -581,7 +623,8 @@ def run_export(
 
     ``fmt``: "coco" (one JSON file; inside a zip as ``annotations.json``), "masks" (one label map
     per image, mirroring sub-folders, named like the destination's files, in ``save_format``:
-    "png" | "npy", default the config's), "palette" (one mode-P PNG per image, ``a/b/img.png``),
+    "png" | "npy", default the config's; ``legend.csv`` gives each file's object ids' classes),
+    "palette" (one mode-P PNG per image, ``a/b/img.png``),
     "yolo" or "voc" (a dataset folder, :mod:`dextr_core.formats.yolo` / ``.voc``).
     ``as_zip``: write one ``.zip`` file at ``out`` instead. ``segmentation`` ("rle" | "polygon")
     and ``polygon_tolerance`` (pixels): the COCO masks and the YOLO outlines. ``link``: YOLO/VOC
@@ -678,7 +721,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="output file (coco, --zip) or folder")
     parser.add_argument("--zip", action="store_true", help="write one .zip file")
     parser.add_argument("--status", default="done", choices=STATUSES,
-                        help="which images to export (default: done)")
+                        help="which images to export (default: done; approved: done and "
+                             "approved by a lead in review)")
     parser.add_argument("--mask-format", choices=("png", "npy"), default=None,
                         help="file format for --format masks (default: the config's save_format)")
     parser.add_argument("--segmentation", choices=SEGMENTATIONS, default="rle",

@@ -262,6 +262,21 @@ class AnnotationSession:
             return []
         return list(self.store.objects(self._open.image_id))
 
+    @property
+    def review_note(self) -> str | None:
+        """Why a lead sent the open image back (a sentence with their note, plain text), None
+        when it is not an image sent back and not finished since."""
+        from .store import review_state
+
+        record = self.store.get(self._open.image_id) if self._open else None
+        if record is None or review_state(record) != "sent_back":
+            return None
+        review = record.review or {}
+        note = (review.get("note") or "").strip()
+        return (f"{review.get('by') or 'A lead'} sent {record.id} back for correction"
+                + (f": {note}" if note else " (no note).")
+                + " Correct it, then press Image done; it is reviewed again.")
+
     def mask(self, obj) -> np.ndarray:
         """The full-resolution bool (H, W) mask of one of :attr:`objects`.
 

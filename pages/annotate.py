@@ -169,6 +169,8 @@ def _controls(sess, candidate, cfg) -> None:
     width, height = sess.size
     st.markdown(f"**{md(sess.image_id)}**  \n{width} x {height} px")
     status = sess.status
+    if note := sess.review_note:  # a lead sent it back with this note
+        st.warning(md(note))
     if not status.editable:
         st.warning(md(status.reason))
         st.button("Edit this image", type="primary", on_click=_edit, args=(sess,),

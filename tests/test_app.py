@@ -907,3 +907,21 @@ def test_the_tool_row_chooses_a_brush_and_edit_makes_an_object_current(project):
     _button(at, "Done editing 1").click().run()
     assert not at.exception and not [b for b in at.button if b.label.startswith("Done editing")]
     assert not _button(at, "Points").disabled
+
+
+def test_a_photo_sent_back_opens_first_for_who_did_it_with_the_leads_note(project):
+    at = _app("bob")  # creates the store; bob finishes b.png (the first he gets: a.png)
+    store = _store(project)
+    try:
+        store.release(_current_image(at), "bob")
+        store.claim("b.png", "bob")
+        store.complete("b.png", "bob", 5.0)
+        store.send_back("b.png", "lea", "the disc's edge is off", to="bob")
+    finally:
+        store.close()
+    at = _app("bob")
+    assert not at.exception, at.exception
+    assert _current_image(at) == "b.png"
+    assert "lea sent b.png back for correction: the disc's edge is off" in _texts(at.warning)
+    other = _app("cleo")
+    assert _current_image(other) != "b.png" and "sent b.png back" not in _texts(other.warning)

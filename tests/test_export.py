@@ -131,11 +131,18 @@ def test_masks_export(project, tmp_path: Path, fmt: str):
     result = run_export(cfg, store, "masks", out, save_format=fmt)
     assert result.images == 2
     files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
-    assert files == [".dextr-export", f"a_mask.{fmt}", f"sub/b_mask.{fmt}"]
+    assert files == [".dextr-export", f"a_mask.{fmt}", "legend.csv", f"sub/b_mask.{fmt}"]
+    legend = (out / "legend.csv").read_text().splitlines()
+    assert legend[0] == "mask_file,id,class"
     for image_id in ("a.png", "sub/b.jpg"):
         original = load_label_map(mask_path(cfg.destination, image_id, "_mask", "png"))
         copied = load_label_map(mask_path(out, image_id, "_mask", fmt))
         np.testing.assert_array_equal(copied, original)
+        name = mask_path(Path("."), image_id, "_mask", fmt).as_posix()
+        rows = [line for line in legend if line.startswith(name + ",")]
+        labels = [o.label for o in store.objects(image_id)]
+        assert rows == [f"{name},{i},{label}" for i, label in enumerate(labels, start=1)]
+        assert len(rows) == original.max() > 0
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".labelmaps")]
 
 

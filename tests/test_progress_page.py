@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 import tempfile
-import threading
 import time
 import zipfile
 from pathlib import Path
@@ -18,6 +17,7 @@ from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from dextr_core.config import load_config
+from dextr_core.leads import export_folder, export_target
 from dextr_core.masks import label_map, mask_path, save_label_map
 from dextr_core.store import STATUSES as STORE_STATUSES
 from dextr_core.store import (
@@ -126,15 +126,16 @@ def test_figures_for_a_small_dataset(project):
     assert not at.exception, at.exception
     metrics = {m.label: m.value for m in at.metric}
     assert metrics == {"Done": "2", "In progress": "0", "To do": "2", "Skipped": "1",
-                       "Unreadable": "0"}
+                       "Unreadable": "0", "Waiting for review": "2", "Approved": "0",
+                       "Sent back": "0"}
     bar_text = at.get("progress")[0].proto.text
     assert "3 of 5 images finished" in bar_text
     table = at.dataframe[0].value
     assert list(table.index) == ["ana", "bob"]
     assert table.loc["ana", "Images done"] == 1 and table.loc["ana", "Skipped"] == 1
     assert table.loc["ana", "Objects"] == 2 and table.loc["bob", "Objects"] == 1
-    assert table.loc["ana", "Median s / object"] == pytest.approx(6.0)  # 12 s / 2 objects
-    assert table.loc["bob", "Median s / object"] == pytest.approx(12.0)
+    assert table.loc["ana", view.MEDIAN_COLUMN] == pytest.approx(6.0)  # 12 s / 2 objects
+    assert table.loc["bob", view.MEDIAN_COLUMN] == pytest.approx(12.0)
     recent = at.dataframe[1].value
     assert "finished" in set(recent["What"]) and "sub/b.png" in set(recent["Image"])
     charts = at.get("vega_lite_chart")
@@ -184,21 +185,42 @@ def test_wrong_password_is_not_lead(project):
     assert button(at, "reopen::a.png").disabled
 
 
-def test_reopen_and_send_back_as_lead(project):
+def test_reopen_and_send_back_as_lead_ask_first_and_keep_the_tiles_in_place(project):
     at = become_lead(run_page(lead_password=PASSWORD))
     assert any("Lead role" in s.value for s in at.sidebar.success)
     reopen = button(at, "reopen::a.png")
     assert not reopen.disabled
-    reopen.click().run()
+    reopen.click().run()  # asks first: nothing changed yet
+    assert not at.exception
+    assert status_of(project, "a.png") == "done"
+    button(at, "cancel::a.png").click().run()
+    assert status_of(project, "a.png") == "done" and button(at, "reopen::a.png")
+    button(at, "reopen::a.png").click().run()
+    button(at, "confirm::a.png").click().run()
     assert not at.exception
     assert status_of(project, "a.png") == "todo"
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Done"] == "1" and metrics["To do"] == "3"
+    captions = " ".join(c.value for c in at.caption)
+    assert "1 images match" in captions  # the count is fresh, the same run as the header
+    # the reopened photo keeps its tile (with its new status), so sub/b.png did not move
+    assert "To do" in captions and md("a.png") in captions
+    assert not [b for b in at.button if b.key == "reopen::a.png"]
+    assert any("a.png reopened" in s.value.replace("\\", "") for s in at.success)
     button(at, "sendback::sub/b.png").click().run()
+    at.text_input(key="gallery_confirm::note").input("the mirror is missing").run()
+    button(at, "confirm::sub/b.png").click().run()
+    assert not at.exception, at.exception
     store = ProgressStore(project.progress_file, project.source)
     record = store.get("sub/b.png")
     store.close()
     assert (record.status, record.annotator) == ("in_progress", "bob")
+    assert record.review["note"] == "the mirror is missing"
+    # a page change forgets the kept tiles: the gallery shows what matches now
+    at.multiselect(key="gallery_status").set_value(["skipped"]).run()
+    at.multiselect(key="gallery_status").set_value(["done"]).run()
+    captions = " ".join(c.value for c in at.caption)
+    assert "0 images match" in captions and md("a.png") not in captions
 
 
 def test_anyone_exports_but_only_a_lead_overwrites(project, tmp_path: Path):
@@ -414,6 +436,7 @@ def test_markdown_in_names_and_file_names_shows_as_plain_text_in_the_gallery(odd
     assert set(at.dataframe[0].value.index) == {IMAGE_NAME, LINK_NAME}
 
     send_link.click().run()
+    button(at, f"confirm::{LINK_FILE}").click().run()
     assert not at.exception, at.exception
     said = [s.value for s in at.success]
     assert any(md(LINK_FILE) in s and md(LINK_NAME) in s for s in said), said
@@ -424,16 +447,16 @@ def test_markdown_in_names_and_file_names_shows_as_plain_text_in_the_gallery(odd
 
 def test_an_error_quoting_a_markdown_name_shows_it_as_plain_text(odd_project):
     at = become_lead(run_page(lead_password=PASSWORD))
-    # after the page was drawn, another lead reopened a.png and LINK_NAME took it
+    button(at, "sendback::a.png").click().run()  # asks first
+    # meanwhile another lead reopened a.png and LINK_NAME took it
     other = ProgressStore(odd_project.progress_file, odd_project.source, claim_timeout_s=600.0)
     other.reopen("a.png", "lead")
     other.claim("a.png", LINK_NAME)
     other.close()
-    button(at, "sendback::a.png").click().run()  # to IMAGE_NAME: refused, LINK_NAME holds it
+    button(at, "confirm::a.png").click().run()  # refused: LINK_NAME holds it
     assert not at.exception, at.exception
     said = [m.value for m in (*at.warning, *at.error)]
-    assert any(f"was not sent back to {md(IMAGE_NAME)}" in m and md(LINK_NAME) in m
-               for m in said), said
+    assert any("was not sent back" in m and md(LINK_NAME) in m for m in said), said
     for text in said:
         assert_plain(text)
     assert status_of(odd_project, "a.png") == "in_progress"  # still LINK_NAME's
@@ -631,17 +654,17 @@ def test_a_snapshot_cache_reads_another_store_in_full():
 def test_an_annotators_export_goes_beside_an_existing_one_with_the_time_in_its_name(
         project, tmp_path: Path):
     now = 1_700_000_000.0
-    plain = view.export_target(project, "coco", "done", lead=False, now=now)
+    plain = export_target(project, "coco", "done", lead=False, now=now)
     assert plain == tmp_path / "exports" / "anno_cfg-coco-done.zip"
     plain.parent.mkdir()
     plain.write_bytes(b"in use")
     stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(now))
-    beside = view.export_target(project, "coco", "done", lead=False, now=now)
+    beside = export_target(project, "coco", "done", lead=False, now=now)
     assert beside.name == f"anno_cfg-coco-done-{stamp}.zip"
     beside.write_bytes(b"also in use")
-    assert view.export_target(project, "coco", "done", lead=False, now=now).name == \
+    assert export_target(project, "coco", "done", lead=False, now=now).name == \
         f"anno_cfg-coco-done-{stamp}-2.zip"
-    assert view.export_target(project, "coco", "done", lead=True, now=now) == plain
+    assert export_target(project, "coco", "done", lead=True, now=now) == plain
 
 
 def test_exports_go_to_the_temp_folder_when_the_config_lies_in_the_progress_files_folder(
@@ -652,57 +675,27 @@ def test_exports_go_to_the_temp_folder_when_the_config_lies_in_the_progress_file
         destination = tmp_path / "masks"
         progress_file = tmp_path / "project" / "progress.json"
 
-    assert view.export_folder(Cfg) == Path(tempfile.gettempdir()) / "dextr-exports"
+    assert export_folder(Cfg) == Path(tempfile.gettempdir()) / "dextr-exports"
     Cfg.progress_file = tmp_path / "project" / "cfg" / "progress.json"  # the config's own folder
-    assert view.export_folder(Cfg) == tmp_path / "project" / "cfg" / "exports"
+    assert export_folder(Cfg) == tmp_path / "project" / "cfg" / "exports"
     Cfg.source = tmp_path / "project"  # the config inside the photos folder
-    assert view.export_folder(Cfg) == Path(tempfile.gettempdir()) / "dextr-exports"
+    assert export_folder(Cfg) == Path(tempfile.gettempdir()) / "dextr-exports"
 
 
-def test_a_send_back_that_fails_after_the_reopen_says_the_image_is_reopened(project,
-                                                                            monkeypatch):
+def test_a_send_back_that_fails_changes_nothing_and_says_so(project, monkeypatch):
     at = become_lead(run_page(lead_password=PASSWORD))
 
     def full_disk(*args, **kwargs):
         raise StoreWriteError("The progress could not be written (No space left on device); "
                               "free some space and try again.")
 
-    monkeypatch.setattr(ProgressStore, "claim", full_disk)
+    monkeypatch.setattr(ProgressStore, "send_back", full_disk)
     button(at, "sendback::sub/b.png").click().run()
+    button(at, "confirm::sub/b.png").click().run()
     assert not at.exception, at.exception
-    assert status_of(project, "sub/b.png") == "todo"  # the reopen took effect, the claim did not
+    assert status_of(project, "sub/b.png") == "done"
     said = " ".join(m.value for m in (*at.warning, *at.error, *at.success))
-    assert "was not sent back to bob" in said and "back in the queue for anyone" in said, said
-    assert "Could not reopen" not in said
-
-
-def test_reopen_image_reports_each_step():
-    class Store:
-        def __init__(self, fail_reopen=False, fail_claim=False):
-            self.status, self.who = "done", "bob"
-            self.fail_reopen, self.fail_claim = fail_reopen, fail_claim
-
-        def reopen(self, image_id, by):
-            if self.fail_reopen:
-                raise StoreWriteError("disk full")
-            self.status, self.who = "todo", None
-
-        def claim(self, image_id, annotator):
-            if self.fail_claim:
-                raise StoreWriteError("disk full")
-            self.status, self.who = "in_progress", annotator
-
-        def get(self, image_id):
-            return ImageRecord(id=image_id, status=self.status, annotator=self.who)
-
-    done = view.reopen_image(Store(), "a.png", "lead", "bob")
-    assert (done.status, done.holder, done.sent_to, done.error) == ("in_progress", "bob", "bob",
-                                                                    None)
-    done = view.reopen_image(Store(fail_claim=True), "a.png", "lead", "bob")
-    assert (done.status, done.sent_to, done.reopen_failed) == ("todo", None, False)
-    assert isinstance(done.error, StoreWriteError)
-    done = view.reopen_image(Store(fail_reopen=True), "a.png", "lead", "bob")
-    assert (done.status, done.reopen_failed) == ("done", True)
+    assert "was not sent back" in said and "No space left" in said, said
 
 
 def test_a_reset_whose_scan_fails_says_the_reset_happened_and_the_scan_runs_again(project,
@@ -736,47 +729,6 @@ def test_a_reset_whose_scan_fails_says_the_reset_happened_and_the_scan_runs_agai
         store.close()
 
 
-def test_reset_progress_reports_which_step_failed(tmp_path: Path):
-    class Store:
-        def __init__(self, fail_reset=False, fail_sync=False):
-            self.fail_reset, self.fail_sync, self.calls = fail_reset, fail_sync, []
-
-        def reset(self):
-            self.calls.append("reset")
-            if self.fail_reset:
-                raise StoreWriteError("disk full")
-            return tmp_path / "p.json.backup-1"
-
-        def sync(self):
-            self.calls.append("sync")
-            if self.fail_sync:
-                raise StoreWriteError("disk full")
-
-        def reconcile(self, *args):
-            self.calls.append("reconcile")
-            return ["a.png: done"]
-
-    class Handle:
-        def __init__(self, store):
-            self.store, self.lock, self.sync_report, self.reconciled = store, threading.Lock(), \
-                None, []
-
-    class Cfg:
-        destination, mask_suffix, save_format = tmp_path, "_mask", "png"
-
-    handle = Handle(Store(fail_reset=True))
-    done = view.reset_progress(handle, Cfg)
-    assert done.backup is None and isinstance(done.error, StoreWriteError)
-    assert handle.store.calls == ["reset"]
-    handle = Handle(Store(fail_sync=True))
-    done = view.reset_progress(handle, Cfg)
-    assert done.backup == tmp_path / "p.json.backup-1" and isinstance(done.error, StoreWriteError)
-    handle.store.fail_sync = False
-    assert view.scan_source(handle, Cfg) == ["a.png: done"]
-    assert handle.store.calls == ["reset", "sync", "sync", "reconcile"]
-    assert not handle.lock.locked()
-
-
 @pytest.mark.parametrize("choice, names", [
     ("yolo", {"data.yaml", "images/a.png", "labels/a.txt", "images/sub__b.png",
               "labels/sub__b.txt"}),
@@ -798,3 +750,65 @@ def test_the_page_exports_yolo_voc_and_coco_polygons_with_the_cli_code(project, 
             anns = json.loads(zf.read("annotations.json"))["annotations"]
             assert anns and all(isinstance(a["segmentation"], list) for a in anns)
     assert any("2 images, 3 objects" in s.value for s in at.success)
+
+
+def test_a_lead_reviews_the_queue_oldest_first_and_the_page_counts_it(project):
+    at = run_page(lead_password=PASSWORD)
+    assert any("Only a lead can review" in i.value for i in at.info)  # not a lead: no queue
+    at = become_lead(at)
+    at.toggle(key="review_open").set_value(True).run()
+    assert not at.exception, at.exception
+    markdown = " ".join(m.value for m in at.markdown)
+    assert md("a.png") in markdown and "done by ana" in markdown  # a.png was done first
+    assert "1 car, 1 person; 8 clicks" in markdown
+    button(at, "review_approve").click().run()
+    assert not at.exception, at.exception
+    assert any("a.png approved" in s.value.replace("\\", "") for s in at.success)
+    # the decided photo stays, Next photo where Approve was: a double click decides nothing
+    assert not [b for b in at.button if b.key == "review_approve"]
+    assert md("a.png") in " ".join(m.value for m in at.markdown)
+    button(at, "review_next").click().run()
+    markdown = " ".join(m.value for m in at.markdown)
+    assert md("sub/b.png") in markdown and "done by bob" in markdown
+    at.text_area(key="review_note").input("the person's arm is cut off").run()
+    button(at, "review_send_back").click().run()
+    assert not at.exception, at.exception
+    said = " ".join(s.value for s in at.success).replace("\\", "")
+    assert "sub/b.png sent back with the note" in said and "first image bob gets" in said
+    button(at, "review_next").click().run()
+    assert any("Nothing is waiting for review" in s.value for s in at.success)
+    metrics = {m.label: m.value for m in at.metric}
+    assert (metrics["Approved"], metrics["Sent back"], metrics["Waiting for review"]) == \
+        ("1", "1", "0")
+    # who holds what now: bob has sub/b.png; the lead is no row among the annotators
+    holders = at.dataframe[1].value
+    assert list(holders["Image"]) == ["sub/b.png"] and list(holders["Annotator"]) == ["bob"]
+    assert "lead" not in set(at.dataframe[0].value.index)
+    store = ProgressStore(project.progress_file, project.source)
+    try:
+        assert store.get("sub/b.png").review["note"] == "the person's arm is cut off"
+        assert store.get("a.png").review["decision"] == "approved"
+    finally:
+        store.close()
+    at.selectbox(key="export_status").set_value("approved").run()
+    button(at, "export_run").click().run()
+    assert not at.exception, at.exception
+    assert any("1 images, 2 objects" in s.value for s in at.success)
+
+
+def test_the_gallery_count_follows_the_store_and_its_tiles_stay_until_asked(project):
+    at = run_page()
+    assert "2 images match (2 done in all" in " ".join(c.value for c in at.caption)
+    other = ProgressStore(project.progress_file, project.source, claim_timeout_s=600.0)
+    other.claim("d.png", "cleo")  # someone finishes a photo while the page is open
+    other.complete("d.png", "cleo", 3.0)
+    other.close()
+    at.run()  # what the refresh every REFRESH_S seconds draws
+    assert not at.exception, at.exception
+    captions = " ".join(c.value for c in at.caption)
+    assert "3 images match (3 done in all" in captions
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Done"] == "3"
+    assert len(at.get("image")) == 2 and "changed since these tiles were drawn" in captions
+    button(at, "gallery_latest").click().run()
+    assert len(at.get("image")) == 3 and not [b for b in at.button if b.key == "gallery_latest"]

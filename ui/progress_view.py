@@ -16,8 +16,6 @@ which shows their message.
 from __future__ import annotations
 
 import datetime as dt
-import os
-import tempfile
 import threading
 import time
 from collections import Counter
@@ -30,8 +28,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageOps
 
-from dextr_core.export import ExportError
 from dextr_core.images import ImageReadError, load_image, to_rgb_uint8
+from dextr_core.leads import LeadActions
 from dextr_core.masks import MaskFileError, clashing_ids, load_label_map, mask_path
 from dextr_core.store import STATUSES as STORE_STATUSES
 from ui.overlay import draw_overlay
@@ -217,6 +215,12 @@ def update_object_index(store, index: ObjectIndex) -> ObjectIndex:
     return index
 
 
+def store_of(source):
+    """The progress store of ``source``: a :class:`~dextr_core.leads.LeadActions` (what the
+    page holds) or a store."""
+    return source.store if isinstance(source, LeadActions) else source
+
+
 class SnapshotCache:
     """The last snapshot and object index of one store, shared by every session of a process.
 
@@ -231,9 +235,10 @@ class SnapshotCache:
         self.store_id: int | None = None
 
     def snapshot(self, store) -> Snapshot:
-        """The store's snapshot: the cached one while the store's summary (last event, totals,
+        """The store's (or a :class:`~dextr_core.leads.LeadActions`' store's) snapshot: the cached one while the store's summary (last event, totals,
         status counts) is unchanged, else updated from the events (:func:`update_snapshot`);
         read in full the first time. Store errors propagate and leave the cache as it was."""
+        store = store_of(store)
         with self.lock:
             summary = store.summary()
             value = self.value if self.store_id == id(store) else None
@@ -250,6 +255,7 @@ class SnapshotCache:
         """The store's :class:`ObjectIndex`: read in full once (``store.objects()`` copies every
         object: about 0.8 s for 25,000 objects), then kept up to date from the store's events;
         read in full again after a reset or when it disagrees with ``summary()["objects"]``."""
+        store = store_of(store)
         with self.lock:
             index = self.objects if self.store_id == id(store) else None
             index = read_object_index(store) if index is None else update_object_index(store, index)
@@ -275,24 +281,38 @@ def pct(part: int, total: int) -> str:
     return f"{100.0 * part / total:.1f} %" if total else "0 %"
 
 
+#: The annotator table's time column: it says what it counts.
+MEDIAN_COLUMN = "Median s / object (photo open)"
+#: What that column counts, in words (the page's column help).
+MEDIAN_HELP = ("Over their done photos: the time each photo was open until Image done (breaks "
+               "included, so it is more than the clicking), divided by its objects; the median.")
+
+
 def annotator_table(snap: Snapshot) -> pd.DataFrame:
     """One row per annotator (index "Annotator", names as the store holds them): images done and
-    skipped, objects, median seconds per object (over their done images: image time / objects),
-    last activity (local time); most images done first."""
+    skipped, objects, median seconds per object (:data:`MEDIAN_COLUMN`: over their done images,
+    the time the photo was open until Image done, breaks included, / its objects), last
+    activity (local time); most images done first. A name with no image, object or claim (a
+    lead who only reopened or reviewed) is not a row."""
+    holders = {c.get("annotator") for c in snap.summary.get("claims") or ()}
     rows = {str(name): (s if isinstance(s, dict) else {})
             for name, s in (snap.summary.get("annotators") or {}).items()}
+    # a name with no image, object or claim only acted as a lead (reopen, review): not a row
+    rows = {name: s for name, s in rows.items()
+            if _int(s.get("done")) or _int(s.get("skipped")) or _int(s.get("objects"))
+            or name in holders}
     table = pd.DataFrame(
         {
             "Images done": [_int(s.get("done")) for s in rows.values()],
             "Skipped": [_int(s.get("skipped")) for s in rows.values()],
             "Objects": [_int(s.get("objects")) for s in rows.values()],
-            "Median s / object": [s.get("median_seconds_per_object") for s in rows.values()],
+            MEDIAN_COLUMN: [s.get("median_seconds_per_object") for s in rows.values()],
             "Last activity": local_times(_times(pd.Series(
                 [s.get("last_activity") for s in rows.values()], dtype=object))).to_numpy(),
         },
         index=pd.Index(list(rows), name="Annotator"),
     )
-    table["Median s / object"] = pd.to_numeric(table["Median s / object"], errors="coerce")
+    table[MEDIAN_COLUMN] = pd.to_numeric(table[MEDIAN_COLUMN], errors="coerce")
     return table.sort_values(["Images done", "Objects"], ascending=False)
 
 
@@ -378,108 +398,6 @@ def annotator_names(snap: Snapshot) -> list[str]:
 
 
 # --------------------------------------------------------------------------------------------
-# Lead actions
-
-
-@dataclass(frozen=True)
-class ReopenResult:
-    """What :func:`reopen_image` did. ``status``: the image's status afterwards ("todo" = back
-    in the queue; "in_progress" = someone holds it; None when the store could not be read);
-    ``holder``: who holds it then; ``sent_to``: the annotator it was handed to (None if not);
-    ``error``: what refused the reopen (nothing changed) or the hand-over (the reopen stands)."""
-
-    image_id: str
-    status: str | None
-    holder: str | None = None
-    sent_to: str | None = None
-    error: Exception | None = None
-    reopen_failed: bool = False
-
-
-def reopen_image(store, image_id: str, by: str, to: str | None = None) -> ReopenResult:
-    """A lead reopens ``image_id`` (``store.reopen``) and, with ``to``, hands it to that
-    annotator (``store.claim``: it is the first image they get). Two store calls, so the result
-    says which of them took effect: a failed hand-over leaves the image reopened. Exceptions of
-    the store are returned in ``error``, not raised."""
-    try:
-        store.reopen(image_id, by=by)
-    except Exception as exc:  # ClaimError, StoreWriteError, StoreCorruptError, ...
-        return ReopenResult(image_id, _status_of(store, image_id), error=exc, reopen_failed=True)
-    sent_to, error = None, None
-    if to:
-        try:
-            store.claim(image_id, to)
-            sent_to = to
-        except Exception as exc:  # someone took it meanwhile, a full disk, ...
-            error = exc
-    record = _record_of(store, image_id)
-    return ReopenResult(image_id, getattr(record, "status", None),
-                        getattr(record, "annotator", None)
-                        if getattr(record, "status", None) == "in_progress" else None,
-                        sent_to, error)
-
-
-def _record_of(store, image_id: str):
-    try:
-        return store.get(image_id)
-    except Exception:  # the result then says the status is unknown
-        return None
-
-
-def _status_of(store, image_id: str) -> str | None:
-    return getattr(_record_of(store, image_id), "status", None)
-
-
-@dataclass(frozen=True)
-class ResetResult:
-    """What :func:`reset_progress` did. ``backup``: where the old progress now is (None: the
-    reset did not happen and nothing changed); ``error``: what refused the reset, or what failed
-    in the scan of the source folder after it (the reset stands, the queue is empty until
-    :func:`scan_source` succeeds)."""
-
-    backup: Path | None
-    error: Exception | None = None
-
-
-def reset_progress(handle, cfg) -> ResetResult:
-    """A lead resets the progress of the store in ``handle`` (a ``StoreHandle``: store, lock,
-    sync_report, reconciled): ``store.reset()`` keeps the old progress as a backup, then the
-    source folder is scanned and reconciled with the mask files again. Errors are returned in the
-    result, saying which step they stopped."""
-    with handle.lock:
-        try:
-            backup = Path(handle.store.reset())
-        except Exception as exc:  # StoreWriteError, ...: the store promises nothing changed
-            return ResetResult(None, exc)
-        try:
-            _scan(handle, cfg)
-        except Exception as exc:  # the reset stands; the scan can be run again
-            return ResetResult(backup, exc)
-    return ResetResult(backup)
-
-
-def scan_source(handle, cfg) -> list[str]:
-    """Scan the source folder into the store and reconcile it with the mask files (``sync`` +
-    ``reconcile``); returns what changed, in words. Errors of the store propagate."""
-    with handle.lock:
-        _scan(handle, cfg)
-        return last_scan(handle)
-
-
-def last_scan(handle) -> list[str]:
-    """What the last scan of the source folder found (when the server opened the store, or a
-    lead's scan since), in words: the sync report's lines (DEXTR-AnnoTool's import among them),
-    then the mask files' repairs. [] when nothing changed."""
-    return list(getattr(handle.sync_report, "lines", list)()) + list(handle.reconciled)
-
-
-def _scan(handle, cfg) -> None:
-    handle.sync_report = handle.store.sync()
-    handle.reconciled = list(
-        handle.store.reconcile(cfg.destination, cfg.mask_suffix, cfg.save_format) or [])
-
-
-# --------------------------------------------------------------------------------------------
 # Thumbnails
 
 
@@ -534,6 +452,7 @@ _CLASHING: dict = {}  # (store, snapshot version) -> masks.clashing_ids of its i
 def clashing(store, snap) -> frozenset:
     """The ids whose mask file keeps the whole photo name (:func:`dextr_core.masks.clashing_ids`),
     read again when the store changed (``snap.version``)."""
+    store = store_of(store)
     key = (id(store), snap.version)
     if key not in _CLASHING:
         _CLASHING.clear()
@@ -541,15 +460,18 @@ def clashing(store, snap) -> frozenset:
     return _CLASHING[key]
 
 
-def tile_files(cfg, image_id: str, clashing_ids_: frozenset = frozenset()) -> tuple[Path, Path]:
-    """(photo file, mask file) of one image of the gallery; the mask file may not exist.
-    ``clashing_ids_``: from :func:`clashing` (photos sharing a stem keep their whole name)."""
-    return (Path(cfg.source, image_id),
-            mask_path(cfg.destination, image_id, cfg.mask_suffix, cfg.save_format,
-                      clashing_ids_))
+def tile_key(cfg, image_id: str, clashing_ids_: frozenset = frozenset()) -> tuple:
+    """What a thumbnail of one image is cached on: (photo file, its mtime, mask file or "" when
+    there is none, its mtime); see :func:`thumbnail_jpeg`. ``clashing_ids_``: from
+    :func:`clashing` (photos sharing a stem keep their whole name)."""
+    image_file = Path(cfg.source, image_id)
+    mask_file = mask_path(cfg.destination, image_id, cfg.mask_suffix, cfg.save_format,
+                          clashing_ids_)
+    return (str(image_file), _mtime(image_file), str(mask_file) if mask_file.is_file() else "",
+            _mtime(mask_file))
 
 
-def mtime(path: Path) -> float:
+def _mtime(path: Path) -> float:
     """The file's modification time (epoch s), -1 when it does not exist (a cache key part)."""
     try:
         return path.stat().st_mtime
@@ -561,49 +483,45 @@ def mtime(path: Path) -> float:
 # Export naming
 
 
-#: Export formats offered on the page and what they are called there (see EXPORT_CALLS).
+#: Export formats offered on the page and what they are called there (see
+#: dextr_core.leads.EXPORT_CALLS).
 EXPORT_FORMATS = {"coco": "COCO instances JSON (RLE masks)",
                   "coco-polygon": "COCO instances JSON (polygons)",
                   "yolo": "YOLO segmentation (Ultralytics)",
                   "voc": "Pascal VOC segmentation",
                   "masks": "Label maps (DEXTR-AnnoTool layout)",
                   "palette": "Colour previews (palette PNG)"}
-#: The page's choice -> run_export's ``fmt`` and options (the others are run_export's fmt).
-EXPORT_CALLS = {"coco-polygon": ("coco", {"segmentation": "polygon"})}
 #: Which images an export takes (run_export's ``status``).
-EXPORT_SCOPES = {"done": "finished (done)", "all": "every image with a mask file"}
+EXPORT_SCOPES = {"done": "finished (done)", "approved": "approved in review",
+                 "all": "every image with a mask file"}
 
 
-def export_folder(cfg) -> Path:
-    """Where exports are written: ``exports/`` next to the config file, unless that lies in the
-    source or destination folder or in the progress file's folder when that is not the config's
-    own folder (export.py refuses targets there; then the system temp folder is used)."""
-    folder = Path(cfg.path).parent / "exports"
-    real = Path(os.path.realpath(folder))
-    managed = [Path(cfg.source), Path(cfg.destination)]
-    progress_folder = Path(cfg.progress_file).parent
-    if os.path.realpath(progress_folder) != os.path.realpath(Path(cfg.path).parent):
-        managed.append(progress_folder)
-    for path in managed:
-        inside = Path(os.path.realpath(path))
-        if real == inside or inside in real.parents:
-            return Path(tempfile.gettempdir()) / "dextr-exports"
-    return folder
+# --------------------------------------------------------------------------------------------
+# Review and who holds what
 
 
-def export_target(cfg, fmt: str, status: str, lead: bool, now: float | None = None) -> Path:
-    """The zip an export writes: ``<config stem>-<format>-<status>.zip`` in :func:`export_folder`.
+#: Review counts (LeadActions.review_counts keys) and what the page calls them.
+REVIEW_NAMES = {"waiting": "Waiting for review", "approved": "Approved", "sent_back": "Sent back"}
 
-    Only a lead replaces an existing one; anyone else's export goes next to it with the time
-    (``now``, epoch s, default the clock; local time) in its name, so nobody but a lead
-    overwrites an export others may be using. Raises ExportError when 999 such names are taken.
-    """
-    target = export_folder(cfg) / f"{Path(cfg.path).stem}-{fmt}-{status}.zip"
-    if lead or not target.exists():
-        return target
-    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(now))
-    for n in range(1, 1000):
-        candidate = target.with_name(f"{target.stem}-{stamp}{f'-{n}' if n > 1 else ''}.zip")
-        if not candidate.exists():
-            return candidate
-    raise ExportError(f"Too many exports named {target.stem}-{stamp}* in {target.parent}")
+
+def holders_table(snap: Snapshot) -> pd.DataFrame:
+    """Who holds which image now (the store's claims): Image, Annotator, Since (local time),
+    Idle (True when the claim lapsed: anyone asking gets the image)."""
+    claims = list(snap.summary.get("claims") or ())
+    return pd.DataFrame({
+        "Image": [str(c.get("image_id")) for c in claims],
+        "Annotator": [str(c.get("annotator") or "") for c in claims],
+        "Since": local_times(_times(pd.Series([c.get("claimed_at") for c in claims],
+                                              dtype=object))).to_numpy(),
+        "Idle": [bool(c.get("lapsed")) for c in claims],
+    })
+
+
+def work_caption(record, objects: list) -> str:
+    """One line on the work in an image: objects by label, clicks, time the photo was open
+    (plain text; the page escapes it)."""
+    labels = Counter(str(o.label) for o in objects)
+    clicks = sum(len(o.points or ()) for o in objects)
+    seconds = float(getattr(record, "seconds", 0.0) or 0.0)
+    shown = ", ".join(f"{n} {label}" for label, n in labels.most_common()) or "no objects"
+    return f"{shown}; {clicks} clicks; {seconds:.0f} s open"

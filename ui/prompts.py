@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import streamlit as st
 
-from dextr_core.errors import DextrError
 from ui import resources, roles
 from ui.messages import md, say
 
@@ -54,18 +53,20 @@ def reset_prompt(on_reset) -> bool:
         return True
     left, right = st.columns(2)
     if left.button("Reset the progress (keep a backup)", type="primary"):
-        try:
-            backup = resources.confirm_reset()
-        except RuntimeError:  # someone else answered meanwhile
+        outcome = resources.lead_actions().reset(only_if_pending=True)
+        if outcome.level == "warning" and outcome.backup is None:  # answered meanwhile
             st.rerun()
-        except DextrError as exc:
-            st.error(f"Reset failed, progress unchanged: {md(exc)}")
+        if outcome.backup is None:
+            st.error(md(outcome.message))
             return True
         on_reset()
-        say("success", f"Progress reset; the old progress is in {md(backup)}.")
+        say(outcome.level, md(outcome.message))
         st.rerun()
     if right.button("Keep the current progress"):
-        resources.decline_reset()
+        outcome = resources.lead_actions().keep_progress()
+        if not outcome.ok:
+            st.error(md(outcome.message))
+            return True
         st.rerun()
     return True
 

@@ -301,7 +301,7 @@ def store():
     At opening it is synced with the source folder when ``optional.update`` is true or the
     progress file is new, and reconciled with the mask files in the destination.
     ``admin.reset_progress: true`` never resets silently: :func:`reset_pending` stays true until
-    someone confirms (:func:`confirm_reset`) or declines (:func:`decline_reset`) on the page.
+    a lead resets or keeps the progress (:func:`lead_actions`: ``reset`` / ``keep_progress``).
     """
     return store_handle().store
 
@@ -311,30 +311,16 @@ def reset_pending() -> bool:
     return store_handle().reset_pending
 
 
-def confirm_reset() -> Path:
-    """Reset the progress store (the store backs the old file up first); returns the backup path.
+def lead_actions():
+    """This run's :class:`dextr_core.leads.LeadActions` over the shared store: reopen, review,
+    reset, scan, exports. The lead role (:mod:`ui.roles`) is asked at each action's call; a
+    refusal says how to become a lead."""
+    from dextr_core.leads import LeadActions
+    from ui import roles
 
-    The store is synced with the source folder again afterwards. Only once per process.
-    """
-    cfg = config()
-    handle = store_handle()
-    with handle.lock:
-        if not handle.reset_pending:
-            raise RuntimeError("no progress reset is pending")
-        backup = handle.store.reset()
-        handle.sync_report = handle.store.sync()
-        handle.reconciled = list(
-            handle.store.reconcile(cfg.destination, cfg.mask_suffix, cfg.save_format) or []
-        )
-        handle.reset_pending = False
-    return Path(backup)
-
-
-def decline_reset() -> None:
-    """Keep the existing progress although the config says ``reset_progress: true``."""
-    handle = store_handle()
-    with handle.lock:
-        handle.reset_pending = False
+    return LeadActions(store_handle(), config(),
+                       lead=lambda: roles.lead_name() if roles.is_lead() else None,
+                       refusal=roles.needs_lead)
 
 
 # --------------------------------------------------------------------------------------------

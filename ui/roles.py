@@ -273,6 +273,19 @@ def is_lead() -> bool:
     return email is not None and email in lead_emails()
 
 
+#: What a page says where a lead is needed but no lead access is configured.
+NO_LEAD_CONFIGURED = (
+    "No lead access is configured, so nobody can do this. Set `lead_password` (or `[auth]` with "
+    "`lead_emails`) in `.streamlit/secrets.toml` and restart the app; see docs/roles.md.")
+
+
+def needs_lead(what: str) -> str:
+    """The sentence a non-lead gets for ``what`` (e.g. "reopen images"): how to sign in, or
+    how to configure a lead when none is."""
+    return (f"Only a lead can {what}: sign in with the lead role in the sidebar."
+            if is_configured() else NO_LEAD_CONFIGURED)
+
+
 def lead_name() -> str:
     """A name for the lead in the store's history: the OIDC e-mail, else "lead"."""
     return _oidc_email() or "lead"

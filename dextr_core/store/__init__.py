@@ -37,6 +37,7 @@ from .records import (
     SyncReport,
     _decode_points,
     _encode_points,
+    review_state,
 )
 from .rules import Store
 
@@ -59,4 +60,5 @@ __all__ = [
     "_encode_points",
     "config_options",
     "open_store",
+    "review_state",
 ]

@@ -95,6 +95,10 @@ class Backend(Protocol):
     def image_ids(self, status: str | None = None) -> list[str]:
         """Image ids, sorted (all, or of ``status``)."""
 
+    def review_facts(self) -> list[dict]:
+        """``{id, status, missing, review, completed_at}`` of every done image and of every image
+        with a review (the facts :func:`~dextr_core.store.records.review_state` reads)."""
+
     def events(self, since: float | None = None, limit: int | None = None) -> list[Event]:
         """Events after ``since``, the last ``limit`` of them, oldest first."""
 

@@ -174,6 +174,10 @@ class FileBackend:
         return [d for d in docs if (status is None or d["status"] == status)
                 and (not with_objects or d.get("objects"))]
 
+    def review_facts(self) -> list[dict]:
+        return [d for d in self._storage.read().get(_IMAGES, {}).values()
+                if d["status"] == "done" or d.get("review")]
+
     def image_ids(self, status: str | None = None) -> list[str]:
         ids = self._ids()
         if status is None:

@@ -657,6 +657,12 @@ class PostgresBackend:
         f.last_event = None if row is None else row[0]
         return f
 
+    def review_facts(self) -> list[dict]:
+        keys = ("id", "status", "missing", "review", "completed_at")
+        return [dict(zip(keys, row, strict=True)) for row in self._tx().conn.execute(
+            "SELECT id, status, missing, doc->'review', doc->'completed_at' FROM dextr_images "
+            "WHERE status = 'done' OR doc ? 'review'")]
+
     # ---- maintenance ----------------------------------------------------------------------------
 
     def lock_for_maintenance(self) -> None:

@@ -10,7 +10,8 @@ Conventions (for the whole store package)
 * Stored documents (TinyDB tables ``images``, ``events``, ``meta``) are sparse: a key at its
   default (None, False, empty) is left out. An image document is ``{"id", "status", "width",
   "height", "annotator", "session", "claimed_at", "updated_at", "completed_at", "n_objects",
-  "seconds", "error", "missing", "note", "resume", "legacy", "objects": [{"object_id", "index",
+  "seconds", "error", "missing", "note", "resume", "legacy", "review" (see :func:`review_state`),
+  "objects": [{"object_id", "index",
   "label", "points" (text, see :func:`_encode_points`), "engine", "annotator", "created_at",
   "seconds", "strokes": [{"mode", "width", "points": [[x, y], ...]}], "edited"}]}``; :func:`_document_problem` says which documents read from disk are refused.
 """
@@ -40,6 +41,7 @@ __all__ = [
     "StoreInputError",
     "StoreWriteError",
     "SyncReport",
+    "review_state",
 ]
 
 STATUSES = ("todo", "in_progress", "done", "skipped", "unreadable")
@@ -137,6 +139,9 @@ class ImageRecord:
     note: str | None = None
     #: The browser session holding the claim (informational; None when unclaimed or not given).
     session: str | None = None
+    #: A lead's last review: ``{"decision": "approved" | "sent_back", "by", "at" (epoch s),
+    #: "note", "completed_at"}`` (the completion it judged); see :func:`review_state`.
+    review: dict | None = None
 
 
 @dataclass
@@ -213,7 +218,37 @@ _IMAGE_FIELDS = tuple(f for f in ImageRecord.__dataclass_fields__)
 
 
 def _record(doc: dict) -> ImageRecord:
-    return ImageRecord(**{f: doc[f] for f in _IMAGE_FIELDS if f in doc})
+    record = ImageRecord(**{f: doc[f] for f in _IMAGE_FIELDS if f in doc})
+    if record.review is not None:  # a copy, like the rest of the record
+        record.review = dict(record.review)
+    return record
+
+
+# ---- review (a lead's approval or send-back of a done image) ---------------------------------
+
+#: The review decisions a lead makes (``review["decision"]``).
+REVIEW_DECISIONS = ("approved", "sent_back")
+
+
+def review_state(record) -> str | None:
+    """Where an image (an :class:`ImageRecord` or a stored document) stands in review.
+
+    ``"approved"``: done, and a lead approved this very completion (an Image done after it, a
+    correction, needs a new review); ``"waiting"``: done and not approved; ``"sent_back"``: a
+    lead sent it back and it is todo or in progress again; None otherwise (skipped,
+    unreadable, never reviewed and not done, missing from the source folder).
+    """
+    get = record.get if isinstance(record, dict) else lambda k: getattr(record, k, None)
+    if get("missing"):
+        return None
+    status, review = get("status"), get("review") or {}
+    if status == "done":
+        approved = (review.get("decision") == "approved"
+                    and review.get("completed_at") == get("completed_at"))
+        return "approved" if approved else "waiting"
+    if status in ("todo", "in_progress") and review.get("decision") == "sent_back":
+        return "sent_back"
+    return None
 
 
 def _is_default(value: Any) -> bool:
@@ -275,6 +310,11 @@ def _document_problem(table: str, doc_id: str, doc: dict) -> str | None:
         n_objects = doc.get("n_objects")
         if n_objects is not None and type(n_objects) is not int:
             return f"(image {image_id}) has n_objects {n_objects!r}, not a whole number"
+        review = doc.get("review")
+        if review is not None and (type(review) is not dict
+                                   or review.get("decision") not in REVIEW_DECISIONS):
+            return (f"(image {image_id}) has a review {review!r} that is not a document with a "
+                    f"decision ({', '.join(REVIEW_DECISIONS)})")
     elif table == _EVENTS:
         value = doc.get("time")
         if type(value) not in _NUMBER_TYPES:

@@ -55,6 +55,7 @@ from .records import (
     _object_record,
     _record,
     _with_object_ids,
+    review_state,
 )
 
 __all__ = ["Store", "check_object_id", "check_text"]
@@ -708,6 +709,96 @@ class Store:
         }
 
 
+    # ---- review: a lead approves a done image or sends it back ---------------------------------
+
+    def _reviewable(self, doc: dict, by: str, action: str, completed_at: float | None,
+                    statuses: tuple[str, ...]) -> None:
+        """Refuse (ClaimError, nothing changed) a review of an image that is not finished in
+        ``statuses`` any more, or that was finished again after the completion the lead saw
+        (``completed_at``; None: not checked)."""
+        if doc.get("missing"):
+            raise StoreInputError(f"{doc['id']} is no longer in the source folder; nothing was "
+                                  f"changed. Put the file back to {action}.")
+        if doc["status"] not in statuses:
+            now = self.clock()
+            held = (f" ({doc.get('annotator')} has it open since {_iso(doc.get('claimed_at'))},"
+                    f" {max(0, int((now - (doc.get('claimed_at') or now)) // 60))} min ago)"
+                    if doc["status"] == "in_progress" else "")
+            raise ClaimError(f"{doc['id']} is {doc['status'].replace('_', ' ')}{held}, so {by} "
+                             f"cannot {action}; nothing was changed. Try again when it is "
+                             "done.")
+        if completed_at is not None and doc.get("completed_at") != completed_at:
+            raise ClaimError(
+                f"{doc['id']} was finished again by {doc.get('annotator')} at "
+                f"{_iso(doc.get('completed_at'))}, after the version you looked at; nothing was "
+                f"changed. Look at it again, then {action}.")
+
+    def approve(self, image_id: str, by: str, *, completed_at: float | None = None) -> ImageRecord:
+        """Lead ``by`` approves done image ``image_id`` as it stands (the completion at
+        ``completed_at``, epoch s, when given: ClaimError if it was finished again since).
+        Approving it again is a no-op. A later Image done (a correction) needs a new review."""
+        by = self._check_name(by, "lead")
+        with self.backend.transaction():
+            doc = self._require(image_id)
+            self._reviewable(doc, by, "approve it", completed_at, ("done",))
+            if review_state(doc) == "approved":
+                return _record(doc)
+            now = self.clock()
+            self._update(image_id, {"review": {"decision": "approved", "by": by, "at": now,
+                                               "completed_at": doc.get("completed_at")}})
+            self._log("approved", image_id, by, annotator_was=doc.get("annotator"))
+            return _record(self._raw(image_id))
+
+    def send_back(self, image_id: str, by: str, note: str = "", *,
+                  completed_at: float | None = None, to: str | None = None) -> ImageRecord:
+        """Lead ``by`` sends a done or skipped image back with ``note`` (why; shown to the
+        annotator): in ONE transaction its review says so, it becomes todo (objects kept) and,
+        when ``to`` (an annotator name) is given, it is claimed for ``to`` so that it is the
+        first image they get (the claim lapses like any other, then anyone can take it).
+        ``completed_at`` as in :meth:`approve`. Sending back an image already sent back that
+        nobody finished since is a no-op."""
+        by = self._check_name(by, "lead")
+        to = None if to is None else self._check_name(to)
+        note = _check_note(note)
+        with self.backend.transaction():
+            doc = self._require(image_id)
+            if review_state(doc) == "sent_back" and completed_at in (
+                    None, doc["review"].get("completed_at")):
+                return _record(doc)  # a retry (a double click)
+            self._reviewable(doc, by, "send it back", completed_at, ("done", "skipped"))
+            now = self.clock()
+            was, annotator = doc["status"], doc.get("annotator")
+            self._update(image_id, {
+                "status": "todo", "annotator": None, "claimed_at": None, "completed_at": None,
+                "updated_at": now, "note": f"sent back by {by}", "session": None,
+                "n_objects": len(doc.get("objects") or []), "resume": None,
+                "review": {"decision": "sent_back", "by": by, "at": now, "note": note or None,
+                           "completed_at": doc.get("completed_at"), "annotator": annotator},
+            })
+            self._log("sent_back", image_id, by, was=was, note=note, to=to)
+            if to:
+                self._take(self._raw(image_id), to, now)
+            return _record(self._raw(image_id))
+
+    def review_queue(self, limit: int | None = None) -> list[ImageRecord]:
+        """Done images waiting for review (:func:`review_state`), oldest completion first (then
+        by id); at most ``limit``."""
+        with self.backend.transaction():
+            waiting = [d for d in self.backend.review_facts() if review_state(d) == "waiting"]
+            waiting.sort(key=lambda d: (d.get("completed_at") or 0.0, d["id"]))
+            docs = [self.backend.peek(d["id"]) for d in waiting[:limit]]
+        return [_record(d) for d in docs if d is not None]
+
+    def review_counts(self) -> dict[str, int]:
+        """``{"approved", "sent_back", "waiting"}``: images in each :func:`review_state`."""
+        counts = dict.fromkeys(("approved", "sent_back", "waiting"), 0)
+        with self.backend.transaction():
+            for facts in self.backend.review_facts():
+                state = review_state(facts)
+                if state is not None:
+                    counts[state] += 1
+        return counts
+
     # ---- maintenance (dextr_core.store.maintenance) ----------------------------------------
 
     def sync(self) -> SyncReport:
@@ -746,6 +837,16 @@ def check_text(text: str, what: str) -> str:
     if bad:
         raise StoreInputError(f"{what} {text!r} contains control characters ({', '.join(bad)}); "
                               "type it again without them.")
+    return text
+
+
+def _check_note(note: str | None) -> str:
+    """A review note as stored: text, stripped, at most 2,000 characters, line breaks and tabs
+    kept; StoreInputError for other control characters."""
+    text = str(note or "").replace("\r\n", "\n").strip()
+    if len(text) > 2000:
+        raise StoreInputError(f"The note has {len(text):,} characters; keep it under 2,000.")
+    check_text(text.replace("\n", " ").replace("\t", " "), "The note")
     return text
 
 
