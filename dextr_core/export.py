@@ -1,7 +1,11 @@
 """Exports of finished annotations: COCO instances JSON, per-image label maps, palette previews.
 
-The masks come from the per-image label maps in the config's destination folder (value ``i`` =
-object ``i``) and the labels, clicks, annotator and engine from the progress store's object records
+The label-map exports (masks, palette) copy the per-image label maps in the config's destination
+folder (value ``i`` = object ``i``, one label per pixel: where objects overlap the later one
+holds the pixel). The COCO export is per object: each annotation is the object's own mask file
+(``<destination>/.drafts/<id>/<object id>.png``, written at Accept), so overlapping objects keep
+all their pixels; objects without one (imported from DEXTR-AnnoTool) fall back to the label map.
+The export's result counts the pixels shared by overlapping objects. The labels, clicks, annotator and engine from the progress store's object records
 (``store.objects(image_id)``, index ``i`` = value ``i``). Everything is written atomically: a
 folder export is built in a temporary folder next to ``out`` and renamed into place, a file export
 (JSON or ``.zip``) is written to a temporary file and renamed. An overwrite writes the new export
@@ -44,7 +48,16 @@ import numpy as np
 from PIL import Image
 
 from .errors import DextrError
-from .masks import MaskFileError, atomic_write, encode_label_map, load_label_map, mask_path
+from .masks import (
+    MaskFileError,
+    atomic_write,
+    encode_label_map,
+    load_label_map,
+    load_object_mask,
+    mask_path,
+    object_mask_path,
+    shared_pixels,
+)
 
 #: Export formats: COCO instances JSON, per-image label maps (DEXTR-AnnoTool layout), palette PNGs.
 FORMATS = ("coco", "masks", "palette")
@@ -74,6 +87,11 @@ class ExportResult:
     images: int = 0
     objects: int = 0
     warnings: list[str] = field(default_factory=list)
+    #: Pixels held by two or more objects of one image, summed over the images (COCO exports:
+    #: each object keeps them; label maps: the later object holds them).
+    shared_pixels: int = 0
+    #: Images with such shared pixels.
+    overlapping_images: int = 0
 
 
 def _field(record: Any, name: str, default: Any = None) -> Any:
@@ -140,6 +158,20 @@ def _iter_label_maps(
                 progress(n, total)
 
 
+def _object_masks(config: Any, image_id: str, lm: np.ndarray, objects: dict[int, Any]
+                  ) -> dict[int, np.ndarray]:
+    """Each object's own bool (H, W) mask by index: its object file, else its label in ``lm``."""
+    count = max([int(lm.max())] + list(objects))
+    found = {}
+    for index in range(1, count + 1):
+        obj = objects.get(index)
+        object_id = str(_field(obj, "object_id", "") or "") if obj is not None else ""
+        own = load_object_mask(object_mask_path(config.destination, image_id, object_id),
+                               lm.shape) if object_id else None
+        found[index] = own if own is not None else lm == index
+    return found
+
+
 def coco_dataset(
     config: Any,
     store: _Store,
@@ -147,8 +179,13 @@ def coco_dataset(
     status: str = "done",
     progress: ProgressCallback | None = None,
     warnings: list[str] | None = None,
+    overlaps: list[int] | None = None,
 ) -> dict:
-    """Build a COCO instances dict from the stored label maps and object records.
+    """Build a COCO instances dict from the objects' own masks and records.
+
+    Each annotation's mask is the object's own file (see the module docstring), so objects that
+    overlap both keep the shared pixels; ``overlaps`` (a list, if given) gets the count of
+    shared pixels of each image that has some.
 
     ``images``: id 1..N, ``file_name`` = the store's image id (path relative to the source folder),
     ``width``/``height`` in pixels. ``categories``: the config's labels, ids 1..K in label order
@@ -180,15 +217,15 @@ def coco_dataset(
         images.append({"id": coco_image_id, "file_name": image_id, "width": int(width),
                        "height": int(height)})
         objects = by_image.get(image_id, {})
-        if len(objects) > int(lm.max()):
-            warnings.append(f"{image_id}: the store lists {len(objects)} objects but the mask "
-                            f"file holds {int(lm.max())}; reopen the image to check it")
-        for index in range(1, int(lm.max()) + 1):
+        own = _object_masks(config, image_id, lm, objects)
+        shared = shared_pixels(list(own.values()))
+        if shared and overlaps is not None:
+            overlaps.append(shared)
+        for index, mask in own.items():
             obj = objects.get(index)
-            binary = np.asfortranarray((lm == index).astype(np.uint8))
+            binary = np.asfortranarray(mask.astype(np.uint8))
             if not binary.any():
-                warnings.append(f"{image_id}: object {index} is fully covered by later objects "
-                                "and was left out")
+                warnings.append(f"{image_id}: object {index} has an empty mask and was left out")
                 continue
             label = str(_field(obj, "label", "") or labels[0]) if obj else labels[0]
             if obj is None:
@@ -426,8 +463,10 @@ def run_export(
     result = ExportResult(path=target, format=fmt)
 
     if fmt == "coco":
+        overlaps: list[int] = []
         dataset = coco_dataset(config, store, status=status, progress=progress,
-                               warnings=result.warnings)
+                               warnings=result.warnings, overlaps=overlaps)
+        result.shared_pixels, result.overlapping_images = sum(overlaps), len(overlaps)
         result.images = len(dataset["images"])
         result.objects = len(dataset["annotations"])
         data = json.dumps(dataset, separators=(",", ":")).encode("utf-8")
@@ -500,6 +539,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"warning: {warning}", file=sys.stderr)
     print(f"wrote {result.path}: {result.images} images, {result.objects} objects "
           f"({len(result.warnings)} warnings)")
+    if result.shared_pixels:
+        print(f"{result.shared_pixels} pixels are shared by overlapping objects in "
+              f"{result.overlapping_images} images (each object keeps them)")
     return 0
 
 
