@@ -75,6 +75,7 @@ def main() -> None:
     """Read the config, show the engine, run the selected page."""
     state.app_has_run.set()
     state.config()  # a broken config shows its problems and stops here
+    state.keep_annotator()
     _engine_sidebar()
     st.navigation(_page_list()).run()
 

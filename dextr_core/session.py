@@ -212,6 +212,7 @@ class AnnotationSession:
         self.masks_revision = 0
         #: Why the clicks could not be kept for a refresh (a sentence), None when they are.
         self.clicks_warning: str | None = None
+        self._overlaps: tuple | None = None  # (candidate, objects, revision) -> overlaps
 
     # ---- what is open ------------------------------------------------------------------------
 
@@ -338,13 +339,16 @@ class AnnotationSession:
         self.store.claim(op.image_id, self.annotator, session=self.token)
         return self._show(op.image_id, claimed=True, shape=op.shape)
 
-    def next(self) -> ImageStatus | None:
-        """Open the next image in id order (see :meth:`open`); None when there is none."""
-        return self._step(+1)
+    def next(self, own: bool = False) -> ImageStatus | None:
+        """Open the next image in id order (see :meth:`open`); None when there is none. With
+        ``own`` only images this annotator finished or holds (their work, once the queue is
+        empty)."""
+        return self._step(+1, own)
 
-    def prev(self) -> ImageStatus | None:
-        """Open the previous image in id order (see :meth:`open`); None when there is none."""
-        return self._step(-1)
+    def prev(self, own: bool = False) -> ImageStatus | None:
+        """Open the previous image in id order (see :meth:`open`, ``own`` as for :meth:`next`);
+        None when there is none."""
+        return self._step(-1, own)
 
     def refresh(self) -> ImageStatus | None:
         """Bring the open image's status in line with the store (call on every page draw).
@@ -451,6 +455,9 @@ class AnnotationSession:
         if cand is None or cand.mask is None:
             return []
         objects = self.objects
+        key = (cand.points, tuple(_object_key(o) for o in objects), self.masks_revision)
+        if self._overlaps is not None and self._overlaps[0] == key:
+            return list(self._overlaps[1])
         masks = [self.mask(o) for o in objects]
         area = max(1, int(np.count_nonzero(cand.mask)))
         found = []
@@ -458,7 +465,8 @@ class AnnotationSession:
             if shared:
                 found.append(Overlap(obj, shared, shared / max(1, int(np.count_nonzero(m))),
                                      shared / area, bool(getattr(obj, "object_id", ""))))
-        return found
+        self._overlaps = (key, found)
+        return list(found)
 
     # ---- actions -----------------------------------------------------------------------------
 
@@ -653,7 +661,7 @@ class AnnotationSession:
                                  and 0 <= p[1] <= height - 1]
         return status
 
-    def _step(self, step: int) -> ImageStatus | None:
+    def _step(self, step: int, own: bool = False) -> ImageStatus | None:
         self.passed_over = []
         ids = self.store.image_ids()  # sorted
         here = self.image_id
@@ -663,7 +671,8 @@ class AnnotationSession:
         j = i + step
         while 0 <= j < len(ids):
             record = self.store.get(ids[j])
-            if record is not None and not record.missing and record.status != "unreadable":
+            if (record is not None and not record.missing and record.status != "unreadable"
+                    and (not own or record.annotator == self.annotator)):
                 try:
                     return self._open_one(ids[j])
                 except ImageReadError as exc:

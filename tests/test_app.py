@@ -123,7 +123,7 @@ def _accept(at, clicks, label=None):
     at.run()
     assert not at.exception
     if label is not None:
-        at.selectbox(key="anno_label").select(label)
+        at.selectbox(key="class").select(label)
     _button(at, "Accept object").click().run()
     assert not at.exception
 
@@ -485,7 +485,7 @@ def test_huge_photo_is_shown_small_and_saved_full_size(project):
     assert any("12000 x 9000 px" in m.value for m in at.markdown)
     from ui.photos import display_size_for
 
-    assert display_size_for(at.session_state["anno_session"].size) == (800, 600)
+    assert display_size_for(at.session_state["anno_session"].size) == (666, 500)  # ui/layout.py
     _accept(at, [[4000, 4500], [7999, 4500], [6000, 2500], [6000, 6499]])
     _button(at, "Image done").click().run()
     assert not at.exception

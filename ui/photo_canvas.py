@@ -77,9 +77,13 @@ def _mask_layer(sess, candidate) -> dict:
     state, size = view(), display_size(sess)
     objects = sess.objects
     keys = [(sess.image_id, o.object_id or f"#{o.index}") for o in objects]
-    key = (sess.image_id, tuple(keys), candidate.points if candidate is not None else None)
+    revision = getattr(sess, "masks_revision", 0)  # a cut changed stored masks in place
+    key = (sess.image_id, tuple(keys), candidate.points if candidate is not None else None,
+           revision)
     if state.background is not None and state.background[0] == key:
         return state.background[1]
+    if state.background is not None and state.background[0][3] != revision:
+        state.small = {}
     state.small = {k: v for k, v in state.small.items() if k in keys}
     small = []
     for k, obj in zip(keys, objects, strict=True):

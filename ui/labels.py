@@ -1,0 +1,83 @@
+"""The class of the next object, one keystroke away: the Class box (type to filter, the first
+nine classes numbered), keys ``1``-``9``, and whether the class carries over to the next object.
+
+After a choice in the box the focus is handed back to the page, so that ``A`` accepts at once
+(Streamlit ignores shortcuts while a text field has the focus). The chosen class and the
+carry-over choice live in the page address (``?class=...&keepclass=...``), so a refresh keeps
+them.
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from ui.messages import md
+
+#: Widget keys (and query parameters) of the class and of the carry-over choice.
+LABEL_KEY, CARRY_KEY = "class", "keepclass"
+#: Classes with a number key (1-9).
+MAX_KEYED = 9
+
+#: Installed once per page: hands the focus back from the Class box after every choice (also
+#: when the same class is chosen again, which sends nothing to the server), by mouse or by
+#: Enter / Tab / Escape in the box; never from any other field.
+_RELEASE_FOCUS = """<script>
+if (!window.__dextrClassKeys) {
+  window.__dextrClassKeys = true;
+  const release = () => setTimeout(() => {
+    const e = document.activeElement;
+    if (e && e.getAttribute('aria-label') === 'Class') e.blur();
+  }, 0);
+  document.addEventListener('click', (event) => {
+    if (event.target.closest && event.target.closest('[role="option"]')) release();
+  }, true);
+  document.addEventListener('keydown', (event) => {
+    const e = document.activeElement;
+    if (['Enter', 'Tab', 'Escape'].includes(event.key) && e
+        && e.getAttribute('aria-label') === 'Class') release();
+  }, true);
+}
+</script>"""
+
+_HIDE_KEYS = "<style>.st-key-anno-class-keys { display: none; }</style>"
+
+
+def numbered(labels, label: str) -> str:
+    """``label`` as shown in the box: with its number key for the first nine classes."""
+    index = list(labels).index(label)
+    return f"{index + 1} · {label}" if index < MAX_KEYED else label
+
+
+def current(labels) -> str:
+    """The class the next Accept gives (the first class until one is chosen)."""
+    chosen = st.session_state.get(LABEL_KEY)
+    return chosen if chosen in labels else labels[0]
+
+
+def _choose(label: str) -> None:
+    st.session_state[LABEL_KEY] = label
+
+
+def after_accept(labels) -> None:
+    """Call after an Accept: the class goes back to the first one unless it carries over."""
+    if not st.session_state.get(CARRY_KEY, True):
+        st.session_state[LABEL_KEY] = labels[0]
+
+
+def class_box(labels) -> str:
+    """The Class box, the number keys and the carry-over choice; returns the chosen class."""
+    labels = list(labels)
+    if st.session_state.get(LABEL_KEY) not in labels:  # none yet, or a class no longer listed
+        st.session_state[LABEL_KEY] = labels[0]
+    st.selectbox("Class", labels, key=LABEL_KEY, format_func=lambda x: numbered(labels, x),
+                 filter_mode="contains", bind="query-params",
+                 help="Type to filter; keys 1-9 choose the first nine classes.")
+    st.toggle("Keep the class for the next object", key=CARRY_KEY, value=True,
+              bind="query-params")
+    with st.container(key="anno-class-keys"):  # hidden: the keys work, the box shows numbers
+        for i, label in enumerate(labels[:MAX_KEYED], start=1):
+            st.button(f"Class {i}: {md(label)}", key=f"anno-class-key-{i}", on_click=_choose,
+                      args=(label,), shortcut=str(i))
+    st.html(_HIDE_KEYS)
+    st.html(_RELEASE_FOCUS, unsafe_allow_javascript=True, width=1)
+    return current(labels)
