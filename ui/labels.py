@@ -2,7 +2,9 @@
 nine classes numbered), keys ``1``-``9``, and whether the class carries over to the next object.
 
 After a choice in the box the focus is handed back to the page, so that ``A`` accepts at once
-(Streamlit ignores shortcuts while a text field has the focus). The chosen class and the
+(Streamlit ignores shortcuts while a text field has the focus); the choice itself starts no
+rerun of its own (``on_change="ignore"``): it reaches the server with the next action, Accept,
+so a key pressed right after the choice is never lost in a rerun still under way. The chosen class and the
 carry-over choice live in the page address (``?class=...&keepclass=...``), so a refresh keeps
 them.
 """
@@ -19,8 +21,8 @@ LABEL_KEY, CARRY_KEY = "class", "keepclass"
 MAX_KEYED = 9
 
 #: Installed once per page: hands the focus back from the Class box after every choice (also
-#: when the same class is chosen again, which sends nothing to the server), by mouse or by
-#: Enter / Tab / Escape in the box; never from any other field.
+#: when the same class is chosen again), by mouse or by Enter / Tab / Escape in the box; never
+#: from any other field.
 _RELEASE_FOCUS = """<script>
 if (!window.__dextrClassKeys) {
   window.__dextrClassKeys = true;
@@ -70,7 +72,7 @@ def class_box(labels) -> str:
     if st.session_state.get(LABEL_KEY) not in labels:  # none yet, or a class no longer listed
         st.session_state[LABEL_KEY] = labels[0]
     st.selectbox("Class", labels, key=LABEL_KEY, format_func=lambda x: numbered(labels, x),
-                 filter_mode="contains", bind="query-params",
+                 filter_mode="contains", on_change="ignore", bind="query-params",
                  help="Type to filter; keys 1-9 choose the first nine classes.")
     st.toggle("Keep the class for the next object", key=CARRY_KEY, value=True,
               bind="query-params")

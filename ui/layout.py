@@ -63,7 +63,5 @@ def apply(image_id: str | None) -> None:
 def tool_row():
     """The reserved row above the photo (:data:`TOOL_ROW_PX` high) as a container, for the
     drawing tools; empty until they come."""
-    row = st.container(key="anno-tool-row", horizontal=True, gap="small",
-                       vertical_alignment="center")
-    row.html(f"<div style='height:{TOOL_ROW_PX}px;width:0'></div>", width=1)  # keeps its height
-    return row
+    return st.container(key="anno-tool-row", height=TOOL_ROW_PX, border=False,
+                        horizontal=True, gap="small", vertical_alignment="center")
