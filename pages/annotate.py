@@ -30,7 +30,7 @@ from ui.overlay import colour_hex
 
 CLICKS_KEY = "anno_clicks"
 RUN_MS_KEY = "anno_run_ms"  # server time (ms) of this page's last 50 runs
-_SESSION, _TOKEN = "anno_session", "tab"
+_SESSION, _TOKEN = "anno_session", resources.TAB_KEY
 SHORTCUTS = {"accept": "A", "undo": "U", "clear": "X", "done": "D", "skip": "S",
              "previous": "P", "next": "N", "class 1-9": "1-9"}
 

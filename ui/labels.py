@@ -20,18 +20,22 @@ LABEL_KEY, CARRY_KEY = "class", "keepclass"
 #: Classes with a number key (1-9).
 MAX_KEYED = 9
 
-#: Installed once per page: hands the focus back from the Class box after every choice (also
-#: when the same class is chosen again), by mouse or by Enter / Tab / Escape in the box; never
-#: from any other field.
+#: Installed once per page: hands the focus back to the page after every choice in the Class
+#: box (also when the same class is chosen again), by mouse or by Enter / Tab / Escape in the
+#: box, and after a click on a switch or a radio button (Streamlit ignores shortcuts while any
+#: input has the focus); never from a field someone types in.
 _RELEASE_FOCUS = """<script>
 if (!window.__dextrClassKeys) {
   window.__dextrClassKeys = true;
   const release = () => setTimeout(() => {
     const e = document.activeElement;
-    if (e && e.getAttribute('aria-label') === 'Class') e.blur();
+    if (e && (e.getAttribute('aria-label') === 'Class'
+              || (e.tagName === 'INPUT' && ['radio', 'checkbox'].includes(e.type)))) e.blur();
   }, 0);
   document.addEventListener('click', (event) => {
-    if (event.target.closest && event.target.closest('[role="option"]')) release();
+    const t = event.target;
+    if (t.closest && (t.closest('[role="option"]') || t.closest('[data-testid="stRadio"]')
+                      || t.closest('[data-testid="stCheckbox"]'))) release();
   }, true);
   document.addEventListener('keydown', (event) => {
     const e = document.activeElement;

@@ -29,7 +29,7 @@ def choice(overlaps) -> bool:
         st.session_state.pop(CHOICE_KEY, None)
         return False
     st.warning("The new object overlaps:  \n" + describe(overlaps))
-    picked = st.radio("Shared pixels", (KEEP, CUT), key=CHOICE_KEY, horizontal=True,
+    picked = st.radio("Shared pixels", (KEEP, CUT), key=CHOICE_KEY, on_change="ignore",
                       help="Keep both: every object keeps its pixels (COCO); the label map "
                            "gives them to the later one. Cut: the earlier objects lose them.")
     return picked == CUT

@@ -310,6 +310,10 @@ def decline_reset() -> None:
 # Annotator
 
 
+#: Query-parameter / session key of this tab's session token (set by the annotate page): a
+#: refresh keeps the tab's claim, a new tab is another session.
+TAB_KEY = "tab"
+
 #: Cookie keeping the name for a new tab or a page opened without ``?annotator=``.
 ANNOTATOR_COOKIE = "dextr_annotator"
 
@@ -355,12 +359,18 @@ def set_annotator(name: str | None) -> None:
 
 
 def keep_annotator() -> None:
-    """Call on every page run (app.py): the name stays in the address on every page (the
-    sidebar's page links drop it) and in the cookie; a forgotten name leaves both."""
+    """Call on every page run (app.py): the name and the tab's token (:data:`TAB_KEY`) stay in
+    the address on every page (the sidebar's page links drop them), so a refresh anywhere
+    keeps both; the name also stays in the cookie. A forgotten name leaves address and cookie."""
     name = annotator()
     if name:
         st.session_state[ANNOTATOR_KEY] = name
         if st.query_params.get(ANNOTATOR_KEY) != name:
             st.query_params[ANNOTATOR_KEY] = name
+    token = st.session_state.get(TAB_KEY) or st.query_params.get(TAB_KEY)
+    if token:
+        st.session_state[TAB_KEY] = token
+        if st.query_params.get(TAB_KEY) != token:
+            st.query_params[TAB_KEY] = token
     st.sidebar.html(_COOKIE_SCRIPT % (json.dumps(name), ANNOTATOR_COOKIE, ANNOTATOR_COOKIE,
                                       ANNOTATOR_COOKIE), unsafe_allow_javascript=True, width=1)

@@ -149,13 +149,13 @@ def _settled(page) -> None:
     laying out around it)."""
     canvas = page.locator("canvas.upper-canvas")
     canvas.wait_for()
-    before = None
+    page.get_by_role("button", name="Reset canvas & history").wait_for(state="attached")
+    seen = []
     for _ in range(50):
-        box = canvas.bounding_box()
-        if box == before:
+        seen.append(canvas.bounding_box())
+        if len(seen) >= 3 and seen[-1] == seen[-2] == seen[-3]:
             return
-        before = box
-        page.wait_for_timeout(200)
+        page.wait_for_timeout(250)
 
 
 def _scale(page) -> float:
@@ -182,15 +182,17 @@ def _click(page, x: float, y: float) -> None:
     raise RuntimeError("two photo canvases stayed on the page")
 
 
-def _clicks(page, points) -> None:
+def _clicks(page, points, already: int = 0) -> None:
+    """Click ``points`` (full-image px) after ``already`` clicks, each seen by the page."""
     from playwright.sync_api import expect
 
-    for k, (x, y) in enumerate(points, start=1):
+    for k, (x, y) in enumerate(points, start=already + 1):
         _click(page, x, y)
         if k < 4:
             expect(page.get_by_text(f"Click the extreme points: {k} of 4.")).to_be_visible()
-    if len(points) >= 4:  # the mask is shown and the run that enables Accept is complete
-        expect(page.get_by_text(f"{len(points)} clicks. Check the mask")).to_be_visible()
+    if already + len(points) >= 4:  # the mask is shown and the run that enables Accept is complete
+        expect(page.get_by_text(f"{already + len(points)} clicks. Check the mask")
+               ).to_be_visible()
         expect(page.get_by_role("button", name="Accept object")).to_be_enabled()
 
 
@@ -329,7 +331,7 @@ def test_two_clicks_and_a_refresh_keep_two_of_four(app):
         page.reload()
         expect(page.get_by_text("Click the extreme points: 2 of 4.")).to_be_visible()
         _settled(page)
-        _clicks(page, _extremes(*SEPARATE[1])[2:])  # goes on from the two kept clicks
+        _clicks(page, _extremes(*SEPARATE[1])[2:], already=2)  # goes on from the two kept clicks
 
 
 def test_overlapping_objects_keep_their_pixels_in_coco_and_the_cut_option_cuts(app):
