@@ -296,10 +296,7 @@ def save_clicks(path: str | os.PathLike, annotator: str, points: Sequence[Sequen
     no points removes the file."""
     p = Path(path)
     if not len(points):
-        try:
-            p.unlink()
-        except FileNotFoundError:
-            pass
+        p.unlink(missing_ok=True)
         return
     doc = {"annotator": annotator, "points": [[float(x), float(y)] for x, y in points]}
     atomic_write(p, json.dumps(doc).encode("utf-8"))

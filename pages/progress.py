@@ -247,6 +247,10 @@ def show_exports(store, cfg, lead: bool) -> None:
     if result is not None and Path(result.path).is_file():
         path = Path(result.path)
         st.success(f"Wrote {md(path)}: {result.images:,} images, {result.objects:,} objects.")
+        if getattr(result, "shared_pixels", 0):
+            st.info(f"{result.shared_pixels:,} pixels are shared by overlapping objects in "
+                    f"{result.overlapping_images:,} image(s): each object keeps them in COCO; "
+                    "label maps give them to the later object.")
         for warning in result.warnings[:20]:
             st.warning(md(warning))
         if len(result.warnings) > 20:
@@ -321,6 +325,7 @@ def main() -> None:
     """Render the progress page."""
     state.run_through_app()
     cfg = state.config()
+    messages.set_page("progress")
     st.title("Progress")
     store = state.store()  # a damaged store: its message, and a lead's offer of a new one
     lead = roles.lead_gate()

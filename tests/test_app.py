@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dextr_core.masks import load_label_map, mask_path, object_mask_path
+from dextr_core.masks import load_label_map, load_object_mask, mask_path, object_mask_path
 from dextr_core.store import ProgressStore
 
 REPO = Path(__file__).resolve().parents[1]
@@ -797,3 +797,49 @@ def test_a_new_mask_leaves_the_canvas_photo_alone_and_comes_as_a_layer_over_it(
     mask = at.session_state["anno_session"].candidate.mask
     expected = draw_overlay(shown.image, [fit_mask(mask, (height, width))])
     assert np.abs(image - expected).max() <= 1.0
+
+
+# ---- class keys and overlaps (ui/labels.py, ui/overlaps.py) ------------------------------------
+
+# a box over the disc's right half: it overlaps the disc object
+HALF_CLICKS = [[60, 50], [100, 50], [80, 20], [80, 80]]
+
+
+def _accept_clicks(at, clicks):
+    at.session_state["anno_clicks"] = clicks
+    at.run()
+    _button(at, "Accept object").click().run()
+    assert not at.exception
+
+
+def test_number_keys_choose_the_class_and_it_goes_back_when_not_carried_over(project):
+    at = _app()
+    assert [o for o in at.selectbox(key="class").options] == ["1 · disc", "2 · square"]
+    _button(at, "Class 2: square").click().run()  # the hidden button behind the key 2
+    assert at.selectbox(key="class").value == "square"
+    at.toggle(key="keepclass").set_value(False).run()
+    _accept_clicks(at, DISC_CLICKS)
+    assert [o.label for o in _store(project).objects("a.png")] == ["square"]
+    assert at.selectbox(key="class").value == "disc"
+
+
+@pytest.mark.parametrize("cut", [False, True])
+def test_an_overlap_is_named_and_cut_only_when_chosen(project, cut):
+    at = _app()
+    _accept_clicks(at, DISC_CLICKS)
+    at.session_state["anno_clicks"] = HALF_CLICKS
+    at.run()
+    notice = " ".join(w.value for w in at.warning)
+    assert "The new object overlaps" in notice and "Object 1 (disc)" in notice.replace("\\", "")
+    if cut:
+        at.radio(key="anno_overlap").set_value("Cut from the earlier object(s)")
+    _button(at, "Accept object").click().run()
+    assert not at.exception
+    first, second = _store(project).objects("a.png")
+    out = project / "out"
+    disc = load_object_mask(object_mask_path(out, "a.png", first.object_id))
+    half = load_object_mask(object_mask_path(out, "a.png", second.object_id))
+    assert (disc & half).any() != cut
+    texts = " ".join(s.value for s in at.success)
+    assert ("cut from object(s) 1" in texts) == cut
+    assert np.count_nonzero(disc) > 500

@@ -337,9 +337,9 @@ def test_two_clicks_and_a_refresh_keep_two_of_four(app):
 def test_overlapping_objects_keep_their_pixels_in_coco_and_the_cut_option_cuts(app):
     from playwright.sync_api import expect
 
+    from dextr_core.config import load_config
     from dextr_core.export import run_export
     from dextr_core.masks import load_object_mask, object_mask_path
-    from dextr_core.config import load_config
 
     url, root, browser = app
     cfg = load_config(root / "anno_cfg.yml")

@@ -3,7 +3,7 @@
 A temporary source folder holds a synthetic 1600 x 1200 photo with one clear object (a dark disc on
 a light, noisy background) and a sample photo. The test starts ``streamlit run app.py -- --config
 <tmp>/anno_cfg.yml`` on a free port, types an annotator name, clicks the disc's four extreme points
-on the canvas (the photo is shown at 800 x 600, so the clicks go through the fit scale), accepts,
+on the canvas (the photo is shown smaller, ui/layout.py, so the clicks go through the fit scale), accepts,
 finishes the image, and checks the saved mask file and the progress record. Screenshots go to
 test-artifacts/ (git-ignored).
 """
@@ -230,7 +230,7 @@ def test_the_accept_shortcut_works_right_after_choosing_a_class(server):
         expect(page.get_by_text("4 clicks. Check the mask")).to_be_visible()
         page.get_by_test_id("stSelectbox").click()
         page.get_by_role("option", name="cat").click()
-        expect(page.get_by_role("combobox", name="Class")).to_have_value("cat")
+        expect(page.get_by_role("combobox", name="Class")).to_have_value("2 · cat")  # numbered
         # the page hands the focus back once the choice reached the server (one rerun)
         page.wait_for_function(
             "() => document.activeElement.getAttribute('aria-label') !== 'Class'")
