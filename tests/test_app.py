@@ -843,3 +843,25 @@ def test_an_overlap_is_named_and_cut_only_when_chosen(project, cut):
     texts = " ".join(s.value for s in at.success)
     assert ("cut from object(s) 1" in texts) == cut
     assert np.count_nonzero(disc) > 500
+
+
+def test_once_the_queue_is_empty_prev_and_next_reach_ones_own_finished_images(project):
+    at = _app()
+    _button(at, "Skip").click().run()  # a.png; b.png opens
+    other = _app("ben")  # ben takes c.jpg and skips it; truncated.jpg is passed over
+    _button(other, "Skip").click().run()
+    _button(at, "Skip").click().run()  # b.png: nothing is left for ana
+    assert not at.exception
+    assert "All done" in _texts(at.success)
+    _button(at, "Prev").click().run()
+    assert _current_image(at) == "b.png"  # c.jpg, the last image, is ben's
+    assert "b.png was skipped by ana" in _texts(at.warning)
+
+
+def test_messages_of_the_annotate_page_stay_on_it(project):
+    at = _app()
+    _accept(at, DISC_CLICKS, "disc")
+    assert "accepted" in _texts(at.success)
+    at.switch_page("pages/progress.py").run()
+    assert not at.exception
+    assert "accepted" not in _texts(at.success)

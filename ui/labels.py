@@ -11,6 +11,8 @@ them.
 
 from __future__ import annotations
 
+import cv2
+import numpy as np
 import streamlit as st
 
 from ui.messages import md
@@ -87,3 +89,20 @@ def class_box(labels) -> str:
     st.html(_HIDE_KEYS)
     st.html(_RELEASE_FOCUS, unsafe_allow_javascript=True, width=1)
     return current(labels)
+
+
+def tag_layer(layer: np.ndarray, origin: tuple[int, int], masks, texts) -> None:
+    """Write each object's number and class on the mask layer, in place: ``layer`` h x w x 4 uint8
+    RGBA whose top-left corner is display pixel ``origin`` (x, y) (ui.overlay.overlay_layer);
+    ``masks``: display-size bool (H, W) per object; ``texts``: one short text per mask, drawn
+    white on a dark rim at the top-left corner of the mask's box (clipped to the layer)."""
+    font, scale = cv2.FONT_HERSHEY_SIMPLEX, 0.45
+    for mask, text in zip(masks, texts, strict=True):
+        rows = np.flatnonzero(mask.any(axis=1))
+        if rows.size == 0:
+            continue
+        cols = np.flatnonzero(mask.any(axis=0))
+        (_, height), _ = cv2.getTextSize(text, font, scale, 1)
+        at = (int(cols[0]) - origin[0] + 3, int(rows[0]) - origin[1] + height + 3)
+        for colour, thick in (((20, 20, 20, 255), 3), ((255, 255, 255, 255), 1)):
+            cv2.putText(layer, text, at, font, scale, colour, thick, cv2.LINE_AA)

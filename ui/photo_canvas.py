@@ -17,7 +17,7 @@ import streamlit as st
 
 from dextr_core.errors import DextrError
 from ui import canvas as cv
-from ui import photos
+from ui import labels, photos
 from ui.messages import clear, md, say
 from ui.overlay import encode_png, fit_mask, overlay_layer
 
@@ -96,6 +96,9 @@ def _mask_layer(sess, candidate) -> dict:
     if small:
         rgba, (x, y) = overlay_layer(photos.display_image(sess.path).image, small)
         if rgba.size:
+            rgba = np.ascontiguousarray(rgba)
+            labels.tag_layer(rgba, (x, y), small[:len(objects)],
+                             [f"{o.index} {o.label}" for o in objects])
             png = base64.b64encode(encode_png(rgba)).decode("ascii")
             layer = {"src": "data:image/png;base64," + png,
                      "left": 100.0 * x / size[0], "top": 100.0 * y / size[1],
