@@ -44,6 +44,9 @@ def view() -> View:
 
 def _on_canvas(sess, key: str) -> None:
     """Canvas callback: the canvas's point markers become the current clicks."""
+    drawn = view().drawing
+    if drawn is not None and drawn[0] != key:  # a late value of a canvas no longer shown
+        return
     value = st.session_state.get(key) or {}
     raw = (value.get("drawing") or {}).get("raw") if hasattr(value, "get") else None
     if raw is None or not sess.editable:
