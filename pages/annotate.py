@@ -94,7 +94,6 @@ def _accept(sess):
         cut_from = ", ".join(str(o.obj.index) for o in over if o.can_cut)
         say("success", f"Object {stored.index} ({md(stored.label)}) accepted"
             + (f"; cut from object(s) {cut_from}." if cut_from else "."))
-        labels.after_accept(classes)
         overlaps.reset()
         photo_canvas.view().generation += 1
 

@@ -812,15 +812,14 @@ def _accept_clicks(at, clicks):
     assert not at.exception
 
 
-def test_number_keys_choose_the_class_and_it_goes_back_when_not_carried_over(project):
+def test_number_keys_choose_the_class_and_it_stays_for_the_next_object(project):
     at = _app()
     assert [o for o in at.selectbox(key="class").options] == ["1 · disc", "2 · square"]
     _button(at, "Class 2: square").click().run()  # the hidden button behind the key 2
     assert at.selectbox(key="class").value == "square"
-    at.toggle(key="keepclass").set_value(False).run()
     _accept_clicks(at, DISC_CLICKS)
     assert [o.label for o in _store(project).objects("a.png")] == ["square"]
-    assert at.selectbox(key="class").value == "disc"
+    assert at.selectbox(key="class").value == "square"  # kept for the next object
 
 
 @pytest.mark.parametrize("cut", [False, True])

@@ -1,12 +1,10 @@
 """The class of the next object, one keystroke away: the Class box (type to filter, the first
-nine classes numbered), keys ``1``-``9``, and whether the class carries over to the next object.
+nine classes numbered) and keys ``1``-``9``; the class stays chosen for the next object.
 
 After a choice in the box the focus is handed back to the page, so that ``A`` accepts at once
 (Streamlit ignores shortcuts while a text field has the focus); the choice itself starts no
 rerun of its own (``on_change="ignore"``): it reaches the server with the next action, Accept,
-so a key pressed right after the choice is never lost in a rerun still under way. The chosen class and the
-carry-over choice live in the page address (``?class=...&keepclass=...``), so a refresh keeps
-them.
+so a key pressed right after the choice is never lost in a rerun still under way.
 """
 
 from __future__ import annotations
@@ -17,8 +15,8 @@ import streamlit as st
 
 from ui.messages import md
 
-#: Widget keys (and query parameters) of the class and of the carry-over choice.
-LABEL_KEY, CARRY_KEY = "class", "keepclass"
+#: Widget key of the Class box.
+LABEL_KEY = "class"
 #: Classes with a number key (1-9).
 MAX_KEYED = 9
 
@@ -66,22 +64,14 @@ def _choose(label: str) -> None:
     st.session_state[LABEL_KEY] = label
 
 
-def after_accept(labels) -> None:
-    """Call after an Accept: the class goes back to the first one unless it carries over."""
-    if not st.session_state.get(CARRY_KEY, True):
-        st.session_state[LABEL_KEY] = labels[0]
-
-
 def class_box(labels) -> str:
-    """The Class box, the number keys and the carry-over choice; returns the chosen class."""
+    """The Class box and the number keys; returns the chosen class."""
     labels = list(labels)
     if st.session_state.get(LABEL_KEY) not in labels:  # none yet, or a class no longer listed
         st.session_state[LABEL_KEY] = labels[0]
     st.selectbox("Class", labels, key=LABEL_KEY, format_func=lambda x: numbered(labels, x),
-                 filter_mode="contains", on_change="ignore", bind="query-params",
+                 filter_mode="contains", on_change="ignore",
                  help="Type to filter; keys 1-9 choose the first nine classes.")
-    st.toggle("Keep the class for the next object", key=CARRY_KEY, value=True,
-              bind="query-params")
     with st.container(key="anno-class-keys"):  # hidden: the keys work, the box shows numbers
         for i, label in enumerate(labels[:MAX_KEYED], start=1):
             st.button(f"Class {i}: {md(label)}", key=f"anno-class-key-{i}", on_click=_choose,
