@@ -74,6 +74,7 @@ def main() -> None:
     """Read the config, show the engine, run the selected page."""
     resources.app_has_run.set()
     resources.config()  # a broken config shows its problems and stops here
+    resources.keep_annotator()
     _engine_sidebar()
     st.navigation(_page_list()).run()
 

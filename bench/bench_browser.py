@@ -141,17 +141,19 @@ def _photo(path: Path, width: int, height: int) -> None:
 
 
 @contextlib.contextmanager
-def _server(folder: Path):
+def _server(folder: Path, repo: Path = REPO, labels=("disc",)):
+    """``streamlit run bench/stub_app.py`` of checkout ``repo`` over ``folder``; yields its URL."""
     cfg = folder / "anno_cfg.yml"
     cfg.write_text("required:\n  source: src\n  destination: out\n"
-                   "optional:\n  labels: [disc]\n  weights: no-weights-here.h5\n")
+                   f"optional:\n  labels: [{', '.join(labels)}]\n"
+                   "  weights: no-weights-here.h5\n")
     port = _free_port()
     log = (folder / "server.log").open("w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "bench/stub_app.py", "--server.port",
          str(port), "--server.address", "127.0.0.1", "--server.headless", "true",
          "--browser.gatherUsageStats", "false", "--", "--config", str(cfg)],
-        cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+        cwd=repo, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.time() + 90

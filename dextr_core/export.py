@@ -2,8 +2,12 @@
 palette previews, YOLO segmentation and Pascal VOC datasets (the last two and the polygons are in
 :mod:`dextr_core.formats`; this module keeps the selection, the guards and the atomic writing).
 
-The masks come from the per-image label maps in the config's destination folder (value ``i`` =
-object ``i``) and the labels, clicks, annotator and engine from the progress store's object records
+The label-map exports (masks, palette) copy the per-image label maps in the config's destination
+folder (value ``i`` = object ``i``, one label per pixel: where objects overlap the later one
+holds the pixel). The COCO export is per object: each annotation is the object's own mask file
+(``<destination>/.drafts/<id>/<object id>.png``, written at Accept), so overlapping objects keep
+all their pixels; objects without one (imported from DEXTR-AnnoTool) fall back to the label map.
+The export's result counts the pixels shared by overlapping objects. The labels, clicks, annotator and engine from the progress store's object records
 (``store.objects(image_id)``, index ``i`` = value ``i``). Everything is written atomically: a
 folder export is built in a temporary folder next to ``out`` and renamed into place, a file export
 (JSON or ``.zip``) is written to a temporary file and renamed. An overwrite writes the new export
@@ -67,7 +71,10 @@ from .masks import (
     encode_label_map,
     label_map_object_ids,
     load_label_map,
+    load_object_mask,
     mask_path,
+    object_mask_path,
+    shared_pixels,
 )
 from .store.records import review_state
 
@@ -101,12 +108,20 @@ class ExportResult:
     images: int = 0
     objects: int = 0
     warnings: list[str] = field(default_factory=list)
+    #: Pixels held by two or more objects of one image, summed over the images (COCO exports:
+    #: each object keeps them; label maps: the later object holds them).
+    shared_pixels: int = 0
+    #: Images with such shared pixels.
+    overlapping_images: int = 0
     #: format-specific counts for the summary, e.g. {"kept RLE (holes)": 3}
     counts: dict[str, int] = field(default_factory=dict)
 
     def summary(self) -> str:
         """One line: what was written, with the counts (the CLI prints it, the page shows it)."""
         extra = "".join(f", {n} objects {what}" for what, n in self.counts.items() if n)
+        if self.shared_pixels:
+            extra += (f", {self.shared_pixels} pixels shared by overlapping objects in "
+                      f"{self.overlapping_images} images (each object keeps them)")
         return (f"wrote {self.path}: {self.images} images, {self.objects} objects{extra} "
                 f"({len(self.warnings)} warnings)")
 
@@ -197,6 +212,20 @@ def _iter_label_maps(
                         "back, or reopen them under their new names")
 
 
+def _object_masks(config: Any, image_id: str, lm: np.ndarray, objects: dict[int, Any]
+                  ) -> dict[int, np.ndarray]:
+    """Each object's own bool (H, W) mask by index: its object file, else its label in ``lm``."""
+    count = max([int(lm.max())] + list(objects))
+    found = {}
+    for index in range(1, count + 1):
+        obj = objects.get(index)
+        object_id = str(_field(obj, "object_id", "") or "") if obj is not None else ""
+        own = load_object_mask(object_mask_path(config.destination, image_id, object_id),
+                               lm.shape) if object_id else None
+        found[index] = own if own is not None else lm == index
+    return found
+
+
 def coco_dataset(
     config: Any,
     store: _Store,
@@ -207,8 +236,13 @@ def coco_dataset(
     segmentation: str = "rle",
     polygon_tolerance: float = DEFAULT_TOLERANCE,
     summary_counts: dict[str, int] | None = None,
+    overlaps: list[int] | None = None,
 ) -> dict:
-    """Build a COCO instances dict from the stored label maps and object records.
+    """Build a COCO instances dict from the objects' own masks and records.
+
+    Each annotation's mask is the object's own file (see the module docstring), so objects that
+    overlap both keep the shared pixels; ``overlaps`` (a list, if given) gets the count of
+    shared pixels of each image that has some.
 
     ``images``: id 1..N, ``file_name`` = the store's image id (path relative to the source folder),
     ``width``/``height`` in pixels. ``categories``: the config's labels, ids 1..K in label order
@@ -245,12 +279,15 @@ def coco_dataset(
         if len(objects) > int(lm.max()):
             warnings.append(f"{image_id}: the store lists {len(objects)} objects but the mask "
                             f"file holds {int(lm.max())}; reopen the image to check it")
-        for index in range(1, int(lm.max()) + 1):
+        own = _object_masks(config, image_id, lm, objects)
+        shared = shared_pixels(list(own.values()))
+        if shared and overlaps is not None:
+            overlaps.append(shared)
+        for index, mask in own.items():
             obj = objects.get(index)
-            binary = np.asfortranarray((lm == index).astype(np.uint8))
+            binary = np.asfortranarray(mask.astype(np.uint8))
             if not binary.any():
-                warnings.append(f"{image_id}: object {index} is fully covered by later objects "
-                                "and was left out")
+                warnings.append(f"{image_id}: object {index} has an empty mask and was left out")
                 continue
             label = str(_field(obj, "label", "") or labels[0]) if obj else labels[0]
             if obj is None:
@@ -658,10 +695,12 @@ def run_export(
     result = ExportResult(path=target, format=fmt)
 
     if fmt == "coco":
+        overlaps: list[int] = []
         dataset = coco_dataset(config, store, status=status, progress=progress,
                                warnings=result.warnings, segmentation=segmentation,
                                polygon_tolerance=polygon_tolerance,
-                               summary_counts=result.counts)
+                               summary_counts=result.counts, overlaps=overlaps)
+        result.shared_pixels, result.overlapping_images = sum(overlaps), len(overlaps)
         result.images = len(dataset["images"])
         result.objects = len(dataset["annotations"])
         data = json.dumps(dataset, separators=(",", ":")).encode("utf-8")

@@ -9,6 +9,7 @@ DEXTR-AnnoTool's masks.
 from __future__ import annotations
 
 import io
+import json
 import os
 from collections.abc import Collection, Iterable, Sequence
 from pathlib import Path, PurePosixPath
@@ -315,3 +316,64 @@ def load_object_mask(path: str | os.PathLike, shape: tuple[int, int] | None = No
     if a.ndim != 2 or (shape is not None and a.shape != tuple(shape)):
         return None
     return a.astype(bool, copy=False)
+
+
+# ---- overlaps between objects ----------------------------------------------------------------
+
+
+def overlap_pixels(mask: np.ndarray, others: Sequence[np.ndarray]) -> list[int]:
+    """How many pixels ``mask`` (bool (H, W)) shares with each of ``others`` (bool (H, W) each),
+    in the order given."""
+    m = np.asarray(mask, dtype=bool)
+    return [int(np.count_nonzero(m & np.asarray(o, dtype=bool))) for o in others]
+
+
+def cut_mask(earlier: np.ndarray, later: np.ndarray) -> np.ndarray:
+    """``earlier`` without the pixels of ``later`` (both bool (H, W)): what an earlier object keeps
+    when the user cuts a later, overlapping object out of it."""
+    return np.asarray(earlier, dtype=bool) & ~np.asarray(later, dtype=bool)
+
+
+def shared_pixels(masks: Sequence[np.ndarray]) -> int:
+    """Pixels covered by two or more of ``masks`` (bool (H, W) each): what a label map, one label
+    per pixel, gives to the later object only."""
+    if not len(masks):
+        return 0
+    count = np.zeros(np.asarray(masks[0]).shape, dtype=np.uint16)
+    for m in masks:
+        count += np.asarray(m, dtype=bool)
+    return int(np.count_nonzero(count > 1))
+
+
+# ---- the clicks of the object being made (kept over a page refresh) -------------------------
+
+
+def clicks_path(destination: str | os.PathLike, image_id: str) -> Path:
+    """Where the clicks of an image's unfinished object are kept between page loads:
+    ``<destination>/.drafts/<image id>.clicks.json`` (``a/b/img.jpg`` ->
+    ``<destination>/.drafts/a/b/img.jpg.clicks.json``)."""
+    rel = _checked_image_id(image_id)
+    return Path(destination, DRAFTS_DIR).joinpath(*rel.parent.parts, f"{rel.name}.clicks.json")
+
+
+def save_clicks(path: str | os.PathLike, annotator: str, points: Sequence[Sequence[float]]) -> None:
+    """Keep ``points`` (full-image (x, y) pixels) of ``annotator``'s unfinished object atomically;
+    no points removes the file."""
+    p = Path(path)
+    if not len(points):
+        p.unlink(missing_ok=True)
+        return
+    doc = {"annotator": annotator, "points": [[float(x), float(y)] for x, y in points]}
+    atomic_write(p, json.dumps(doc).encode("utf-8"))
+
+
+def load_clicks(path: str | os.PathLike, annotator: str) -> list[list[float]]:
+    """The clicks :func:`save_clicks` kept for ``annotator``; ``[]`` when there are none, they are
+    another annotator's, or the file cannot be read."""
+    try:
+        doc = json.loads(Path(path).read_text(encoding="utf-8"))
+        if doc.get("annotator") != annotator:
+            return []
+        return [[float(x), float(y)] for x, y in doc.get("points", [])]
+    except (OSError, ValueError, TypeError, AttributeError):
+        return []

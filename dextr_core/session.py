@@ -8,6 +8,13 @@ read from the progress store, which is the single truth. It is the only writer o
   (``<destination>/.drafts/<image id>/<object id>.png``), then adds the object to the store with
   that id. A failure at either step leaves the clicks and the id in place, and the retry stores
   the object once (the store's add is idempotent per object id).
+- **Cut**: ``accept(label, cut_earlier=True)`` first checks the claim, then rewrites the object
+  file of every earlier object the candidate overlaps without the candidate's pixels (the same
+  atomic writes as an accept), then stores the candidate. Without it overlapping objects keep
+  all their pixels in their own files (per-object exports such as COCO keep both); only the
+  label map gives a shared pixel to the later object. See :meth:`AnnotationSession.overlaps`.
+- **Clicks** of the object being made are kept in ``<destination>/.drafts/<id>.clicks.json``
+  at every change, so a page refresh (a new session of the same annotator) gets them back.
 - **Image done** calls ``store.complete(..., write=...)``: inside the store's transaction, after
   the claim is checked, the label map is built from the objects the store holds for the image at
   that moment and written atomically; only then is the image marked done. A session whose claim
@@ -50,13 +57,18 @@ from .images import ImageReadError, load_image
 from .masks import (
     MaskFileError,
     clashing_ids,
+    clicks_path,
+    cut_mask,
     draft_path,
     label_map,
     label_map_object_ids,
+    load_clicks,
     load_label_map,
     load_object_mask,
     mask_path,
     object_mask_path,
+    overlap_pixels,
+    save_clicks,
     save_label_map,
     save_object_mask,
     split_label_map,
@@ -152,6 +164,23 @@ class Candidate:
 
 
 @dataclass(frozen=True)
+class Overlap:
+    """The candidate's overlap with one accepted object.
+
+    ``obj``: the object's ObjectRecord; ``pixels``: pixels both hold; ``of_object`` /
+    ``of_candidate``: that count as a fraction (0..1) of the object's / the candidate's area;
+    ``can_cut``: False for objects without an object id (imported from DEXTR-AnnoTool masks),
+    whose own mask cannot be rewritten.
+    """
+
+    obj: object
+    pixels: int
+    of_object: float
+    of_candidate: float
+    can_cut: bool
+
+
+@dataclass(frozen=True)
 class DoneResult:
     """What *Image done* saved: the image, its object count and the mask file."""
 
@@ -222,6 +251,11 @@ class AnnotationSession:
         self.passed_over: list[str] = []
         self._notes: list[str] = []  # why refresh() closed the open image, for the next open
         self._masks: dict[tuple[str, str], np.ndarray] = {}  # (image id, object id) -> packed
+        #: Goes up whenever a stored object's mask changes in place (a cut): drawings keyed on it.
+        self.masks_revision = 0
+        #: Why the clicks could not be kept for a refresh (a sentence), None when they are.
+        self.clicks_warning: str | None = None
+        self._overlaps: tuple | None = None  # (candidate, objects, revision) -> overlaps
 
     # ---- what is open ------------------------------------------------------------------------
 
@@ -363,13 +397,16 @@ class AnnotationSession:
         self.store.claim(op.image_id, self.annotator, session=self.token)
         return self._show(op.image_id, claimed=True, shape=op.shape)
 
-    def next(self) -> ImageStatus | None:
-        """Open the next image in id order (see :meth:`open`); None when there is none."""
-        return self._step(+1)
+    def next(self, own: bool = False) -> ImageStatus | None:
+        """Open the next image in id order (see :meth:`open`); None when there is none. With
+        ``own`` only images this annotator finished or holds (their work, once the queue is
+        empty)."""
+        return self._step(+1, own)
 
-    def prev(self) -> ImageStatus | None:
-        """Open the previous image in id order (see :meth:`open`); None when there is none."""
-        return self._step(-1)
+    def prev(self, own: bool = False) -> ImageStatus | None:
+        """Open the previous image in id order (see :meth:`open`, ``own`` as for :meth:`next`);
+        None when there is none."""
+        return self._step(-1, own)
 
     def refresh(self) -> ImageStatus | None:
         """Bring the open image's status in line with the store (call on every page draw).
@@ -651,16 +688,39 @@ class AnnotationSession:
             raise SessionError("Clicks make a new object: press Done editing first (an "
                                "accepted object is corrected with Paint and Erase).")
 
+    def overlaps(self) -> list[Overlap]:
+        """How the candidate overlaps the accepted objects: one :class:`Overlap` per object it
+        shares pixels with, in the objects' order; ``[]`` without a candidate mask."""
+        cand = self.candidate
+        if cand is None or cand.mask is None:
+            return []
+        objects = self.objects
+        key = (cand.points, tuple(_object_key(o) for o in objects), self.masks_revision)
+        if self._overlaps is not None and self._overlaps[0] == key:
+            return list(self._overlaps[1])
+        masks = [self.mask(o) for o in objects]
+        area = max(1, int(np.count_nonzero(cand.mask)))
+        found = []
+        for obj, m, shared in zip(objects, masks, overlap_pixels(cand.mask, masks), strict=True):
+            if shared:
+                found.append(Overlap(obj, shared, shared / max(1, int(np.count_nonzero(m))),
+                                     shared / area, bool(getattr(obj, "object_id", ""))))
+        self._overlaps = (key, found)
+        return list(found)
+
     # ---- actions -----------------------------------------------------------------------------
 
-    def accept(self, label: str):
+    def accept(self, label: str, cut_earlier: bool = False):
         """Store the candidate as an object with ``label``; returns the stored ObjectRecord.
 
         Its mask file is written first, then the store add (with a client-made object id kept
-        until the add succeeds, so a retry after any failure stores it once). Raises
-        SessionError without a mask or with an empty one, WriteError when the mask cannot be
-        written, ClaimError when the claim was lost (the image turns read-only); the clicks are
-        kept on every failure.
+        until the add succeeds, so a retry after any failure stores it once). With
+        ``cut_earlier`` the accepted objects it overlaps lose those pixels first (their object
+        files rewritten after a claim check; objects without an object id are left as they
+        are); a retry cuts again, which changes nothing more. Raises SessionError without a
+        mask or with an empty one, WriteError when a mask cannot be written, ClaimError when the
+        claim was lost (the image turns read-only, nothing is written); the clicks are kept on
+        every failure.
         """
         from .store import ClaimError, ObjectRecord
 
@@ -676,6 +736,8 @@ class AnnotationSession:
             raise SessionError(f"The mask is empty ({cand.engine} found no object there), so "
                                "nothing was saved. Move the clicks onto the object's edges, "
                                "paint the object, or Clear and click again.")
+        if cut_earlier:
+            self._cut(op, cand.mask)
         if op.pending_id is None or op.pending_points != (cand.points, cand.strokes):
             op.pending_id, op.pending_points = uuid.uuid4().hex, (cand.points, cand.strokes)
         object_id = op.pending_id
@@ -704,7 +766,35 @@ class AnnotationSession:
         op.pending_id = op.pending_points = None
         op.points, op.strokes, op.history, op.candidate = [], [], [], None
         op.object_started = now
+        self._keep_clicks(op)
         return stored
+
+    def _cut(self, op: _Open, later: np.ndarray) -> None:
+        """Rewrite the object files of the cuttable objects ``later`` overlaps without its
+        pixels, after a claim check (a lapsed claim writes nothing)."""
+        from .store import ClaimError
+
+        targets = [o for o in self.overlaps() if o.can_cut]
+        if not targets:
+            return
+        try:
+            self.store.heartbeat(op.image_id, self.annotator, session=self.token)
+        except ClaimError as exc:
+            self._lost(exc)
+            raise
+        for n, overlap in enumerate(targets):
+            obj = overlap.obj
+            kept = cut_mask(self.mask(obj), later)
+            try:
+                save_object_mask(object_mask_path(self.paths.destination, op.image_id,
+                                                  obj.object_id), kept)
+            except OSError as exc:
+                done = ", ".join(str(t.obj.index) for t in targets[:n]) or "none"
+                raise WriteError(_disk_message(
+                    exc, f"The new object was not saved (objects cut so far: {done})",
+                    "then press Accept again")) from exc
+            self._masks[(op.image_id, obj.object_id)] = np.packbits(kept.ravel())
+            self.masks_revision += 1
 
     def delete(self, obj) -> None:
         """Remove one of :attr:`objects` (an ObjectRecord or its object id) from the store; an
@@ -767,6 +857,7 @@ class AnnotationSession:
                                            "then press Image done again")) from exc
         with contextlib.suppress(OSError):
             draft_path(self.paths.destination, op.image_id).unlink()  # the first version's
+        self._drop_clicks(op.image_id)
         n = written[0] if written else len(self.objects)
         self._close()
         return DoneResult(op.image_id, n, target)
@@ -785,6 +876,7 @@ class AnnotationSession:
         except OSError as exc:
             raise WriteError(_disk_message(exc, f"{op.image_id} was not skipped",
                                            "then press Skip again")) from exc
+        self._drop_clicks(op.image_id)
         self._close()
         return op.image_id
 
@@ -851,9 +943,14 @@ class AnnotationSession:
         path = self.paths.source / image_id
         self._open = _Open(image_id, path, shape, status, now, now, now,
                            file_stamp=_file_stamp(path))
+        if claimed:  # the clicks of an object this annotator was making before a refresh
+            kept = load_clicks(clicks_path(self.paths.destination, image_id), self.annotator)
+            height, width = shape
+            self._open.points = [p for p in kept if 0 <= p[0] <= width - 1
+                                 and 0 <= p[1] <= height - 1]
         return status
 
-    def _step(self, step: int) -> ImageStatus | None:
+    def _step(self, step: int, own: bool = False) -> ImageStatus | None:
         self.passed_over, self._notes = self._notes, []
         ids = self.store.image_ids()  # sorted
         here = self.image_id
@@ -863,7 +960,8 @@ class AnnotationSession:
         j = i + step
         while 0 <= j < len(ids):
             record = self.store.get(ids[j])
-            if record is not None and not record.missing and record.status != "unreadable":
+            if (record is not None and not record.missing and record.status != "unreadable"
+                    and (not own or record.annotator == self.annotator)):
                 try:
                     return self._open_one(ids[j])
                 except ImageReadError as exc:
@@ -879,8 +977,13 @@ class AnnotationSession:
 
     def _leave(self) -> None:
         if self._open is not None and self._open.status.editable:
+            self._drop_clicks(self._open.image_id)
             self._give_back(self._open.image_id)
         self._close()
+
+    def _drop_clicks(self, image_id: str) -> None:
+        with contextlib.suppress(OSError):
+            save_clicks(clicks_path(self.paths.destination, image_id), self.annotator, [])
 
     def _close(self) -> None:
         self._open = None
@@ -914,6 +1017,19 @@ class AnnotationSession:
             op.model = None  # as before strokes: fewer than 4 clicks forget the model's mask
         if not op.points and not op.strokes:
             op.object_started = self.clock()
+        self._keep_clicks(op)
+
+    def _keep_clicks(self, op: _Open) -> None:
+        """Keep the current clicks on disk for a page refresh (best effort: a failure is said
+        in :attr:`clicks_warning`, the clicks stay in this session)."""
+        try:
+            save_clicks(clicks_path(self.paths.destination, op.image_id), self.annotator,
+                        op.points)
+            self.clicks_warning = None
+        except OSError as exc:
+            self.clicks_warning = (f"The clicks could not be kept for a page refresh "
+                                   f"({exc.strerror or exc}); they are kept until you leave "
+                                   "this page.")
 
     def _find_mask(self, op: _Open, obj) -> np.ndarray:
         object_id = getattr(obj, "object_id", "")

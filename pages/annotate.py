@@ -6,9 +6,11 @@ session calls. Every message goes through ui/messages.py, every user-supplied st
 ``md()``. Tests and scripts may write clicks to ``st.session_state["anno_clicks"]`` (a list of
 ``[x, y]`` full-image pixels, consumed once).
 
-Layout: the canvas (exactly the display copy's size, at most ``ui.photos.DISPLAY_MAX``) and a
-fixed-width controls column in one wrapping row: where the window leaves room the controls sit
-beside the canvas, else below it, so nothing ever covers the photo (1280-1920 px windows).
+Layout (ui/layout.py): the canvas (the display copy's size, at most ``ui.photos.DISPLAY_MAX``,
+what a 1280 x 900 window with the sidebar open leaves) under a reserved tool row, and a
+fixed-width controls column beside it: status, class and Accept in view without scrolling. The
+class keys are ui/labels.py, the overlap choice ui/overlaps.py; who is annotating sits in the
+sidebar.
 """
 
 from __future__ import annotations
@@ -27,17 +29,15 @@ from dextr_core.session import (
     PhotoUnreadableError,
     SessionPaths,
 )
-from ui import photo_canvas, photos, prompts, resources, tools
-from ui.messages import clear, md, say, show
+from ui import labels, layout, overlaps, photo_canvas, photos, prompts, resources, tools
+from ui.messages import clear, md, say, set_page, show
 from ui.overlay import colour_hex
 
 CLICKS_KEY = "anno_clicks"
 RUN_MS_KEY = "anno_run_ms"  # server time (ms) of this page's last 50 runs
-_SESSION, _TOKEN = "anno_session", "tab"
-_LABEL, _CHOSEN = "anno_label", "anno_label_chosen"
-CONTROLS_WIDTH = 300  # CSS px
+_SESSION, _TOKEN = "anno_session", resources.TAB_KEY
 SHORTCUTS = {"accept": "A", "undo": "U", "clear": "X", "done": "D", "skip": "S",
-             "previous": "P", "next": "N"}
+             "previous": "P", "next": "N", "class 1-9": "1-9"}
 #: The tool row's keys (ui/tools.py), listed in the help.
 TOOL_KEYS = {"points": "C", "paint brush": "B", "erase brush": "E", "smaller / larger brush":
              "[ ]", "zoom to the object and back": "Z"}
@@ -97,10 +97,15 @@ def _next_image(sess):
 
 
 def _accept(sess):
-    label = st.session_state.get(_LABEL) or resources.config().labels[0]
-    stored = _act(sess.accept, label)
+    classes = resources.config().labels
+    cut = st.session_state.get(overlaps.CHOICE_KEY) == overlaps.CUT
+    over = sess.overlaps() if cut else []
+    stored = _act(sess.accept, labels.current(classes), cut)
     if stored is not _FAILED:
-        say("success", f"Object {stored.index} ({md(stored.label)}) accepted.")
+        cut_from = ", ".join(str(o.obj.index) for o in over if o.can_cut)
+        say("success", f"Object {stored.index} ({md(stored.label)}) accepted"
+            + (f"; cut from object(s) {cut_from}." if cut_from else "."))
+        overlaps.reset()
         photo_canvas.view().generation += 1
 
 
@@ -131,10 +136,19 @@ def _skip(sess):
         _next_image(sess)
 
 
-def _go(sess, step):
-    status = _act(sess.next if step > 0 else sess.prev)
+def _go(sess, step, own=False):
+    status = _act(sess.next if step > 0 else sess.prev, own)
     if status is not _FAILED:
         _moved(sess, status, "No later image." if step > 0 else "No earlier image.")
+
+
+def _prev_next(sess, own=False) -> None:
+    back, forward = st.columns(2)
+    mine = " of yours" if own else ""
+    back.button("Prev", help=f"Previous image{mine}", on_click=_go, args=(sess, -1, own),
+                shortcut=SHORTCUTS["previous"], width="stretch")
+    forward.button("Next", help=f"Next image{mine}", on_click=_go, args=(sess, 1, own),
+                   shortcut=SHORTCUTS["next"], width="stretch")
 
 
 def _edit(sess):
@@ -191,18 +205,23 @@ def _controls(sess, candidate, cfg) -> None:
         st.info(f"Click the extreme points: {n} of 4.")
     elif status.editable:
         st.caption(f"{n} clicks. Check the mask, then accept. Model {candidate.model_ms:.0f} ms.")
-    st.selectbox("Class", cfg.labels, key=_LABEL, filter_mode=None, on_change=_chosen)
-    _release_focus()
+    labels.class_box(cfg.labels)
     ready = (candidate is not None and candidate.mask is not None and status.editable
              and sess.editing is None and n not in (1, 2, 3))
+    overlaps.choice(sess.overlaps() if ready else [])
     st.button("Accept object", type="primary", on_click=_accept, args=(sess,), disabled=not ready,
               shortcut=SHORTCUTS["accept"], width="stretch")
-    st.button("Undo", on_click=_points, args=(sess, sess.undo), help="Undo the last click or stroke",
-              disabled=not (sess.points or sess.strokes), shortcut=SHORTCUTS["undo"],
-              width="stretch")
-    st.button("Clear", on_click=_points, args=(sess, sess.clear), help="Clear the clicks and strokes",
-              disabled=not (sess.points or sess.strokes), shortcut=SHORTCUTS["clear"],
-              width="stretch")
+    undo, clear_all = st.columns(2)
+    undo.button("Undo", on_click=_points, args=(sess, sess.undo),
+                help="Undo the last click or stroke", disabled=not (sess.points or sess.strokes),
+                shortcut=SHORTCUTS["undo"], width="stretch")
+    clear_all.button("Clear", on_click=_points, args=(sess, sess.clear),
+                     help="Clear the clicks and strokes",
+                     disabled=not (sess.points or sess.strokes), shortcut=SHORTCUTS["clear"],
+                     width="stretch")
+    show()  # beside the photo, under Accept: neither the canvas nor Accept moves
+    if sess.clicks_warning:
+        st.caption(md(sess.clicks_warning))
     objects = sess.objects
     st.markdown(f"**Objects ({len(objects)})**")
     for i, obj in enumerate(objects, start=1):
@@ -225,52 +244,41 @@ def _controls(sess, candidate, cfg) -> None:
               disabled=not status.editable, shortcut=SHORTCUTS["done"], width="stretch")
     st.button("Skip", on_click=_skip, args=(sess,), disabled=not status.editable,
               shortcut=SHORTCUTS["skip"], width="stretch")
-    back, forward = st.columns(2)
-    back.button("Prev", help="Previous image", on_click=_go, args=(sess, -1),
-                shortcut=SHORTCUTS["previous"], width="stretch")
-    forward.button("Next", help="Next image", on_click=_go, args=(sess, 1),
-                   shortcut=SHORTCUTS["next"], width="stretch")
+    _prev_next(sess)
     with st.expander("How to annotate, keyboard shortcuts"):
         st.markdown(
             "1. Click the object's **four extreme points**: left-most, right-most, top and "
             "bottom (any order); more clicks on its border refine the mask.\n"
             "2. Correct the mask with **Paint** and **Erase** (the brush size is in image "
             "pixels; **Zoom** enlarges the object), or paint a thin object from nothing.\n"
-            "3. Pick the class and **Accept**; repeat for every object. **Edit** beside an "
-            "accepted object corrects it (saved at once).\n"
+            "3. Pick the class (type to filter, or keys `1`-`9`) and **Accept**; repeat for "
+            "every object. Where a new object overlaps earlier ones, choose to keep both or "
+            "to cut it from them. **Edit** beside an accepted object corrects it (saved at "
+            "once).\n"
             "4. **Image done** saves the mask file and opens the next image.\n\n"
             + "\n".join(f"- `{key}`: {what}" for what, key in {**SHORTCUTS, **TOOL_KEYS}.items()))
 
 
-def _chosen() -> None:
-    st.session_state[_CHOSEN] = st.session_state.get(_CHOSEN, 0) + 1
-
-
-def _release_focus() -> None:
-    """After a class choice the focus stays in the select box, a text field, where Streamlit
-    ignores shortcuts: hand the focus back to the page (only from that box, never from a field
-    someone is typing in) so that ``A`` accepts right away."""
-    n = st.session_state.get(_CHOSEN, 0)
-    if n:
-        st.html(f"<script>/* {n} */ const e = document.activeElement; if (e && e.getAttribute("
-                "'aria-label') === 'Class') e.blur();</script>", unsafe_allow_javascript=True,
-                width=1)
+def _who(sess, name: str) -> None:
+    """Who is annotating, in the sidebar (always in view, never under the canvas's toolbar)."""
+    with st.sidebar:
+        who, switch = st.columns([3, 2], vertical_alignment="center")
+        who.caption(f"Annotating as **{md(name)}**")
+        switch.button("Not you?", type="tertiary", on_click=_switch_annotator, args=(sess,),
+                      help="Give this image back (its objects are kept) and enter another name")
 
 
 def _page() -> None:
+    set_page("annotate")
     cfg = resources.config()
     store = resources.store()
-    st.title("Annotate")
     if prompts.reset_prompt(on_reset=lambda: st.session_state.pop(_SESSION, None)):
         return
     name = prompts.ask_name()
     if not name:
         return
     sess = _session(name)
-    who, switch = st.columns([6, 1], vertical_alignment="center")
-    who.caption(f"Annotating as **{md(name)}**")
-    switch.button("Not you?", type="tertiary", on_click=_switch_annotator, args=(sess,),
-                  help="Give this image back (its objects are kept) and enter another name")
+    _who(sess, name)
     try:
         try:
             opened = sess.refresh()
@@ -282,22 +290,22 @@ def _page() -> None:
     except DextrError as exc:
         st.error(md(exc))
         return
+    layout.apply(sess.image_id)
     prompts.unreadable_notice(store)
     if sess.image_id is None:
         show()
         prompts.all_done(store)
+        _prev_next(sess, own=True)  # back to one's own finished photos
         return
     resources.prepare_photo(sess.segmenter, photos.full_image, sess.path)  # SAM: embedding now
     _take_injected_clicks(sess)
-    row = st.container(horizontal=True, gap="medium")  # wraps: controls below when narrow
+    row = st.container(horizontal=True, gap="small")
     left = row.container(width=photo_canvas.display_size(sess)[0])
-    right = row.container(width=CONTROLS_WIDTH)
+    right = row.container(width=layout.CONTROLS_WIDTH)
     with right, st.spinner(f"Segmenting with {md(sess.segmenter.name)}..."):
         candidate = sess.candidate  # before the canvas, so its overlay shows in this run
-    with right:
-        show()  # beside (or below) the photo: the canvas never moves under the pointer
     with left:
-        bar = st.container()  # above the photo, filled once the canvas has the tool's mode
+        bar = layout.tool_row()  # above the photo, filled once the canvas has the tool's mode
         photo_canvas.draw(sess, candidate)
     with bar:
         tools.row(sess, photo_canvas.whole_scale(sess), photo_canvas.redraw)

@@ -382,9 +382,7 @@ def show_exports(leads: LeadActions, lead: bool) -> None:
     download = leads.download(result) if result is not None else None
     if download is not None:
         name, data = download
-        extra = "".join(f", {n:,} objects {what}" for what, n in result.counts.items() if n)
-        st.success(f"Wrote {md(result.path)}: {result.images:,} images, {result.objects:,} "
-                   f"objects{extra}.")
+        st.success(md(result.summary()))
         for warning in result.warnings[:20]:
             st.warning(md(warning))
         if len(result.warnings) > 20:
@@ -448,6 +446,7 @@ def main() -> None:
     """Render the progress page."""
     resources.run_through_app()
     cfg = resources.config()
+    messages.set_page("progress")
     st.title("Progress")
     leads = actions()  # a damaged store: its message, and a lead's offer of a new one
     lead = roles.lead_gate()

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dextr_core.masks import load_label_map, mask_path, object_mask_path
+from dextr_core.masks import load_label_map, load_object_mask, mask_path, object_mask_path
 from dextr_core.store import ProgressStore
 
 REPO = Path(__file__).resolve().parents[1]
@@ -123,7 +123,7 @@ def _accept(at, clicks, label=None):
     at.run()
     assert not at.exception
     if label is not None:
-        at.selectbox(key="anno_label").select(label)
+        at.selectbox(key="class").select(label)
     _button(at, "Accept object").click().run()
     assert not at.exception
 
@@ -485,7 +485,7 @@ def test_huge_photo_is_shown_small_and_saved_full_size(project):
     assert any("12000 x 9000 px" in m.value for m in at.markdown)
     from ui.photos import display_size_for
 
-    assert display_size_for(at.session_state["anno_session"].size) == (800, 600)
+    assert display_size_for(at.session_state["anno_session"].size) == (666, 500)  # ui/layout.py
     _accept(at, [[4000, 4500], [7999, 4500], [6000, 2500], [6000, 6499]])
     _button(at, "Image done").click().run()
     assert not at.exception
@@ -925,3 +925,70 @@ def test_a_photo_sent_back_opens_first_for_who_did_it_with_the_leads_note(projec
     assert "lea sent b.png back for correction: the disc's edge is off" in _texts(at.warning)
     other = _app("cleo")
     assert _current_image(other) != "b.png" and "sent b.png back" not in _texts(other.warning)
+
+
+# ---- class keys and overlaps (ui/labels.py, ui/overlaps.py) ------------------------------------
+
+# a box over the disc's right half: it overlaps the disc object
+HALF_CLICKS = [[60, 50], [100, 50], [80, 20], [80, 80]]
+
+
+def _accept_clicks(at, clicks):
+    at.session_state["anno_clicks"] = clicks
+    at.run()
+    _button(at, "Accept object").click().run()
+    assert not at.exception
+
+
+def test_number_keys_choose_the_class_and_it_stays_for_the_next_object(project):
+    at = _app()
+    assert [o for o in at.selectbox(key="class").options] == ["1 · disc", "2 · square"]
+    _button(at, "Class 2: square").click().run()  # the hidden button behind the key 2
+    assert at.selectbox(key="class").value == "square"
+    _accept_clicks(at, DISC_CLICKS)
+    assert [o.label for o in _store(project).objects("a.png")] == ["square"]
+    assert at.selectbox(key="class").value == "square"  # kept for the next object
+
+
+@pytest.mark.parametrize("cut", [False, True])
+def test_an_overlap_is_named_and_cut_only_when_chosen(project, cut):
+    at = _app()
+    _accept_clicks(at, DISC_CLICKS)
+    at.session_state["anno_clicks"] = HALF_CLICKS
+    at.run()
+    notice = " ".join(w.value for w in at.warning)
+    assert "The new object overlaps" in notice and "Object 1 (disc)" in notice.replace("\\", "")
+    if cut:
+        at.radio(key="anno_overlap").set_value("Cut from the earlier object(s)")
+    _button(at, "Accept object").click().run()
+    assert not at.exception
+    first, second = _store(project).objects("a.png")
+    out = project / "out"
+    disc = load_object_mask(object_mask_path(out, "a.png", first.object_id))
+    half = load_object_mask(object_mask_path(out, "a.png", second.object_id))
+    assert (disc & half).any() != cut
+    texts = " ".join(s.value for s in at.success)
+    assert ("cut from object(s) 1" in texts) == cut
+    assert np.count_nonzero(disc) > 500
+
+
+def test_once_the_queue_is_empty_prev_and_next_reach_ones_own_finished_images(project):
+    at = _app()
+    _button(at, "Skip").click().run()  # a.png; b.png opens
+    other = _app("ben")  # ben takes c.jpg and skips it; truncated.jpg is passed over
+    _button(other, "Skip").click().run()
+    _button(at, "Skip").click().run()  # b.png: nothing is left for ana
+    assert not at.exception
+    assert "All done" in _texts(at.success)
+    _button(at, "Prev").click().run()
+    assert _current_image(at) == "b.png"  # c.jpg, the last image, is ben's
+    assert "b.png was skipped by ana" in _texts(at.warning)
+
+
+def test_messages_of_the_annotate_page_stay_on_it(project):
+    at = _app()
+    _accept(at, DISC_CLICKS, "disc")
+    assert "accepted" in _texts(at.success)
+    at.switch_page("pages/progress.py").run()
+    assert not at.exception
+    assert "accepted" not in _texts(at.success)

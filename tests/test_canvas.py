@@ -76,14 +76,14 @@ def test_bad_sizes_raise():
 
 
 def test_display_size_fits_and_keeps_aspect():
-    # at most 800 x 620 CSS px: the page's content column at a 1280 px window (see ui/photos.py)
-    assert display_size_for((4000, 3000)) == (800, 600)
-    assert display_size_for((12000, 9000)) == (800, 600)
-    assert display_size_for((1000, 3000)) == (207, 620)
-    assert display_size_for((451, 300)) == (800, 532)  # small photos enlarged, at most 2x
+    # at most 666 x 748 CSS px: what a 1280 x 900 window leaves for the photo (ui/layout.py)
+    assert display_size_for((4000, 3000)) == (666, 500)
+    assert display_size_for((12000, 9000)) == (666, 500)
+    assert display_size_for((1000, 3000)) == (249, 748)
+    assert display_size_for((451, 300)) == (666, 443)  # small photos enlarged, at most 2x
     assert display_size_for((160, 100)) == (320, 200)
-    assert display_size_for((800, 600)) == (800, 600)
-    assert display_size_for((20000, 1)) == (800, 1)
+    assert display_size_for((800, 600)) == (666, 500)
+    assert display_size_for((20000, 1)) == (666, 1)
 
 
 def test_canvas_key_changes_with_generation_and_image():

@@ -442,3 +442,37 @@ def test_a_dextr_annotool_folder_exports_as_it_is(tmp_path: Path, capsys, seed_s
     # nothing was written beside the photos: the app makes its store when it first runs
     assert sorted(p.name for p in (tmp_path / "images").iterdir()) == [
         ".anno_prog", "a.png", "segMasks", "sub"]
+
+
+def test_overlapping_objects_both_keep_their_pixels_in_coco_and_the_summary_counts_them(
+        project, tmp_path: Path):
+    """Objects accepted through the annotate page have their own mask files: the COCO export
+    takes each object's own mask (both keep the shared pixels), the label map gives them to the
+    later one, and the result counts the shared pixels."""
+    from dextr_core.masks import object_mask_path, save_object_mask
+
+    cfg, store = project
+    width, height, objects = IMAGES["a.png"]
+    own = _masks_for(width, height, objects)
+    store.reopen("a.png", "lead")
+    store.claim("a.png", "ana")
+    while store.objects("a.png"):
+        store.remove_object("a.png", "ana", 1)
+    for i, ((label, box), mask) in enumerate(zip(objects, own, strict=True)):
+        object_id = f"obj{i}"
+        save_object_mask(object_mask_path(cfg.destination, "a.png", object_id), mask)
+        store.add_object("a.png", "ana", ObjectRecord(
+            label=label, points=_points(box), engine="box", annotator="ana", object_id=object_id))
+    store.complete("a.png", "ana", seconds=5.0)
+    out = tmp_path / "export" / "instances.json"
+    result = run_export(cfg, store, "coco", out)
+    shared = int((own[0] & own[1]).sum())
+    assert shared > 0
+    assert result.shared_pixels == shared and result.overlapping_images == 1
+    coco = COCO(str(out))
+    (img,) = [i for i in coco.loadImgs(coco.getImgIds()) if i["file_name"] == "a.png"]
+    anns = sorted(coco.loadAnns(coco.getAnnIds(imgIds=[img["id"]])), key=lambda a: a["id"])
+    for ann, mask in zip(anns, own, strict=True):
+        np.testing.assert_array_equal(coco.annToMask(ann).astype(bool), mask)
+    labels = load_label_map(mask_path(cfg.destination, "a.png", "_mask", "png"))
+    assert (labels[own[0] & own[1]] == 2).all()  # the label map: one label per pixel

@@ -749,3 +749,135 @@ def test_a_store_failing_after_the_edits_file_puts_the_saved_mask_back(project, 
     s.save_edit()
     np.testing.assert_array_equal(masks.load_object_mask(file), _box(A) & ~ERASED)
     assert store.objects("a.png")[0].strokes == [ERASE]
+
+
+# ---- overlapping objects ----------------------------------------------------------------------
+
+C = [[25, 20], [45, 20], [35, 15], [35, 25]]  # box x 25..45, y 15..25: overlaps A (x 25..30)
+
+
+def test_a_candidate_over_an_accepted_object_says_how_many_pixels_they_share(project):
+    s = _session(project)
+    s.open_next()
+    first = _accept(s, A)
+    s.set_points(C)
+    (found,) = s.overlaps()
+    shared = int((_box(A) & _box(C)).sum())
+    assert found.obj.object_id == first.object_id and found.pixels == shared == 6 * 11
+    assert found.of_object == pytest.approx(shared / _box(A).sum())
+    assert found.of_candidate == pytest.approx(shared / _box(C).sum())
+    assert found.can_cut
+    s.set_points(B)  # away from A
+    assert s.overlaps() == []
+
+
+def test_keep_both_leaves_the_earlier_object_whole_and_done_gives_the_later_one_the_pixels(
+        project):
+    _, paths, _ = project
+    s = _session(project)
+    s.open_next()
+    first = _accept(s, A)
+    _accept(s, C)
+    file = masks.object_mask_path(paths.destination, "a.png", first.object_id)
+    np.testing.assert_array_equal(masks.load_object_mask(file), _box(A))
+    s.done()
+    saved = _saved(paths)
+    assert (saved[_box(A) & _box(C)] == 2).all()  # one label per pixel: the later on top
+    assert ((saved == 1) == (_box(A) & ~_box(C))).all()
+
+
+def test_cut_removes_the_new_objects_pixels_from_the_earlier_ones_file(project):
+    _, paths, _ = project
+    s = _session(project)
+    s.open_next()
+    first = _accept(s, A)
+    revision = s.masks_revision
+    s.set_points(C)
+    second = s.accept("thing", cut_earlier=True)
+    assert s.masks_revision > revision  # drawings of the earlier object are made again
+    file = masks.object_mask_path(paths.destination, "a.png", first.object_id)
+    np.testing.assert_array_equal(masks.load_object_mask(file), _box(A) & ~_box(C))
+    np.testing.assert_array_equal(s.mask(s.objects[0]), _box(A) & ~_box(C))
+    np.testing.assert_array_equal(s.mask(s.objects[1]), _box(C))
+    assert second.index == 2
+
+
+def test_a_cut_with_a_lapsed_claim_taken_by_another_writes_nothing(project):
+    store, paths, clock = project
+    s = _session(project)
+    s.open_next()
+    first = _accept(s, A)
+    s.set_points(C)
+    clock.advance(601)
+    store.claim("a.png", "ben")
+    with pytest.raises(ClaimError):
+        s.accept("thing", cut_earlier=True)
+    file = masks.object_mask_path(paths.destination, "a.png", first.object_id)
+    np.testing.assert_array_equal(masks.load_object_mask(file), _box(A))
+    assert len(store.objects("a.png")) == 1 and not s.editable
+
+
+def test_a_full_disk_during_a_cut_stores_no_new_object_and_the_retry_stores_it_once(
+        project, monkeypatch):
+    store, paths, _ = project
+    s = _session(project)
+    s.open_next()
+    first = _accept(s, A)
+    s.set_points(C)
+    with monkeypatch.context() as m:
+        m.setattr(masks, "atomic_write", _enospc)
+        with pytest.raises(WriteError, match="not saved"):
+            s.accept("thing", cut_earlier=True)
+    assert len(store.objects("a.png")) == 1 and s.points == C
+    s.accept("thing", cut_earlier=True)
+    assert len(store.objects("a.png")) == 2
+    file = masks.object_mask_path(paths.destination, "a.png", first.object_id)
+    np.testing.assert_array_equal(masks.load_object_mask(file), _box(A) & ~_box(C))
+
+
+# ---- the clicks of the object being made survive a refresh ------------------------------------
+
+
+def test_the_clicks_of_an_unfinished_object_come_back_in_a_new_session_of_the_same_person(
+        project):
+    s = _session(project, token="tab1")
+    s.open_next()
+    s.add_point(*A[0])
+    s.add_point(*A[1])
+    again = _session(project, token="tab1")  # a refresh: a new session, same tab token
+    assert again.open_next().image_id == "a.png"
+    assert again.points == A[:2]
+    again.add_point(*A[2])
+    again.add_point(*A[3])
+    again.accept("thing")
+    third = _session(project, token="tab1")
+    third.open_next()
+    assert third.points == []  # accepted: nothing left over
+
+
+def test_kept_clicks_are_not_given_to_another_annotator_and_go_with_skip(project):
+    store, paths, clock = project
+    s = _session(project)
+    s.open_next()
+    s.add_point(*A[0])
+    s.release()  # "Not you?": the image goes back, its clicks with it
+    assert not masks.clicks_path(paths.destination, "a.png").exists()
+    s.open_next()
+    s.add_point(*A[0])
+    ben = _session(project, name="ben")
+    clock.advance(601)
+    assert ben.open("a.png").editable and ben.points == []
+    s2 = _session(project)
+    assert s2.open_next().image_id == "b.png"
+    s2.add_point(*B[0])
+    assert masks.clicks_path(paths.destination, "b.png").exists()
+    s2.skip()
+    assert not masks.clicks_path(paths.destination, "b.png").exists()
+
+
+def test_clicks_that_cannot_be_kept_stay_in_the_session_and_say_so(project, monkeypatch):
+    s = _session(project)
+    s.open_next()
+    monkeypatch.setattr(masks, "atomic_write", _enospc)
+    s.add_point(*A[0])
+    assert s.points == [A[0]] and "could not be kept" in s.clicks_warning

@@ -22,7 +22,7 @@ import streamlit as st
 
 from dextr_core.errors import DextrError
 from ui import canvas as cv
-from ui import photos, tools
+from ui import labels, photos, tools
 from ui.messages import clear, md, say
 from ui.overlay import encode_png, fit_mask, overlay_layer
 
@@ -138,11 +138,12 @@ def _mask_layer(sess, candidate, box: cv.ViewBox) -> dict:
     edited is drawn as the current object."""
     state, size = view(), display_size(sess)
     objects = [o for o in sess.objects if not (sess.editing and o.object_id == sess.editing)]
-    keys = [(sess.image_id, o.object_id or f"#{o.index}", tuple(o.strokes), box)
+    revision = getattr(sess, "masks_revision", 0)  # a cut changed stored masks in place
+    keys = [(sess.image_id, o.object_id or f"#{o.index}", tuple(o.strokes), box, revision)
             for o in objects]
     current = None if candidate is None else (candidate.points, candidate.strokes,
                                               sess.editing)
-    key = (sess.image_id, tuple(keys), current, box)
+    key = (sess.image_id, tuple(keys), current, box, revision)
     if state.background is not None and state.background[0] == key:
         return state.background[1]
     state.small = {k: v for k, v in state.small.items() if k in keys}
@@ -157,6 +158,9 @@ def _mask_layer(sess, candidate, box: cv.ViewBox) -> dict:
     if small:
         rgba, (x, y) = overlay_layer(_photo(sess, box)[1], small)
         if rgba.size:
+            rgba = np.ascontiguousarray(rgba)
+            labels.tag_layer(rgba, (x, y), small[:len(objects)],
+                             [f"{o.index} {o.label}" for o in objects])
             png = base64.b64encode(encode_png(rgba)).decode("ascii")
             layer = {"src": "data:image/png;base64," + png,
                      "left": 100.0 * x / size[0], "top": 100.0 * y / size[1],

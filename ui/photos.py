@@ -18,9 +18,11 @@ import numpy as np
 import streamlit as st
 
 from dextr_core.images import load_image
+from ui.layout import PHOTO_MAX
 
-#: Largest size (width, height) in CSS pixels a photo is shown at on the annotate page.
-DISPLAY_MAX = (800, 620)
+#: Largest size (width, height) in CSS pixels a photo is shown at on the annotate page: what
+#: the page's layout leaves for it at 1280 x 900 (ui/layout.py).
+DISPLAY_MAX = PHOTO_MAX
 
 #: Small photos are shown enlarged up to this factor (nearest pixels are easier to click).
 MAX_UPSCALE = 2.0

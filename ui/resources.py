@@ -5,15 +5,17 @@ Decoded photos live in :mod:`ui.photos`.
 Streamlit runs every page script once per interaction; what is expensive or must be shared by all
 annotators (the DEXTR network, the TinyDB store, decoded photos) is created once per server process
 with ``st.cache_resource`` and handed out from here. Per-browser values (the annotator's name) live
-in ``st.session_state`` and the URL (``?annotator=NAME``).
+in ``st.session_state``, the URL (``?annotator=NAME``) and a cookie.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import threading
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -327,25 +329,67 @@ def lead_actions():
 # Annotator
 
 
+#: Query-parameter / session key of this tab's session token (set by the annotate page): a
+#: refresh keeps the tab's claim, a new tab is another session.
+TAB_KEY = "tab"
+
+#: Cookie keeping the name for a new tab or a page opened without ``?annotator=``.
+ANNOTATOR_COOKIE = "dextr_annotator"
+
+_COOKIE_SCRIPT = """<script>
+(() => {
+  const name = %s;
+  const now = document.cookie.split('; ').find((c) => c.startsWith('%s='));
+  const want = name === null ? null : '%s=' + encodeURIComponent(name);
+  if (want === null && now) document.cookie = '%s=; path=/; max-age=0; samesite=strict';
+  else if (want !== null && now !== want)
+    document.cookie = want + '; path=/; max-age=31536000; samesite=strict';
+})();
+</script>"""
+
+
 def annotator() -> str | None:
     """The name this browser session gave, or None.
 
-    Read from ``st.session_state`` or, after a page refresh, from the URL (``?annotator=NAME``).
+    Read from ``st.session_state``, else from the page address (``?annotator=NAME``), else
+    from the cookie :data:`ANNOTATOR_COOKIE` (a new tab, a bookmark). After "Not you?"
+    (:func:`set_annotator` with None) neither address nor cookie count until a name is given.
     """
-    name = st.session_state.get(ANNOTATOR_KEY)
-    if not name:
-        name = st.query_params.get(ANNOTATOR_KEY)
-    name = (name or "").strip()
+    if ANNOTATOR_KEY in st.session_state:
+        name = st.session_state[ANNOTATOR_KEY] or ""
+    else:
+        name = st.query_params.get(ANNOTATOR_KEY) or ""
+        if not name.strip():
+            kept = st.context.cookies.get(ANNOTATOR_COOKIE)
+            name = urllib.parse.unquote(kept) if isinstance(kept, str) else ""
+    name = name.strip()
     return name or None
 
 
 def set_annotator(name: str | None) -> None:
-    """Remember (or with None / "" forget) the annotator's name in the session and the URL."""
+    """Remember (or with None / "" forget) the annotator's name in the session and the URL;
+    :func:`keep_annotator` brings the cookie in line on the next run."""
     name = (name or "").strip()
+    st.session_state[ANNOTATOR_KEY] = name
+    if name:
+        st.query_params[ANNOTATOR_KEY] = name
+    elif ANNOTATOR_KEY in st.query_params:
+        del st.query_params[ANNOTATOR_KEY]
+
+
+def keep_annotator() -> None:
+    """Call on every page run (app.py): the name and the tab's token (:data:`TAB_KEY`) stay in
+    the address on every page (the sidebar's page links drop them), so a refresh anywhere
+    keeps both; the name also stays in the cookie. A forgotten name leaves address and cookie."""
+    name = annotator()
     if name:
         st.session_state[ANNOTATOR_KEY] = name
-        st.query_params[ANNOTATOR_KEY] = name
-    else:
-        st.session_state.pop(ANNOTATOR_KEY, None)
-        if ANNOTATOR_KEY in st.query_params:
-            del st.query_params[ANNOTATOR_KEY]
+        if st.query_params.get(ANNOTATOR_KEY) != name:
+            st.query_params[ANNOTATOR_KEY] = name
+    token = st.session_state.get(TAB_KEY) or st.query_params.get(TAB_KEY)
+    if token:
+        st.session_state[TAB_KEY] = token
+        if st.query_params.get(TAB_KEY) != token:
+            st.query_params[TAB_KEY] = token
+    st.sidebar.html(_COOKIE_SCRIPT % (json.dumps(name), ANNOTATOR_COOKIE, ANNOTATOR_COOKIE,
+                                      ANNOTATOR_COOKIE), unsafe_allow_javascript=True, width=1)

@@ -3,7 +3,7 @@
 A temporary source folder holds a synthetic 1600 x 1200 photo with one clear object (a dark disc on
 a light, noisy background) and a sample photo. The test starts ``streamlit run app.py -- --config
 <tmp>/anno_cfg.yml`` on a free port, types an annotator name, clicks the disc's four extreme points
-on the canvas (the photo is shown at 800 x 600, so the clicks go through the fit scale), accepts,
+on the canvas (the photo is shown smaller, ui/layout.py, so the clicks go through the fit scale), accepts,
 finishes the image, and checks the saved mask file and the progress record. Screenshots go to
 test-artifacts/ (git-ignored).
 """
@@ -225,13 +225,16 @@ def test_the_accept_shortcut_works_right_after_choosing_a_class(server):
         page.keyboard.press("u")  # right after a click on the photo: the shortcut works too
         expect(page.get_by_text("Click the extreme points: 3 of 4.")).to_be_visible()
         x, y = EXTREMES[3]
+        expect(page.locator("canvas.upper-canvas")).to_have_count(1)  # the undo's remount done
         page.locator("canvas.upper-canvas").click(
             position={"x": (x + 0.5) * scale, "y": (y + 0.5) * scale})
         expect(page.get_by_text("4 clicks. Check the mask")).to_be_visible()
+        # the class choice sends nothing by itself: the run that enables Accept must be over
+        expect(page.get_by_role("button", name="Accept object")).to_be_enabled()
         page.get_by_test_id("stSelectbox").click()
         page.get_by_role("option", name="cat").click()
-        expect(page.get_by_role("combobox", name="Class")).to_have_value("cat")
-        # the page hands the focus back once the choice reached the server (one rerun)
+        expect(page.get_by_role("combobox", name="Class")).to_have_value("2 · cat")  # numbered
+        # the page hands the focus back after the choice (ui/labels.py)
         page.wait_for_function(
             "() => document.activeElement.getAttribute('aria-label') !== 'Class'")
         page.keyboard.press("a")
