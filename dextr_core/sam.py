@@ -450,6 +450,7 @@ class SamSegmenter:
     """
 
     is_fallback = False
+    is_remote = False
 
     def __init__(
         self,
