@@ -72,6 +72,7 @@ from .masks import (
     label_map_object_ids,
     load_label_map,
     load_object_mask,
+    made_label,
     mask_path,
     object_mask_path,
     shared_pixels,
@@ -212,9 +213,11 @@ def _iter_label_maps(
                         "back, or reopen them under their new names")
 
 
-def _object_masks(config: Any, image_id: str, lm: np.ndarray, objects: dict[int, Any]
-                  ) -> dict[int, np.ndarray]:
-    """Each object's own bool (H, W) mask by index: its object file, else its label in ``lm``."""
+def _object_masks(config: Any, image_id: str, lm: np.ndarray, objects: dict[int, Any],
+                  warnings: list[str]) -> dict[int, np.ndarray]:
+    """Each object's own bool (H, W) mask by index: its object file where the label map was
+    made from it (:func:`dextr_core.masks.made_label`), else its label in ``lm`` (a file changed
+    after the image was finished, by a correction left without Image done, gets a warning)."""
     count = max([int(lm.max())] + list(objects))
     found = {}
     for index in range(1, count + 1):
@@ -222,6 +225,11 @@ def _object_masks(config: Any, image_id: str, lm: np.ndarray, objects: dict[int,
         object_id = str(_field(obj, "object_id", "") or "") if obj is not None else ""
         own = load_object_mask(object_mask_path(config.destination, image_id, object_id),
                                lm.shape) if object_id else None
+        if own is not None and not made_label(own, lm, index):
+            warnings.append(f"{image_id}: object {index}'s own mask was changed after the image "
+                            "was finished (a correction left without Image done); exported as "
+                            "its mask file has it")
+            own = None
         found[index] = own if own is not None else lm == index
     return found
 
@@ -279,7 +287,7 @@ def coco_dataset(
         if len(objects) > int(lm.max()):
             warnings.append(f"{image_id}: the store lists {len(objects)} objects but the mask "
                             f"file holds {int(lm.max())}; reopen the image to check it")
-        own = _object_masks(config, image_id, lm, objects)
+        own = _object_masks(config, image_id, lm, objects, warnings)
         shared = shared_pixels(list(own.values()))
         if shared and overlaps is not None:
             overlaps.append(shared)

@@ -328,6 +328,17 @@ def overlap_pixels(mask: np.ndarray, others: Sequence[np.ndarray]) -> list[int]:
     return [int(np.count_nonzero(m & np.asarray(o, dtype=bool))) for o in others]
 
 
+def made_label(own: np.ndarray, labels: np.ndarray, index: int) -> bool:
+    """True when an object's own mask (bool (H, W)) is the one label ``index`` (1-based) of the
+    label map ``labels`` was made from: the label's pixels are exactly the own mask's pixels that
+    no later object (a label > ``index``) took. False for an object file changed after the label
+    map was saved (a correction left without *Image done*)."""
+    labels = np.asarray(labels)
+    if own.shape != labels.shape:
+        return False
+    return bool(np.array_equal(labels == index, own & ~(labels > index)))
+
+
 def cut_mask(earlier: np.ndarray, later: np.ndarray) -> np.ndarray:
     """``earlier`` without the pixels of ``later`` (both bool (H, W)): what an earlier object keeps
     when the user cuts a later, overlapping object out of it."""

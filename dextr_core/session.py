@@ -65,6 +65,7 @@ from .masks import (
     load_clicks,
     load_label_map,
     load_object_mask,
+    made_label,
     mask_path,
     object_mask_path,
     overlap_pixels,
@@ -395,7 +396,38 @@ class AnnotationSession:
         if op.status.editable:
             return op.status
         self.store.claim(op.image_id, self.annotator, session=self.token)
-        return self._show(op.image_id, claimed=True, shape=op.shape)
+        status = self._show(op.image_id, claimed=True, shape=op.shape)
+        self._drop_stale_object_files(self._open)
+        return status
+
+    def _saved_with(self, op: _Open, obj, own: np.ndarray) -> bool:
+        """True unless the image's saved mask file exists and was not made from ``own`` (the
+        object's file changed after Image done: a correction left without finishing it)."""
+        try:
+            labels = load_label_map(op.mask_file) if op.mask_file.is_file() else None
+            ids = label_map_object_ids(op.mask_file) if labels is not None else None
+        except (MaskFileError, OSError):
+            return True
+        if labels is None or labels.shape != op.shape:
+            return True
+        object_id = getattr(obj, "object_id", "")
+        index = ids.index(object_id) + 1 if ids and object_id in ids else int(obj.index)
+        return made_label(own, labels, index)
+
+    def _drop_stale_object_files(self, op: _Open) -> None:
+        """A correction starts from the saved mask file: object files changed after it (by a
+        correction left without Image done, whose objects the store gave back) are removed, so
+        the objects show, and are saved again, as that file has them."""
+        if op.mask_file is None:
+            op.mask_file = self._mask_file(op.image_id)
+        for obj in self.objects:
+            path = object_mask_path(self.paths.destination, op.image_id, obj.object_id) \
+                if obj.object_id else None
+            own = load_object_mask(path, op.shape) if path is not None else None
+            if own is not None and not self._saved_with(op, obj, own):
+                with contextlib.suppress(OSError):
+                    path.unlink()
+                self._masks.pop((op.image_id, obj.object_id), None)
 
     def next(self, own: bool = False) -> ImageStatus | None:
         """Open the next image in id order (see :meth:`open`); None when there is none. With
@@ -1033,13 +1065,13 @@ class AnnotationSession:
 
     def _find_mask(self, op: _Open, obj) -> np.ndarray:
         object_id = getattr(obj, "object_id", "")
+        if op.mask_file is None:
+            op.mask_file = self._mask_file(op.image_id)
         if object_id:
             found = load_object_mask(
                 object_mask_path(self.paths.destination, op.image_id, object_id), op.shape)
-            if found is not None:
+            if found is not None and (op.status.editable or self._saved_with(op, obj, found)):
                 return found
-        if op.mask_file is None:
-            op.mask_file = self._mask_file(op.image_id)
         for source in (draft_path(self.paths.destination, op.image_id), op.mask_file):
             labels = _label_file(source, op.shape)
             if labels is None:

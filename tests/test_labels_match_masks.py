@@ -259,6 +259,41 @@ def test_a_correction_left_without_image_done_gives_back_the_objects_its_mask_fi
     np.testing.assert_array_equal(ana.mask(ana.objects[0]), _box(A))
 
 
+def test_brush_edits_of_a_correction_left_without_image_done_show_up_nowhere(any_store, clock):
+    """Edits of an accepted object are saved at once to its own file; when the correction ends
+    without Image done the store gives the objects back, and that file must not resurface: not
+    in the COCO export (built from the objects' own files), not on the read-only page, not in
+    the next correction's Image done."""
+    from dextr_core.strokes import Stroke
+
+    cfg, store = any_store
+    ana = _session(cfg, store, clock)
+    _annotate(ana, "a.png", A, B)
+    saved = (cfg.destination / "a_mask.png").read_bytes()
+    bob = _session(cfg, store, clock, "bob")
+    bob.open("a.png")
+    bob.edit()
+    bob.edit_object(bob.objects[0])
+    bob.set_strokes([Stroke("paint", 3, [(30, 35), (55, 35)])])  # saved at once (save_edit)
+    assert store.objects("a.png")[0].edited
+    bob.next()  # the correction is left: the store gives the objects back
+    assert not store.objects("a.png")[0].edited
+    assert (cfg.destination / "a_mask.png").read_bytes() == saved
+    warnings: list[str] = []
+    got = _coco_masks(coco_dataset(cfg, store, warnings=warnings))
+    np.testing.assert_array_equal(got["a.png"][0], _box(A))
+    assert any("changed after the image was finished" in w for w in warnings), warnings
+    ana.open("a.png")  # read-only: the saved masks
+    np.testing.assert_array_equal(ana.mask(ana.objects[0]), _box(A))
+    ana.edit()  # a new correction starts from the saved file
+    ana.done()
+    assert masks.load_label_map(cfg.destination / "a_mask.png").tolist() == \
+        masks.label_map([_box(A), _box(B)], (H, W)).tolist()
+    got = _coco_masks(coco_dataset(cfg, store, warnings=(after := [])))
+    np.testing.assert_array_equal(got["a.png"][0], _box(A))
+    assert after == []
+
+
 # ---- 3. an export taken while someone finishes a correction -----------------------------------
 
 
