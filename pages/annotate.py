@@ -15,9 +15,7 @@ sidebar.
 
 from __future__ import annotations
 
-import re
 import time
-import uuid
 
 import numpy as np
 import streamlit as st
@@ -43,21 +41,8 @@ TOOL_KEYS = {"points": "C", "paint brush": "B", "erase brush": "E", "smaller / l
              "[ ]", "zoom to the object and back": "Z"}
 
 
-def _token() -> str:
-    """This tab's session token, kept in the page address (``?tab=...``) so that a refresh of
-    the tab keeps its claim, while a new tab (the address without it) is another session. A
-    ``?tab=`` that is not 8-64 letters, digits, ``-`` or ``_`` (edited, cut off) gets a fresh one."""
-    given = st.query_params.get(_TOKEN) or ""
-    given = given if re.fullmatch(r"[0-9A-Za-z_-]{8,64}", given) else ""
-    token = st.session_state.get(_TOKEN) or given or uuid.uuid4().hex
-    st.session_state[_TOKEN] = token
-    if st.query_params.get(_TOKEN) != token:
-        st.query_params[_TOKEN] = token
-    return token
-
-
 def _session(name: str) -> AnnotationSession:
-    token = _token()
+    token = resources.tab_token()
     sess = st.session_state.get(_SESSION)
     if sess is None or sess.annotator != name:
         sess = AnnotationSession(resources.store(), resources.segmenter(),

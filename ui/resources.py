@@ -13,9 +13,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import threading
 import urllib.parse
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -377,6 +379,20 @@ def set_annotator(name: str | None) -> None:
         del st.query_params[ANNOTATOR_KEY]
 
 
+def tab_token() -> str:
+    """This tab's session token, kept in the page address (``?tab=...``) so that a refresh of
+    the tab keeps its claim, while a new tab (the address without it) is another session. A
+    ``?tab=`` that is not 8-64 letters, digits, ``-`` or ``_`` (edited, cut off) gets a fresh
+    one."""
+    given = st.query_params.get(TAB_KEY) or ""
+    given = given if re.fullmatch(r"[0-9A-Za-z_-]{8,64}", given) else ""
+    token = st.session_state.get(TAB_KEY) or given or uuid.uuid4().hex
+    st.session_state[TAB_KEY] = token
+    if st.query_params.get(TAB_KEY) != token:
+        st.query_params[TAB_KEY] = token
+    return token
+
+
 def keep_annotator() -> None:
     """Call on every page run (app.py): the name and the tab's token (:data:`TAB_KEY`) stay in
     the address on every page (the sidebar's page links drop them), so a refresh anywhere
@@ -386,10 +402,7 @@ def keep_annotator() -> None:
         st.session_state[ANNOTATOR_KEY] = name
         if st.query_params.get(ANNOTATOR_KEY) != name:
             st.query_params[ANNOTATOR_KEY] = name
-    token = st.session_state.get(TAB_KEY) or st.query_params.get(TAB_KEY)
-    if token:
-        st.session_state[TAB_KEY] = token
-        if st.query_params.get(TAB_KEY) != token:
-            st.query_params[TAB_KEY] = token
+    if st.session_state.get(TAB_KEY) or st.query_params.get(TAB_KEY):
+        tab_token()
     st.sidebar.html(_COOKIE_SCRIPT % (json.dumps(name), ANNOTATOR_COOKIE, ANNOTATOR_COOKIE,
                                       ANNOTATOR_COOKIE), unsafe_allow_javascript=True, width=1)
