@@ -1,7 +1,7 @@
 """Correcting masks by hand in a real browser (Debian's chromium, Playwright): Paint and Erase
 strokes on the candidate, Edit of an accepted object, a stroke in the zoomed view, a refresh.
 
-One server and one browser for the file. The photos are 800 x 600, shown 1:1 (a canvas pixel is
+One server and one browser for the file. The photos are as wide as the page shows a photo, shown 1:1 (a canvas pixel is
 an image pixel), each with a dark disc on a light, noisy background; each test works as another
 annotator, so it gets the next photo. Strokes are dragged with mouse.down / move(steps=) / up.
 What is checked is the saved mask file: the painted line is in it, the erased one is not, and
@@ -27,8 +27,10 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_browser import _MASK_AT, ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, REPO, _free_port  # noqa: E402
 
-W, H = 800, 600
-CX, CY, R = 430, 310, 170
+from ui.layout import PHOTO_MAX  # noqa: E402
+
+W, H = PHOTO_MAX[0], 500  # as wide as the page shows a photo: shown 1:1
+CX, CY, R = 340, 250, 140
 EXTREMES = [(CX - R, CY), (CX + R, CY), (CX, CY - R), (CX, CY + R)]
 #: After Image done a test's annotator gets the next photo: five photos for three tests.
 PHOTOS = tuple(f"{c}_disc.png" for c in "abcde")
