@@ -627,6 +627,16 @@ class AnnotationSession:
         op.model = Candidate(key, mask, error, str(getattr(seg, "name", "")), ms)
         return op.model
 
+    def progress_counts(self) -> dict[str, int]:
+        """Images of the folder by status (``{"todo": n, "done": n, ...}``), for the page that
+        says the queue is empty."""
+        return dict(self.store.summary()["by_status"])
+
+    def unreadable_images(self) -> list:
+        """The photos marked unreadable that are still in the folder (ImageRecords, with their
+        ``error``)."""
+        return [r for r in self.store.images("unreadable") if not r.missing]
+
     # ---- editing an accepted object ----------------------------------------------------------
 
     def edit_object(self, obj) -> None:

@@ -25,7 +25,6 @@ from dextr_core.session import (
     AnnotationSession,
     EmptyImageError,
     PhotoUnreadableError,
-    SessionPaths,
 )
 from ui import labels, layout, overlaps, photo_canvas, photos, prompts, resources, tools
 from ui.messages import clear, md, say, set_page, show
@@ -33,7 +32,7 @@ from ui.overlay import colour_hex
 
 CLICKS_KEY = "anno_clicks"
 RUN_MS_KEY = "anno_run_ms"  # server time (ms) of this page's last 50 runs
-_SESSION, _TOKEN = "anno_session", resources.TAB_KEY
+_SESSION = "anno_session"
 SHORTCUTS = {"accept": "A", "undo": "U", "clear": "X", "done": "D", "skip": "S",
              "previous": "P", "next": "N", "class 1-9": "1-9"}
 #: The tool row's keys (ui/tools.py), listed in the help.
@@ -42,15 +41,7 @@ TOOL_KEYS = {"points": "C", "paint brush": "B", "erase brush": "E", "smaller / l
 
 
 def _session(name: str) -> AnnotationSession:
-    token = resources.tab_token()
-    sess = st.session_state.get(_SESSION)
-    if sess is None or sess.annotator != name:
-        sess = AnnotationSession(resources.store(), resources.segmenter(),
-                                 SessionPaths.from_config(resources.config()), name,
-                                 session=token, load=photos.full_image)
-        st.session_state[_SESSION] = sess
-    sess.store, sess.segmenter = resources.store(), resources.segmenter()
-    return sess
+    return resources.annotation_session(_SESSION, name, photos.full_image)
 
 
 _FAILED = object()
@@ -256,7 +247,7 @@ def _who(sess, name: str) -> None:
 def _page() -> None:
     set_page("annotate")
     cfg = resources.config()
-    store = resources.store()
+    resources.store()  # a damaged store: its message here, before anything else
     if prompts.reset_prompt(on_reset=lambda: st.session_state.pop(_SESSION, None)):
         return
     name = prompts.ask_name()
@@ -276,10 +267,10 @@ def _page() -> None:
         st.error(md(exc))
         return
     layout.apply(sess.image_id)
-    prompts.unreadable_notice(store)
+    prompts.unreadable_notice(sess)
     if sess.image_id is None:
         show()
-        prompts.all_done(store)
+        prompts.all_done(sess)
         _prev_next(sess, own=True)  # back to one's own finished photos
         return
     resources.prepare_photo(sess.segmenter, photos.full_image, sess.path)  # SAM: embedding now

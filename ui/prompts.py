@@ -71,8 +71,9 @@ def reset_prompt(on_reset) -> bool:
     return True
 
 
-def all_done(store) -> None:
-    counts = store.summary()["by_status"]
+def all_done(sess) -> None:
+    """The queue is empty: what the folder holds (``sess``: the AnnotationSession)."""
+    counts = sess.progress_counts()
     held = counts.get("in_progress", 0)
     st.success(f"All done: no image is waiting. {counts.get('done', 0)} done, "
                f"{counts.get('skipped', 0)} skipped, {counts.get('unreadable', 0)} unreadable"
@@ -81,11 +82,13 @@ def all_done(store) -> None:
                "(optional.update: true). A lead can reopen images on the Progress page.")
 
 
-def unreadable_notice(store) -> None:
+def unreadable_notice(sess) -> None:
+    """The photos that cannot be read, once per browser session (``sess``: the
+    AnnotationSession)."""
     if st.session_state.get("anno_unreadable_shown"):
         return
     st.session_state["anno_unreadable_shown"] = True
-    bad = [r for r in store.images("unreadable") if not r.missing]
+    bad = sess.unreadable_images()
     if bad:
         listed = "\n".join(f"- **{md(r.id)}**: {md(r.error)}" for r in bad[:10])
         more = f"\n- and {len(bad) - 10} more (see the Progress page)" if len(bad) > 10 else ""

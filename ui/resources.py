@@ -379,6 +379,23 @@ def set_annotator(name: str | None) -> None:
         del st.query_params[ANNOTATOR_KEY]
 
 
+def annotation_session(key: str, name: str, load):
+    """This tab's :class:`dextr_core.session.AnnotationSession` for annotator ``name``, kept in
+    ``st.session_state[key]`` (made anew for another name) over the shared store and engine
+    (both looked up again on every run: a reset store or a changed engine reaches it);
+    ``load(path)`` decodes a photo (``ui.photos.full_image``)."""
+    from dextr_core.session import AnnotationSession, SessionPaths
+
+    token = tab_token()
+    sess = st.session_state.get(key)
+    if sess is None or sess.annotator != name:
+        sess = AnnotationSession(store(), segmenter(), SessionPaths.from_config(config()), name,
+                                 session=token, load=load)
+        st.session_state[key] = sess
+    sess.store, sess.segmenter = store(), segmenter()
+    return sess
+
+
 def tab_token() -> str:
     """This tab's session token, kept in the page address (``?tab=...``) so that a refresh of
     the tab keeps its claim, while a new tab (the address without it) is another session. A
