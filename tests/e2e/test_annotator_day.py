@@ -15,11 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-import socket
-import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -28,13 +24,9 @@ from PIL import Image
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
-REPO = Path(__file__).resolve().parents[2]
-CHROMIUM = Path("/usr/bin/chromium")
-ARTIFACTS = REPO / "test-artifacts"
-CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run",
-]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from test_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, streamlit_app  # noqa: E402
+
 WINDOW = {"width": 1280, "height": 900}
 WIDTH, HEIGHT = 800, 600
 LABELS = ["disc", "cat", "dog", "car"]
@@ -63,12 +55,6 @@ def _scene(seed: int) -> np.ndarray:
     return photo
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def app(tmp_path_factory):
     """(url, root, browser): a streamlit server over a temporary config and one chromium."""
@@ -87,25 +73,7 @@ def app(tmp_path_factory):
     cfg = root / "anno_cfg.yml"
     cfg.write_text("required:\n  source: src\n  destination: out\n"
                    f"optional:\n  labels: [{', '.join(LABELS)}]\n  weights: no-weights-here.h5\n")
-    port = _free_port()
-    log = (root / "server.log").open("w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
-         "--server.address", "127.0.0.1", "--server.headless", "true",
-         "--browser.gatherUsageStats", "false", "--", "--config", str(cfg)],
-        cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 90
-        while True:
-            with contextlib.suppress(OSError), urllib.request.urlopen(
-                    f"{url}/_stcore/health", timeout=2) as resp:
-                if resp.status == 200:
-                    break
-            if proc.poll() is not None or time.time() > deadline:
-                log.flush()
-                pytest.fail("streamlit did not start:\n" + (root / "server.log").read_text())
-            time.sleep(0.5)
+    with streamlit_app(cfg, root) as url:
         ARTIFACTS.mkdir(exist_ok=True)
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True,
@@ -114,14 +82,6 @@ def app(tmp_path_factory):
                 yield url, root, browser
             finally:
                 browser.close()
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-        log.close()
 
 
 @contextlib.contextmanager

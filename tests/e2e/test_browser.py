@@ -70,8 +70,17 @@ def server(tmp_path):
     cfg = tmp_path / "anno_cfg.yml"
     cfg.write_text("required:\n  source: src\n  destination: out\n"
                    "optional:\n  labels: [disc, cat]\n  weights: no-weights-here.h5\n")
+    with streamlit_app(cfg, tmp_path) as url:
+        yield url, tmp_path
+
+
+@contextlib.contextmanager
+def streamlit_app(cfg: Path, folder: Path):
+    """``streamlit run app.py -- --config cfg`` on a free loopback port: yields its URL once it
+    answers (pytest.fail with its log, ``folder/server.log``, when it does not start within
+    90 s); stopped afterwards."""
     port = _free_port()
-    log = (tmp_path / "server.log").open("w")
+    log = (folder / "server.log").open("w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
          "--server.address", "127.0.0.1", "--server.headless", "true",
@@ -88,9 +97,9 @@ def server(tmp_path):
                     break
             if proc.poll() is not None or time.time() > deadline:
                 log.flush()
-                pytest.fail("streamlit did not start:\n" + (tmp_path / "server.log").read_text())
+                pytest.fail("streamlit did not start:\n" + (folder / "server.log").read_text())
             time.sleep(0.5)
-        yield url, tmp_path
+        yield url
     finally:
         proc.terminate()
         try:

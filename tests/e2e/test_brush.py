@@ -11,11 +11,8 @@ run here on the same photo).
 
 from __future__ import annotations
 
-import contextlib
-import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +22,7 @@ from PIL import Image
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_browser import _MASK_AT, ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, REPO, _free_port  # noqa: E402
+from test_browser import _MASK_AT, ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, streamlit_app  # noqa: E402
 
 from ui.layout import PHOTO_MAX  # noqa: E402
 
@@ -58,34 +55,8 @@ def server(tmp_path_factory):
     cfg = root / "anno_cfg.yml"
     cfg.write_text("required:\n  source: src\n  destination: out\n"
                    "optional:\n  labels: [disc]\n  weights: no-weights-here.h5\n")
-    port = _free_port()
-    log = (root / "server.log").open("w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
-         "--server.address", "127.0.0.1", "--server.headless", "true",
-         "--browser.gatherUsageStats", "false", "--", "--config", str(cfg)],
-        cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 90
-        while True:
-            with contextlib.suppress(OSError), urllib.request.urlopen(
-                    f"{url}/_stcore/health", timeout=2) as resp:
-                if resp.status == 200:
-                    break
-            if proc.poll() is not None or time.time() > deadline:
-                log.flush()
-                pytest.fail("streamlit did not start:\n" + (root / "server.log").read_text())
-            time.sleep(0.5)
+    with streamlit_app(cfg, root) as url:
         yield url, root
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-        log.close()
 
 
 @pytest.fixture(scope="module")
