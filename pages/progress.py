@@ -382,7 +382,13 @@ def show_exports(leads: LeadActions, lead: bool) -> None:
     download = leads.download(result) if result is not None else None
     if download is not None:
         name, data = download
-        st.success(md(result.summary()))
+        extra = "".join(f", {n:,} objects {what}" for what, n in result.counts.items() if n)
+        st.success(f"Wrote {md(result.path)}: {result.images:,} images, {result.objects:,} "
+                   f"objects{extra}.")
+        if result.shared_pixels:
+            st.info(f"{result.shared_pixels:,} pixels are shared by overlapping objects in "
+                    f"{result.overlapping_images:,} image(s): each object keeps them in COCO; "
+                    "label maps give them to the later object.")
         for warning in result.warnings[:20]:
             st.warning(md(warning))
         if len(result.warnings) > 20:
