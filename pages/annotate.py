@@ -74,10 +74,17 @@ def _next_image(sess):
 
 def _accept(sess):
     classes = resources.config().labels
+    label = labels.current(classes)
+    if label is None:
+        clear()
+        say("warning", "Choose this object's class first (keys 1-9, or the Class box), then "
+            "accept.")
+        return
     cut = st.session_state.get(overlaps.CHOICE_KEY) == overlaps.CUT
     over = sess.overlaps() if cut else []
-    stored = _act(sess.accept, labels.current(classes), cut)
+    stored = _act(sess.accept, label, cut)
     if stored is not _FAILED:
+        labels.accepted(classes)
         cut_from = ", ".join(str(o.obj.index) for o in over if o.can_cut)
         say("success", f"Object {stored.index} ({md(stored.label)}) accepted"
             + (f"; cut from object(s) {cut_from}." if cut_from else "."))

@@ -118,12 +118,17 @@ def _store(project: Path) -> ProgressStore:
     return ProgressStore(project / "src" / ".dextr_progress.json", project / "src")
 
 
+def _class_box(at):
+    """The annotate page's Class box (its widget key changes each time it is emptied)."""
+    return next(box for box in at.selectbox if box.label == "Class")
+
+
 def _accept(at, clicks, label=None):
     at.session_state["anno_clicks"] = clicks
     at.run()
     assert not at.exception
     if label is not None:
-        at.selectbox(key="class").select(label)
+        _class_box(at).select(label)
     _button(at, "Accept object").click().run()
     assert not at.exception
 
@@ -942,12 +947,40 @@ def _accept_clicks(at, clicks):
 
 def test_number_keys_choose_the_class_and_it_stays_for_the_next_object(project):
     at = _app()
-    assert [o for o in at.selectbox(key="class").options] == ["1 · disc", "2 · square"]
+    assert [o for o in _class_box(at).options] == ["1 · disc", "2 · square"]
     _button(at, "Class 2: square").click().run()  # the hidden button behind the key 2
-    assert at.selectbox(key="class").value == "square"
+    assert _class_box(at).value == "square"
     _accept_clicks(at, DISC_CLICKS)
     assert [o.label for o in _store(project).objects("a.png")] == ["square"]
-    assert at.selectbox(key="class").value == "square"  # kept for the next object
+    assert _class_box(at).value == "square"  # kept for the next object
+
+
+def test_without_carry_over_the_box_empties_after_accept_and_the_next_accept_asks_for_a_class(
+        project):
+    at = _app()
+    at.checkbox(key="anno-class-carry").uncheck().run()
+    _button(at, "Class 2: square").click().run()
+    _accept_clicks(at, SQUARE_CLICKS)
+    assert _class_box(at).value is None  # emptied for the next object
+    _accept_clicks(at, DISC_CLICKS)
+    assert "Choose this object's class first" in _texts(at.warning)
+    assert [o.label for o in _store(project).objects("a.png")] == ["square"]  # nothing guessed
+    _button(at, "Class 1: disc").click().run()
+    _button(at, "Accept object").click().run()
+    assert [o.label for o in _store(project).objects("a.png")] == ["square", "disc"]
+
+
+def test_a_new_browser_session_takes_the_carry_over_choice_and_class_from_its_cookies(
+        project, monkeypatch):
+    from ui import cookies
+
+    kept = {"dextr_class_carry": "1", "dextr_class": "square"}
+    monkeypatch.setattr(cookies, "read", kept.get)
+    at = _app()
+    assert _class_box(at).value == "square" and at.checkbox(key="anno-class-carry").value
+    kept["dextr_class_carry"] = "0"
+    other = _app("ben")
+    assert _class_box(other).value is None and not other.checkbox(key="anno-class-carry").value
 
 
 @pytest.mark.parametrize("cut", [False, True])

@@ -1,10 +1,17 @@
 """The class of the next object, one keystroke away: the Class box (type to filter, the first
-nine classes numbered) and keys ``1``-``9``; the class stays chosen for the next object.
+nine classes numbered), keys ``1``-``9``, and the choice whether the class carries over.
 
-After a choice in the box the focus is handed back to the page, so that ``A`` accepts at once
-(Streamlit ignores shortcuts while a text field has the focus); the choice itself starts no
-rerun of its own (``on_change="ignore"``): it reaches the server with the next action, Accept,
-so a key pressed right after the choice is never lost in a rerun still under way.
+- **Keys.** After a choice in the box the focus is handed back to the page (ui/keys.py), so that
+  ``A`` accepts at once (Streamlit ignores shortcuts while a text field has the focus); the choice
+  itself starts no rerun of its own (``on_change="ignore"``): it reaches the server with the next
+  action, Accept, so a key pressed right after the choice is never lost in a rerun still under
+  way. ``1``-``9`` press hidden buttons that choose the class.
+- **Carry-over** (the check box "Keep the class for the next object", on by default): on, the
+  class stays chosen for the next object and photo; off, the box empties after every Accept and
+  the next Accept asks for a class (:func:`current` is None). Both the choice and the class last
+  chosen are kept in this browser's cookies (ui/cookies.py), so a refresh keeps them. Emptying
+  the box mounts a new box (its widget key counts the emptyings): a fresh widget reaches the
+  browser reliably, where a value set from the server could lose to the box's deferred choice.
 """
 
 from __future__ import annotations
@@ -13,37 +20,20 @@ import cv2
 import numpy as np
 import streamlit as st
 
+from ui import cookies
 from ui.messages import md
 
-#: Widget key of the Class box.
+#: Label of the Class box (also what ui/keys.py hands the focus back from).
+BOX_LABEL = "Class"
+#: Widget key of the Class box: this prefix and how many times it was emptied.
 LABEL_KEY = "class"
+#: Widget key of the carry-over check box.
+CARRY_KEY = "anno-class-carry"
+#: Cookies keeping the carry-over choice ("1" / "0") and the class last chosen.
+CARRY_COOKIE, CLASS_COOKIE = "dextr_class_carry", "dextr_class"
 #: Classes with a number key (1-9).
 MAX_KEYED = 9
-
-#: Installed once per page: hands the focus back to the page after every choice in the Class
-#: box (also when the same class is chosen again), by mouse or by Enter / Tab / Escape in the
-#: box, and after a click on a switch or a radio button (Streamlit ignores shortcuts while any
-#: input has the focus); never from a field someone types in.
-_RELEASE_FOCUS = """<script>
-if (!window.__dextrClassKeys) {
-  window.__dextrClassKeys = true;
-  const release = () => setTimeout(() => {
-    const e = document.activeElement;
-    if (e && (e.getAttribute('aria-label') === 'Class'
-              || (e.tagName === 'INPUT' && ['radio', 'checkbox'].includes(e.type)))) e.blur();
-  }, 0);
-  document.addEventListener('click', (event) => {
-    const t = event.target;
-    if (t.closest && (t.closest('[role="option"]') || t.closest('[data-testid="stRadio"]')
-                      || t.closest('[data-testid="stCheckbox"]'))) release();
-  }, true);
-  document.addEventListener('keydown', (event) => {
-    const e = document.activeElement;
-    if (['Enter', 'Tab', 'Escape'].includes(event.key) && e
-        && e.getAttribute('aria-label') === 'Class') release();
-  }, true);
-}
-</script>"""
+_EMPTIED = "anno-class-emptied"
 
 _HIDE_KEYS = "<style>.st-key-anno-class-keys { display: none; }</style>"
 
@@ -54,31 +44,65 @@ def numbered(labels, label: str) -> str:
     return f"{index + 1} · {label}" if index < MAX_KEYED else label
 
 
-def current(labels) -> str:
-    """The class the next Accept gives (the first class until one is chosen)."""
-    chosen = st.session_state.get(LABEL_KEY)
-    return chosen if chosen in labels else labels[0]
+def _box_key() -> str:
+    return f"{LABEL_KEY}-{st.session_state.get(_EMPTIED, 0)}"
+
+
+def carries() -> bool:
+    """Whether the class stays chosen for the next object (this browser's choice, on at first)."""
+    if CARRY_KEY not in st.session_state:
+        st.session_state[CARRY_KEY] = cookies.read(CARRY_COOKIE) != "0"
+    return bool(st.session_state[CARRY_KEY])
+
+
+def current(labels) -> str | None:
+    """The class the next Accept gives; None when none is chosen (the box emptied after an
+    Accept with carry-over off). A project with one class always gives it."""
+    labels = list(labels)
+    chosen = st.session_state.get(_box_key())
+    if chosen in labels:
+        return chosen
+    return labels[0] if len(labels) == 1 else None
+
+
+def accepted(labels) -> None:
+    """Call after an object is accepted: without carry-over the box empties for the next one."""
+    if len(list(labels)) > 1 and not carries():
+        st.session_state[_EMPTIED] = st.session_state.get(_EMPTIED, 0) + 1
 
 
 def _choose(label: str) -> None:
-    st.session_state[LABEL_KEY] = label
+    st.session_state[_box_key()] = label
 
 
-def class_box(labels) -> str:
-    """The Class box and the number keys; returns the chosen class."""
+def class_box(labels) -> str | None:
+    """The Class box, the number keys and the carry-over check box; returns the chosen class
+    (None: none chosen yet)."""
     labels = list(labels)
-    if st.session_state.get(LABEL_KEY) not in labels:  # none yet, or a class no longer listed
-        st.session_state[LABEL_KEY] = labels[0]
-    st.selectbox("Class", labels, key=LABEL_KEY, format_func=lambda x: numbered(labels, x),
+    key = _box_key()
+    carry = carries()
+    if key not in st.session_state or (st.session_state[key] is not None
+                                       and st.session_state[key] not in labels):
+        kept = cookies.read(CLASS_COOKIE)  # a new browser session: the class chosen last
+        st.session_state[key] = (kept if kept in labels else labels[0]) if carry else None
+    st.selectbox(BOX_LABEL, labels, key=key, format_func=lambda x: numbered(labels, x),
                  filter_mode="contains", on_change="ignore",
+                 placeholder="Choose the class: 1-9 or type",
                  help="Type to filter; keys 1-9 choose the first nine classes.")
-    with st.container(key="anno-class-keys"):  # hidden: the keys work, the box shows numbers
+    if len(labels) > 1:
+        st.checkbox("Keep the class for the next object", key=CARRY_KEY,
+                    help="Off: the box empties after each Accept, so every object gets its "
+                    "class chosen. Kept in this browser.")
+    chosen = current(labels)
+    # hidden (so it takes no room): the number keys' buttons, the box shows the numbers
+    with st.container(key="anno-class-keys"):
         for i, label in enumerate(labels[:MAX_KEYED], start=1):
             st.button(f"Class {i}: {md(label)}", key=f"anno-class-key-{i}", on_click=_choose,
                       args=(label,), shortcut=str(i))
-    st.html(_HIDE_KEYS)
-    st.html(_RELEASE_FOCUS, unsafe_allow_javascript=True, width=1)
-    return current(labels)
+        st.html(_HIDE_KEYS)
+        cookies.keep({CARRY_COOKIE: "1" if carry else "0",
+                      **({CLASS_COOKIE: chosen} if chosen is not None else {})})
+    return chosen
 
 
 def tag_layer(layer: np.ndarray, origin: tuple[int, int], masks, texts) -> None:

@@ -11,12 +11,10 @@ in ``st.session_state``, the URL (``?annotator=NAME``) and a cookie.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import sys
 import threading
-import urllib.parse
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +23,7 @@ import streamlit as st
 
 from dextr_core import images
 from dextr_core.config import AnnoConfig, ConfigError, load_config
+from ui import cookies
 
 #: The repository root (the folder holding app.py and the default anno_cfg.yml).
 APP_DIR = Path(__file__).resolve().parents[1]
@@ -338,16 +337,6 @@ TAB_KEY = "tab"
 #: Cookie keeping the name for a new tab or a page opened without ``?annotator=``.
 ANNOTATOR_COOKIE = "dextr_annotator"
 
-_COOKIE_SCRIPT = """<script>
-(() => {
-  const name = %s;
-  const now = document.cookie.split('; ').find((c) => c.startsWith('%s='));
-  const want = name === null ? null : '%s=' + encodeURIComponent(name);
-  if (want === null && now) document.cookie = '%s=; path=/; max-age=0; samesite=strict';
-  else if (want !== null && now !== want)
-    document.cookie = want + '; path=/; max-age=31536000; samesite=strict';
-})();
-</script>"""
 
 
 def annotator() -> str | None:
@@ -362,8 +351,7 @@ def annotator() -> str | None:
     else:
         name = st.query_params.get(ANNOTATOR_KEY) or ""
         if not name.strip():
-            kept = st.context.cookies.get(ANNOTATOR_COOKIE)
-            name = urllib.parse.unquote(kept) if isinstance(kept, str) else ""
+            name = cookies.read(ANNOTATOR_COOKIE) or ""
     name = name.strip()
     return name or None
 
@@ -421,5 +409,4 @@ def keep_annotator() -> None:
             st.query_params[ANNOTATOR_KEY] = name
     if st.session_state.get(TAB_KEY) or st.query_params.get(TAB_KEY):
         tab_token()
-    st.sidebar.html(_COOKIE_SCRIPT % (json.dumps(name), ANNOTATOR_COOKIE, ANNOTATOR_COOKIE,
-                                      ANNOTATOR_COOKIE), unsafe_allow_javascript=True, width=1)
+    cookies.keep({ANNOTATOR_COOKIE: name}, where=st.sidebar)

@@ -5,7 +5,7 @@ One compact row above the photo. The chosen tool is a primary (filled) button; t
 is shown in image pixels (it stays on the same image pixels when zooming) and as the pointer's
 size over the photo. Keys: ``C`` Points, ``B`` Paint, ``E`` Erase, ``[`` / ``]`` brush size,
 ``Z`` zoom. Streamlit reserves ``C`` and refuses ``[`` / ``]`` as button shortcuts, so those
-three go through one small key listener (:data:`_KEYS_SCRIPT`) that presses the same buttons.
+three are bound through ui/keys.py, which presses the same buttons.
 
 What a stroke does is :mod:`dextr_core.strokes` and :class:`dextr_core.session.
 AnnotationSession`; the canvas side is ui/photo_canvas.py. Paint and Erase strokes are told
@@ -14,7 +14,6 @@ apart on the canvas by their colour (:func:`mode_of`).
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 
@@ -22,6 +21,7 @@ import numpy as np
 import streamlit as st
 
 from dextr_core.errors import DextrError
+from ui import keys
 from ui.messages import clear, md, say
 
 TOOLS = ("points", "paint", "erase")
@@ -168,9 +168,8 @@ def row(sess, scale: float, redraw) -> None:
                        help="Try saving the last change again")
         bar.button(f"Done editing {index}", key="anno-edit-done", icon=":material/check:",
                    on_click=_act, args=(sess.stop_editing, redraw))
-    keys = {KEYS["points"].lower(): "anno-tool-points", KEYS["smaller"]: "anno-brush-smaller",
-            KEYS["larger"]: "anno-brush-larger"}
-    st.html(_KEYS_SCRIPT % json.dumps(keys), unsafe_allow_javascript=True, width=1)
+    keys.bind({KEYS["points"]: "anno-tool-points", KEYS["smaller"]: "anno-brush-smaller",
+               KEYS["larger"]: "anno-brush-larger"})
 
 
 def edit_button(where, sess, obj, index: int, redraw) -> None:
@@ -190,26 +189,3 @@ def cursor_px(brush: float, scale: float) -> int | None:
     cannot show it (browsers draw pointer images up to 128 px)."""
     d = math.ceil(brush * scale)
     return d if 2 <= d <= 126 else None
-
-
-#: Keys Streamlit cannot bind to buttons (``C`` is its own, ``[`` / ``]`` are refused): pressed
-#: outside a text field and without modifiers, they press the named button instead (and
-#: Streamlit's own ``c`` is not run) while the annotate page shows it.
-_KEYS_SCRIPT = """<script>
-window.__dextrKeys = %s;
-if (!window.__dextrKeysOn) {
-  window.__dextrKeysOn = true;
-  window.addEventListener("keydown", (event) => {
-    if (event.ctrlKey || event.metaKey || event.altKey || event.repeat) return;
-    const t = event.composedPath()[0];
-    if (t && (t.isContentEditable || ["INPUT", "TEXTAREA", "SELECT"].includes(t.tagName))) return;
-    const key = window.__dextrKeys[event.key.toLowerCase()];
-    if (!key) return;
-    const button = document.querySelector(".st-key-" + key + " button");
-    if (!button) return;  // another page: its keys are its own
-    event.stopImmediatePropagation();
-    event.preventDefault();
-    if (!button.disabled) button.click();
-  }, true);
-}
-</script>"""

@@ -33,7 +33,7 @@ LABELS = ["disc", "cat", "dog", "car"]
 # (centre x, centre y, radius): three apart, then two overlapping ones of one colour
 SEPARATE = [(140, 140, 80), (400, 140, 80), (660, 140, 80)]
 OVERLAPPING = [(300, 430, 110), (470, 430, 110)]
-N_IMAGES = 8
+N_IMAGES = 10  # one or two per test, each test its own annotator
 
 
 def _disc(cx, cy, r) -> np.ndarray:
@@ -344,3 +344,41 @@ def test_overlapping_objects_keep_their_pixels_in_coco_and_the_cut_option_cuts(a
            for o in store.objects(second)]
     assert not (cut[0] & cut[1]).any()
     assert cut[0].sum() > 1000
+
+
+def test_the_carry_over_choice_is_shown_and_kept_across_a_refresh_with_the_class(app):
+    from playwright.sync_api import expect
+
+    url, root, browser = app
+    with _page(browser) as page:
+        image = _start(page, url, "carry-over")
+        keep = page.get_by_role("checkbox", name="Keep the class for the next object")
+        box = page.get_by_role("combobox", name="Class")
+        expect(keep).to_be_checked()  # on at first: the class stays for the next object
+        page.keyboard.press("3")
+        expect(box).to_have_value("3 · dog")
+        _clicks(page, _extremes(*SEPARATE[0]))
+        page.keyboard.press("a")
+        expect(page.get_by_text("Objects (1)")).to_be_visible()
+        page.reload()
+        _settled(page)
+        expect(box).to_have_value("3 · dog")  # the class survives the refresh
+        page.get_by_text("Keep the class for the next object").click()
+        expect(keep).not_to_be_checked()
+        _clicks(page, _extremes(*SEPARATE[1]))
+        page.keyboard.press("a")  # still dog: the box empties after this Accept
+        expect(page.get_by_text("Objects (2)")).to_be_visible()
+        expect(box).to_have_value("")
+        page.reload()
+        _settled(page)
+        expect(keep).not_to_be_checked()  # the choice survives the refresh
+        expect(box).to_have_value("")
+        _clicks(page, _extremes(*SEPARATE[2]))
+        page.keyboard.press("a")
+        expect(page.get_by_text("Choose this object's class first")).to_be_visible()
+        page.keyboard.press("4")
+        expect(box).to_have_value("4 · car")
+        page.keyboard.press("a")
+        expect(page.get_by_text("Objects (3)")).to_be_visible()
+        page.screenshot(path=str(ARTIFACTS / "day_carry_over.png"))
+    assert [o.label for o in _store(root).objects(image)] == ["dog", "dog", "car"]
