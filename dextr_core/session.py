@@ -781,8 +781,8 @@ class AnnotationSession:
         already rewritten are put back (the message names any that could not be) and nothing
         is stored; a retry makes the same cut once. Raises SessionError without a mask or with
         an empty one, WriteError when a mask or the store cannot be written, ClaimError when
-        the claim was lost (the image turns read-only, nothing more is written); the clicks are
-        kept on every failure.
+        the claim was lost (the image turns read-only; nothing is stored and no earlier
+        object's file is rewritten); the clicks are kept on every failure.
         """
         from .store import ClaimError, ObjectRecord, StoreInputError, StoreWriteError
 
