@@ -784,7 +784,7 @@ class AnnotationSession:
         the claim was lost (the image turns read-only; nothing is stored and no earlier
         object's file is rewritten); the clicks are kept on every failure.
         """
-        from .store import ClaimError, ObjectRecord, StoreInputError, StoreWriteError
+        from .store import ClaimError, ObjectRecord, StoreWriteError
 
         op = self._require_editable()
         if op.editing is not None:
@@ -831,10 +831,13 @@ class AnnotationSession:
         except ClaimError as exc:
             self._lost(exc)
             raise
-        except StoreInputError as exc:
-            raise SessionError(str(exc)) from exc
         except (OSError, StoreWriteError) as exc:
-            raise WriteError(self._cut_failed(op, written, exc)) from exc
+            if cutting:
+                raise WriteError(self._cut_failed(op, written, exc)) from exc
+            if not isinstance(exc, OSError):
+                raise
+            raise WriteError(_disk_message(exc, "The object was not saved",
+                                           "then press Accept again")) from exc
         for c in cutting:
             self._masks[(op.image_id, c.object_id)] = c.kept
         if cutting:

@@ -437,7 +437,7 @@ class Store:
             now = self.clock()
             objects = _with_object_ids(objects)
             object_id = object_id or uuid.uuid4().hex
-            cut = _cut_objects(doc, objects, cuts or {}, object_id)
+            cut_indexes = _cut_objects(doc, objects, cuts or {}, object_id)
             if write is not None:
                 write()
             new = {
@@ -453,7 +453,7 @@ class Store:
             objects.append(new)
             self._update(image_id, {"objects": objects, "claimed_at": now, "updated_at": now})
             self._log("object_added", image_id, annotator, index=new["index"], label=new["label"],
-                      **({"cut": cut} if cut else {}))
+                      **({"cut": cut_indexes} if cut_indexes else {}))
             return _object_record(doc["id"], new)
 
     @staticmethod
