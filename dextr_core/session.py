@@ -8,9 +8,12 @@ read from the progress store, which is the single truth. It is the only writer o
   (``<destination>/.drafts/<image id>/<object id>.png``), then adds the object to the store with
   that id. A failure at either step leaves the clicks and the id in place, and the retry stores
   the object once (the store's add is idempotent per object id).
-- **Cut**: ``accept(label, cut_earlier=True)`` first checks the claim, then rewrites the object
-  file of every earlier object the candidate overlaps without the candidate's pixels (the same
-  atomic writes as an accept), then stores the candidate. Without it overlapping objects keep
+- **Cut**: ``accept(label, cut_earlier=True)`` writes the candidate's file, then, in the one
+  store transaction that adds it (``store.add_object(cuts=, write=)``: the claim is checked
+  first), rewrites the object file of every earlier object the candidate overlaps without the
+  candidate's pixels and records those pixels in each one's record (:mod:`dextr_core.cuts`), so
+  that a mask rebuilt from a record equals its file. A failure puts the files already rewritten
+  back and stores nothing; a retry makes the same cut once. Without it overlapping objects keep
   all their pixels in their own files (per-object exports such as COCO keep both); only the
   label map gives a shared pixel to the later object. See :meth:`AnnotationSession.overlaps`.
 - **Clicks** of the object being made are kept in ``<destination>/.drafts/<id>.clicks.json``
@@ -52,6 +55,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .cuts import Cut, rebuild_mask
 from .errors import DextrError
 from .images import ImageReadError, load_image
 from .masks import (
@@ -203,6 +207,7 @@ class _Open:
     candidate: Candidate | None = None
     pending_id: str | None = None  # object id of an Accept that failed, kept for the retry
     pending_points: tuple | None = None
+    pending_cuts: list | None = None  # the cut planned for the pending id (_Cutting), kept too
     mask_file: Path | None = None  # where the saved mask is read from (found once per open)
     file_stamp: tuple | None = None  # the photo file's (mtime ns, size, inode) when opened
     strokes: list = field(default_factory=list)  # the current object's strokes (Stroke)
@@ -221,6 +226,18 @@ class _Editing:
     base: np.ndarray
     before: tuple
     saved: tuple = ()  # the session strokes the store holds now
+
+
+@dataclass(frozen=True)
+class _Cutting:
+    """One earlier object a candidate cuts: its mask ``before`` and ``kept`` after the cut
+    (packed bits) and the record's :class:`~dextr_core.cuts.Cut` (the pixels it loses)."""
+
+    object_id: str
+    index: int
+    before: np.ndarray
+    kept: np.ndarray
+    cut: Cut
 
 
 class AnnotationSession:
@@ -757,14 +774,17 @@ class AnnotationSession:
 
         Its mask file is written first, then the store add (with a client-made object id kept
         until the add succeeds, so a retry after any failure stores it once). With
-        ``cut_earlier`` the accepted objects it overlaps lose those pixels first (their object
-        files rewritten after a claim check; objects without an object id are left as they
-        are); a retry cuts again, which changes nothing more. Raises SessionError without a
-        mask or with an empty one, WriteError when a mask cannot be written, ClaimError when the
-        claim was lost (the image turns read-only, nothing is written); the clicks are kept on
-        every failure.
+        ``cut_earlier`` the accepted objects it overlaps lose those pixels (objects without an
+        object id are left as they are): in the add's transaction, after its claim check, their
+        object files are rewritten and the pixels each lost are stored in its record
+        (``ObjectRecord.cuts``) with the new object. If a file or the store fails, the files
+        already rewritten are put back (the message names any that could not be) and nothing
+        is stored; a retry makes the same cut once. Raises SessionError without a mask or with
+        an empty one, WriteError when a mask or the store cannot be written, ClaimError when
+        the claim was lost (the image turns read-only; nothing is stored and no earlier
+        object's file is rewritten); the clicks are kept on every failure.
         """
-        from .store import ClaimError, ObjectRecord
+        from .store import ClaimError, ObjectRecord, StoreWriteError
 
         op = self._require_editable()
         if op.editing is not None:
@@ -778,11 +798,11 @@ class AnnotationSession:
             raise SessionError(f"The mask is empty ({cand.engine} found no object there), so "
                                "nothing was saved. Move the clicks onto the object's edges, "
                                "paint the object, or Clear and click again.")
-        if cut_earlier:
-            self._cut(op, cand.mask)
         if op.pending_id is None or op.pending_points != (cand.points, cand.strokes):
             op.pending_id, op.pending_points = uuid.uuid4().hex, (cand.points, cand.strokes)
+            op.pending_cuts = None
         object_id = op.pending_id
+        cutting = self._plan_cut(op, cand.mask) if cut_earlier else []
         target = object_mask_path(self.paths.destination, op.image_id, object_id)
         try:
             save_object_mask(target, cand.mask)
@@ -795,48 +815,84 @@ class AnnotationSession:
                               seconds=round(max(0.0, now - op.object_started), 3),
                               object_id=object_id, strokes=list(cand.strokes),
                               edited=bool(cand.strokes))
+        written: list[_Cutting] = []
+
+        def write() -> None:
+            for c in cutting:
+                save_object_mask(object_mask_path(self.paths.destination, op.image_id,
+                                                  c.object_id), self._unpack(op, c.kept))
+                written.append(c)
+
         try:
             stored = self.store.add_object(op.image_id, self.annotator, record,
-                                           session=self.token)
+                                           session=self.token,
+                                           cuts={c.object_id: c.cut for c in cutting},
+                                           write=write if cutting else None)
         except ClaimError as exc:
             self._lost(exc)
             raise
-        except OSError as exc:
+        except (OSError, StoreWriteError) as exc:
+            if cutting:
+                raise WriteError(self._cut_failed(op, written, exc)) from exc
+            if not isinstance(exc, OSError):
+                raise
             raise WriteError(_disk_message(exc, "The object was not saved",
                                            "then press Accept again")) from exc
+        for c in cutting:
+            self._masks[(op.image_id, c.object_id)] = c.kept
+        if cutting:
+            self.masks_revision += 1
         self._masks[(op.image_id, object_id)] = np.packbits(cand.mask.ravel())
-        op.pending_id = op.pending_points = None
+        op.pending_id = op.pending_points = op.pending_cuts = None
         op.points, op.strokes, op.history, op.candidate = [], [], [], None
         op.object_started = now
         self._keep_clicks(op)
         return stored
 
-    def _cut(self, op: _Open, later: np.ndarray) -> None:
-        """Rewrite the object files of the cuttable objects ``later`` overlaps without its
-        pixels, after a claim check (a lapsed claim writes nothing)."""
-        from .store import ClaimError
+    def _plan_cut(self, op: _Open, later: np.ndarray) -> list[_Cutting]:
+        """What a cut by the candidate mask ``later`` (bool (H, W)) does to each cuttable object
+        it overlaps. Planned once per pending object id: a retry makes the same cut (even of an
+        object whose file a failed attempt could not put back), for the objects still there."""
+        if op.pending_cuts is None:
+            plan = []
+            for overlap in self.overlaps():
+                if overlap.can_cut:
+                    before = self.mask(overlap.obj)
+                    plan.append(_Cutting(overlap.obj.object_id, overlap.obj.index,
+                                         np.packbits(before.ravel()),
+                                         np.packbits(cut_mask(before, later).ravel()),
+                                         Cut.of(before & later)))
+            op.pending_cuts = plan
+        there = {o.object_id for o in self.objects}
+        return [c for c in op.pending_cuts if c.object_id in there]
 
-        targets = [o for o in self.overlaps() if o.can_cut]
-        if not targets:
-            return
-        try:
-            self.store.heartbeat(op.image_id, self.annotator, session=self.token)
-        except ClaimError as exc:
-            self._lost(exc)
-            raise
-        for n, overlap in enumerate(targets):
-            obj = overlap.obj
-            kept = cut_mask(self.mask(obj), later)
+    def _cut_failed(self, op: _Open, written: list[_Cutting], exc: Exception) -> str:
+        """Put the object files a failed cut rewrote back as they were; the message for the
+        failure (it names the objects whose file could not be put back)."""
+        stuck = []
+        for c in written:
             try:
                 save_object_mask(object_mask_path(self.paths.destination, op.image_id,
-                                                  obj.object_id), kept)
-            except OSError as exc:
-                done = ", ".join(str(t.obj.index) for t in targets[:n]) or "none"
-                raise WriteError(_disk_message(
-                    exc, f"The new object was not saved (objects cut so far: {done})",
-                    "then press Accept again")) from exc
-            self._masks[(op.image_id, obj.object_id)] = np.packbits(kept.ravel())
-            self.masks_revision += 1
+                                                  c.object_id), self._unpack(op, c.before))
+            except OSError:
+                stuck.append(str(c.index))
+        if isinstance(exc, OSError):
+            why = f"could not write to disk ({exc.strerror or exc})"
+        else:
+            why = str(exc).rstrip(".")
+        if not stuck:
+            return (f"The object was not saved and nothing was cut: {why}. Nothing already "
+                    "saved was lost; free some space or fix the folder's permissions, then "
+                    "press Accept again.")
+        return (f"The object was not saved: {why}. The mask file of object(s) "
+                f"{', '.join(stuck)} already lost the new object's pixels and could not be "
+                "put back; free some space or fix the folder's permissions, then press Accept "
+                "again (with Cut) to finish the cut.")
+
+    @staticmethod
+    def _unpack(op: _Open, packed: np.ndarray) -> np.ndarray:
+        n = op.shape[0] * op.shape[1]
+        return np.unpackbits(packed, count=n).astype(bool).reshape(op.shape)
 
     def delete(self, obj) -> None:
         """Remove one of :attr:`objects` (an ObjectRecord or its object id) from the store; an
@@ -1092,15 +1148,15 @@ class AnnotationSession:
                      int(obj.index) if ids is None or not object_id else 0)
             if 1 <= index <= len(labels) and labels[index - 1].any():
                 return labels[index - 1]
-        strokes = list(getattr(obj, "strokes", None) or [])
+        model = None
         if obj.points:
             try:
                 model = np.asarray(self.segmenter.segment(
                     self.load(op.path), np.asarray(obj.points, dtype=np.float64)), dtype=bool)
-                return apply_strokes(model, strokes)
             except Exception:  # a refusal or a failing model: the object shows its strokes
-                pass
-        return apply_strokes(None, strokes, op.shape)
+                model = None
+        return rebuild_mask(model, list(getattr(obj, "strokes", None) or []),
+                            list(getattr(obj, "cuts", None) or []), op.shape)
 
 
 def _track(history: list, kind: str, before: int, after: int) -> None:

@@ -835,6 +835,130 @@ def test_a_full_disk_during_a_cut_stores_no_new_object_and_the_retry_stores_it_o
     np.testing.assert_array_equal(masks.load_object_mask(file), _box(A) & ~_box(C))
 
 
+D = [[5, 30], [15, 30], [10, 25], [10, 35]]  # box x 5..15, y 25..35: overlaps A, not C
+BACK = Stroke("paint", 3, [(26, 20), (29, 20)])  # paints some of A's pixels C cut back
+
+
+def test_a_cut_is_in_the_earlier_objects_record_so_a_rebuild_without_its_file_equals_the_file(
+        project):
+    from dextr_core.strokes import apply_strokes
+
+    store, paths, _ = project
+    s = _session(project, token="t1")
+    s.open_next()
+    first = _accept(s, A)
+    s.set_points(C)
+    cutter = s.accept("thing", cut_earlier=True)
+    s.edit_object(first)
+    s.add_stroke(BACK)  # after the first cut: a rebuild must not cut these pixels again
+    s.stop_editing()
+    s.set_points(D)
+    second = s.accept("thing", cut_earlier=True)
+    s.delete(cutter)  # deleting the cutting object gives nothing back
+    file = masks.object_mask_path(paths.destination, "a.png", first.object_id)
+    on_disk = masks.load_object_mask(file)
+    np.testing.assert_array_equal(
+        on_disk, apply_strokes(_box(A) & ~_box(C), [BACK]) & ~_box(D))
+    record = store.objects("a.png")[0]
+    assert [(c.by, c.after) for c in record.cuts] == [(cutter.object_id, 0),
+                                                      (second.object_id, 1)]
+    assert not np.array_equal(apply_strokes(_box(A), record.strokes), on_disk)  # cuts matter
+    file.unlink()
+    fresh = _session(project, token="t1")  # a refresh: nothing cached
+    fresh.open_next()
+    np.testing.assert_array_equal(fresh.mask(fresh.objects[0]), on_disk)
+    fresh.done()  # the label map, from the record too
+    np.testing.assert_array_equal(_saved(paths) == 1, on_disk & ~_box(D))
+
+
+def _failing_from(call: int, until: int | None = None):
+    """An atomic_write whose ``call``-th call (1-based) and those after it, up to ``until``,
+    fail with a full disk; the others write."""
+    real, calls = masks.atomic_write, []
+
+    def write(path, data):
+        calls.append(path)
+        if call <= len(calls) and (until is None or len(calls) <= until):
+            _enospc()
+        return real(path, data)
+
+    return write
+
+
+def _two_objects_and_c(project):
+    """A session with A and B accepted (object files read back) and C, which overlaps both,
+    clicked."""
+    _, paths, _ = project
+    s = _session(project, token="t1")
+    s.open_next()
+    files = [masks.object_mask_path(paths.destination, "a.png", _accept(s, p).object_id)
+             for p in (A, B)]
+    s.set_points(C)
+    return s, files
+
+
+def test_a_cut_failing_halfway_puts_the_cut_file_back_stores_nothing_and_the_retry_cuts_once(
+        project, monkeypatch):
+    store, _, _ = project
+    s, files = _two_objects_and_c(project)
+    before = [f.read_bytes() for f in files]
+    # writes: the new object's file, A's cut, B's cut (fails), A put back
+    monkeypatch.setattr(masks, "atomic_write", _failing_from(3, until=3))
+    with pytest.raises(WriteError, match="not saved and nothing was cut.*Accept again"):
+        s.accept("thing", cut_earlier=True)
+    assert [f.read_bytes() for f in files] == before
+    assert [o.cuts for o in store.objects("a.png")] == [[], []] and s.points == C
+    monkeypatch.undo()
+    s.accept("thing", cut_earlier=True)
+    objects = store.objects("a.png")
+    assert [len(o.cuts) for o in objects] == [1, 1, 0]
+    assert [e.action for e in store.events()].count("object_added") == 3
+    for file, points in zip(files, (A, B), strict=True):
+        np.testing.assert_array_equal(masks.load_object_mask(file), _box(points) & ~_box(C))
+
+
+def test_a_cut_file_that_cannot_be_put_back_is_named_and_the_retry_records_its_cut(
+        project, monkeypatch):
+    store, paths, _ = project
+    s, files = _two_objects_and_c(project)
+    monkeypatch.setattr(masks, "atomic_write", _failing_from(3))  # the disk stays full
+    with pytest.raises(WriteError, match=r"object\(s\) 1 already lost .* Accept again"):
+        s.accept("thing", cut_earlier=True)
+    np.testing.assert_array_equal(masks.load_object_mask(files[0]), _box(A) & ~_box(C))
+    assert [o.cuts for o in store.objects("a.png")] == [[], []]
+    monkeypatch.undo()
+    s.accept("thing", cut_earlier=True)  # the same cut, though object 1's file has it already
+    first, second, third = store.objects("a.png")
+    assert [c.by for c in first.cuts] == [c.by for c in second.cuts] == [third.object_id]
+    for file in files:
+        file.unlink()
+    fresh = _session(project, token="t1")
+    fresh.open_next()
+    np.testing.assert_array_equal(fresh.mask(fresh.objects[0]), _box(A) & ~_box(C))
+    np.testing.assert_array_equal(fresh.mask(fresh.objects[1]), _box(B) & ~_box(C))
+
+
+def test_a_store_failing_after_the_cut_files_puts_them_back(project, monkeypatch):
+    from dextr_core.store import StoreWriteError
+
+    store, _, _ = project
+    s, files = _two_objects_and_c(project)
+    before = [f.read_bytes() for f in files]
+    real = store.add_object
+
+    def fails_after_writing(*args, write=None, **kw):
+        write()
+        raise StoreWriteError("Progress could not be written (simulated).")
+
+    monkeypatch.setattr(store, "add_object", fails_after_writing)
+    with pytest.raises(WriteError, match="nothing was cut: Progress could not be written"):
+        s.accept("thing", cut_earlier=True)
+    assert [f.read_bytes() for f in files] == before
+    monkeypatch.setattr(store, "add_object", real)
+    s.accept("thing", cut_earlier=True)
+    assert [len(o.cuts) for o in store.objects("a.png")] == [1, 1, 0]
+
+
 # ---- the clicks of the object being made survive a refresh ------------------------------------
 
 

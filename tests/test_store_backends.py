@@ -175,6 +175,61 @@ def test_an_edit_checks_the_claim_before_writing_and_a_failed_write_stores_nothi
     s.close()
 
 
+def test_cuts_are_stored_with_the_new_object_in_one_transaction_after_the_claim_check(
+        store_location, source, clock):
+    import numpy as np
+
+    from dextr_core.cuts import Cut
+
+    s = open_store(store_location, source, claim_timeout_s=600, clock=clock)
+    s.sync()
+    s.claim("a.jpg", "ana", session=TAB1)
+    earlier = s.add_object("a.jpg", "ana", obj(), session=TAB1)  # stored without cuts
+    removed = np.zeros((30, 40), bool)
+    removed[5:9, 10:20] = True
+    cut = Cut.of(removed)
+    later = ObjectRecord(points=POINTS, label="dog", object_id="later1")
+    writes = []
+
+    def full_disk():
+        writes.append("tried")
+        raise OSError(errno.ENOSPC, "No space left on device (simulated)")
+
+    with pytest.raises(OSError, match="No space left"):
+        s.add_object("a.jpg", "ana", later, session=TAB1, cuts={earlier.object_id: cut},
+                     write=full_disk)
+    assert [o.object_id for o in s.objects("a.jpg")] == [earlier.object_id]
+    assert s.objects("a.jpg")[0].cuts == []
+    with pytest.raises(StoreInputError, match="no object 'gone'"):
+        s.add_object("a.jpg", "ana", later, session=TAB1, cuts={"gone": cut},
+                     write=lambda: writes.append("written"))
+    with pytest.raises(StoreInputError, match="does not fit"):
+        s.add_object("a.jpg", "ana", later, session=TAB1,
+                     cuts={earlier.object_id: Cut.of(removed[:20])})
+    stored = s.add_object("a.jpg", "ana", later, session=TAB1, cuts={earlier.object_id: cut},
+                          write=lambda: writes.append("written"))
+    again = s.add_object("a.jpg", "ana", later, session=TAB1, cuts={earlier.object_id: cut},
+                         write=lambda: writes.append("written"))  # a retry: nothing new
+    assert stored == again and writes == ["tried", "written"]
+    (kept,) = s.objects("a.jpg")[0].cuts
+    assert (kept.by, kept.after) == ("later1", 0)
+    np.testing.assert_array_equal(kept.mask((30, 40)), removed)
+    assert [e.detail.get("cut") for e in s.events() if e.action == "object_added"] == [None, [1]]
+    clock.advance(601)
+    s.claim("a.jpg", "ben")  # ana's claim lapsed and moved to ben
+    with pytest.raises(ClaimError):
+        s.add_object("a.jpg", "ana", ObjectRecord(points=POINTS), session=TAB1,
+                     cuts={earlier.object_id: cut}, write=lambda: writes.append("late"))
+    assert writes == ["tried", "written"]
+    s.edit_object("a.jpg", "ben", earlier.object_id, [{"mode": "paint", "width": 2,
+                                                       "points": [[7, 12]]}])
+    s.close()
+    s = open_store(store_location, source, claim_timeout_s=600, clock=clock)  # after a restart
+    first, second = s.objects("a.jpg")
+    assert first.cuts == [kept] and len(first.strokes) == 1 and second.cuts == []
+    s.close()
+
+
 # ---- transactions and row locks -------------------------------------------------------------------
 
 

@@ -404,6 +404,13 @@ MALFORMED = {
     "image with an object whose strokes are not a list": (
         lambda t: ("images", "1", dict(t["images"]["1"], objects=[{"index": 1, "strokes": 7}])),
         "strokes are not a list"),
+    "image with an object whose cut has no counts": (
+        lambda t: ("images", "1", dict(t["images"]["1"], objects=[
+            {"index": 1, "cuts": [{"by": "x", "after": 0, "size": [3, 4]}]}])),
+        "bad cut: cut counts None"),
+    "image with an object whose cuts are not a list": (
+        lambda t: ("images", "1", dict(t["images"]["1"], objects=[{"index": 1, "cuts": "x"}])),
+        "cuts are not a list"),
     "image with seconds as text": (lambda t: ("images", "1", dict(t["images"]["1"], seconds="9")),
                                    "seconds '9', not a number"),
     "image with a fraction of objects": (

@@ -13,7 +13,9 @@ Conventions (for the whole store package)
   "seconds", "error", "missing", "note", "resume", "legacy", "review" (see :func:`review_state`),
   "objects": [{"object_id", "index",
   "label", "points" (text, see :func:`_encode_points`), "engine", "annotator", "created_at",
-  "seconds", "strokes": [{"mode", "width", "points": [[x, y], ...]}], "edited"}]}``; :func:`_document_problem` says which documents read from disk are refused.
+  "seconds", "strokes": [{"mode", "width", "points": [[x, y], ...]}], "edited",
+  "cuts": [{"by", "after", "size": [H, W], "counts"}] (see :mod:`dextr_core.cuts`)}]}``;
+  :func:`_document_problem` says which documents read from disk are refused.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from ..cuts import cut_problem, cuts_from_docs
 from ..errors import DextrError
 from ..strokes import stroke_problem, strokes_from_docs
 
@@ -111,6 +114,9 @@ class ObjectRecord:
     strokes: list = field(default_factory=list)
     #: True when the mask was corrected by hand (strokes), at Accept or by an edit afterwards.
     edited: bool = False
+    #: The pixels later objects cut from this one (dextr_core.cuts.Cut, oldest first), so that a
+    #: mask rebuilt from the record (:func:`dextr_core.cuts.rebuild_mask`) equals its file.
+    cuts: list = field(default_factory=list)
 
 
 @dataclass
@@ -304,6 +310,14 @@ def _document_problem(table: str, doc_id: str, doc: dict) -> str | None:
                         problem = stroke_problem(stroke)
                         if problem:
                             return f"(image {image_id}) has an object with a bad stroke: {problem}"
+                cuts = o.get("cuts")
+                if cuts is not None:
+                    if type(cuts) is not list:
+                        return f"(image {image_id}) has an object whose cuts are not a list"
+                    for cut in cuts:
+                        problem = cut_problem(cut)
+                        if problem:
+                            return f"(image {image_id}) has an object with a bad cut: {problem}"
         seconds = doc.get("seconds")
         if seconds is not None and type(seconds) not in _NUMBER_TYPES:
             return f"(image {image_id}) has seconds {seconds!r}, not a number"
@@ -334,7 +348,7 @@ def _object_record(image_id: str, o: dict) -> ObjectRecord:
                         annotator=o["annotator"], created_at=o["created_at"],
                         seconds=o["seconds"], object_id=o.get("object_id") or "",
                         strokes=strokes_from_docs(o.get("strokes")),
-                        edited=bool(o.get("edited")))
+                        edited=bool(o.get("edited")), cuts=cuts_from_docs(o.get("cuts")))
 
 
 def _with_object_ids(objects: list[dict]) -> list[dict]:

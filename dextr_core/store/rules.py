@@ -34,10 +34,12 @@ import os
 import statistics
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from ..cuts import Cut
 from ..strokes import Stroke
 from . import maintenance
 from .backend import Backend
@@ -397,7 +399,8 @@ class Store:
         return pts
 
     def add_object(self, image_id: str, annotator: str, obj: ObjectRecord, *,
-                   session: str | None = None) -> ObjectRecord:
+                   session: str | None = None, cuts: Mapping[str, Cut] | None = None,
+                   write: Callable[[], Any] | None = None) -> ObjectRecord:
         """Append an accepted object to an image ``annotator`` holds; return the stored record.
 
         ``obj.index`` (= count + 1) and ``obj.image_id`` are set by the store; ``obj.object_id``
@@ -407,6 +410,16 @@ class Store:
         on this image, the stored record is returned and nothing changes (a retry never
         duplicates). Raises ClaimError if ``annotator`` (in ``session``) does not hold the image,
         StoreInputError for bad points or a bad object id.
+
+        ``cuts``: the pixels ``obj`` cuts from earlier objects of the image, by their object id
+        (:class:`dextr_core.cuts.Cut` of the image's size; its ``by`` and ``after`` are set
+        here: ``obj``'s object id and how many strokes that object has now). They are stored
+        with ``obj`` in the same transaction, like :meth:`edit_object`'s strokes: the claim is
+        checked FIRST, then ``write()`` is called (the caller rewrites those objects' mask files
+        there), and only if it returns are ``obj`` and the cuts stored. If ``write`` raises, the
+        store is unchanged and the exception propagates; after a ClaimError ``write`` was never
+        called; a retry of a stored ``obj`` calls nothing and stores nothing. StoreInputError
+        for a cut of an object the image does not have or of another size.
         """
         annotator = self._check_name(annotator)
         session = self._check_session(session)
@@ -423,19 +436,24 @@ class Store:
             points = self._check_points(doc, obj.points, painted=bool(strokes))
             now = self.clock()
             objects = _with_object_ids(objects)
+            object_id = object_id or uuid.uuid4().hex
+            cut_indexes = _cut_objects(doc, objects, cuts or {}, object_id)
+            if write is not None:
+                write()
             new = {
                 "index": len(objects) + 1, "label": check_text(str(obj.label), "The label"),
                 "points": _encode_points(points),
                 "engine": str(obj.engine or ""), "annotator": obj.annotator or annotator,
                 "created_at": float(obj.created_at) if obj.created_at is not None else now,
                 "seconds": float(obj.seconds or 0.0),
-                "object_id": object_id or uuid.uuid4().hex,
+                "object_id": object_id,
             }
             if strokes or obj.edited:
                 new.update(strokes=strokes, edited=True)
             objects.append(new)
             self._update(image_id, {"objects": objects, "claimed_at": now, "updated_at": now})
-            self._log("object_added", image_id, annotator, index=new["index"], label=new["label"])
+            self._log("object_added", image_id, annotator, index=new["index"], label=new["label"],
+                      **({"cut": cut_indexes} if cut_indexes else {}))
             return _object_record(doc["id"], new)
 
     @staticmethod
@@ -823,6 +841,31 @@ class Store:
         return maintenance.reconcile(self, destination, mask_suffix, save_format)
 
 
+
+
+def _cut_objects(doc: dict, objects: list[dict], cuts: Mapping[str, Cut], by: str) -> list[int]:
+    """Add each of ``cuts`` (object id -> Cut) to its object's document in ``objects`` (in
+    place, ``by`` the cutting object's id, ``after`` the object's strokes count); returns the
+    indexes of the objects cut. StoreInputError, with nothing changed, for an object id the
+    image does not have or a cut of another size than the image."""
+    size = (doc.get("height"), doc.get("width"))
+    found = {o["object_id"]: i for i, o in enumerate(objects)}
+    planned = []
+    for object_id, cut in cuts.items():
+        if not isinstance(cut, Cut):
+            raise StoreInputError(f"A cut must be a dextr_core.cuts.Cut, got {cut!r:.60}.")
+        if object_id not in found:
+            raise StoreInputError(f"{doc['id']} has no object {object_id!r} to cut any more "
+                                  "(deleted meanwhile?); reload the page to see its objects.")
+        if None not in size and cut.size != size:
+            raise StoreInputError(f"A cut of {cut.size[1]} x {cut.size[0]} px does not fit "
+                                  f"{doc['id']} ({size[1]} x {size[0]} px).")
+        planned.append((found[object_id], cut))
+    for i, cut in planned:
+        o = objects[i]
+        stored = replace(cut, by=by, after=len(o.get("strokes") or ())).to_doc()
+        objects[i] = dict(o, cuts=[*(o.get("cuts") or ()), stored])
+    return [objects[i]["index"] for i, _ in planned]
 
 
 def _check_status(status: str | None) -> None:
