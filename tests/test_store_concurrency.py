@@ -185,7 +185,10 @@ def test_kill_9_of_a_writer_mid_stream_loses_no_acknowledged_update(store_locati
         assert s.summary()["by_status"]["done"] >= len(acknowledged)
         s.close()
     assert len(set(acknowledged)) == len(acknowledged) >= 40 + 95 + 150
-    # every image the killed writers touched has exactly one object (no retry duplicated one)
+    # every image the killed writers finished has exactly one object (no retry duplicated one);
+    # the last writer may have been killed between claiming an image and adding its object
     s = open_store(location, ".")
-    assert all(len(s.objects(r.id)) == 1 for r in s.images() if r.status != "todo")
+    for rec in s.images():
+        n = len(s.objects(rec.id))
+        assert n == 1 if rec.status == "done" else n <= 1, (rec.id, rec.status, n)
     s.close()
