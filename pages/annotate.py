@@ -8,9 +8,8 @@ session calls. Every message goes through ui/messages.py, every user-supplied st
 
 Layout (ui/layout.py): the canvas (the display copy's size, at most ``ui.photos.DISPLAY_MAX``,
 what a 1280 x 900 window with the sidebar open leaves) under a reserved tool row, and a
-fixed-width controls column beside it: status, class and Accept in view without scrolling. The
-class keys are ui/labels.py, the overlap choice ui/overlaps.py; who is annotating sits in the
-sidebar.
+fixed-width controls column beside it (ui/controls.py): status, class and Accept in view
+without scrolling. The tool row is ui/tools.py; who is annotating sits in the sidebar.
 """
 
 from __future__ import annotations
@@ -21,131 +20,21 @@ import numpy as np
 import streamlit as st
 
 from dextr_core.errors import DextrError
-from dextr_core.session import (
-    AnnotationSession,
-    EmptyImageError,
-    PhotoUnreadableError,
-)
-from ui import labels, layout, overlaps, photo_canvas, photos, prompts, resources, tools
+from dextr_core.session import AnnotationSession, PhotoUnreadableError
+from ui import controls, layout, photo_canvas, photos, prompts, resources, tools
 from ui.messages import clear, md, say, set_page, show
-from ui.overlay import colour_hex
 
 CLICKS_KEY = "anno_clicks"
 RUN_MS_KEY = "anno_run_ms"  # server time (ms) of this page's last 50 runs
 _SESSION = "anno_session"
-SHORTCUTS = {"accept": "A", "undo": "U", "clear": "X", "done": "D", "skip": "S",
-             "previous": "P", "next": "N", "class 1-9": "1-9"}
-#: The tool row's keys (ui/tools.py), listed in the help.
-TOOL_KEYS = {"points": "C", "paint brush": "B", "erase brush": "E", "smaller / larger brush":
-             "[ ]", "zoom to the object and back": "Z"}
 
 
 def _session(name: str) -> AnnotationSession:
     return resources.annotation_session(_SESSION, name, photos.full_image)
 
 
-_FAILED = object()
-
-
-def _act(action, *args):
-    """Run one session action for a button: old messages go, a DextrError becomes a message
-    (and the result is ``_FAILED``)."""
-    clear()
-    photo_canvas.view().confirm_empty = False
-    try:
-        return action(*args)
-    except DextrError as exc:
-        say("error", md(exc))
-        return _FAILED
-
-
-def _moved(sess: AnnotationSession, status, none_text: str) -> None:
-    photo_canvas.view().generation += 1
-    for text in sess.passed_over:
-        say("warning", f"Skipped {md(text)}")
-    if status is None and none_text:
-        say("info", none_text)
-
-
-def _next_image(sess):
-    status = sess.open_next()
-    _moved(sess, status, "No image is waiting.")
-
-
-def _accept(sess):
-    classes = resources.config().labels
-    label = labels.current(classes)
-    if label is None:
-        clear()
-        say("warning", "Choose this object's class first (keys 1-9, or the Class box), then "
-            "accept.")
-        return
-    cut = st.session_state.get(overlaps.CHOICE_KEY) == overlaps.CUT
-    over = sess.overlaps() if cut else []
-    stored = _act(sess.accept, label, cut)
-    if stored is not _FAILED:
-        labels.accepted(classes)
-        cut_from = ", ".join(str(o.obj.index) for o in over if o.can_cut)
-        say("success", f"Object {stored.index} ({md(stored.label)}) accepted"
-            + (f"; cut from object(s) {cut_from}." if cut_from else "."))
-        overlaps.reset()
-        photo_canvas.view().generation += 1
-
-
-def _delete(sess, obj):
-    if _act(sess.delete, obj) is not _FAILED:
-        say("info", f"Object {obj.index} ({md(obj.label)}) deleted.")
-
-
-def _done(sess, confirmed=False):
-    clear()
-    try:
-        result = sess.done(allow_empty=confirmed)
-    except EmptyImageError:
-        photo_canvas.view().confirm_empty = True
-        return
-    except DextrError as exc:
-        say("error", md(exc))
-        return
-    say("success", f"**{md(result.image_id)}** done: {result.n_objects} object(s) saved to "
-        f"{md(result.path)}.")
-    _next_image(sess)
-
-
-def _skip(sess):
-    skipped = _act(sess.skip)
-    if skipped is not _FAILED:
-        say("info", f"**{md(skipped)}** skipped.")
-        _next_image(sess)
-
-
-def _go(sess, step, own=False):
-    status = _act(sess.next if step > 0 else sess.prev, own)
-    if status is not _FAILED:
-        _moved(sess, status, "No later image." if step > 0 else "No earlier image.")
-
-
-def _prev_next(sess, own=False) -> None:
-    back, forward = st.columns(2)
-    mine = " of yours" if own else ""
-    back.button("Prev", help=f"Previous image{mine}", on_click=_go, args=(sess, -1, own),
-                shortcut=SHORTCUTS["previous"], width="stretch")
-    forward.button("Next", help=f"Next image{mine}", on_click=_go, args=(sess, 1, own),
-                   shortcut=SHORTCUTS["next"], width="stretch")
-
-
-def _edit(sess):
-    if _act(sess.edit) is not _FAILED:
-        photo_canvas.view().generation += 1
-
-
-def _points(sess, do):
-    _act(do)  # undo / clear: while editing an object the change is saved (or fails) at once
-    photo_canvas.view().generation += 1
-
-
 def _switch_annotator(sess):
-    _act(sess.release)
+    controls.act(sess.release)
     resources.set_annotator(None)
 
 
@@ -160,86 +49,6 @@ def _take_injected_clicks(sess) -> None:
         except DextrError as exc:  # outside the image: that click is ignored
             say("warning", md(exc))
     photo_canvas.view().generation += 1
-
-
-def _controls(sess, candidate, cfg) -> None:
-    width, height = sess.size
-    st.markdown(f"**{md(sess.image_id)}**  \n{width} x {height} px")
-    status = sess.status
-    if note := sess.review_note:  # a lead sent it back with this note
-        st.warning(md(note))
-    if not status.editable:
-        st.warning(md(status.reason))
-        st.button("Edit this image", type="primary", on_click=_edit, args=(sess,),
-                  width="stretch", help="Claim it to correct it")
-    n = len(sess.points)
-    if candidate is not None and candidate.error:
-        st.warning(f"No mask for these clicks: {md(candidate.error)} Undo the last click or "
-                   "clear the clicks.")
-        if sess.segmenter.is_remote:  # the model service stopped answering
-            st.button("Use the local engine", on_click=resources.use_local_engine,
-                      width="stretch", help="Run the model in this server until the service "
-                      "answers again (the sidebar can ask it again)")
-    elif sess.editing is not None:
-        st.info("Editing an accepted object: Paint and Erase change it, each change is saved.")
-    elif status.editable and n == 0 and candidate is not None:
-        st.caption("Painted by hand. Check the mask, then accept.")
-    elif status.editable and n < 4:
-        st.info(f"Click the extreme points: {n} of 4.")
-    elif status.editable:
-        st.caption(f"{n} clicks. Check the mask, then accept. Model {candidate.model_ms:.0f} ms.")
-    labels.class_box(cfg.labels)
-    ready = (candidate is not None and candidate.mask is not None and status.editable
-             and sess.editing is None and n not in (1, 2, 3))
-    overlaps.choice(sess.overlaps() if ready else [])
-    st.button("Accept object", type="primary", on_click=_accept, args=(sess,), disabled=not ready,
-              shortcut=SHORTCUTS["accept"], width="stretch")
-    undo, clear_all = st.columns(2)
-    undo.button("Undo", on_click=_points, args=(sess, sess.undo),
-                help="Undo the last click or stroke", disabled=not (sess.points or sess.strokes),
-                shortcut=SHORTCUTS["undo"], width="stretch")
-    clear_all.button("Clear", on_click=_points, args=(sess, sess.clear),
-                     help="Clear the clicks and strokes",
-                     disabled=not (sess.points or sess.strokes), shortcut=SHORTCUTS["clear"],
-                     width="stretch")
-    show()  # beside the photo, under Accept: neither the canvas nor Accept moves
-    if sess.clicks_warning:
-        st.caption(md(sess.clicks_warning))
-    objects = sess.objects
-    st.markdown(f"**Objects ({len(objects)})**")
-    for i, obj in enumerate(objects, start=1):
-        swatch, text, edit, delete = st.columns([1, 3, 3, 3], vertical_alignment="center")
-        swatch.markdown(f"<div style='width:1.2em;height:1.2em;border-radius:3px;background:"
-                        f"{colour_hex(i - 1)}'></div>", unsafe_allow_html=True)
-        text.markdown(f"{i}\\. {md(obj.label)}" + (" ✎" if obj.edited else ""))
-        tools.edit_button(edit, sess, obj, i, photo_canvas.redraw)
-        delete.button("Delete", key=f"anno-del-{sess.image_id}-{obj.object_id or i}",
-                      on_click=_delete, args=(sess, obj), type="tertiary",
-                      icon=":material/delete:", help=f"Delete object {i}",
-                      disabled=not status.editable)
-    st.divider()
-    if photo_canvas.view().confirm_empty:
-        st.warning("This image has no object. Save it as done with an empty mask?")
-        yes, no = st.columns(2)
-        yes.button("Yes, save empty", type="primary", on_click=_done, args=(sess, True))
-        no.button("Cancel", on_click=clear)
-    st.button("Image done", type="primary", on_click=_done, args=(sess,),
-              disabled=not status.editable, shortcut=SHORTCUTS["done"], width="stretch")
-    st.button("Skip", on_click=_skip, args=(sess,), disabled=not status.editable,
-              shortcut=SHORTCUTS["skip"], width="stretch")
-    _prev_next(sess)
-    with st.expander("How to annotate, keyboard shortcuts"):
-        st.markdown(
-            "1. Click the object's **four extreme points**: left-most, right-most, top and "
-            "bottom (any order); more clicks on its border refine the mask.\n"
-            "2. Correct the mask with **Paint** and **Erase** (the brush size is in image "
-            "pixels; **Zoom** enlarges the object), or paint a thin object from nothing.\n"
-            "3. Pick the class (type to filter, or keys `1`-`9`) and **Accept**; repeat for "
-            "every object. Where a new object overlaps earlier ones, choose to keep both or "
-            "to cut it from them. **Edit** beside an accepted object corrects it (saved at "
-            "once).\n"
-            "4. **Image done** saves the mask file and opens the next image.\n\n"
-            + "\n".join(f"- `{key}`: {what}" for what, key in {**SHORTCUTS, **TOOL_KEYS}.items()))
 
 
 def _who(sess, name: str) -> None:
@@ -269,7 +78,7 @@ def _page() -> None:
             say("warning", md(exc))
             opened = None
         if opened is None:
-            _moved(sess, sess.open_next(), "")
+            controls.moved(sess, sess.open_next(), "")
     except DextrError as exc:
         st.error(md(exc))
         return
@@ -278,7 +87,7 @@ def _page() -> None:
     if sess.image_id is None:
         show()
         prompts.all_done(sess)
-        _prev_next(sess, own=True)  # back to one's own finished photos
+        controls.prev_next(sess, own=True)  # back to one's own finished photos
         return
     resources.prepare_photo(sess.segmenter, photos.full_image, sess.path)  # SAM: embedding now
     _take_injected_clicks(sess)
@@ -293,7 +102,7 @@ def _page() -> None:
     with bar:
         tools.row(sess, photo_canvas.whole_scale(sess), photo_canvas.redraw)
     with right:
-        _controls(sess, candidate, cfg)
+        controls.column(sess, candidate, cfg)
 
 
 def main() -> None:
