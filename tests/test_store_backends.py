@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pg_server as pg
 import pytest
-from test_store import POINTS, make_image
+from projects import POINTS, write_photos
 
 from dextr_core.masks import mask_path, save_label_map
 from dextr_core.store import (
@@ -44,8 +44,7 @@ TAB1 = "a1" * 16
 @pytest.fixture
 def source(tmp_path) -> Path:
     src = tmp_path / "images"
-    for name in ["a.jpg", "b.jpg", "c.jpg"]:
-        make_image(src / name)
+    write_photos(src, ["a.jpg", "b.jpg", "c.jpg"])
     return src
 
 

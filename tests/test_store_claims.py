@@ -8,7 +8,7 @@ import uuid
 
 import pg_server as pg
 import pytest
-from test_store import POINTS, make_image
+from projects import POINTS, write_photos
 
 from dextr_core.store import ClaimError, ObjectRecord, ProgressStore, StoreInputError, open_store
 
@@ -25,8 +25,7 @@ TAB1, TAB2, BEN = "a1" * 16, "a2" * 16, "b1" * 16
 @pytest.fixture
 def store(tmp_path, store_location, clock) -> ProgressStore:
     src = tmp_path / "images"
-    for name in ["a.jpg", "b.jpg", "c.jpg"]:
-        make_image(src / name)
+    write_photos(src, ["a.jpg", "b.jpg", "c.jpg"])
     s = open_store(store_location, src, claim_timeout_s=600, clock=clock)
     s.sync()
     yield s

@@ -11,7 +11,7 @@ import pg_server as pg
 import pytest
 import yaml
 from annotool import anno_prog_text, write_anno_prog
-from test_store import make_image
+from projects import POINTS, write_photos
 
 from dextr_core.images import ImageReadError
 from dextr_core.masks import mask_path, save_label_map
@@ -54,8 +54,7 @@ def test_the_fixture_is_what_ruamel_yaml_writes_in_the_tools_shape():
 @pytest.fixture
 def source(tmp_path) -> Path:
     src = tmp_path / "images"
-    for name in ["a.jpg", "sub/b.jpg", "c d.jpg", "e.jpg", "f.jpg"]:
-        make_image(src / name)
+    write_photos(src, ["a.jpg", "sub/b.jpg", "c d.jpg", "e.jpg", "f.jpg"])
     return src
 
 
@@ -293,8 +292,6 @@ def test_imported_objects_default_to_the_label_object_without_configured_labels(
 
 
 def test_an_imported_image_with_objects_can_be_reopened_and_extended(tmp_path, source, clock):
-    from test_store import POINTS
-
     from dextr_core.store import ObjectRecord
 
     dest = tmp_path / "masks"
@@ -317,8 +314,7 @@ def test_an_imported_image_with_objects_can_be_reopened_and_extended(tmp_path, s
 @tinydb_only
 def test_masks_beside_the_photos_are_not_queued_when_source_is_destination(tmp_path, clock):
     src = tmp_path / "photos"
-    for name in ["a.jpg", "a_mask.png", "sub/b.png", "sub/b_mask.png", "masked.jpg"]:
-        make_image(src / name)
+    write_photos(src, ["a.jpg", "a_mask.png", "sub/b.png", "sub/b_mask.png", "masked.jpg"])
     store = ProgressStore(tmp_path / "p.json", src, clock=clock, destination=src,
                           mask_suffix="_mask", save_format="png")
     store.sync()
@@ -335,8 +331,7 @@ def test_masks_beside_the_photos_are_not_queued_when_source_is_destination(tmp_p
 @tinydb_only
 def test_masks_queued_by_an_earlier_scan_are_flagged_missing_not_handed_out(tmp_path, clock):
     src = tmp_path / "photos"
-    for name in ["a.jpg", "a_mask.png"]:
-        make_image(src / name)
+    write_photos(src, ["a.jpg", "a_mask.png"])
     first = ProgressStore(tmp_path / "p.json", src, clock=clock)
     first.sync()
     first.close()
