@@ -8,7 +8,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pg_server as pg
 import pytest
 from PIL import Image
 from projects import linked_project, write_config, write_photo
@@ -20,9 +19,6 @@ from dextr_core.importer import ImportFileError, main, run_import
 from dextr_core.masks import label_map, load_label_map, mask_path, save_label_map
 from dextr_core.session import AnnotationSession, SessionPaths
 from dextr_core.store import ProgressStore
-
-store_backend, store_location = pg.store_backend, pg.store_location
-pg_server, pg_url = pg.pg_server, pg.pg_url
 
 # photo id -> (evaldata photo, [(category, evaldata mask), ...]); no two objects overlap
 PHOTOS = {

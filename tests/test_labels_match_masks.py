@@ -12,7 +12,6 @@ import io
 import zipfile
 
 import numpy as np
-import pg_server as pg
 import pytest
 from PIL import Image
 from projects import BoxSegmenter, box_mask, synced_store, write_config, write_photo, write_photos
@@ -22,12 +21,6 @@ from dextr_core.config import load_config
 from dextr_core.export import coco_dataset, run_export
 from dextr_core.session import AnnotationSession, SessionPaths
 from dextr_core.store import ProgressStore, open_store
-
-# The throwaway PostgreSQL server and the backend parametrisation (tests/pg_server.py).
-pg_server = pg.pg_server
-pg_url = pg.pg_url
-store_backend = pg.store_backend
-store_location = pg.store_location
 
 H, W = 40, 60
 A = [[5, 10], [20, 10], [12, 5], [12, 20]]  # box x 5..20, y 5..20

@@ -14,7 +14,6 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
-import pg_server as pg
 import pytest
 from projects import write_config, write_photos
 
@@ -32,11 +31,6 @@ from dextr_core.store import (
     review_state,
 )
 from dextr_core.store.records import _document_problem
-
-pg_server = pg.pg_server
-pg_url = pg.pg_url
-store_backend = pg.store_backend
-store_location = pg.store_location
 
 IDS = ("a.png", "b.png", "c.png", "d.png")
 BOX = (2, 2, 20, 15)

@@ -8,8 +8,8 @@ import os
 from pathlib import Path
 
 import numpy as np
-import pg_server as pg
 import pytest
+from pg_server import tinydb_only
 from projects import POINTS, write_photo, write_photos
 from tinydb import Query
 
@@ -25,12 +25,6 @@ from dextr_core.store import (
 from dextr_core.store.journal import JournaledStorage, open_journaled_db
 from dextr_core.strokes import Stroke
 
-# The throwaway PostgreSQL server and the backend parametrisation (tests/pg_server.py).
-pg_server = pg.pg_server
-pg_url = pg.pg_url
-store_backend = pg.store_backend
-store_location = pg.store_location
-tinydb_only = pg.tinydb_only
 
 @pytest.fixture
 def source(tmp_path) -> Path:

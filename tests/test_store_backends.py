@@ -17,7 +17,6 @@ import time
 from collections import Counter
 from pathlib import Path
 
-import pg_server as pg
 import pytest
 from projects import POINTS, write_photos
 
@@ -31,11 +30,6 @@ from dextr_core.store import (
     StoreWriteError,
     open_store,
 )
-
-pg_server = pg.pg_server
-pg_url = pg.pg_url
-store_backend = pg.store_backend
-store_location = pg.store_location
 
 REPO = Path(__file__).resolve().parents[1]
 TAB1 = "a1" * 16

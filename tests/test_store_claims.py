@@ -6,18 +6,11 @@ from __future__ import annotations
 import errno
 import uuid
 
-import pg_server as pg
 import pytest
+from pg_server import tinydb_only
 from projects import POINTS, write_photos
 
 from dextr_core.store import ClaimError, ObjectRecord, ProgressStore, StoreInputError, open_store
-
-# The throwaway PostgreSQL server and the backend parametrisation (tests/pg_server.py).
-pg_server = pg.pg_server
-pg_url = pg.pg_url
-store_backend = pg.store_backend
-store_location = pg.store_location
-tinydb_only = pg.tinydb_only
 
 TAB1, TAB2, BEN = "a1" * 16, "a2" * 16, "b1" * 16
 

@@ -7,22 +7,16 @@ import os
 from pathlib import Path
 
 import numpy as np
-import pg_server as pg
 import pytest
 import yaml
 from annotool import anno_prog_text, write_anno_prog
+from pg_server import tinydb_only
 from projects import POINTS, write_photos
 
 from dextr_core.images import ImageReadError
 from dextr_core.masks import mask_path, save_label_map
 from dextr_core.store import LEGACY_ANNOTATOR, ProgressStore, maintenance, open_store
 from dextr_core.store.records import StoreInputError, StoreWriteError
-
-# The throwaway PostgreSQL server and the backend parametrisation (tests/pg_server.py).
-pg_server = pg.pg_server
-pg_url = pg.pg_url
-store_backend = pg.store_backend
-tinydb_only = pg.tinydb_only
 
 # DEXTR-AnnoTool's progress file for the source fixture below, written by ruamel.yaml the way the
 # tool writes it (tests/annotool.py): True when it saved a mask, "skip" / "yes" edited in by hand.
