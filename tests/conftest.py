@@ -1,11 +1,14 @@
 """Shared test fixtures: where the repo, its samples and the shared evaluation data are, a private
-engine cache for the run, and a DEXTR network with seeded weights in the published layout."""
+engine cache for the run, a DEXTR network with seeded weights in the published layout, and the
+throwaway PostgreSQL server with the fixtures that run a test on both store backends
+(tests/pg_server.py). Helpers that build small projects are plain functions in tests/projects.py."""
 
 import os
 from pathlib import Path
 
 import pytest
 from clocks import Clock
+from pg_server import pg_server, pg_url, store_backend, store_location  # noqa: F401 (fixtures)
 
 REPO = Path(__file__).resolve().parents[1]
 #: ``DEXTR_TESTS_NO_SHARED=1`` runs the suite as on a clone with nothing beside it (.ci/run does

@@ -14,8 +14,8 @@ both).
 ``"tinydb"`` or ``"postgresql"`` (a parametrised fixture), ``store_location`` the matching location
 for :func:`dextr_core.store.open_store` (a file under ``tmp_path``, or a fresh database's URL).
 
-Use from a test module: ``from pg_server import pg_server, pg_url, store_backend,
-store_location  # noqa: F401``.
+tests/conftest.py imports the four fixtures, so every test module has them; a module imports
+only the decorator :data:`tinydb_only` (``from pg_server import tinydb_only``).
 """
 
 from __future__ import annotations
@@ -119,8 +119,8 @@ _SERVER: list[PgServer] = []
 def pg_server():
     """A throwaway PostgreSQL server for this test session (skips if none can run here).
 
-    One server per process even though several test modules import this fixture (each import
-    registers its own session fixture): it is started once and stopped when Python exits.
+    One server per process (also where a module registers this fixture again): it is started
+    once and stopped when Python exits.
     """
     if not _SERVER:
         _SERVER.append(PgServer())

@@ -10,13 +10,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from projects import synced_store, write_config, write_photo
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
 from dextr_core.config import load_config
 from dextr_core.export import ExportError, main, palette_colors, run_export
 from dextr_core.masks import label_map, load_label_map, mask_path, save_label_map
-from dextr_core.store import ObjectRecord, ProgressStore
+from dextr_core.store import ObjectRecord
 
 LABELS = ("car", "person")
 # image id -> (width, height, [(label, (x0, y0, x1, y1) box of the object), ...])
@@ -43,8 +44,7 @@ def _points(box):
 
 
 def _real_store(cfg, done_ids):
-    store = ProgressStore(cfg.progress_file, cfg.source, claim_timeout_s=600.0)
-    store.sync()
+    store = synced_store(cfg, claim_timeout_s=600.0)
     for image_id in done_ids:
         width, height, objects = IMAGES[image_id]
         store.claim(image_id, "ana")
@@ -59,15 +59,9 @@ def _real_store(cfg, done_ids):
 @pytest.fixture()
 def project(tmp_path: Path):
     """A config over three small images; a.png and sub/b.jpg are done with saved masks."""
-    source = tmp_path / "images"
     for image_id, (width, height, _) in IMAGES.items():
-        path = source / image_id
-        path.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(np.full((height, width, 3), 120, np.uint8)).save(path)
-    cfg_path = tmp_path / "anno_cfg.yml"
-    cfg_path.write_text("required:\n  source: images\n  destination: masks\n"
-                        f"optional:\n  labels: [{', '.join(LABELS)}]\n")
-    cfg = load_config(cfg_path)
+        write_photo(tmp_path / "images" / image_id, (width, height), 120)
+    cfg = load_config(write_config(tmp_path, labels=LABELS))
     done = ["a.png", "sub/b.jpg"]
     for image_id in done:
         width, height, objects = IMAGES[image_id]
@@ -410,9 +404,7 @@ def _seed_folder(tmp_path: Path, seed_source: str) -> tuple[Path, dict]:
 
     source = tmp_path / "images"
     for image_id, (width, height, _) in IMAGES.items():
-        path = source / image_id
-        path.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(np.full((height, width, 3), 120, np.uint8)).save(path)
+        write_photo(source / image_id, (width, height), 120)
     width, height, objects = IMAGES["a.png"]
     mask = mask_path(source / "segMasks", "a.png", "_mask", "png")
     save_label_map(mask, label_map(_masks_for(width, height, objects), (height, width)))

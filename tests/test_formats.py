@@ -4,22 +4,21 @@ pycocotools, supervision's YOLO loader, Pillow. Real photos from ../shared/evald
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
 from PIL import Image
+from projects import linked_project, write_photo
 from pycocotools.coco import COCO
 from scipy import ndimage
 
-from dextr_core.config import load_config
 from dextr_core.export import ExportError, main, run_export
 from dextr_core.formats import unique_stems
 from dextr_core.masks import label_map, mask_path, save_label_map
 from dextr_core.points import extreme_points
-from dextr_core.store import ObjectRecord, ProgressStore
+from dextr_core.store import ObjectRecord
 
 LABELS = ("airplane", "bottle", "spoon", "toaster", "object")
 # image id -> (photo in evaldata, [(label, mask in evaldata), ...]); two photos share the stem x
@@ -47,16 +46,7 @@ def has_holes(mask: np.ndarray) -> bool:
 def make_project(tmp_path: Path, photos: dict, masks_of) -> tuple:
     """A config over ``photos`` (id -> photo file, linked), done with the masks ``masks_of(id)``
     as label maps and store objects (labels from ``photos``)."""
-    source = tmp_path / "images"
-    for image_id, (photo, _) in photos.items():
-        (source / image_id).parent.mkdir(parents=True, exist_ok=True)
-        os.symlink(photo, source / image_id)
-    cfg_path = tmp_path / "anno_cfg.yml"
-    cfg_path.write_text("required:\n  source: images\n  destination: masks\n"
-                        f"optional:\n  labels: [{', '.join(LABELS)}]\n")
-    cfg = load_config(cfg_path)
-    store = ProgressStore(cfg.progress_file, cfg.source, claim_timeout_s=600.0)
-    store.sync()
+    cfg, store = linked_project(tmp_path, {i: photo for i, (photo, _) in photos.items()}, LABELS)
     for image_id, (_, objects) in photos.items():
         masks = masks_of(image_id)
         save_label_map(mask_path(cfg.destination, image_id, cfg.mask_suffix, cfg.save_format),
@@ -176,10 +166,7 @@ def test_voc_palette_pngs_read_back_with_pillow(real, tmp_path):
 def small(tmp_path):
     photos = {}
     for name, size in [("p.png", (40, 30)), ("q.jpg", (50, 20))]:
-        photo = tmp_path / "made" / name
-        photo.parent.mkdir(exist_ok=True)
-        Image.fromarray(np.full((size[1], size[0], 3), 90, np.uint8)).save(photo)
-        photos[name] = (photo, [("object", None)])
+        photos[name] = (write_photo(tmp_path / "made" / name, size, 90), [("object", None)])
 
     def masks_of(image_id):
         w, h = Image.open(photos[image_id][0]).size
@@ -261,11 +248,9 @@ def test_unique_stems_keep_photos_sharing_a_stem_apart():
 
 
 def test_a_photo_turned_by_its_exif_tag_is_exported_upright(tmp_path):
-    photo = tmp_path / "made" / "turned.jpg"
-    photo.parent.mkdir()
     exif = Image.Exif()
     exif[0x0112] = 6  # shown turned 90 degrees clockwise: 20 x 40 upright
-    Image.fromarray(np.full((20, 40, 3), 90, np.uint8)).save(photo, exif=exif)
+    photo = write_photo(tmp_path / "made" / "turned.jpg", (40, 20), 90, exif=exif)
     photos = {"turned.jpg": (photo, [("object", None)])}
     mask = np.zeros((40, 20), bool)
     mask[2:30, 3:9] = True

@@ -5,13 +5,12 @@ malformed files write nothing; the annotate page lists imported objects."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
-import pg_server as pg
 import pytest
 from PIL import Image
+from projects import linked_project, write_config, write_photo
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
@@ -20,9 +19,6 @@ from dextr_core.importer import ImportFileError, main, run_import
 from dextr_core.masks import label_map, load_label_map, mask_path, save_label_map
 from dextr_core.session import AnnotationSession, SessionPaths
 from dextr_core.store import ProgressStore
-
-store_backend, store_location = pg.store_backend, pg.store_location
-pg_server, pg_url = pg.pg_server, pg.pg_url
 
 # photo id -> (evaldata photo, [(category, evaldata mask), ...]); no two objects overlap
 PHOTOS = {
@@ -47,17 +43,9 @@ class NoModel:
 
 
 def _config(tmp_path: Path, photos: dict, labels=LABELS):
-    source = tmp_path / "images"
-    for image_id, photo in photos.items():
-        (source / image_id).parent.mkdir(parents=True, exist_ok=True)
-        os.symlink(photo, source / image_id)
-    cfg_path = tmp_path / "anno_cfg.yml"
-    cfg_path.write_text("# my team's config\nrequired:\n  source: images\n  destination: masks\n"
-                        f"optional:\n  # classes\n  labels: [{', '.join(labels)}]\n")
-    cfg = load_config(cfg_path)
-    store = ProgressStore(cfg.progress_file, cfg.source, claim_timeout_s=600.0)
-    store.sync()
-    return cfg, store
+    """A project over ``photos`` whose config has comments (they must survive --add-labels)."""
+    return linked_project(tmp_path, photos, labels, header="# my team's config\n",
+                          optional="  # classes\n")
 
 
 def _coco_file(path: Path, evaldata: Path, kind: str) -> Path:
@@ -131,10 +119,7 @@ def small(tmp_path):
     each (compressed RLE on a.png, a polygon on b.jpg) labelled car."""
     photos = {}
     for name, (w, h) in [("a.png", (40, 30)), ("sub/b.jpg", (50, 20))]:
-        photo = tmp_path / "made" / name
-        photo.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(np.full((h, w, 3), 90, np.uint8)).save(photo)
-        photos[name] = photo
+        photos[name] = write_photo(tmp_path / "made" / name, (w, h), 90)
     cfg, store = _config(tmp_path, photos, labels=["car", "person"])
     mask = np.zeros((30, 40), np.uint8)
     mask[5:15, 10:30] = 1
@@ -284,9 +269,7 @@ def test_the_annotate_page_lists_imported_objects_with_delete(tmp_path, monkeypa
     src = tmp_path / "src"
     src.mkdir()
     Image.fromarray(_photo(1)).save(src / "a.png")
-    cfg_path = tmp_path / "anno_cfg.yml"
-    cfg_path.write_text("required:\n  source: src\n  destination: out\n"
-                        "optional:\n  labels: [disc, square]\n")
+    cfg_path = write_config(tmp_path, "src", "out", ["disc", "square"])
     monkeypatch.setenv("ANNO_CFG", str(cfg_path))
     x0, y0, x1, y1 = SQUARE
     coco = {"images": [{"id": 1, "file_name": "a.png", "width": 160, "height": 100}],
@@ -325,10 +308,7 @@ def test_the_import_works_on_both_store_backends(small, store_location):
 def test_a_base_name_that_two_photos_share_matches_neither(tmp_path):
     photos = {}
     for name in ("a/x.png", "b/x.png"):
-        photo = tmp_path / "made" / name
-        photo.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(np.full((10, 12, 3), 90, np.uint8)).save(photo)
-        photos[name] = photo
+        photos[name] = write_photo(tmp_path / "made" / name, (12, 10), 90)
     cfg, store = _config(tmp_path, photos)
     square = [[1, 1, 6, 1, 6, 6, 1, 6]]
     data = {"images": [{"id": 1, "file_name": "x.png", "width": 12, "height": 10},

@@ -12,21 +12,15 @@ import io
 import zipfile
 
 import numpy as np
-import pg_server as pg
 import pytest
 from PIL import Image
+from projects import BoxSegmenter, box_mask, synced_store, write_config, write_photo, write_photos
 
 from dextr_core import masks
 from dextr_core.config import load_config
 from dextr_core.export import coco_dataset, run_export
 from dextr_core.session import AnnotationSession, SessionPaths
 from dextr_core.store import ProgressStore, open_store
-
-# The throwaway PostgreSQL server and the backend parametrisation (tests/pg_server.py).
-pg_server = pg.pg_server
-pg_url = pg.pg_url
-store_backend = pg.store_backend
-store_location = pg.store_location
 
 H, W = 40, 60
 A = [[5, 10], [20, 10], [12, 5], [12, 20]]  # box x 5..20, y 5..20
@@ -35,35 +29,15 @@ C = [[2, 25], [15, 25], [8, 22], [8, 38]]  # box x 2..15, y 22..38
 
 
 def _box(points) -> np.ndarray:
-    pts = np.asarray(points)
-    out = np.zeros((H, W), bool)
-    x0, y0 = pts.min(axis=0).astype(int)
-    x1, y1 = pts.max(axis=0).astype(int)
-    out[y0:y1 + 1, x0:x1 + 1] = True
-    return out
-
-
-class BoxSegmenter:
-    name = "box"
-    is_fallback = False
-
-    def segment(self, image, points):
-        return _box(points)
+    return box_mask(points, (H, W))
 
 
 @pytest.fixture
 def project(tmp_path, clock):
     """A config over a.jpg, a.png (same stem) and b.png; the store synced."""
-    src = tmp_path / "images"
-    src.mkdir()
-    for name in ("a.jpg", "a.png", "b.png"):
-        Image.fromarray(np.full((H, W, 3), 150, np.uint8)).save(src / name)
-    cfg_path = tmp_path / "anno_cfg.yml"
-    cfg_path.write_text("required:\n  source: images\n  destination: masks\n"
-                        "optional:\n  labels: [thing]\n")
-    cfg = load_config(cfg_path)
-    store = ProgressStore(cfg.progress_file, cfg.source, claim_timeout_s=600, clock=clock)
-    store.sync()
+    write_photos(tmp_path / "images", ("a.jpg", "a.png", "b.png"), (W, H), 150)
+    cfg = load_config(write_config(tmp_path, labels=["thing"]))
+    store = synced_store(cfg, claim_timeout_s=600, clock=clock)
     yield cfg, store
     store.close()
 
@@ -146,17 +120,12 @@ def test_zip_exports_of_photos_sharing_a_stem_have_one_entry_per_photo(project, 
 
 
 def test_a_mask_saved_under_a_stem_a_new_photo_now_shares_moves_to_its_owner(tmp_path, clock):
-    src = tmp_path / "images"
-    src.mkdir()
-    Image.fromarray(np.full((H, W, 3), 150, np.uint8)).save(src / "a.jpg")
-    cfg_path = tmp_path / "anno_cfg.yml"
-    cfg_path.write_text("required:\n  source: images\n  destination: masks\n")
-    cfg = load_config(cfg_path)
-    store = ProgressStore(cfg.progress_file, cfg.source, claim_timeout_s=600, clock=clock)
-    store.sync()
+    src = write_photos(tmp_path / "images", ["a.jpg"], (W, H), 150)
+    cfg = load_config(write_config(tmp_path))
+    store = synced_store(cfg, claim_timeout_s=600, clock=clock)
     _annotate(_session(cfg, store, clock), "a.jpg", A)
     assert (cfg.destination / "a_mask.png").is_file()  # alone: the seed's name
-    Image.fromarray(np.full((H, W, 3), 150, np.uint8)).save(src / "a.png")
+    write_photo(src / "a.png", (W, H), 150)
     store.sync()
     lines = store.reconcile(cfg.destination, cfg.mask_suffix, cfg.save_format)
     assert any("a_mask.png is now a.jpg_mask.png" in line for line in lines), lines
@@ -168,12 +137,9 @@ def test_a_mask_saved_under_a_stem_a_new_photo_now_shares_moves_to_its_owner(tmp
 
 
 def test_a_seed_folder_with_one_of_two_same_stem_photos_done_keeps_its_mask(tmp_path, clock):
-    src = tmp_path / "images"
+    src = write_photos(tmp_path / "images", ("a.jpg", "a.png"), (W, H), 150)
     dest = tmp_path / "masks"
-    src.mkdir()
     dest.mkdir()
-    for name in ("a.jpg", "a.png"):
-        Image.fromarray(np.full((H, W, 3), 150, np.uint8)).save(src / name)
     masks.save_label_map(dest / "a_mask.png", masks.label_map([_box(A), _box(B)], (H, W)))
     (src / ".anno_prog").write_text(
         "required:\n  source: ./images\n  destination: ./masks\n"
@@ -190,12 +156,9 @@ def test_a_seed_folder_with_one_of_two_same_stem_photos_done_keeps_its_mask(tmp_
 
 
 def test_a_fresh_store_does_not_give_one_shared_mask_file_to_both_photos(tmp_path, clock):
-    src = tmp_path / "images"
+    src = write_photos(tmp_path / "images", ("a.jpg", "a.png"), (W, H), 150)
     dest = tmp_path / "masks"
-    src.mkdir()
     dest.mkdir()
-    for name in ("a.jpg", "a.png"):
-        Image.fromarray(np.full((H, W, 3), 150, np.uint8)).save(src / name)
     masks.save_label_map(dest / "a_mask.png", masks.label_map([_box(A)], (H, W)))
     store = ProgressStore(src / ".dextr_progress.json", src, clock=clock)
     store.sync()
@@ -212,14 +175,8 @@ def test_a_fresh_store_does_not_give_one_shared_mask_file_to_both_photos(tmp_pat
 @pytest.fixture
 def any_store(tmp_path, clock, store_location):
     """A config over a.png and b.png with its store on each backend (file, PostgreSQL)."""
-    src = tmp_path / "images"
-    src.mkdir()
-    for name in ("a.png", "b.png"):
-        Image.fromarray(np.full((H, W, 3), 150, np.uint8)).save(src / name)
-    cfg_path = tmp_path / "anno_cfg.yml"
-    cfg_path.write_text("required:\n  source: images\n  destination: masks\n"
-                        "optional:\n  labels: [thing]\n")
-    cfg = load_config(cfg_path)
+    src = write_photos(tmp_path / "images", ("a.png", "b.png"), (W, H), 150)
+    cfg = load_config(write_config(tmp_path, labels=["thing"]))
     store = open_store(str(store_location), src, claim_timeout_s=600, clock=clock)
     store.sync()
     yield cfg, store
@@ -358,15 +315,9 @@ def test_the_recorded_size_is_the_size_of_the_pixels_as_shown(tmp_path, fmt, ori
 
 
 def test_a_turned_tiff_is_annotated_to_its_far_side_and_exported(tmp_path, clock):
-    src = tmp_path / "images"
-    src.mkdir()
-    Image.fromarray(np.full((W, H, 3), 90, np.uint8)).save(src / "t.tif",
-                                                           tiffinfo={0x0112: 6})
-    cfg_path = tmp_path / "anno_cfg.yml"
-    cfg_path.write_text("required:\n  source: images\n  destination: masks\n")
-    cfg = load_config(cfg_path)
-    store = ProgressStore(cfg.progress_file, cfg.source, clock=clock)
-    store.sync()
+    write_photo(tmp_path / "images" / "t.tif", (H, W), 90, tiffinfo={0x0112: 6})  # turned
+    cfg = load_config(write_config(tmp_path))
+    store = synced_store(cfg, clock=clock)
     assert (store.get("t.tif").width, store.get("t.tif").height) == (W, H)
     s = AnnotationSession(store, BoxSegmenter(), SessionPaths.from_config(cfg), "ana",
                           clock=clock)
@@ -381,8 +332,7 @@ def test_a_tiff_size_recorded_turned_twice_is_corrected_by_the_next_scan(
     from dextr_core.store import maintenance
 
     src = tmp_path / "images"
-    src.mkdir()
-    Image.fromarray(np.full((W, H, 3), 90, np.uint8)).save(src / "t.tif", tiffinfo={0x0112: 6})
+    write_photo(src / "t.tif", (H, W), 90, tiffinfo={0x0112: 6})
     store = ProgressStore(src / ".dextr_progress.json", src, clock=clock)
     with monkeypatch.context() as m:  # a store of the old version: what its image_size recorded
         m.setattr(maintenance, "image_size", lambda path, *a: (H, W))
@@ -574,8 +524,7 @@ def test_the_annotate_page_moves_on_from_a_photo_removed_while_open(tmp_path, mo
     src.mkdir()
     for i, name in enumerate(("a.png", "b.png")):
         Image.fromarray(_photo(i)).save(src / name)
-    cfg = tmp_path / "anno_cfg.yml"
-    cfg.write_text("required:\n  source: src\n  destination: out\n")
+    cfg = write_config(tmp_path, "src", "out")
     monkeypatch.setenv("ANNO_CFG", str(cfg))
     at = _app()
     assert _current_image(at) == "a.png"
@@ -661,8 +610,7 @@ def test_an_overlong_or_odd_tab_token_in_the_address_is_replaced_by_a_fresh_one(
     src.mkdir()
     for name in ("a.png", "b.png", "c.png", "d.png"):
         Image.fromarray(_photo(1)).save(src / name)
-    cfg = tmp_path / "anno_cfg.yml"
-    cfg.write_text("required:\n  source: src\n  destination: out\n")
+    cfg = write_config(tmp_path, "src", "out")
     monkeypatch.setenv("ANNO_CFG", str(cfg))
     for name, given in (("ana", "f" * 500), ("ben", "a b<script>"), ("cy", "short")):
         at = _app(name, tab=given)

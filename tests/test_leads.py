@@ -14,9 +14,8 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
-import pg_server as pg
 import pytest
-from PIL import Image
+from projects import write_config, write_photos
 
 from dextr_core.config import load_config
 from dextr_core.export import run_export
@@ -32,11 +31,6 @@ from dextr_core.store import (
     review_state,
 )
 from dextr_core.store.records import _document_problem
-
-pg_server = pg.pg_server
-pg_url = pg.pg_url
-store_backend = pg.store_backend
-store_location = pg.store_location
 
 IDS = ("a.png", "b.png", "c.png", "d.png")
 BOX = (2, 2, 20, 15)
@@ -72,14 +66,8 @@ def finish(store, cfg, image_id: str, who: str, clock) -> None:
 def project(tmp_path, store_location, clock):
     """Four 40x32 photos; a.png done by ana, b.png done by bob (a minute later), c.png skipped by
     ana, d.png todo. Yields (cfg, store)."""
-    source = tmp_path / "images"
-    source.mkdir()
-    for image_id in IDS:
-        Image.fromarray(np.full((32, 40, 3), 90, np.uint8)).save(source / image_id)
-    cfg_path = tmp_path / "anno_cfg.yml"
-    cfg_path.write_text("required:\n  source: images\n  destination: masks\n"
-                        "optional:\n  labels: [car, person]\n")
-    cfg = load_config(cfg_path)
+    write_photos(tmp_path / "images", IDS, (40, 32), 90)
+    cfg = load_config(write_config(tmp_path, labels=["car", "person"]))
     store = open_store(store_location, cfg.source, claim_timeout_s=600.0, clock=clock,
                        exclude_dirs=(cfg.destination,))
     store.sync()

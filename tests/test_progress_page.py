@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import streamlit as st
 from markdown_it import MarkdownIt
-from PIL import Image
+from projects import synced_store, write_config, write_photos
 from streamlit.testing.v1 import AppTest
 
 from dextr_core.config import load_config
@@ -50,17 +50,10 @@ def _points(box):
 
 def make_project(tmp_path: Path, monkeypatch, plan: dict):
     """Images of ``plan`` (40x32), a config with labels car/person/dog, a store as planned."""
-    source = tmp_path / "images"
-    for image_id in plan:
-        path = source / image_id
-        path.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(np.full((32, 40, 3), 90, np.uint8)).save(path, format="PNG")
-    cfg_path = tmp_path / "anno_cfg.yml"
-    cfg_path.write_text("required:\n  source: images\n  destination: masks\n"
-                        "optional:\n  labels: [car, person, dog]\n")
+    write_photos(tmp_path / "images", plan, (40, 32), 90)
+    cfg_path = write_config(tmp_path, labels=["car", "person", "dog"])
     cfg = load_config(cfg_path)
-    store = ProgressStore(cfg.progress_file, cfg.source, claim_timeout_s=600.0)
-    store.sync()
+    store = synced_store(cfg, claim_timeout_s=600.0)
     for image_id, (who, status, objects) in plan.items():
         if status == "skipped":
             store.claim(image_id, who)

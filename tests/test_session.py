@@ -1,8 +1,8 @@
 """AnnotationSession (dextr_core/session.py) against a real ProgressStore, without Streamlit.
 
 Photos are small synthetic arrays loaded through an injected loader; the segmenter is a fake
-whose mask is the clicks' bounding box (so every mask is known exactly); time comes from an
-injected clock. Failures are injected by monkeypatching the one atomic-write helper
+whose mask is the clicks' bounding box (tests/projects.py; so every mask is known exactly); time
+comes from an injected clock. Failures are injected by monkeypatching the one atomic-write helper
 (``dextr_core.masks.atomic_write``) and the store's methods.
 """
 
@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from clocks import Clock
 from PIL import Image
+from projects import BoxSegmenter, box_mask, write_photo, write_photos
 
 from dextr_core import masks
 from dextr_core.session import (
@@ -35,37 +36,12 @@ B = [[40, 5], [70, 5], [55, 2], [55, 40]]  # box x 40..70, y 2..40
 
 
 def _box(points) -> np.ndarray:
-    pts = np.asarray(points)
-    out = np.zeros((H, W), bool)
-    x0, y0 = pts.min(axis=0).astype(int)
-    x1, y1 = pts.max(axis=0).astype(int)
-    out[y0:y1 + 1, x0:x1 + 1] = True
-    return out
-
-
-class BoxSegmenter:
-    """The clicks' bounding box as the mask; ``calls`` counts segmentations."""
-
-    name = "box"
-    is_fallback = False
-
-    def __init__(self):
-        self.calls = 0
-
-    def segment(self, image, points):
-        self.calls += 1
-        pts = np.asarray(points)
-        if np.ptp(pts, axis=0).max() < 1:
-            raise ValueError("all clicks are on one spot; click the object's extreme points.")
-        return _box(pts)
+    return box_mask(points, (H, W))
 
 
 @pytest.fixture
 def project(tmp_path):
-    src = tmp_path / "src"
-    src.mkdir()
-    for name in ("a.png", "b.png", "c.png"):
-        Image.fromarray(np.full((H, W, 3), 200, np.uint8)).save(src / name)
+    src = write_photos(tmp_path / "src", ("a.png", "b.png", "c.png"), (W, H), 200)
     clock = Clock(1_000_000.0)
     store = ProgressStore(src / ".dextr_progress.json", src, claim_timeout_s=600, clock=clock)
     store.sync()
@@ -488,7 +464,7 @@ def test_a_photo_replaced_by_a_readable_one_is_read_again(project):
     before = len(loads)
     s.refresh()
     assert len(loads) == before  # one stat, no read, while the file is unchanged
-    Image.fromarray(np.full((H, W, 3), 90, np.uint8)).save(paths.source / "a.png")
+    write_photo(paths.source / "a.png", (W, H), 90)
     assert s.refresh().editable and len(loads) == before + 1
     assert s.points == A and store.get("a.png").status == "in_progress"
 

@@ -8,9 +8,9 @@ import os
 from pathlib import Path
 
 import numpy as np
-import pg_server as pg
 import pytest
-from PIL import Image
+from pg_server import tinydb_only
+from projects import POINTS, write_photo, write_photos
 from tinydb import Query
 
 from dextr_core.masks import mask_path, save_label_map
@@ -25,29 +25,12 @@ from dextr_core.store import (
 from dextr_core.store.journal import JournaledStorage, open_journaled_db
 from dextr_core.strokes import Stroke
 
-# The throwaway PostgreSQL server and the backend parametrisation (tests/pg_server.py).
-pg_server = pg.pg_server
-pg_url = pg.pg_url
-store_backend = pg.store_backend
-store_location = pg.store_location
-tinydb_only = pg.tinydb_only
-
-POINTS = [[1, 5], [30, 6], [15, 1], [16, 25]]
-
-
-def make_image(path: Path, size=(40, 30)) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fmt = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".bmp": "BMP", ".tif": "TIFF",
-           ".tiff": "TIFF", ".webp": "WEBP"}[path.suffix.lower()]
-    Image.new("RGB", size, (120, 60, 30)).save(path, format=fmt)
-
 
 @pytest.fixture
 def source(tmp_path) -> Path:
     src = tmp_path / "images"
-    for name in ["a.jpg", "b.PNG", "c.jpeg", "sub/d.JPG", "sub/deeper/e.tif", "f.webp"]:
-        make_image(src / name)
-    make_image(src / "wide.png", size=(64, 20))
+    write_photos(src, ["a.jpg", "b.PNG", "c.jpeg", "sub/d.JPG", "sub/deeper/e.tif", "f.webp"])
+    write_photo(src / "wide.png", (64, 20))
     return src
 
 
@@ -68,8 +51,8 @@ def reopen(s: ProgressStore, **kwargs) -> ProgressStore:
 
 
 def test_sync_scans_recursively_any_case_and_ignores_hidden_and_other_files(tmp_path, store_location, source):
-    make_image(source / ".hidden.jpg")
-    make_image(source / ".drafts" / "x.png")
+    write_photo(source / ".hidden.jpg")
+    write_photo(source / ".drafts" / "x.png")
     (source / "notes.txt").write_text("not an image")
     (source / "broken.jpg").write_bytes(b"\xff\xd8 truncated")
     s = open_store(store_location, source)
@@ -88,13 +71,13 @@ def test_sync_scans_recursively_any_case_and_ignores_hidden_and_other_files(tmp_
 
 
 def test_sync_excludes_destination_inside_source(tmp_path, store_location, source):
-    make_image(source / "masks" / "a_mask.png")
+    write_photo(source / "masks" / "a_mask.png")
     s = open_store(store_location, source, exclude_dirs=[source / "masks"])
     assert not any(i.startswith("masks/") for i in s.sync().added)
 
 
 def test_sync_picks_up_new_and_flags_vanished_images(store, source):
-    make_image(source / "new.jpg")
+    write_photo(source / "new.jpg")
     rec = store.claim("c.jpeg", "ann")
     assert rec.status == "in_progress"
     (source / "c.jpeg").unlink()
@@ -108,7 +91,7 @@ def test_sync_picks_up_new_and_flags_vanished_images(store, source):
     assert store.summary()["missing"] == 2
     handed = {store.claim_next(f"w{i}").id for i in range(6)}
     assert "a.jpg" not in handed and "c.jpeg" not in handed and "new.jpg" in handed
-    make_image(source / "a.jpg")
+    write_photo(source / "a.jpg")
     assert store.sync().reappeared == ["a.jpg"]
     assert not store.get("a.jpg").missing
 

@@ -17,9 +17,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
-import pg_server as pg
 import pytest
-from test_store import POINTS, make_image
+from projects import POINTS, write_photos
 
 from dextr_core.masks import mask_path, save_label_map
 from dextr_core.store import (
@@ -32,11 +31,6 @@ from dextr_core.store import (
     open_store,
 )
 
-pg_server = pg.pg_server
-pg_url = pg.pg_url
-store_backend = pg.store_backend
-store_location = pg.store_location
-
 REPO = Path(__file__).resolve().parents[1]
 TAB1 = "a1" * 16
 
@@ -44,8 +38,7 @@ TAB1 = "a1" * 16
 @pytest.fixture
 def source(tmp_path) -> Path:
     src = tmp_path / "images"
-    for name in ["a.jpg", "b.jpg", "c.jpg"]:
-        make_image(src / name)
+    write_photos(src, ["a.jpg", "b.jpg", "c.jpg"])
     return src
 
 

@@ -6,18 +6,11 @@ from __future__ import annotations
 import errno
 import uuid
 
-import pg_server as pg
 import pytest
-from test_store import POINTS, make_image
+from pg_server import tinydb_only
+from projects import POINTS, write_photos
 
 from dextr_core.store import ClaimError, ObjectRecord, ProgressStore, StoreInputError, open_store
-
-# The throwaway PostgreSQL server and the backend parametrisation (tests/pg_server.py).
-pg_server = pg.pg_server
-pg_url = pg.pg_url
-store_backend = pg.store_backend
-store_location = pg.store_location
-tinydb_only = pg.tinydb_only
 
 TAB1, TAB2, BEN = "a1" * 16, "a2" * 16, "b1" * 16
 
@@ -25,8 +18,7 @@ TAB1, TAB2, BEN = "a1" * 16, "a2" * 16, "b1" * 16
 @pytest.fixture
 def store(tmp_path, store_location, clock) -> ProgressStore:
     src = tmp_path / "images"
-    for name in ["a.jpg", "b.jpg", "c.jpg"]:
-        make_image(src / name)
+    write_photos(src, ["a.jpg", "b.jpg", "c.jpg"])
     s = open_store(store_location, src, claim_timeout_s=600, clock=clock)
     s.sync()
     yield s

@@ -12,15 +12,9 @@ import threading
 from collections import Counter
 from pathlib import Path
 
-import pg_server as pg
 import pytest
 
 from dextr_core.store import ClaimError, ObjectRecord, ProgressStore, open_store
-
-pg_server = pg.pg_server
-pg_url = pg.pg_url
-store_backend = pg.store_backend
-store_location = pg.store_location
 
 REPO = Path(__file__).resolve().parents[1]
 POINTS = [[1, 50], [99, 50], [50, 1], [50, 99]]

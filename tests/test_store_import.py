@@ -7,22 +7,16 @@ import os
 from pathlib import Path
 
 import numpy as np
-import pg_server as pg
 import pytest
 import yaml
 from annotool import anno_prog_text, write_anno_prog
-from test_store import make_image
+from pg_server import tinydb_only
+from projects import POINTS, write_photos
 
 from dextr_core.images import ImageReadError
 from dextr_core.masks import mask_path, save_label_map
 from dextr_core.store import LEGACY_ANNOTATOR, ProgressStore, maintenance, open_store
 from dextr_core.store.records import StoreInputError, StoreWriteError
-
-# The throwaway PostgreSQL server and the backend parametrisation (tests/pg_server.py).
-pg_server = pg.pg_server
-pg_url = pg.pg_url
-store_backend = pg.store_backend
-tinydb_only = pg.tinydb_only
 
 # DEXTR-AnnoTool's progress file for the source fixture below, written by ruamel.yaml the way the
 # tool writes it (tests/annotool.py): True when it saved a mask, "skip" / "yes" edited in by hand.
@@ -54,8 +48,7 @@ def test_the_fixture_is_what_ruamel_yaml_writes_in_the_tools_shape():
 @pytest.fixture
 def source(tmp_path) -> Path:
     src = tmp_path / "images"
-    for name in ["a.jpg", "sub/b.jpg", "c d.jpg", "e.jpg", "f.jpg"]:
-        make_image(src / name)
+    write_photos(src, ["a.jpg", "sub/b.jpg", "c d.jpg", "e.jpg", "f.jpg"])
     return src
 
 
@@ -293,8 +286,6 @@ def test_imported_objects_default_to_the_label_object_without_configured_labels(
 
 
 def test_an_imported_image_with_objects_can_be_reopened_and_extended(tmp_path, source, clock):
-    from test_store import POINTS
-
     from dextr_core.store import ObjectRecord
 
     dest = tmp_path / "masks"
@@ -317,8 +308,7 @@ def test_an_imported_image_with_objects_can_be_reopened_and_extended(tmp_path, s
 @tinydb_only
 def test_masks_beside_the_photos_are_not_queued_when_source_is_destination(tmp_path, clock):
     src = tmp_path / "photos"
-    for name in ["a.jpg", "a_mask.png", "sub/b.png", "sub/b_mask.png", "masked.jpg"]:
-        make_image(src / name)
+    write_photos(src, ["a.jpg", "a_mask.png", "sub/b.png", "sub/b_mask.png", "masked.jpg"])
     store = ProgressStore(tmp_path / "p.json", src, clock=clock, destination=src,
                           mask_suffix="_mask", save_format="png")
     store.sync()
@@ -335,8 +325,7 @@ def test_masks_beside_the_photos_are_not_queued_when_source_is_destination(tmp_p
 @tinydb_only
 def test_masks_queued_by_an_earlier_scan_are_flagged_missing_not_handed_out(tmp_path, clock):
     src = tmp_path / "photos"
-    for name in ["a.jpg", "a_mask.png"]:
-        make_image(src / name)
+    write_photos(src, ["a.jpg", "a_mask.png"])
     first = ProgressStore(tmp_path / "p.json", src, clock=clock)
     first.sync()
     first.close()

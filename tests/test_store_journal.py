@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 
 import pytest
-from test_store import POINTS, make_image
+from projects import POINTS, write_photo
 
 from dextr_core.store import ObjectRecord, ProgressStore, StoreCorruptError, StoreWriteError
 from dextr_core.store import journal as store_storage
@@ -26,7 +26,7 @@ def enospc(*args, **kwargs):
 def source(tmp_path) -> Path:
     src = tmp_path / "images"
     for i in range(6):
-        make_image(src / f"img{i}.jpg")
+        write_photo(src / f"img{i}.jpg")
     return src
 
 
