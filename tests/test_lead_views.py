@@ -1,6 +1,6 @@
 """What the leads' page reads and decides, without Streamlit: the photo the review queue shows
 after Later (:meth:`LeadActions.review_next`), a photo's line of work (:func:`work_summary`) and
-the progress bar's finished count (:attr:`ui.progress_view.Snapshot.finished_count`)."""
+the progress bar's finished count (:attr:`ui.progress_view.Snapshot.closed_count`)."""
 
 from __future__ import annotations
 
@@ -48,10 +48,10 @@ def test_work_summary_counts_objects_by_label_most_first_with_clicks_and_time_op
     assert work_summary(SimpleNamespace(), []) == "no objects; 0 clicks; 0 s open"
 
 
-def test_finished_counts_done_skipped_and_unreadable_not_open_or_waiting_images():
+def test_closed_counts_done_skipped_and_unreadable_not_open_or_waiting_images():
     summary = {"total": 10, "by_status": {"done": 3, "skipped": 2, "unreadable": 1,
                                           "in_progress": 1, "todo": 3}}
     snap = Snapshot(summary=summary, finished=pd.DataFrame(), events=[], taken_at=0.0)
-    assert snap.finished_count == 6
+    assert snap.closed_count == 6
     assert Snapshot(summary={}, finished=pd.DataFrame(), events=[], taken_at=0.0
-                    ).finished_count == 0
+                    ).closed_count == 0

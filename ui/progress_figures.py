@@ -30,7 +30,7 @@ def show_figures(labels: tuple[str, ...]) -> None:
     except DextrError as exc:
         store_failed(exc)
         return
-    total, counts, finished = snap.total, snap.counts, snap.finished_count
+    total, counts, finished = snap.total, snap.counts, snap.closed_count
     st.progress(min(1.0, finished / total) if total else 0.0,
                 text=f"{finished:,} of {total:,} images finished ({view.pct(finished, total)}); "
                      f"{counts.get('done', 0):,} done with masks")

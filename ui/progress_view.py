@@ -42,8 +42,9 @@ IMAGE_COLUMNS = ("id", "status", "annotator", "updated_at", "completed_at", "n_o
 RECENT_EVENTS = 15
 #: More changed images than this since the last snapshot: read all finished images again.
 MAX_INCREMENTAL_IMAGES = 300
-#: Statuses nobody has to open again: the progress bar's "finished".
-FINISHED_STATUSES = ("done", "skipped", "unreadable")
+#: Statuses nobody has to open again: what the progress bar counts as finished (unlike
+#: :attr:`Snapshot.finished`, unreadable images too).
+CLOSED_STATUSES = ("done", "skipped", "unreadable")
 
 
 # --------------------------------------------------------------------------------------------
@@ -75,10 +76,11 @@ class Snapshot:
         return {status: _int(by_status.get(status)) for status in STATUSES}
 
     @property
-    def finished_count(self) -> int:
-        """Images finished (:data:`FINISHED_STATUSES`: done, skipped or unreadable)."""
+    def closed_count(self) -> int:
+        """Images nobody has to open again (:data:`CLOSED_STATUSES`: done, skipped or
+        unreadable)."""
         counts = self.counts
-        return sum(counts.get(status, 0) for status in FINISHED_STATUSES)
+        return sum(counts.get(status, 0) for status in CLOSED_STATUSES)
 
     @property
     def total(self) -> int:
