@@ -25,6 +25,7 @@ from __future__ import annotations
 import os
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -111,6 +112,16 @@ class LeadActions:
     def image(self, image_id: str):
         """The image's record (None when the store does not know it)."""
         return self.store.get(image_id)
+
+    def review_next(self, passed: int = 0) -> tuple[Any, int]:
+        """The photo to review after the lead passed over ``passed`` (Later) waiting ones: the
+        ``passed + 1``-th oldest, or the oldest again once fewer wait (the count then starts over
+        at 0). Returns (ImageRecord or None when nothing waits, the count that applies)."""
+        queue = self.review_queue(limit=passed + 1)
+        if not queue:
+            return None, 0
+        passed = passed if passed < len(queue) else 0
+        return queue[passed], passed
 
     def last_scan(self) -> tuple[list[str], set[str]]:
         """What the last scan of the source folder found, in words (the sync report's lines,
@@ -306,3 +317,14 @@ def export_target(cfg, fmt: str, status: str, lead: bool, now: float | None = No
         if not candidate.exists():
             return candidate
     raise ExportError(f"Too many exports named {target.stem}-{stamp}* in {target.parent}")
+
+
+def work_summary(record, objects: list) -> str:
+    """One line on the work in an image: its ``objects`` (ObjectRecords) by label, most first,
+    their clicks, and the seconds the photo was open (``record.seconds``), e.g. "2 car, 1 person;
+    12 clicks; 40 s open" (plain text: the page escapes it)."""
+    labels = Counter(str(o.label) for o in objects)
+    clicks = sum(len(o.points or ()) for o in objects)
+    seconds = float(getattr(record, "seconds", 0.0) or 0.0)
+    shown = ", ".join(f"{n} {label}" for label, n in labels.most_common()) or "no objects"
+    return f"{shown}; {clicks} clicks; {seconds:.0f} s open"

@@ -74,3 +74,14 @@ def show() -> None:
     """Draw the queued messages; they stay queued until :func:`clear`."""
     for kind, text in st.session_state.get(_queue_key(), []):
         getattr(st, kind)(text)
+
+
+def say_outcome(outcome) -> None:
+    """Queue a :class:`dextr_core.leads.Outcome` (from a button callback): its sentence, escaped,
+    as ``st.<its level>`` at the top of the page."""
+    say(outcome.level, md(outcome.message))
+
+
+def show_outcome(outcome) -> None:
+    """Draw a :class:`dextr_core.leads.Outcome` now, where the pressed button is (not queued)."""
+    getattr(st, outcome.level)(md(outcome.message))

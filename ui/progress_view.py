@@ -1,11 +1,13 @@
-"""What the leads' page shows, as plain pandas tables read from the progress store (no st calls).
+"""What the leads' page's figures show: a snapshot of the progress store and the plain pandas
+tables and charts made from it (no st calls). Thumbnails are ui/thumbnails.py's, export choices
+ui/export_panel.py's, a photo's line of work :func:`dextr_core.leads.work_summary`.
 
 Speed (100,000 images): each page run asks the store for its ``summary()`` (kept up to date by
 the store's own indexes, so it is cheap); when that changed, only the images named by the new
 events are read again (:func:`update_snapshot`). Objects per class come from one full
 ``objects()`` read per process, then follow the store's events (:func:`update_object_index`).
-:class:`SnapshotCache` holds the last of both for every session of a process (the page keeps one
-in ``st.cache_resource``).
+:class:`SnapshotCache` holds the last of both for every session of a process
+(ui/live_snapshot.py keeps one in ``st.cache_resource``).
 
 Everything here is unit-testable without Streamlit: the functions take a store (anything with the
 :class:`~dextr_core.store.ProgressStore` reading API) or a :class:`Snapshot` and return data.
@@ -20,19 +22,12 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import altair as alt
-import cv2
-import numpy as np
 import pandas as pd
-from PIL import Image, ImageOps
 
-from dextr_core.images import ImageReadError, load_image, to_rgb_uint8
 from dextr_core.leads import LeadActions
-from dextr_core.masks import MaskFileError, clashing_ids, load_label_map, mask_path
 from dextr_core.store import STATUSES as STORE_STATUSES
-from ui.overlay import draw_overlay
 
 _SHOWN_ORDER = ("done", "in_progress", "todo", "skipped", "unreadable")
 #: The store's statuses in the order the page shows them (any status the page does not know
@@ -47,8 +42,9 @@ IMAGE_COLUMNS = ("id", "status", "annotator", "updated_at", "completed_at", "n_o
 RECENT_EVENTS = 15
 #: More changed images than this since the last snapshot: read all finished images again.
 MAX_INCREMENTAL_IMAGES = 300
-#: Longest thumbnail side (pixels).
-THUMB_PX = 240
+#: Statuses nobody has to open again: what the progress bar counts as finished (unlike
+#: :attr:`Snapshot.finished`, unreadable images too).
+CLOSED_STATUSES = ("done", "skipped", "unreadable")
 
 
 # --------------------------------------------------------------------------------------------
@@ -78,6 +74,13 @@ class Snapshot:
         """Images per status (missing images not counted)."""
         by_status = self.summary.get("by_status") or {}
         return {status: _int(by_status.get(status)) for status in STATUSES}
+
+    @property
+    def closed_count(self) -> int:
+        """Images nobody has to open again (:data:`CLOSED_STATUSES`: done, skipped or
+        unreadable)."""
+        counts = self.counts
+        return sum(counts.get(status, 0) for status in CLOSED_STATUSES)
 
     @property
     def total(self) -> int:
@@ -398,106 +401,7 @@ def annotator_names(snap: Snapshot) -> list[str]:
 
 
 # --------------------------------------------------------------------------------------------
-# Thumbnails
-
-
-def small_image(path: str) -> np.ndarray:
-    """The photo downscaled to fit THUMB_PX (JPEG files decoded at reduced size), upright RGB
-    H x W x 3 uint8. Raises ImageReadError for unreadable files."""
-    try:
-        with Image.open(path) as img:
-            if img.mode in ("RGB", "L", "RGBA", "P", "CMYK", "YCbCr", "LA"):
-                img.draft("RGB", (THUMB_PX * 2, THUMB_PX * 2))
-                img = ImageOps.exif_transpose(img)
-                img.thumbnail((THUMB_PX, THUMB_PX))
-                if img.mode in ("RGBA", "LA", "P"):
-                    img = img.convert("RGBA")
-                return to_rgb_uint8(np.asarray(img.convert("RGB") if img.mode != "RGBA" else img))
-    except Exception as exc:  # fall back to the full loader for its clear message
-        raise ImageReadError(f"Cannot read image {path}: {exc}") from exc
-    full = load_image(path)
-    scale = THUMB_PX / max(full.shape[:2])
-    if scale >= 1:
-        return full
-    size = (max(1, round(full.shape[1] * scale)), max(1, round(full.shape[0] * scale)))
-    return cv2.resize(full, size, interpolation=cv2.INTER_AREA)
-
-
-def thumbnail_jpeg(image_path: str, mask_file: str = "") -> bytes:
-    """JPEG bytes of a thumbnail (longest side THUMB_PX) with the masks of ``mask_file`` (a label
-    map; "" for none) drawn over it. Raises ImageReadError / MaskFileError for unreadable files."""
-    small = small_image(image_path)
-    masks: list[np.ndarray] = []
-    if mask_file:
-        labels = load_label_map(mask_file)
-        size = (small.shape[1], small.shape[0])
-        if labels.shape != small.shape[:2]:
-            labels = cv2.resize(labels, size, interpolation=cv2.INTER_NEAREST)
-        masks = [labels == i for i in range(1, int(labels.max()) + 1)]
-    drawn = draw_overlay(small, masks)
-    ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(drawn[:, :, ::-1]),
-                           [cv2.IMWRITE_JPEG_QUALITY, 85])
-    if not ok:
-        raise ValueError("JPEG encoding failed")
-    return buf.tobytes()
-
-
-#: What a gallery thumbnail can fail with (an unreadable photo or mask file): its tile says so.
-THUMBNAIL_ERRORS = (ImageReadError, MaskFileError, OSError, ValueError)
-
-
-_CLASHING: dict = {}  # (store, snapshot version) -> masks.clashing_ids of its ids, last only
-
-
-def clashing(store, snap) -> frozenset:
-    """The ids whose mask file keeps the whole photo name (:func:`dextr_core.masks.clashing_ids`),
-    read again when the store changed (``snap.version``)."""
-    store = store_of(store)
-    key = (id(store), snap.version)
-    if key not in _CLASHING:
-        _CLASHING.clear()
-        _CLASHING[key] = clashing_ids(store.image_ids())
-    return _CLASHING[key]
-
-
-def tile_key(cfg, image_id: str, clashing_ids_: frozenset = frozenset()) -> tuple:
-    """What a thumbnail of one image is cached on: (photo file, its mtime, mask file or "" when
-    there is none, its mtime); see :func:`thumbnail_jpeg`. ``clashing_ids_``: from
-    :func:`clashing` (photos sharing a stem keep their whole name)."""
-    image_file = Path(cfg.source, image_id)
-    mask_file = mask_path(cfg.destination, image_id, cfg.mask_suffix, cfg.save_format,
-                          clashing_ids_)
-    return (str(image_file), _mtime(image_file), str(mask_file) if mask_file.is_file() else "",
-            _mtime(mask_file))
-
-
-def _mtime(path: Path) -> float:
-    """The file's modification time (epoch s), -1 when it does not exist (a cache key part)."""
-    try:
-        return path.stat().st_mtime
-    except OSError:
-        return -1.0
-
-
-# --------------------------------------------------------------------------------------------
-# Export naming
-
-
-#: Export formats offered on the page and what they are called there (see
-#: dextr_core.leads.EXPORT_CALLS).
-EXPORT_FORMATS = {"coco": "COCO instances JSON (RLE masks)",
-                  "coco-polygon": "COCO instances JSON (polygons)",
-                  "yolo": "YOLO segmentation (Ultralytics)",
-                  "voc": "Pascal VOC segmentation",
-                  "masks": "Label maps (DEXTR-AnnoTool layout)",
-                  "palette": "Colour previews (palette PNG)"}
-#: Which images an export takes (run_export's ``status``).
-EXPORT_SCOPES = {"done": "finished (done)", "approved": "approved in review",
-                 "all": "every image with a mask file"}
-
-
-# --------------------------------------------------------------------------------------------
-# Review and who holds what
+# Review counts and who holds what
 
 
 #: Review counts (LeadActions.review_counts keys) and what the page calls them.
@@ -516,12 +420,3 @@ def holders_table(snap: Snapshot) -> pd.DataFrame:
         "Idle": [bool(c.get("lapsed")) for c in claims],
     })
 
-
-def work_caption(record, objects: list) -> str:
-    """One line on the work in an image: objects by label, clicks, time the photo was open
-    (plain text; the page escapes it)."""
-    labels = Counter(str(o.label) for o in objects)
-    clicks = sum(len(o.points or ()) for o in objects)
-    seconds = float(getattr(record, "seconds", 0.0) or 0.0)
-    shown = ", ".join(f"{n} {label}" for label, n in labels.most_common()) or "no objects"
-    return f"{shown}; {clicks} clicks; {seconds:.0f} s open"
