@@ -86,6 +86,18 @@ def test_display_size_fits_and_keeps_aspect():
     assert display_size_for((20000, 1)) == (666, 1)
 
 
+def test_the_photo_grows_with_a_larger_window_in_steps_up_to_its_largest():
+    from ui.layout import PHOTO_LARGEST, PHOTO_MAX, photo_max
+
+    assert photo_max(None) == PHOTO_MAX == (666, 748)  # unknown window: the 1280 x 900 budget
+    assert photo_max((1280, 900)) == photo_max((1024, 700)) == PHOTO_MAX  # never smaller
+    assert photo_max((1359, 979)) == PHOTO_MAX  # less than a step more: unchanged
+    assert photo_max((1600, 900)) == (666 + 320, 748)
+    assert photo_max((1920, 1080)) == (1280, 748 + 160)
+    assert photo_max((3840, 2160)) == PHOTO_LARGEST
+    assert display_size_for((4000, 3000), photo_max((1920, 1080))) == (1211, 908)
+
+
 def test_canvas_key_changes_with_generation_and_image():
     a0, a1 = cv.canvas_key("a.jpg", 0), cv.canvas_key("a.jpg", 1)
     assert a0 != a1 and a0 == cv.canvas_key("a.jpg", 0)

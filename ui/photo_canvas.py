@@ -22,7 +22,7 @@ import streamlit as st
 
 from dextr_core.errors import DextrError
 from ui import canvas as cv
-from ui import labels, photos, tools
+from ui import labels, layout, photos, tools
 from ui.messages import clear, md, say
 from ui.overlay import encode_png, fit_mask, overlay_layer
 
@@ -43,6 +43,7 @@ class View:
     background: tuple | None = None
     confirm_empty: bool = False
     zoomed_photo: tuple | None = None
+    photo_max: tuple | None = None  # (image id, (w, h) CSS px): the size chosen when it opened
 
 
 def view() -> View:
@@ -92,9 +93,18 @@ def take_drawing(sess, raw) -> bool:
     return changed
 
 
+def photo_max(sess) -> tuple[int, int]:
+    """The largest (width, height) CSS px the open photo may be shown at: chosen from the
+    window's size (ui.layout.photo_max) when the photo opened and kept until another opens."""
+    state = view()
+    if state.photo_max is None or state.photo_max[0] != sess.image_id:
+        state.photo_max = (sess.image_id, layout.photo_max(layout.window()))
+    return state.photo_max[1]
+
+
 def display_size(sess) -> tuple[int, int]:
     """(width, height) in CSS px the open photo is shown at (see ui.photos.display_size_for)."""
-    return photos.display_size_for(sess.size)
+    return photos.display_size_for(sess.size, photo_max(sess))
 
 
 def whole_scale(sess) -> float:
@@ -113,7 +123,7 @@ def current_view(sess) -> cv.ViewBox:
 def _photo(sess, box: cv.ViewBox) -> tuple[bytes, np.ndarray]:
     """The canvas's background (JPEG bytes) and its pixels (h, w, 3): the display copy, or the
     zoomed part of the photo (nearest pixels, made once per view)."""
-    shown = photos.display_image(sess.path)
+    shown = photos.display_image(sess.path, photo_max(sess))
     if not box.zoomed:
         return shown.jpeg, shown.image
     state, key = view(), (sess.image_id, box)

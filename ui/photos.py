@@ -2,7 +2,8 @@
 
 Full-resolution photos are shared by all sessions within :data:`FULL_IMAGE_CACHE_MB`; the
 display copy of a photo is at most :data:`DISPLAY_MAX` CSS pixels, the size that fits the annotate
-page's canvas column at window widths from 1280 px (see pages/annotate.py).
+page's canvas column in a 1280 x 900 window, or the larger size a larger window leaves
+(``ui.layout.photo_max``).
 """
 
 from __future__ import annotations
@@ -127,10 +128,10 @@ def full_image(path: str | os.PathLike) -> np.ndarray:
 
 
 @st.cache_resource(show_spinner=False, max_entries=64)
-def _display_image(path: str, mtime: float) -> DisplayImage:
+def _display_image(path: str, mtime: float, max_size: tuple[int, int]) -> DisplayImage:
     full = _full_image(path, mtime)
     height, width = full.shape[:2]
-    size = display_size_for((width, height))
+    size = display_size_for((width, height), max_size)
     if size == (width, height):
         small = np.ascontiguousarray(full)
     elif size[0] > width:
@@ -141,10 +142,12 @@ def _display_image(path: str, mtime: float) -> DisplayImage:
     return DisplayImage((width, height), small, encode_jpeg(small))
 
 
-def display_image(path: str | os.PathLike) -> DisplayImage:
-    """The :class:`DisplayImage` of a photo, made once per file version (path + mtime).
+def display_image(path: str | os.PathLike, max_size: tuple[int, int] = DISPLAY_MAX
+                  ) -> DisplayImage:
+    """The :class:`DisplayImage` of a photo fitting ``max_size`` (width, height CSS px), made
+    once per file version (path + mtime) and size.
 
     Raises :class:`~dextr_core.images.ImageReadError` for unreadable files.
     """
     p = Path(path)
-    return _display_image(str(p), _mtime(p))
+    return _display_image(str(p), _mtime(p), tuple(max_size))

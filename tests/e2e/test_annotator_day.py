@@ -33,7 +33,7 @@ LABELS = ["disc", "cat", "dog", "car"]
 # (centre x, centre y, radius): three apart, then two overlapping ones of one colour
 SEPARATE = [(140, 140, 80), (400, 140, 80), (660, 140, 80)]
 OVERLAPPING = [(300, 430, 110), (470, 430, 110)]
-N_IMAGES = 10  # one or two per test, each test its own annotator
+N_IMAGES = 12  # one or two per test, each test its own annotator
 
 
 def _disc(cx, cy, r) -> np.ndarray:
@@ -85,8 +85,8 @@ def app(tmp_path_factory):
 
 
 @contextlib.contextmanager
-def _page(browser):
-    context = browser.new_context(viewport=WINDOW)
+def _page(browser, window=WINDOW):
+    context = browser.new_context(viewport=window)
     try:
         page = context.new_page()
         page.set_default_timeout(90_000)
@@ -101,7 +101,7 @@ def _start(page, url: str, name: str) -> str:
     page.get_by_role("textbox", name="Your name").fill(name)
     page.get_by_role("button", name="Start annotating").click()
     _settled(page)
-    return page.get_by_text(re.compile(r"^img\d\.png$")).first.inner_text()
+    return page.get_by_text(re.compile(r"^img\d+\.png$")).first.inner_text()
 
 
 def _settled(page) -> None:
@@ -177,10 +177,10 @@ def _store(root: Path):
     return ProgressStore(root / "src" / ".dextr_progress.json", root / "src")
 
 
-def _in_view(box: dict) -> bool:
+def _in_view(box: dict, window=WINDOW) -> bool:
     return (box is not None and box["x"] >= 0 and box["y"] >= 0
-            and box["x"] + box["width"] <= WINDOW["width"]
-            and box["y"] + box["height"] <= WINDOW["height"])
+            and box["x"] + box["width"] <= window["width"]
+            and box["y"] + box["height"] <= window["height"])
 
 
 def test_three_objects_each_with_a_class_chosen_in_the_box_are_accepted_with_a_alone(app):
@@ -311,7 +311,7 @@ def test_overlapping_objects_keep_their_pixels_in_coco_and_the_cut_option_cuts(a
         page.keyboard.press("d")
         expect(page.get_by_text("done: 2 object(s) saved")).to_be_visible()
         # the next image: the same two objects, now cut
-        second = page.get_by_text(re.compile(r"^img\d\.png$")).first
+        second = page.get_by_text(re.compile(r"^img\d+\.png$")).first
         expect(second).not_to_have_text(first)
         second = second.inner_text()
         _clicks(page, _extremes(*OVERLAPPING[0]))
@@ -382,3 +382,30 @@ def test_the_carry_over_choice_is_shown_and_kept_across_a_refresh_with_the_class
         expect(page.get_by_text("Objects (3)")).to_be_visible()
         page.screenshot(path=str(ARTIFACTS / "day_carry_over.png"))
     assert [o.label for o in _store(root).objects(image)] == ["dog", "dog", "car"]
+
+
+def test_in_a_1920_by_1080_window_the_photo_grows_and_accept_stays_in_view(app):
+    from playwright.sync_api import expect
+
+    from ui.layout import photo_max
+    from ui.photos import display_size_for
+
+    url, _, browser = app
+    big = {"width": 1920, "height": 1080}
+    with _page(browser, big) as page:
+        _start(page, url, "big-window")
+        # the first photo ever opens at the 1280 x 900 size: the window's size was not known yet
+        assert round(page.locator("canvas.upper-canvas").bounding_box()["width"]) == 666
+        page.reload()  # the photo opens again, now with the window's size known
+        _settled(page)
+        grown = display_size_for((WIDTH, HEIGHT), photo_max((big["width"], big["height"])))
+        box = page.locator("canvas.upper-canvas").bounding_box()
+        assert (round(box["width"]), round(box["height"])) == grown and grown[0] > 1000
+        _clicks(page, _extremes(*SEPARATE[0]))
+        page.screenshot(path=str(ARTIFACTS / "day_1920x1080.png"))
+        for element in (page.locator("canvas.upper-canvas"),
+                        page.get_by_role("combobox", name="Class"),
+                        page.get_by_role("button", name="Accept object")):
+            assert _in_view(element.bounding_box(), big)
+        page.keyboard.press("a")
+        expect(page.get_by_text("Objects (1)")).to_be_visible()
