@@ -31,10 +31,10 @@ from browser_kit import (  # noqa: E402
     chromium,
     click_extremes,
     missing_browser,
-    settle_canvas,
     streamlit_app,
     write_config,
 )
+from browser_kit import settle_canvas as _settled  # noqa: E402  (the photo canvas drawn and still)
 
 WINDOW = {"width": 1280, "height": 900}
 WIDTH, HEIGHT = 800, 600
@@ -92,7 +92,7 @@ def _start(page, url: str, name: str) -> str:
     page.goto(url)
     page.get_by_role("textbox", name="Your name").fill(name)
     page.get_by_role("button", name="Start annotating").click()
-    settle_canvas(page)
+    _settled(page)
     return page.get_by_text(re.compile(r"^img\d\.png$")).first.inner_text()
 
 
@@ -228,7 +228,7 @@ def test_two_clicks_and_a_refresh_keep_two_of_four(app):
         _clicks(page, _extremes(*SEPARATE[1])[:2])
         page.reload()
         expect(page.get_by_text("Click the extreme points: 2 of 4.")).to_be_visible()
-        settle_canvas(page)
+        _settled(page)
         _clicks(page, _extremes(*SEPARATE[1])[2:], already=2)  # goes on from the two kept clicks
 
 
