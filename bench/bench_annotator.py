@@ -28,60 +28,48 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.bench_browser import CHROMIUM, CHROMIUM_ARGS, _photo, _server  # noqa: E402
+sys.path.insert(0, str(REPO / "tests" / "e2e"))  # browser_kit: shared with the browser tests
+
+from browser_kit import (  # noqa: E402
+    canvas_box,
+    chromium_page,
+    click_extremes,
+    missing_browser,
+    settle_canvas,
+    streamlit_app,
+    write_config,
+)
+
+from bench.bench_app import _extremes  # noqa: E402
+from bench.bench_browser import _photo  # noqa: E402
 
 LABELS = ["disc", "cat", "dog", "car"]
 WIDTH, HEIGHT = 1600, 1200
 A_WAIT_MS = 3000
 
 
-def _click_photo(page, x: float, y: float) -> None:
-    from playwright.sync_api import Error
-
-    for _ in range(100):
-        try:
-            canvas = page.locator("canvas.upper-canvas")
-            scale = canvas.bounding_box(timeout=5_000)["width"] / WIDTH
-            canvas.click(position={"x": x * scale, "y": y * scale}, timeout=5_000)
-            return
-        except Error as exc:
-            if "strict mode violation" not in str(exc):
-                raise
-            page.wait_for_timeout(50)
-    raise RuntimeError("two photo canvases stayed on the page")
-
-
 def annotate(repo: Path, photos: int, objects: int) -> dict:
     """Per-object and per-photo seconds, and how often ``A`` did not accept."""
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     expect.set_options(timeout=60_000)
-    cx, cy, r = WIDTH // 2, HEIGHT // 2, min(WIDTH, HEIGHT) // 4
-    clicks = [(cx - r, cy), (cx + r, cy), (cx, cy - r), (cx, cy + r)]
+    clicks = _extremes(WIDTH, HEIGHT)
     per_object, per_photo, waits, a_missed, below = [], [], [], 0, 0
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         (folder / "src").mkdir()
         for i in range(photos):
             _photo(folder / "src" / f"photo{i}.jpg", WIDTH, HEIGHT)
-        with _server(folder, repo=repo, labels=LABELS) as url, sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True,
-                                         args=CHROMIUM_ARGS)
-            page = browser.new_page(viewport={"width": 1280, "height": 900})
-            page.set_default_timeout(60_000)
+        cfg = write_config(folder, LABELS)
+        with streamlit_app(cfg, folder, script="bench/stub_app.py", repo=repo) as url, \
+                chromium_page(1280, 900) as page:
             page.goto(f"{url}/?annotator=bench")
-            page.locator("canvas.upper-canvas").wait_for()
-            page.wait_for_timeout(1000)
+            settle_canvas(page)
             for p in range(photos):
                 for n in range(1, objects + 1):
                     t0 = time.perf_counter()
-                    for k, (x, y) in enumerate(clicks, start=1):
-                        _click_photo(page, x, y)
-                        if k < 4:
-                            expect(page.get_by_text(f"Click the extreme points: {k} of 4.")
-                                   ).to_be_visible()
+                    click_extremes(page, clicks, canvas_box(page)["width"] / WIDTH)
                     accept = page.get_by_role("button", name="Accept object")
-                    expect(accept).to_be_enabled()
                     label = LABELS[n % len(LABELS)]
                     option = page.get_by_role("option", name=re.compile(rf"{label}$"))
                     for _ in range(3):  # a box that kept the focus closes on a click: again
@@ -114,7 +102,6 @@ def annotate(repo: Path, photos: int, objects: int) -> dict:
                     expect(page.get_by_text("Click the extreme points: 0 of 4.")).to_be_visible()
                     expect(page.locator("canvas.upper-canvas")).to_have_count(1)
                     per_photo.append(time.perf_counter() - t0)
-            browser.close()
     return {"object": per_object, "photo": per_photo, "a_missed": a_missed,
             "accept_below": below,
             "object_no_wait": [t - w for t, w in zip(per_object, waits, strict=True)]}
@@ -126,8 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--photos", type=int, default=3)
     parser.add_argument("--objects", type=int, default=3, help="objects per photo")
     args = parser.parse_args(argv)
-    if not CHROMIUM.exists():
-        print("needs Debian's chromium at /usr/bin/chromium (bash scripts/setup_tests.sh)")
+    if reason := missing_browser():
+        print(reason)
         return 2
     load = os.getloadavg()
     print(f"bench_annotator.py  {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}  "

@@ -3,11 +3,11 @@ photo, stub segmenter.
 
 Starts ``streamlit run bench/stub_app.py`` (app.py with a segmenter that returns a fixed disc mask
 at once) over a temporary folder with one 4000 x 3000 JPEG, opens it in headless Debian chromium
-(Playwright, /usr/bin/chromium, as tests/e2e/test_browser.py does), clicks the disc's extreme
-points and times, inside the page, from the fourth click's ``pointerdown`` to the first animation
-frame where the page shows the mask at the disc's centre, far from every click marker: that pixel
-of the canvas changes colour (a mask drawn into the canvas's photo), or a mask layer <img> over the
-canvas is decoded and covers it. That span is everything but the model: the canvas's message to the server, the
+(Playwright, /usr/bin/chromium; server, browser and clicks through tests/e2e/browser_kit.py, as
+the browser tests do), clicks the disc's extreme points and times, inside the page, from the
+fourth click's ``pointerdown`` to the first animation frame where the page shows the mask at the
+disc's centre, far from every click marker: that pixel of the canvas changes colour (a mask drawn
+into the canvas's photo), or a mask layer <img> over the canvas is decoded and covers it. That span is everything but the model: the canvas's message to the server, the
 rerun, the overlay, its encoding, the transfer and the browser's drawing. Each repeat clears the
 clicks first.
 
@@ -28,25 +28,33 @@ import contextlib
 import os
 import platform
 import re
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run",
-]
+sys.path.insert(0, str(REPO / "tests" / "e2e"))  # browser_kit: shared with the browser tests
+
+from browser_kit import (  # noqa: E402
+    MASK_AT,
+    canvas_box,
+    chromium_page,
+    click_extremes,
+    click_photo,
+    missing_browser,
+    settle_canvas,
+    streamlit_app,
+    write_config,
+)
+
+from bench.bench_app import _extremes  # noqa: E402
 
 # Installed once per page: pointerdown time, then a per-frame watch of one canvas pixel.
 _WATCH = """([x, y]) => {
+  const maskAt = MASK_AT;
   const find = (root) => {
     for (const el of root.querySelectorAll('*')) {
       if (el.tagName === 'CANVAS' && el.classList.contains('lower-canvas')) return el;  // the photo's
@@ -54,25 +62,13 @@ _WATCH = """([x, y]) => {
     }
     return null;
   };
-  const probe = document.createElement('canvas');
-  probe.width = probe.height = 1;
   const pixel = () => {  // what the page shows there: the canvas, a mask layer <img> over it
     const c = find(document);
     if (!c || !c.width) return null;
     const sx = c.width / c.getBoundingClientRect().width;
     const d = c.getContext('2d').getImageData(Math.round(x * sx), Math.round(y * sx), 1, 1).data;
-    const img = c.parentElement.querySelector('img.dextr-mask');
-    let a = 0;
-    if (img && img.complete && img.naturalWidth) {
-      const ctx = probe.getContext('2d');
-      ctx.clearRect(0, 0, 1, 1);
-      const cr = c.getBoundingClientRect(), ir = img.getBoundingClientRect();
-      const ix = (x + cr.left - ir.left) * img.naturalWidth / ir.width;
-      const iy = (y + cr.top - ir.top) * img.naturalHeight / ir.height;
-      ctx.drawImage(img, Math.floor(ix), Math.floor(iy), 1, 1, 0, 0, 1, 1);
-      a = ctx.getImageData(0, 0, 1, 1).data[3];
-    }
-    return [d[0], d[1], d[2] + a];
+    const m = maskAt([x, y]);
+    return [d[0], d[1], d[2] + (m ? m[3] : 0)];
   };
   window.__bench = {t0: null, t1: null, tText: null, text: null, base: pixel()};
   window.addEventListener('pointerdown', () => { window.__bench.t0 = performance.now(); }, true);
@@ -86,33 +82,13 @@ _WATCH = """([x, y]) => {
     requestAnimationFrame(tick);
   };
   requestAnimationFrame(tick);
-}"""
+}""".replace("MASK_AT", MASK_AT)
 
 
 # Per stroke: pointerup time, then a per-frame watch of the mask layer's alpha at one point.
 _STROKE_WATCH = """([x, y]) => {
-  const find = (root) => {
-    for (const el of root.querySelectorAll('*')) {
-      if (el.tagName === 'CANVAS' && el.classList.contains('dc-background-canvas')) return el;
-      if (el.shadowRoot) { const c = find(el.shadowRoot); if (c) return c; }
-    }
-    return null;
-  };
-  const probe = document.createElement('canvas');
-  probe.width = probe.height = 1;
-  const alpha = () => {
-    const c = find(document);
-    const img = c && c.parentElement.querySelector('img.dextr-mask');
-    if (!img || !img.complete || !img.naturalWidth) return 0;
-    const ctx = probe.getContext('2d');
-    ctx.clearRect(0, 0, 1, 1);
-    const cr = c.getBoundingClientRect(), ir = img.getBoundingClientRect();
-    const ix = (x + cr.left - ir.left) * img.naturalWidth / ir.width;
-    const iy = (y + cr.top - ir.top) * img.naturalHeight / ir.height;
-    if (ix < 0 || iy < 0 || ix >= img.naturalWidth || iy >= img.naturalHeight) return 0;
-    ctx.drawImage(img, Math.floor(ix), Math.floor(iy), 1, 1, 0, 0, 1, 1);
-    return ctx.getImageData(0, 0, 1, 1).data[3];
-  };
+  const maskAt = MASK_AT;
+  const alpha = () => { const m = maskAt([x, y]); return m ? m[3] : 0; };
   window.__stroke = {t0: null, t1: null, base: alpha()};
   window.addEventListener('pointerup', () => {
     if (window.__stroke.t0 === null) window.__stroke.t0 = performance.now();
@@ -123,13 +99,7 @@ _STROKE_WATCH = """([x, y]) => {
     if (b.t1 === null) requestAnimationFrame(tick);
   };
   requestAnimationFrame(tick);
-}"""
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+}""".replace("MASK_AT", MASK_AT)
 
 
 def _photo(path: Path, width: int, height: int) -> None:
@@ -141,153 +111,85 @@ def _photo(path: Path, width: int, height: int) -> None:
 
 
 @contextlib.contextmanager
-def _server(folder: Path, repo: Path = REPO, labels=("disc",)):
-    """``streamlit run bench/stub_app.py`` of checkout ``repo`` over ``folder``; yields its URL."""
-    cfg = folder / "anno_cfg.yml"
-    cfg.write_text("required:\n  source: src\n  destination: out\n"
-                   f"optional:\n  labels: [{', '.join(labels)}]\n"
-                   "  weights: no-weights-here.h5\n")
-    port = _free_port()
-    log = (folder / "server.log").open("w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "bench/stub_app.py", "--server.port",
-         str(port), "--server.address", "127.0.0.1", "--server.headless", "true",
-         "--browser.gatherUsageStats", "false", "--", "--config", str(cfg)],
-        cwd=repo, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 90
-        while True:
-            with contextlib.suppress(OSError), urllib.request.urlopen(
-                    f"{url}/_stcore/health", timeout=2) as resp:
-                if resp.status == 200:
-                    break
-            if proc.poll() is not None or time.time() > deadline:
-                raise SystemExit("streamlit did not start:\n" + (folder / "server.log").read_text())
-            time.sleep(0.5)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-        log.close()
+def _bench_page(width: int, height: int):
+    """stub_app.py over a temporary folder with one ``width`` x ``height`` photo of a disc, open
+    as annotator "bench" in a 1700 x 1100 chromium window, its canvas settled; yields (page,
+    scale): the page and the CSS px per image px the photo is shown at."""
+    from playwright.sync_api import expect
 
-
-def _click(page, x: float, y: float) -> None:
-    """Click the photo canvas at (x, y) CSS px; while a rerun briefly shows two canvases (the
-    old one going), wait until one is left."""
-    from playwright.sync_api import Error
-
-    for _ in range(100):
-        try:
-            page.locator("canvas.upper-canvas").click(position={"x": x, "y": y}, timeout=5_000)
-            return
-        except Error as exc:
-            if "strict mode violation" not in str(exc):
-                raise
-            page.wait_for_timeout(50)
-    raise RuntimeError("two photo canvases stayed on the page")
+    expect.set_options(timeout=60_000)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        (folder / "src").mkdir()
+        _photo(folder / "src" / "photo.jpg", width, height)
+        cfg = write_config(folder, ["disc"])
+        with streamlit_app(cfg, folder, script="bench/stub_app.py") as url, \
+                chromium_page(1700, 1100) as page:
+            page.goto(f"{url}/?annotator=bench")
+            page.get_by_text("photo.jpg").first.wait_for()
+            settle_canvas(page)
+            yield page, canvas_box(page)["width"] / width
 
 
 def measure(width: int, height: int, repeat: int, screenshot: Path | None = None) -> list[float]:
     """ms from the 4th click's pointerdown to the mask on the page, the stub model's own ms as
     the page reports it (the session's "Model N ms"), and ms from the 3rd click's pointerdown to
     its rerun's text on the page (a rerun with no new mask), one list each, a figure per repeat."""
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
-    from ui.photos import display_size_for
-
-    shown = display_size_for((width, height))
-    scale = shown[0] / width
-    cx, cy, r = width // 2, height // 2, min(width, height) // 4
-    extremes = [(cx - r, cy), (cx + r, cy), (cx, cy - r), (cx, cy + r)]
+    extremes = _extremes(width, height)
     times, models, thirds = [], [], []
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp)
-        (folder / "src").mkdir()
-        _photo(folder / "src" / "photo.jpg", width, height)
-        with _server(folder) as url, sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True,
-                                         args=CHROMIUM_ARGS)
-            page = browser.new_page(viewport={"width": 1700, "height": 1100})
-            page.set_default_timeout(90_000)
-            page.goto(f"{url}/?annotator=bench")
-            page.get_by_text("photo.jpg").first.wait_for()
-            for _ in range(repeat + 1):  # the first round warms caches up and is dropped
-                canvas = page.locator("canvas.upper-canvas")
-                expect(canvas).to_have_count(1)  # the last round's canvas is gone
-                expect(page.get_by_text("Click the extreme points: 0 of 4.")).to_be_visible()
-                for k, (x, y) in enumerate(extremes[:3], start=1):
-                    if k == 3:  # a click without a mask: the rerun's round trip alone
-                        page.evaluate(_WATCH, [cx * scale, cy * scale])
-                        page.evaluate("() => { window.__bench.text = '3 of 4.'; }")
-                    _click(page, (x + 0.5) * scale, (y + 0.5) * scale)
-                    expect(page.get_by_text(f"Click the extreme points: {k} of 4.")).to_be_visible()
-                page.wait_for_function("() => window.__bench.tText !== null", timeout=30_000)
-                thirds.append(page.evaluate("() => window.__bench.tText - window.__bench.t0"))
-                page.wait_for_timeout(300)  # the third click's canvas is drawn
-                page.evaluate(_WATCH, [cx * scale, cy * scale])
-                x, y = extremes[3]
-                _click(page, (x + 0.5) * scale, (y + 0.5) * scale)
-                page.wait_for_function("() => window.__bench.t1 !== null", timeout=30_000)
-                times.append(page.evaluate("() => window.__bench.t1 - window.__bench.t0"))
-                note = page.get_by_text("4 clicks. Check the mask")
-                expect(note).to_be_visible()
-                found = re.search(r"Model (\d+) ms", note.inner_text())
-                models.append(float(found.group(1)) if found else 0.0)
-                if screenshot is not None:
-                    page.screenshot(path=str(screenshot))
-                page.get_by_role("button", name="Clear Shortcut").click()
-            browser.close()
+    with _bench_page(width, height) as (page, scale):
+        centre = [width // 2 * scale, height // 2 * scale]
+        for _ in range(repeat + 1):  # the first round warms caches up and is dropped
+            expect(page.locator("canvas.upper-canvas")).to_have_count(1)  # the last round's gone
+            expect(page.get_by_text("Click the extreme points: 0 of 4.")).to_be_visible()
+            click_extremes(page, extremes[:2], scale)
+            # the third click, without a mask: the rerun's round trip alone
+            page.evaluate(_WATCH, centre)
+            page.evaluate("() => { window.__bench.text = '3 of 4.'; }")
+            click_extremes(page, extremes[2:3], scale, already=2)
+            page.wait_for_function("() => window.__bench.tText !== null", timeout=30_000)
+            thirds.append(page.evaluate("() => window.__bench.tText - window.__bench.t0"))
+            page.wait_for_timeout(300)  # the third click's canvas is drawn
+            page.evaluate(_WATCH, centre)
+            click_photo(page, *extremes[3], scale)
+            page.wait_for_function("() => window.__bench.t1 !== null", timeout=30_000)
+            times.append(page.evaluate("() => window.__bench.t1 - window.__bench.t0"))
+            note = page.get_by_text("4 clicks. Check the mask")
+            expect(note).to_be_visible()
+            found = re.search(r"Model (\d+) ms", note.inner_text())
+            models.append(float(found.group(1)) if found else 0.0)
+            if screenshot is not None:
+                page.screenshot(path=str(screenshot))
+            page.get_by_role("button", name="Clear Shortcut").click()
     return times[1:], models[1:], thirds[1:]
 
 
 def measure_strokes(width: int, height: int, repeat: int) -> list[float]:
     """ms from a Paint stroke's pointerup to its mask on the page, one figure per round (the
     first round, a warm-up, dropped)."""
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
-    from ui.photos import display_size_for
-
-    shown = display_size_for((width, height))
-    scale = shown[0] / width
-    cx, cy, r = width // 2, height // 2, min(width, height) // 4
-    extremes = [(cx - r, cy), (cx + r, cy), (cx, cy - r), (cx, cy + r)]
-    left = (cx - r) * scale  # strokes stay left of the disc
+    extremes = _extremes(width, height)
     times = []
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp)
-        (folder / "src").mkdir()
-        _photo(folder / "src" / "photo.jpg", width, height)
-        with _server(folder) as url, sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True,
-                                         args=CHROMIUM_ARGS)
-            page = browser.new_page(viewport={"width": 1700, "height": 1100})
-            page.set_default_timeout(90_000)
-            expect.set_options(timeout=60_000)
-            page.goto(f"{url}/?annotator=bench")
-            page.get_by_text("photo.jpg").first.wait_for()
-            for x, y in extremes:
-                _click(page, (x + 0.5) * scale, (y + 0.5) * scale)
-            expect(page.get_by_text("4 clicks. Check the mask")).to_be_visible()
-            page.keyboard.press("b")
-            expect(page.locator(".st-key-anno-tool-paint button").first).to_have_attribute(
-                "data-testid", "stBaseButton-primary")
-            box = page.locator("canvas.upper-canvas").bounding_box()
-            for i in range(repeat + 1):
-                y = 30.0 + i * (shown[1] - 60.0) / max(1, repeat)
-                page.evaluate(_STROKE_WATCH, [left * 0.5, y])
-                page.mouse.move(box["x"] + 10, box["y"] + y)
-                page.mouse.down()
-                page.mouse.move(box["x"] + left - 20, box["y"] + y + 3, steps=10)
-                page.mouse.up()
-                page.wait_for_function("() => window.__stroke.t1 !== null", timeout=60_000)
-                times.append(page.evaluate("() => window.__stroke.t1 - window.__stroke.t0"))
-                page.wait_for_timeout(300)
-            browser.close()
+    with _bench_page(width, height) as (page, scale):
+        left = extremes[0][0] * scale  # strokes stay left of the disc
+        click_extremes(page, extremes, scale)
+        page.keyboard.press("b")
+        expect(page.locator(".st-key-anno-tool-paint button").first).to_have_attribute(
+            "data-testid", "stBaseButton-primary")
+        box = canvas_box(page)
+        for i in range(repeat + 1):
+            y = 30.0 + i * (height * scale - 60.0) / max(1, repeat)
+            page.evaluate(_STROKE_WATCH, [left * 0.5, y])
+            page.mouse.move(box["x"] + 10, box["y"] + y)
+            page.mouse.down()
+            page.mouse.move(box["x"] + left - 20, box["y"] + y + 3, steps=10)
+            page.mouse.up()
+            page.wait_for_function("() => window.__stroke.t1 !== null", timeout=60_000)
+            times.append(page.evaluate("() => window.__stroke.t1 - window.__stroke.t0"))
+            page.wait_for_timeout(300)
     return times[1:]
 
 
@@ -298,8 +200,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", default="4000x3000", help="photo WIDTHxHEIGHT")
     parser.add_argument("--only", choices=("clicks", "strokes"), help="run one of the two")
     args = parser.parse_args(argv)
-    if not CHROMIUM.exists():
-        print("needs Debian's chromium at /usr/bin/chromium (bash scripts/setup_tests.sh)")
+    if reason := missing_browser():
+        print(reason)
         return 2
     width, height = (int(v) for v in args.size.lower().split("x"))
     load = os.getloadavg()

@@ -12,7 +12,6 @@ overlap and the cut option cuts. Screenshots go to test-artifacts/ (git-ignored)
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
 import sys
@@ -25,7 +24,17 @@ from PIL import Image
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, streamlit_app  # noqa: E402
+from browser_kit import (  # noqa: E402
+    ARTIFACTS,
+    browser_page,
+    canvas_box,
+    chromium,
+    click_extremes,
+    missing_browser,
+    streamlit_app,
+    write_config,
+)
+from browser_kit import settle_canvas as _settled  # noqa: E402  (the photo canvas drawn and still)
 
 WINDOW = {"width": 1280, "height": 900}
 WIDTH, HEIGHT = 800, 600
@@ -58,11 +67,9 @@ def _scene(seed: int) -> np.ndarray:
 @pytest.fixture(scope="module")
 def app(tmp_path_factory):
     """(url, root, browser): a streamlit server over a temporary config and one chromium."""
-    if not CHROMIUM.exists():
-        pytest.skip("Debian's chromium is not installed at /usr/bin/chromium "
-                    "(bash scripts/setup_tests.sh installs it)")
-    pytest.importorskip("playwright.sync_api")
-    from playwright.sync_api import expect, sync_playwright
+    if reason := missing_browser():
+        pytest.skip(reason)
+    from playwright.sync_api import expect
 
     expect.set_options(timeout=30_000)  # a run with the fallback model on a busy machine
     root = tmp_path_factory.mktemp("day")
@@ -70,29 +77,14 @@ def app(tmp_path_factory):
     src.mkdir()
     for i in range(N_IMAGES):
         Image.fromarray(_scene(i)).save(src / f"img{i}.png")
-    cfg = root / "anno_cfg.yml"
-    cfg.write_text("required:\n  source: src\n  destination: out\n"
-                   f"optional:\n  labels: [{', '.join(LABELS)}]\n  weights: no-weights-here.h5\n")
-    with streamlit_app(cfg, root) as url:
-        ARTIFACTS.mkdir(exist_ok=True)
-        with sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True,
-                                         args=CHROMIUM_ARGS)
-            try:
-                yield url, root, browser
-            finally:
-                browser.close()
+    ARTIFACTS.mkdir(exist_ok=True)
+    with streamlit_app(write_config(root, LABELS), root) as url, chromium() as browser:
+        yield url, root, browser
 
 
-@contextlib.contextmanager
 def _page(browser, window=WINDOW):
-    context = browser.new_context(viewport=window)
-    try:
-        page = context.new_page()
-        page.set_default_timeout(90_000)
-        yield page
-    finally:
-        context.close()
+    """A page of its own (own cookies) in a ``window`` (1280 x 900 unless told)."""
+    return browser_page(browser, window["width"], window["height"])
 
 
 def _start(page, url: str, name: str) -> str:
@@ -104,56 +96,10 @@ def _start(page, url: str, name: str) -> str:
     return page.get_by_text(re.compile(r"^img\d+\.png$")).first.inner_text()
 
 
-def _settled(page) -> None:
-    """Wait until the photo canvas is drawn and stays where it is (the page may still be
-    laying out around it)."""
-    canvas = page.locator("canvas.upper-canvas")
-    canvas.wait_for()
-    page.get_by_role("button", name="Reset canvas & history").wait_for(state="attached")
-    seen = []
-    for _ in range(50):
-        seen.append(canvas.bounding_box())
-        if len(seen) >= 3 and seen[-1] == seen[-2] == seen[-3]:
-            return
-        page.wait_for_timeout(250)
-
-
-def _scale(page) -> float:
-    box = page.locator("canvas.upper-canvas").bounding_box()
-    return box["width"] / WIDTH
-
-
-def _click(page, x: float, y: float) -> None:
-    """Click full-image pixel (x, y) on the photo; while a rerun briefly shows two canvases (the
-    old one going), wait until one is left."""
-    from playwright.sync_api import Error
-
-    for _ in range(100):
-        try:
-            canvas = page.locator("canvas.upper-canvas")
-            scale = canvas.bounding_box(timeout=5_000)["width"] / WIDTH
-            canvas.click(position={"x": (x + 0.5) * scale, "y": (y + 0.5) * scale},
-                         timeout=5_000)
-            return
-        except Error as exc:
-            if "strict mode violation" not in str(exc):
-                raise
-            page.wait_for_timeout(50)
-    raise RuntimeError("two photo canvases stayed on the page")
-
-
 def _clicks(page, points, already: int = 0) -> None:
-    """Click ``points`` (full-image px) after ``already`` clicks, each seen by the page."""
-    from playwright.sync_api import expect
-
-    for k, (x, y) in enumerate(points, start=already + 1):
-        _click(page, x, y)
-        if k < 4:
-            expect(page.get_by_text(f"Click the extreme points: {k} of 4.")).to_be_visible()
-    if already + len(points) >= 4:  # the mask is shown and the run that enables Accept is complete
-        expect(page.get_by_text(f"{already + len(points)} clicks. Check the mask")
-               ).to_be_visible()
-        expect(page.get_by_role("button", name="Accept object")).to_be_enabled()
+    """Click ``points`` (full-image px) after ``already`` clicks, each seen by the page
+    (browser_kit.click_extremes at the scale the photo is shown)."""
+    click_extremes(page, points, canvas_box(page)["width"] / WIDTH, already)
 
 
 def _choose_in_box(page, label: str) -> None:

@@ -10,13 +10,8 @@ test-artifacts/ (git-ignored).
 
 from __future__ import annotations
 
-import contextlib
 import shutil
-import socket
-import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -25,13 +20,18 @@ from PIL import Image
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
-REPO = Path(__file__).resolve().parents[2]
-CHROMIUM = Path("/usr/bin/chromium")
-ARTIFACTS = REPO / "test-artifacts"
-CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run",
-]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from browser_kit import (  # noqa: E402
+    ARTIFACTS,
+    MASK_AT,
+    REPO,
+    canvas_box,
+    chromium_page,
+    click_extremes,
+    missing_browser,
+    streamlit_app,
+    write_config,
+)
 
 WIDTH, HEIGHT = 1600, 1200
 CX, CY, R = 820, 560, 300
@@ -45,19 +45,11 @@ def _disc() -> np.ndarray:
     return (xx - CX) ** 2 + (yy - CY) ** 2 <= R * R
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def server(tmp_path):
     """A streamlit server on 127.0.0.1:<free port> over a temporary config; stopped afterwards."""
-    if not CHROMIUM.exists():
-        pytest.skip("Debian's chromium is not installed at /usr/bin/chromium "
-                    "(bash scripts/setup_tests.sh installs it)")
-    pytest.importorskip("playwright.sync_api")
+    if reason := missing_browser():
+        pytest.skip(reason)
     src = tmp_path / "src"
     src.mkdir()
     rng = np.random.default_rng(7)
@@ -67,63 +59,8 @@ def server(tmp_path):
     sample = REPO / "samples" / "images" / "chelsea.jpg"
     if sample.exists():
         shutil.copy(sample, src / "b_chelsea.jpg")
-    cfg = tmp_path / "anno_cfg.yml"
-    cfg.write_text("required:\n  source: src\n  destination: out\n"
-                   "optional:\n  labels: [disc, cat]\n  weights: no-weights-here.h5\n")
-    with streamlit_app(cfg, tmp_path) as url:
+    with streamlit_app(write_config(tmp_path, ["disc", "cat"]), tmp_path) as url:
         yield url, tmp_path
-
-
-@contextlib.contextmanager
-def streamlit_app(cfg: Path, folder: Path):
-    """``streamlit run app.py -- --config cfg`` on a free loopback port: yields its URL once it
-    answers (pytest.fail with its log, ``folder/server.log``, when it does not start within
-    90 s); stopped afterwards."""
-    port = _free_port()
-    log = (folder / "server.log").open("w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
-         "--server.address", "127.0.0.1", "--server.headless", "true",
-         "--browser.gatherUsageStats", "false", "--", "--config", str(cfg)],
-        cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 90
-        while True:
-            with contextlib.suppress(OSError), urllib.request.urlopen(
-                    f"{url}/_stcore/health", timeout=2) as resp:
-                if resp.status == 200:
-                    break
-            if proc.poll() is not None or time.time() > deadline:
-                log.flush()
-                pytest.fail("streamlit did not start:\n" + (folder / "server.log").read_text())
-            time.sleep(0.5)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-        log.close()
-
-
-@contextlib.contextmanager
-def chromium_page(width: int, height: int):
-    """A page in headless Debian chromium, 90 s default timeout; the browser closes afterwards."""
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True,
-                                     args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": width, "height": height})
-            page.set_default_timeout(90_000)
-            yield page
-        finally:
-            browser.close()
 
 
 def test_annotate_one_object_in_chromium(server):
@@ -140,16 +77,10 @@ def test_annotate_one_object_in_chromium(server):
         page.get_by_role("textbox", name="Your name").fill(NAME)
         page.get_by_role("button", name="Start annotating").click()
         page.get_by_text("a_disc.png").first.wait_for()
-        canvas = page.locator("canvas.upper-canvas")
-        canvas.wait_for()
-        box = canvas.bounding_box()
+        box = canvas_box(page)
         assert abs(box["width"] - round(WIDTH * scale)) <= 1, box
         assert abs(box["height"] - round(HEIGHT * scale)) <= 1, box
-        for k, (x, y) in enumerate(EXTREMES, start=1):
-            canvas.click(position={"x": (x + 0.5) * scale, "y": (y + 0.5) * scale})
-            if k < 4:
-                expect(page.get_by_text(f"Click the extreme points: {k} of 4.")).to_be_visible()
-        expect(page.get_by_text("4 clicks. Check the mask")).to_be_visible()
+        click_extremes(page, EXTREMES, scale)
         page.screenshot(path=str(ARTIFACTS / "e2e_mask_shown.png"))
         page.get_by_role("button", name="Accept object").click()
         expect(page.get_by_text("Objects (1)")).to_be_visible()
@@ -190,18 +121,6 @@ def test_a_page_address_on_a_fresh_server_goes_through_the_app(server):
         assert page.url.endswith("/progress")
 
 
-def _click_disc(page, scale: float) -> None:
-    from playwright.sync_api import expect
-
-    canvas = page.locator("canvas.upper-canvas")
-    canvas.wait_for()
-    for k, (x, y) in enumerate(EXTREMES, start=1):
-        canvas.click(position={"x": (x + 0.5) * scale, "y": (y + 0.5) * scale})
-        if k < 4:
-            expect(page.get_by_text(f"Click the extreme points: {k} of 4.")).to_be_visible()
-    expect(page.get_by_text("4 clicks. Check the mask")).to_be_visible()
-
-
 def test_the_canvas_toolbar_shows_only_the_tools_that_change_the_clicks(server):
     from playwright.sync_api import expect
 
@@ -230,16 +149,12 @@ def test_the_accept_shortcut_works_right_after_choosing_a_class(server):
     with chromium_page(1700, 1100) as page:
         page.goto(f"{url}/?annotator={NAME}")
         page.get_by_text("a_disc.png").first.wait_for()
-        _click_disc(page, scale)
+        click_extremes(page, EXTREMES, scale)
         page.keyboard.press("u")  # right after a click on the photo: the shortcut works too
         expect(page.get_by_text("Click the extreme points: 3 of 4.")).to_be_visible()
-        x, y = EXTREMES[3]
-        expect(page.locator("canvas.upper-canvas")).to_have_count(1)  # the undo's remount done
-        page.locator("canvas.upper-canvas").click(
-            position={"x": (x + 0.5) * scale, "y": (y + 0.5) * scale})
-        expect(page.get_by_text("4 clicks. Check the mask")).to_be_visible()
-        # the class choice sends nothing by itself: the run that enables Accept must be over
-        expect(page.get_by_role("button", name="Accept object")).to_be_enabled()
+        # after the undo's remount; then until the run that enables Accept is over (the class
+        # choice sends nothing by itself)
+        click_extremes(page, EXTREMES[3:], scale, already=3)
         page.get_by_test_id("stSelectbox").click()
         page.get_by_role("option", name="cat").click()
         expect(page.get_by_role("combobox", name="Class")).to_have_value("2 · cat")  # numbered
@@ -294,26 +209,6 @@ def test_the_whole_photo_is_visible_beside_or_above_the_controls(server, width):
         assert not _overlap(box, select), (select, box, width)
 
 
-_MASK_AT = """([x, y]) => {
-    for (const host of document.querySelectorAll('div')) {
-        const root = host.shadowRoot;
-        const bg = root && root.querySelector('canvas.dc-background-canvas');
-        if (!bg) continue;
-        const img = bg.parentElement.querySelector('img.dextr-mask');
-        if (!img || !img.complete || !img.naturalWidth) return null;
-        const c = bg.getBoundingClientRect(), r = img.getBoundingClientRect();
-        const probe = document.createElement('canvas');
-        probe.width = probe.height = 1;
-        const ctx = probe.getContext('2d');
-        ctx.drawImage(img, Math.floor((x + c.left - r.left) * img.naturalWidth / r.width),
-                      Math.floor((y + c.top - r.top) * img.naturalHeight / r.height), 1, 1,
-                      0, 0, 1, 1);
-        return Array.from(ctx.getImageData(0, 0, 1, 1).data);
-    }
-    return null;
-}"""
-
-
 def test_the_mask_comes_as_a_layer_over_the_photo_and_goes_with_the_clicks(server):
     """After the fourth click the candidate lies over the unchanged photo as a translucent
     <img> layer in the canvas's box (clicks pass through it); clearing the clicks removes it."""
@@ -327,16 +222,16 @@ def test_the_mask_comes_as_a_layer_over_the_photo_and_goes_with_the_clicks(serve
     with chromium_page(1700, 1100) as page:
         page.goto(f"{url}/?annotator={NAME}")
         page.get_by_text("a_disc.png").first.wait_for()
-        _click_disc(page, scale)
+        click_extremes(page, EXTREMES, scale)
         centre = [CX * scale, CY * scale]
-        page.wait_for_function(f"() => ({_MASK_AT})({centre}) !== null", timeout=30_000)
-        r, g, b, a = page.evaluate(_MASK_AT, centre)
+        page.wait_for_function(f"() => ({MASK_AT})({centre}) !== null", timeout=30_000)
+        r, g, b, a = page.evaluate(MASK_AT, centre)
         # the browser reads pixels back premultiplied: a level or two off
         assert max(abs(v - w) for v, w in zip((r, g, b), colour_for(0), strict=True)) <= 3, (r, g, b)
         assert abs(a - round(0.45 * 255)) <= 1, a
-        corner = page.evaluate(_MASK_AT, [5, 5])
+        corner = page.evaluate(MASK_AT, [5, 5])
         assert corner is None or corner[3] == 0, corner  # outside the objects' box: nothing
         page.screenshot(path=str(ARTIFACTS / "e2e_mask_layer.png"))
         page.get_by_role("button", name="Clear Shortcut").click()
         expect(page.get_by_text("Click the extreme points: 0 of 4.")).to_be_visible()
-        page.wait_for_function(f"() => ({_MASK_AT})({centre}) === null")
+        page.wait_for_function(f"() => ({MASK_AT})({centre}) === null")

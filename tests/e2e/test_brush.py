@@ -22,7 +22,17 @@ from PIL import Image
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_browser import _MASK_AT, ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, streamlit_app  # noqa: E402
+from browser_kit import (  # noqa: E402
+    ARTIFACTS,
+    MASK_AT,
+    browser_page,
+    canvas_box,
+    chromium,
+    click_extremes,
+    missing_browser,
+    streamlit_app,
+    write_config,
+)
 
 from ui.layout import PHOTO_MAX  # noqa: E402
 
@@ -41,10 +51,8 @@ def _disc() -> np.ndarray:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """A streamlit server over a temporary config with three disc photos; stopped afterwards."""
-    if not CHROMIUM.exists():
-        pytest.skip("Debian's chromium is not installed at /usr/bin/chromium "
-                    "(bash scripts/setup_tests.sh installs it)")
-    pytest.importorskip("playwright.sync_api")
+    if reason := missing_browser():
+        pytest.skip(reason)
     root = tmp_path_factory.mktemp("brush")
     (root / "src").mkdir()
     rng = np.random.default_rng(11)
@@ -52,23 +60,14 @@ def server(tmp_path_factory):
         photo = rng.integers(190, 245, size=(H, W, 3)).astype(np.uint8)
         photo[_disc()] = (30, 28, 40)
         Image.fromarray(photo).save(root / "src" / name)
-    cfg = root / "anno_cfg.yml"
-    cfg.write_text("required:\n  source: src\n  destination: out\n"
-                   "optional:\n  labels: [disc]\n  weights: no-weights-here.h5\n")
-    with streamlit_app(cfg, root) as url:
+    with streamlit_app(write_config(root, ["disc"]), root) as url:
         yield url, root
 
 
 @pytest.fixture(scope="module")
 def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
+    with chromium() as b:
+        yield b
 
 
 @pytest.fixture
@@ -76,11 +75,8 @@ def page(browser):
     from playwright.sync_api import expect
 
     expect.set_options(timeout=30_000)  # a shared, busy machine: reruns can take seconds
-    context = browser.new_context(viewport={"width": 1700, "height": 1100})
-    p = context.new_page()
-    p.set_default_timeout(90_000)
-    yield p
-    context.close()
+    with browser_page(browser, 1700, 1100) as p:
+        yield p
 
 
 @pytest.fixture(scope="module")
@@ -102,26 +98,9 @@ def engine_mask(server):
     return mask
 
 
-def _canvas(page):
-    """The photo canvas, once a rerun's old canvas (briefly beside the new one) is gone."""
-    from playwright.sync_api import expect
-
-    canvas = page.locator("canvas.upper-canvas")
-    expect(canvas).to_have_count(1)
-    return canvas
-
-
-def _canvas_box(page) -> dict:
-    return _canvas(page).bounding_box()
-
-
-def _click(page, x: float, y: float) -> None:
-    _canvas(page).click(position={"x": x, "y": y})
-
-
 def _drag(page, points) -> None:
     """One stroke through canvas positions (CSS px from the canvas's top-left corner)."""
-    box = _canvas_box(page)
+    box = canvas_box(page)
     (x0, y0), rest = points[0], points[1:]
     page.mouse.move(box["x"] + x0, box["y"] + y0)
     page.mouse.down()
@@ -131,7 +110,7 @@ def _drag(page, points) -> None:
 
 
 def _alpha_at(page, x: float, y: float):
-    found = page.evaluate(_MASK_AT, [x, y])
+    found = page.evaluate(MASK_AT, [x, y])
     return None if found is None else found[3]
 
 
@@ -139,7 +118,7 @@ def _wait_mask(page, x: float, y: float, shown: bool) -> None:
     """Until the mask layer shows (or no longer shows) the mask at canvas position (x, y)."""
     test = "a !== null && a[3] > 0" if shown else "a === null || a[3] === 0"
     at = [float(x), float(y)]
-    page.wait_for_function(f"() => {{ const a = ({_MASK_AT})({at}); return {test}; }}",
+    page.wait_for_function(f"() => {{ const a = ({MASK_AT})({at}); return {test}; }}",
                            timeout=60_000)
 
 
@@ -149,21 +128,11 @@ def _start(page, url, root, name) -> str:
 
     page.goto(f"{url}/?annotator={name}")
     expect(page.get_by_text("Click the extreme points: 0 of 4.")).to_be_visible()
-    box = _canvas_box(page)
+    box = canvas_box(page)
     assert abs(box["width"] - W) <= 1 and abs(box["height"] - H) <= 1, box  # shown 1:1
     (photo,) = [r.id for r in _store(root).images("in_progress") if r.annotator == name]
     page.get_by_text(photo).first.wait_for()
     return photo
-
-
-def _four_clicks(page) -> None:
-    from playwright.sync_api import expect
-
-    for k, (x, y) in enumerate(EXTREMES, start=1):
-        _click(page, x + 0.5, y + 0.5)
-        if k < 4:
-            expect(page.get_by_text(f"Click the extreme points: {k} of 4.")).to_be_visible()
-    expect(page.get_by_text("4 clicks. Check the mask")).to_be_visible()
 
 
 def _expect_tool(page, tool: str) -> None:
@@ -215,7 +184,7 @@ def test_paint_and_erase_on_the_candidate_are_in_the_saved_mask(server, page, en
     url, root = server
     ARTIFACTS.mkdir(exist_ok=True)
     photo = _start(page, url, root, "brush-candidate")
-    _four_clicks(page)
+    click_extremes(page, EXTREMES, 1.0)  # shown 1:1
     page.keyboard.press("b")
     _expect_tool(page, "paint")
     _drag(page, [(60, 60), (200, 64), (260, 60)])  # on the background, far from the disc
@@ -247,7 +216,7 @@ def test_an_accepted_object_is_edited_saved_at_once_and_kept_across_a_refresh(
 
     url, root = server
     photo = _start(page, url, root, "brush-edit")
-    _four_clicks(page)
+    click_extremes(page, EXTREMES, 1.0)  # shown 1:1
     page.get_by_role("button", name="Accept object").click()
     expect(page.get_by_text("Objects (1)")).to_be_visible()
     page.locator("[class*='st-key-anno-edit-'] button").first.click()
@@ -284,8 +253,7 @@ def test_a_stroke_in_the_zoomed_view_lands_on_the_right_pixels(server, page, eng
     url, root = server
     photo = _start(page, url, root, "brush-zoom")
     first = EXTREMES[0]
-    _click(page, first[0] + 0.5, first[1] + 0.5)
-    expect(page.get_by_text("Click the extreme points: 1 of 4.")).to_be_visible()
+    click_extremes(page, [first], 1.0)
     page.keyboard.press("z")
     view = cv.zoom_view((*first, *first), (W, H), (W, H))
     assert view.sx == 4.0
@@ -301,11 +269,7 @@ def test_a_stroke_in_the_zoomed_view_lands_on_the_right_pixels(server, page, eng
     page.keyboard.press("z")  # back to the whole photo
     page.keyboard.press("c")
     _expect_tool(page, "points")
-    for k, (x, y) in enumerate(EXTREMES[1:], start=2):
-        _click(page, x + 0.5, y + 0.5)
-        if k < 4:
-            expect(page.get_by_text(f"Click the extreme points: {k} of 4.")).to_be_visible()
-    expect(page.get_by_text("4 clicks. Check the mask")).to_be_visible()
+    click_extremes(page, EXTREMES[1:], 1.0, already=1)
     page.get_by_role("button", name="Accept object").click()
     expect(page.get_by_text("Objects (1)")).to_be_visible()
     page.get_by_role("button", name="Image done").click()
