@@ -970,6 +970,21 @@ def test_without_carry_over_the_box_empties_after_accept_and_the_next_accept_ask
     assert [o.label for o in _store(project).objects("a.png")] == ["square", "disc"]
 
 
+def test_the_carry_over_choice_and_class_outlive_a_visit_to_the_progress_page(project):
+    at = _app()
+    _button(at, "Class 2: square").click().run()
+    at.checkbox(key="anno-class-carry").uncheck().run()
+    at.switch_page("pages/progress.py").run()
+    at.switch_page("pages/annotate.py").run()
+    assert not at.exception
+    assert not at.checkbox(key="anno-class-carry").value
+    assert _class_box(at).value is None  # off: a box shown anew is empty
+    at.checkbox(key="anno-class-carry").check().run()
+    at.switch_page("pages/progress.py").run()
+    at.switch_page("pages/annotate.py").run()
+    assert at.checkbox(key="anno-class-carry").value and _class_box(at).value == "square"
+
+
 def test_a_new_browser_session_takes_the_carry_over_choice_and_class_from_its_cookies(
         project, monkeypatch):
     from ui import cookies

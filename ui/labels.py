@@ -34,6 +34,9 @@ CARRY_COOKIE, CLASS_COOKIE = "dextr_class_carry", "dextr_class"
 #: Classes with a number key (1-9).
 MAX_KEYED = 9
 _EMPTIED = "anno-class-emptied"
+#: The carry-over choice and the class last chosen, as plain session values: they outlive the
+#: widgets (Streamlit forgets a widget's value on a page that does not show it, e.g. Progress).
+_KEPT = "anno-class-kept"
 
 _HIDE_KEYS = "<style>.st-key-anno-class-keys { display: none; }</style>"
 
@@ -48,11 +51,22 @@ def _box_key() -> str:
     return f"{LABEL_KEY}-{st.session_state.get(_EMPTIED, 0)}"
 
 
+def _kept() -> dict:
+    """{"carry": bool, "class": str | None} of this browser session; at its start from the
+    cookies (Streamlit reads them once per browser session)."""
+    if _KEPT not in st.session_state:
+        st.session_state[_KEPT] = {"carry": cookies.read(CARRY_COOKIE) != "0",
+                                   "class": cookies.read(CLASS_COOKIE)}
+    return st.session_state[_KEPT]
+
+
 def carries() -> bool:
     """Whether the class stays chosen for the next object (this browser's choice, on at first)."""
-    if CARRY_KEY not in st.session_state:
-        st.session_state[CARRY_KEY] = cookies.read(CARRY_COOKIE) != "0"
-    return bool(st.session_state[CARRY_KEY])
+    return bool(_kept()["carry"])
+
+
+def _carry_changed() -> None:
+    _kept()["carry"] = bool(st.session_state[CARRY_KEY])
 
 
 def current(labels) -> str | None:
@@ -79,21 +93,25 @@ def class_box(labels) -> str | None:
     """The Class box, the number keys and the carry-over check box; returns the chosen class
     (None: none chosen yet)."""
     labels = list(labels)
-    key = _box_key()
+    key, kept = _box_key(), _kept()
     carry = carries()
     if key not in st.session_state or (st.session_state[key] is not None
                                        and st.session_state[key] not in labels):
-        kept = cookies.read(CLASS_COOKIE)  # a new browser session: the class chosen last
-        st.session_state[key] = (kept if kept in labels else labels[0]) if carry else None
+        last = kept["class"] if kept["class"] in labels else labels[0]
+        st.session_state[key] = last if carry else None
     st.selectbox(BOX_LABEL, labels, key=key, format_func=lambda x: numbered(labels, x),
                  filter_mode="contains", on_change="ignore",
                  placeholder="Choose the class: 1-9 or type",
                  help="Type to filter; keys 1-9 choose the first nine classes.")
     if len(labels) > 1:
-        st.checkbox("Keep the class for the next object", key=CARRY_KEY,
+        if CARRY_KEY not in st.session_state:
+            st.session_state[CARRY_KEY] = carry
+        st.checkbox("Keep the class for the next object", key=CARRY_KEY, on_change=_carry_changed,
                     help="Off: the box empties after each Accept, so every object gets its "
                     "class chosen. Kept in this browser.")
     chosen = current(labels)
+    if chosen is not None:
+        kept["class"] = chosen
     # hidden (so it takes no room): the number keys' buttons, the box shows the numbers
     with st.container(key="anno-class-keys"):
         for i, label in enumerate(labels[:MAX_KEYED], start=1):
@@ -101,7 +119,7 @@ def class_box(labels) -> str | None:
                       args=(label,), shortcut=str(i))
         st.html(_HIDE_KEYS)
         cookies.keep({CARRY_COOKIE: "1" if carry else "0",
-                      **({CLASS_COOKIE: chosen} if chosen is not None else {})})
+                      **({CLASS_COOKIE: kept["class"]} if kept["class"] else {})})
     return chosen
 
 

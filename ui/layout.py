@@ -5,8 +5,9 @@ view without scrolling.
 The numbers below are that budget; :data:`PHOTO_MAX` (the largest photo, ``ui.photos``) follows
 from them. In a larger window the photo grows with the room it leaves (:func:`photo_max`, up to
 :data:`PHOTO_LARGEST`): the browser keeps its window size in a cookie (:data:`WINDOW_COOKIE`,
-written by :func:`apply`), which the server reads when a photo opens, so a photo keeps its size
-until the next one (a resize applies from the next photo). :func:`apply` also tightens
+written by :func:`apply`). Streamlit gives the server the cookies sent with the page load, so the
+size counts from the next page load (a refresh, a new tab; on a first visit the photos open at
+the 1280 x 900 size), and a photo keeps the size it opened with until another opens. :func:`apply` also tightens
 Streamlit's page padding (its default leaves 96 px above the first line) and brings each newly
 opened photo into view from the top.
 """
