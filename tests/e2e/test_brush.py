@@ -34,7 +34,7 @@ from browser_kit import (  # noqa: E402
     write_config,
 )
 
-from ui.layout import PHOTO_MAX  # noqa: E402
+from ui.layout import PHOTO_MAX, WINDOW  # noqa: E402
 
 W, H = PHOTO_MAX[0], 500  # as wide as the page shows a photo: shown 1:1
 CX, CY, R = 340, 250, 140
@@ -75,7 +75,9 @@ def page(browser):
     from playwright.sync_api import expect
 
     expect.set_options(timeout=30_000)  # a shared, busy machine: reruns can take seconds
-    with browser_page(browser, 1700, 1100) as p:
+    # the window the layout is made for: there the photo is shown at PHOTO_MAX (a larger one
+    # would show it larger after a refresh, ui.layout.photo_max)
+    with browser_page(browser, *WINDOW) as p:
         yield p
 
 
