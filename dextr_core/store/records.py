@@ -302,22 +302,17 @@ def _document_problem(table: str, doc_id: str, doc: dict) -> str | None:
             for o in objects:
                 if type(o) is not dict:
                     return f"(image {image_id}) has objects that are not a list of documents"
-                strokes = o.get("strokes")
-                if strokes is not None:
-                    if type(strokes) is not list:
-                        return f"(image {image_id}) has an object whose strokes are not a list"
-                    for stroke in strokes:
-                        problem = stroke_problem(stroke)
+                for field, check, what in (("strokes", stroke_problem, "stroke"),
+                                           ("cuts", cut_problem, "cut")):
+                    items = o.get(field)
+                    if items is None:
+                        continue
+                    if type(items) is not list:
+                        return f"(image {image_id}) has an object whose {field} are not a list"
+                    for item in items:
+                        problem = check(item)
                         if problem:
-                            return f"(image {image_id}) has an object with a bad stroke: {problem}"
-                cuts = o.get("cuts")
-                if cuts is not None:
-                    if type(cuts) is not list:
-                        return f"(image {image_id}) has an object whose cuts are not a list"
-                    for cut in cuts:
-                        problem = cut_problem(cut)
-                        if problem:
-                            return f"(image {image_id}) has an object with a bad cut: {problem}"
+                            return f"(image {image_id}) has an object with a bad {what}: {problem}"
         seconds = doc.get("seconds")
         if seconds is not None and type(seconds) not in _NUMBER_TYPES:
             return f"(image {image_id}) has seconds {seconds!r}, not a number"
