@@ -7,7 +7,7 @@ from __future__ import annotations
 import streamlit as st
 
 from ui import resources, roles
-from ui.messages import md, say
+from ui.messages import md, say_outcome
 
 #: Widget key of the name field.
 NAME_INPUT = "anno_name_input"
@@ -60,7 +60,7 @@ def reset_prompt(on_reset) -> bool:
             st.error(md(outcome.message))
             return True
         on_reset()
-        say(outcome.level, md(outcome.message))
+        say_outcome(outcome)
         st.rerun()
     if right.button("Keep the current progress"):
         outcome = resources.lead_actions().keep_progress()
