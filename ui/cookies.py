@@ -14,7 +14,9 @@ import urllib.parse
 
 import streamlit as st
 
-_YEAR_S = 365 * 24 * 3600
+#: The attributes every cookie here is set with: the whole site, a year, this site only (a script
+#: that writes a cookie itself, such as ui/layout.py's window size, appends them too).
+ATTRIBUTES = f"path=/; max-age={365 * 24 * 3600}; samesite=strict"
 
 #: Sets (or with null deletes) each named cookie that does not already hold the value.
 _SCRIPT = """<script>
@@ -26,7 +28,7 @@ _SCRIPT = """<script>
     if (value === null) {
       if (name in now) document.cookie = name + '=; path=/; max-age=0; samesite=strict';
     } else if (now[name] !== value) {
-      document.cookie = name + '=' + value + '; path=/; max-age=%d; samesite=strict';
+      document.cookie = name + '=' + value + '; %s';
     }
   }
 })();
@@ -44,5 +46,5 @@ def keep(values: dict[str, str | None], where=None) -> None:
     one invisible script in ``where`` (a Streamlit container; the page itself by default)."""
     encoded = {name: None if value is None else urllib.parse.quote(value, safe="")
                for name, value in values.items()}
-    (where or st).html(_SCRIPT % (json.dumps(encoded), _YEAR_S), unsafe_allow_javascript=True,
+    (where or st).html(_SCRIPT % (json.dumps(encoded), ATTRIBUTES), unsafe_allow_javascript=True,
                        width=1)

@@ -64,7 +64,7 @@ _TO_TOP = """<script>
   const id = %s;
   const keep = () => {
     document.cookie = '%s=' + window.innerWidth + 'x' + window.innerHeight
-      + '; path=/; max-age=31536000; samesite=strict';
+      + '; %s';
   };
   keep();
   if (!window.__dextrWindow) { window.__dextrWindow = true; window.addEventListener('resize', keep); }
@@ -102,8 +102,8 @@ def apply(image_id: str | None) -> None:
     """The page's padding; a photo other than the last one shown opens scrolled to the top; the
     window's size goes to its cookie (on load and on every resize)."""
     st.html(_CSS)
-    st.html(_TO_TOP % (json.dumps(image_id), WINDOW_COOKIE), unsafe_allow_javascript=True,
-            width=1)
+    st.html(_TO_TOP % (json.dumps(image_id), WINDOW_COOKIE, cookies.ATTRIBUTES),
+            unsafe_allow_javascript=True, width=1)
 
 
 def tool_row():

@@ -29,7 +29,9 @@ DISPLAY_MAX = PHOTO_MAX
 MAX_UPSCALE = 2.0
 
 
-def _mtime(path: Path) -> float:
+def file_mtime(path: Path) -> float:
+    """The file's modification time (epoch s), -1 when it cannot be read: the file-version part
+    of a cache key (photos here, thumbnails, the config)."""
     try:
         return path.stat().st_mtime
     except OSError:
@@ -124,7 +126,7 @@ def full_image(path: str | os.PathLike) -> np.ndarray:
     :class:`~dextr_core.images.ImageReadError` for unreadable files.
     """
     p = Path(path)
-    return _full_image(str(p), _mtime(p))
+    return _full_image(str(p), file_mtime(p))
 
 
 @st.cache_resource(show_spinner=False, max_entries=64)
@@ -150,4 +152,4 @@ def display_image(path: str | os.PathLike, max_size: tuple[int, int] = DISPLAY_M
     Raises :class:`~dextr_core.images.ImageReadError` for unreadable files.
     """
     p = Path(path)
-    return _display_image(str(p), _mtime(p), tuple(max_size))
+    return _display_image(str(p), file_mtime(p), tuple(max_size))

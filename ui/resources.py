@@ -24,6 +24,7 @@ import streamlit as st
 from dextr_core import images
 from dextr_core.config import AnnoConfig, ConfigError, load_config
 from ui import cookies
+from ui.photos import file_mtime
 
 #: The repository root (the folder holding app.py and the default anno_cfg.yml).
 APP_DIR = Path(__file__).resolve().parents[1]
@@ -75,13 +76,6 @@ def config_path() -> Path:
     return APP_DIR / "anno_cfg.yml"
 
 
-def _mtime(path: Path) -> float:
-    try:
-        return path.stat().st_mtime
-    except OSError:
-        return -1.0
-
-
 @st.cache_resource(show_spinner=False, max_entries=8)
 def _load_config(path: str, mtime: float) -> AnnoConfig:
     # Keyed on the file's mtime so that an edited config is read again at the next page load.
@@ -97,7 +91,7 @@ def config() -> AnnoConfig:
     """
     path = config_path()
     try:
-        cfg = _load_config(str(path), _mtime(path))
+        cfg = _load_config(str(path), file_mtime(path))
     except ConfigError as exc:
         st.error(f"The config file **{exc.path}** cannot be used. Fix it and reload the page.")
         for problem in exc.problems:

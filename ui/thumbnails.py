@@ -19,6 +19,7 @@ from dextr_core.images import ImageReadError, load_image, to_rgb_uint8
 from dextr_core.masks import MaskFileError, clashing_ids, load_label_map, mask_path
 from ui.messages import md
 from ui.overlay import draw_overlay
+from ui.photos import file_mtime
 from ui.progress_view import store_of
 
 #: Longest thumbnail side (pixels).
@@ -91,16 +92,8 @@ def tile_key(cfg, image_id: str, clashing_ids_: frozenset = frozenset()) -> tupl
     image_file = Path(cfg.source, image_id)
     mask_file = mask_path(cfg.destination, image_id, cfg.mask_suffix, cfg.save_format,
                           clashing_ids_)
-    return (str(image_file), _mtime(image_file), str(mask_file) if mask_file.is_file() else "",
-            _mtime(mask_file))
-
-
-def _mtime(path: Path) -> float:
-    """The file's modification time (epoch s), -1 when it does not exist (a cache key part)."""
-    try:
-        return path.stat().st_mtime
-    except OSError:
-        return -1.0
+    return (str(image_file), file_mtime(image_file), str(mask_file) if mask_file.is_file() else "",
+            file_mtime(mask_file))
 
 
 @st.cache_data(show_spinner=False, max_entries=512)
